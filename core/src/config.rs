@@ -1,0 +1,288 @@
+//! Cluster configuration, validated once so the protocol never meets a
+//! nonsensical limit at runtime.
+//!
+//! A [`ConfigBuilder`] holds plain, public settings; [`ConfigBuilder::build`]
+//! checks them and returns a [`Config`], which reads like the builder (it
+//! derefs to it) but can no longer be changed. Names carry their unit or
+//! qualifier last (`heartbeat_timeout`, `frame_len_max`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Deref;
+
+use crate::id::Role;
+use crate::range::{KeyRange, ServerRanges};
+use crate::time::Duration;
+
+/// What a barrier does when one of its members dies before arriving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierPolicy {
+    /// Fail the barrier for everyone waiting (the default: a dead member
+    /// usually means the step cannot be completed as planned).
+    FailOnDeath,
+    /// Keep waiting for the member to be replaced, but at most `timeout`
+    /// after the death; then fail.
+    WaitForRecovery {
+        /// How long to wait for the replacement.
+        timeout: Duration,
+    },
+}
+
+/// Settings before validation. Every field is public; [`build`](Self::build)
+/// checks them together.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    /// This node's role.
+    pub role: Role,
+    /// Where the scheduler listens (ps-lite's DMLC_PS_ROOT_URI/PORT).
+    pub scheduler_addr: SocketAddr,
+    /// Where this node can be reached; the shell fills in the bound port.
+    pub listen_addr: SocketAddr,
+    /// Servers in the cluster (DMLC_NUM_SERVER).
+    pub num_servers: u32,
+    /// Workers in the cluster (DMLC_NUM_WORKER).
+    pub num_workers: u32,
+    /// Whether heartbeats and failure detection run (PS_HEARTBEAT_*).
+    pub heartbeats: bool,
+    /// How often every node tells the scheduler it is alive.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the scheduler declares a node dead, and after
+    /// which a node that hears nothing from the scheduler gives up on it.
+    pub heartbeat_timeout: Duration,
+    /// First resend delay of an unacknowledged frame (doubles per attempt).
+    pub resend_timeout: Duration,
+    /// Resends of one frame before its requests fail.
+    pub resend_attempts_max: u32,
+    /// Upper bound on any single request, whatever happens.
+    pub request_timeout: Duration,
+    /// How often an unanswered registration is repeated.
+    pub register_retry_interval: Duration,
+    /// Largest frame accepted from the wire, header included.
+    pub frame_len_max: u32,
+    /// Most keys one request may carry.
+    pub keys_per_request_max: u32,
+    /// Requests a node may have outstanding at once.
+    pub requests_pending_max: u32,
+    /// What barriers do when a member dies.
+    pub barrier_policy: BarrierPolicy,
+    /// Explicit key ranges, one per server in rank order; `None` splits the
+    /// key space equally.
+    pub server_ranges: Option<Vec<KeyRange>>,
+}
+
+/// Validated configuration. Reads like [`ConfigBuilder`] (through `Deref`)
+/// but cannot be changed after validation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    settings: ConfigBuilder,
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A count that must be positive is zero.
+    #[error("{field} must be at least 1")]
+    ZeroCount {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A limit or duration that must be positive is zero.
+    #[error("{field} must be non-zero")]
+    ZeroLimit {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// Heartbeats would time out before the next one is due.
+    #[error("heartbeat_interval ({interval:?}) must be shorter than heartbeat_timeout ({timeout:?})")]
+    HeartbeatTimeoutTooShort {
+        /// The configured interval.
+        interval: Duration,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// `frame_len_max` is below what a control frame needs.
+    #[error("frame_len_max {len} is below the minimum of {min}")]
+    FrameLenTooSmall {
+        /// The configured cap.
+        len: u32,
+        /// The smallest usable cap.
+        min: u32,
+    },
+    /// Explicit ranges do not fit the cluster.
+    #[error("server_ranges: {0}")]
+    Ranges(String),
+    /// A value from the environment could not be used.
+    #[error("{variable}: {problem}")]
+    Environment {
+        /// The variable's name.
+        variable: &'static str,
+        /// What was wrong and what was expected.
+        problem: String,
+    },
+}
+
+/// Smallest `frame_len_max` that still fits a node table of a small cluster.
+pub const FRAME_LEN_MIN: u32 = 64 * 1024;
+
+impl ConfigBuilder {
+    /// Defaults for a node of `role` joining the scheduler at `scheduler_addr`.
+    pub fn new(role: Role, scheduler_addr: SocketAddr) -> Self {
+        Self {
+            role,
+            scheduler_addr,
+            listen_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            num_servers: 1,
+            num_workers: 1,
+            heartbeats: true,
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_timeout: Duration::from_secs(5),
+            resend_timeout: Duration::from_millis(1000),
+            resend_attempts_max: 10,
+            request_timeout: Duration::from_secs(120),
+            register_retry_interval: Duration::from_millis(500),
+            frame_len_max: 1 << 30,
+            keys_per_request_max: 1 << 27,
+            requests_pending_max: 1 << 16,
+            barrier_policy: BarrierPolicy::FailOnDeath,
+            server_ranges: None,
+        }
+    }
+
+    /// Sets the number of servers and workers.
+    pub fn cluster(mut self, num_servers: u32, num_workers: u32) -> Self {
+        self.num_servers = num_servers;
+        self.num_workers = num_workers;
+        self
+    }
+
+    /// Sets this node's listen address.
+    pub fn listen_addr(mut self, addr: SocketAddr) -> Self {
+        self.listen_addr = addr;
+        self
+    }
+
+    /// Sets heartbeat interval and timeout.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting and freezes them.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        for (field, count) in [("num_servers", self.num_servers), ("num_workers", self.num_workers)] {
+            if count == 0 {
+                return Err(ConfigError::ZeroCount { field });
+            }
+        }
+        for (field, duration) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("resend_timeout", self.resend_timeout),
+            ("request_timeout", self.request_timeout),
+            ("register_retry_interval", self.register_retry_interval),
+        ] {
+            if duration.is_zero() {
+                return Err(ConfigError::ZeroLimit { field });
+            }
+        }
+        for (field, limit) in [
+            ("resend_attempts_max", self.resend_attempts_max),
+            ("keys_per_request_max", self.keys_per_request_max),
+            ("requests_pending_max", self.requests_pending_max),
+        ] {
+            if limit == 0 {
+                return Err(ConfigError::ZeroLimit { field });
+            }
+        }
+        if self.heartbeat_interval >= self.heartbeat_timeout {
+            return Err(ConfigError::HeartbeatTimeoutTooShort {
+                interval: self.heartbeat_interval,
+                timeout: self.heartbeat_timeout,
+            });
+        }
+        if self.frame_len_max < FRAME_LEN_MIN {
+            return Err(ConfigError::FrameLenTooSmall { len: self.frame_len_max, min: FRAME_LEN_MIN });
+        }
+        if let Some(ranges) = &self.server_ranges {
+            if ranges.len() != self.num_servers as usize {
+                return Err(ConfigError::Ranges(format!(
+                    "{} ranges given for {} servers",
+                    ranges.len(),
+                    self.num_servers
+                )));
+            }
+            ServerRanges::from_ranges(ranges.clone()).map_err(|e| ConfigError::Ranges(e.to_string()))?;
+        }
+        Ok(Config { settings: self })
+    }
+}
+
+impl Config {
+    /// Starts a builder; see [`ConfigBuilder::new`].
+    pub fn builder(role: Role, scheduler_addr: SocketAddr) -> ConfigBuilder {
+        ConfigBuilder::new(role, scheduler_addr)
+    }
+
+    /// The key ranges this configuration implies.
+    pub fn server_ranges(&self) -> ServerRanges {
+        match &self.settings.server_ranges {
+            Some(ranges) => {
+                ServerRanges::from_ranges(ranges.clone()).expect("ranges were validated by ConfigBuilder::build")
+            }
+            None => ServerRanges::equal(self.settings.num_servers),
+        }
+    }
+
+    /// A copy with another role and listen address: the same cluster seen
+    /// from another node (used by local clusters and tests).
+    pub fn for_role(&self, role: Role, listen_addr: SocketAddr) -> Self {
+        let mut settings = self.settings.clone();
+        settings.role = role;
+        settings.listen_addr = listen_addr;
+        Self { settings }
+    }
+
+    /// Back to a builder, to change and re-validate.
+    pub fn into_builder(self) -> ConfigBuilder {
+        self.settings
+    }
+}
+
+impl Deref for Config {
+    type Target = ConfigBuilder;
+    fn deref(&self) -> &ConfigBuilder {
+        &self.settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> ConfigBuilder {
+        Config::builder(Role::Worker, SocketAddr::from((Ipv4Addr::LOCALHOST, 9000)))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = builder().build().expect("defaults validate");
+        assert!(config.heartbeats);
+        assert_eq!(config.server_ranges().len(), 1);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        assert_eq!(builder().cluster(0, 1).build().unwrap_err(), ConfigError::ZeroCount { field: "num_servers" });
+        let err = builder().heartbeat(Duration::from_secs(2), Duration::from_secs(1)).build().unwrap_err();
+        assert!(matches!(err, ConfigError::HeartbeatTimeoutTooShort { .. }));
+        let mut b = builder();
+        b.resend_attempts_max = 0;
+        assert_eq!(b.build().unwrap_err(), ConfigError::ZeroLimit { field: "resend_attempts_max" });
+        let mut b = builder();
+        b.frame_len_max = 10;
+        assert!(matches!(b.build().unwrap_err(), ConfigError::FrameLenTooSmall { .. }));
+        let mut b = builder().cluster(2, 1);
+        b.server_ranges = Some(vec![KeyRange::FULL]);
+        assert!(matches!(b.build().unwrap_err(), ConfigError::Ranges(_)));
+    }
+}

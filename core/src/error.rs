@@ -1,0 +1,118 @@
+//! Errors of the command and completion surfaces.
+//!
+//! Following rustls, caller mistakes ([`ApiMisuse`]) are kept apart from
+//! what the cluster did to a request ([`RequestError`]); malformed peer
+//! input is a [`crate::wire::DecodeError`] and never reaches either.
+
+use crate::id::{NodeId, Role};
+
+/// Why a request did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A node the request depends on was declared dead.
+    #[error("node {0} is dead")]
+    PeerDead(NodeId),
+    /// Nothing was heard from the scheduler for `heartbeat_timeout`.
+    #[error("lost contact with the scheduler")]
+    SchedulerLost,
+    /// The request exceeded `request_timeout`.
+    #[error("request timed out")]
+    TimedOut,
+    /// A frame was resent `resend_attempts_max` times without an ACK.
+    #[error("no acknowledgement after the maximum number of resends")]
+    ResendExhausted,
+    /// The node is shutting down or has shut down.
+    #[error("node terminated")]
+    Terminated,
+    /// The server's handle refused the request.
+    #[error("server {server} refused the request: {reason}")]
+    Refused {
+        /// The server.
+        server: NodeId,
+        /// The handle's reason.
+        reason: String,
+    },
+    /// A server answered with something that does not fit the request.
+    #[error("bad response from {server}: {reason}")]
+    BadResponse {
+        /// The server.
+        server: NodeId,
+        /// What did not fit.
+        reason: &'static str,
+    },
+    /// The caller used the API wrongly.
+    #[error(transparent)]
+    ApiMisuse(#[from] ApiMisuse),
+}
+
+/// A caller mistake, caught before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiMisuse {
+    /// Keys are not strictly ascending (`index` is the first offender).
+    #[error("keys must be strictly ascending: key at index {index} is {key}, after {previous}")]
+    UnsortedKeys {
+        /// Index of the offending key.
+        index: usize,
+        /// The key.
+        key: u64,
+        /// The key before it.
+        previous: u64,
+    },
+    /// The same key appears twice in a row.
+    #[error("duplicate key {key} at index {index}")]
+    DuplicateKey {
+        /// Index of the second occurrence.
+        index: usize,
+        /// The key.
+        key: u64,
+    },
+    /// Values do not fit keys and lengths.
+    #[error("length mismatch: {what} (expected {expected}, got {got})")]
+    LengthMismatch {
+        /// Which lengths disagree.
+        what: &'static str,
+        /// Expected count.
+        expected: u64,
+        /// Actual count.
+        got: u64,
+    },
+    /// The command belongs to another role.
+    #[error("{command} is not available on a {role}")]
+    WrongRole {
+        /// The command.
+        command: &'static str,
+        /// This node's role.
+        role: Role,
+    },
+    /// The cluster is not ready yet (or no longer running).
+    #[error("the cluster is not ready")]
+    NotReady,
+    /// More keys than `keys_per_request_max`.
+    #[error("{keys} keys exceed keys_per_request_max {max}")]
+    TooManyKeys {
+        /// Keys given.
+        keys: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// More outstanding requests than `requests_pending_max`.
+    #[error("{max} requests are already pending")]
+    TooManyPending {
+        /// The limit.
+        max: u32,
+    },
+    /// The request would not fit in one frame.
+    #[error("request of {bytes} bytes exceeds frame_len_max {max}")]
+    FrameTooLarge {
+        /// Bytes needed.
+        bytes: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// `respond` named a request that is not pending.
+    #[error("no pending server request matches")]
+    UnknownRequest,
+    /// A simple request targets no node.
+    #[error("no live node in the target")]
+    EmptyTarget,
+}

@@ -1,0 +1,126 @@
+//! The key-value application: workers push and pull, servers answer.
+//!
+//! The worker half (request tracking) lives in [`worker`], the server half
+//! (pending requests awaiting `respond`) in [`server`]; [`store`] is the
+//! default handle that both the io shell and the simulator run, so tests of
+//! either exercise the same summing code.
+
+pub mod server;
+pub mod store;
+pub mod values;
+pub mod worker;
+
+use bytes::Bytes;
+
+use crate::id::{Incarnation, NodeId};
+use crate::wire::KvOp;
+pub use values::{DType, Element, Keys, Lens, Values};
+
+/// One request tracker: an application and a customer within it, so that
+/// one process can host several workers or tables without their
+/// completions mixing (ps-lite's `app_id` and `customer_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CustomerId {
+    /// Application id.
+    pub app: u32,
+    /// Customer within the application.
+    pub customer: u32,
+}
+
+impl CustomerId {
+    /// Application 0, customer 0.
+    pub const DEFAULT: Self = Self { app: 0, customer: 0 };
+
+    /// `app`, `customer`.
+    pub const fn new(app: u32, customer: u32) -> Self {
+        Self { app, customer }
+    }
+}
+
+/// Names one request of one customer; increasing, never reused within an
+/// incarnation (ps-lite's integer timestamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u32);
+
+/// Identifies a request a server (or SimpleApp receiver) must answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerRequestId {
+    /// The requesting node.
+    pub from: NodeId,
+    /// Its incarnation when it asked.
+    pub incarnation: Incarnation,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// Its timestamp.
+    pub ts: Timestamp,
+}
+
+/// A push, pull or push_pull slice a server must answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRequest {
+    /// Who asked; pass back to `respond`.
+    pub id: ServerRequestId,
+    /// The user command (ps-lite's `cmd`).
+    pub cmd: i32,
+    /// What is asked.
+    pub op: KvOp,
+    /// Keys, ascending, all inside this server's range.
+    pub keys: Keys,
+    /// Pushed values (empty for pulls; their dtype is the one expected back).
+    pub values: Values,
+    /// Per-key lengths of pushed values, when variable.
+    pub lens: Option<Lens>,
+}
+
+/// A server's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Done; pulls carry one value run per requested key.
+    Ok {
+        /// Values for a pull (empty for a push).
+        values: Values,
+        /// Per-key lengths when they vary.
+        lens: Option<Lens>,
+    },
+    /// The handle refused; the worker's request fails with this reason.
+    Refused(String),
+}
+
+impl Response {
+    /// An empty success, the answer to a push.
+    pub fn ack() -> Self {
+        Self::Ok { values: Values::empty(DType::U8), lens: None }
+    }
+}
+
+/// Server-side logic run on every request (ps-lite's request handle).
+///
+/// A handle is plain synchronous code; the shell calls it on the node's
+/// task and feeds the answer back with `respond`. The `cmd` on every
+/// request lets one handle serve several operations.
+pub trait KvHandle: Send + 'static {
+    /// Answers one request.
+    fn handle(&mut self, request: &ServerRequest) -> Response;
+}
+
+/// A SimpleApp request to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimpleRequest {
+    /// Who asked; pass back to `simple_respond`.
+    pub id: ServerRequestId,
+    /// Integer head.
+    pub head: i32,
+    /// Opaque body.
+    pub body: Bytes,
+}
+
+/// One node's answer to a SimpleApp request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimpleReply {
+    /// Who answered.
+    pub from: NodeId,
+    /// Integer head.
+    pub head: i32,
+    /// Opaque body.
+    pub body: Bytes,
+}

@@ -1,0 +1,256 @@
+//! The default server handle: sum pushes, return sums on pull.
+//!
+//! Values live in one arena per store (`Vec<T>`) with a lookup table from
+//! key to its run, so ten million keys are one allocation rather than ten
+//! million. A key's length is fixed by its first push; a later push of
+//! another length is refused with a reason, never a panic. A key that was
+//! never pushed pulls as `value_len_default` zeros (1 by default, ps-lite's
+//! behaviour): a model starts at zero.
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::HashMap;
+
+use super::values::{Element, Lens, Values};
+use super::{KvHandle, Response, ServerRequest};
+
+/// A fast, fixed (hence deterministic) hasher for integer keys:
+/// one multiply and a fold (Fx-style). Lookup only, never iterated.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
+/// A map from keys that hashes with [`KeyHasher`].
+pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// Where a key's values are in the arena.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    start: usize,
+    len: u32,
+}
+
+/// Sums pushes of element type `T`; answers pulls with the sums.
+#[derive(Debug, Clone)]
+pub struct KvStore<T: Element = f32> {
+    runs: KeyMap<Run>,
+    arena: Vec<T>,
+    value_len_default: u32,
+}
+
+impl<T: Element> Default for KvStore<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element> KvStore<T> {
+    /// An empty store; never-pushed keys pull as one zero.
+    pub fn new() -> Self {
+        Self::with_value_len_default(1)
+    }
+
+    /// An empty store; never-pushed keys pull as `len` zeros.
+    pub fn with_value_len_default(len: u32) -> Self {
+        Self { runs: KeyMap::default(), arena: Vec::new(), value_len_default: len }
+    }
+
+    /// Number of keys stored.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether nothing was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The values of `key`, if pushed.
+    pub fn get(&self, key: u64) -> Option<&[T]> {
+        self.runs.get(&key).map(|r| &self.arena[r.start..r.start + r.len as usize])
+    }
+
+    /// Adds `values` (`lens[i]` per key, or an equal share) to the keys.
+    /// Checks everything before changing anything, so a refused push leaves
+    /// the store as it was.
+    pub fn push(&mut self, request: &ServerRequest) -> Result<(), String> {
+        let keys = &request.keys;
+        let values = &request.values;
+        if values.dtype() != T::DTYPE {
+            return Err(format!("store holds {:?}, push has {:?}", T::DTYPE, values.dtype()));
+        }
+        let lens = self.lens_of(request)?;
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(run) = self.runs.get(&key) {
+                if run.len != lens.get(i) {
+                    return Err(format!("key {key} holds {} values, push has {}", run.len, lens.get(i)));
+                }
+            }
+        }
+        let mut at = 0usize;
+        let mut items = values.iter::<T>();
+        for (i, key) in keys.iter().enumerate() {
+            let len = lens.get(i);
+            let arena_len = self.arena.len();
+            let run = *self.runs.entry(key).or_insert_with(|| Run { start: arena_len, len });
+            if run.start == arena_len {
+                self.arena.resize(arena_len + len as usize, T::default());
+            }
+            for slot in &mut self.arena[run.start..run.start + len as usize] {
+                *slot = slot.sum(items.next().expect("lengths were checked"));
+            }
+            at += len as usize;
+        }
+        debug_assert_eq!(at, values.len());
+        Ok(())
+    }
+
+    /// The values of `keys`, zeros for keys never pushed.
+    pub fn pull(&self, request: &ServerRequest) -> Result<Response, String> {
+        if request.values.dtype() != T::DTYPE {
+            return Err(format!("store holds {:?}, pull asks for {:?}", T::DTYPE, request.values.dtype()));
+        }
+        let mut out = BytesMut::with_capacity(request.keys.len() * size_of::<T>());
+        let mut lens = Vec::with_capacity(request.keys.len());
+        let zeros = vec![T::default(); self.value_len_default as usize];
+        for key in request.keys.iter() {
+            let run = self.get(key).unwrap_or(&zeros);
+            for &item in run {
+                item.put(&mut out);
+            }
+            lens.push(run.len() as u32);
+        }
+        let uniform = lens.windows(2).all(|w| w[0] == w[1]);
+        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements");
+        let lens = (!uniform || request.lens.is_some()).then(|| Lens::from_slice(&lens));
+        Ok(Response::Ok { values, lens })
+    }
+
+    fn lens_of(&self, request: &ServerRequest) -> Result<Lens, String> {
+        let keys = request.keys.len();
+        match &request.lens {
+            Some(lens) if lens.len() == keys && lens.total() == request.values.len() as u64 => Ok(lens.clone()),
+            Some(_) => Err("lens do not fit keys and values".to_owned()),
+            None if keys == 0 => Ok(Lens::from_bytes(Bytes::new()).expect("empty")),
+            None if request.values.len() % keys == 0 => {
+                Ok(Lens::from_slice(&vec![(request.values.len() / keys) as u32; keys]))
+            }
+            None => Err(format!("{} values do not divide among {keys} keys", request.values.len())),
+        }
+    }
+}
+
+impl<T: Element + Send> KvHandle for KvStore<T> {
+    fn handle(&mut self, request: &ServerRequest) -> Response {
+        if request.op.pushes() {
+            if let Err(reason) = self.push(request) {
+                return Response::Refused(reason);
+            }
+        }
+        if request.op.pulls() {
+            return self.pull(request).unwrap_or_else(Response::Refused);
+        }
+        Response::ack()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Incarnation, NodeId};
+    use crate::kv::{CustomerId, Keys, ServerRequestId, Timestamp};
+    use crate::wire::KvOp;
+    use proptest::prelude::*;
+
+    fn request(op: KvOp, keys: &[u64], values: &[f32], lens: Option<&[u32]>) -> ServerRequest {
+        ServerRequest {
+            id: ServerRequestId {
+                from: NodeId::worker(crate::id::Rank(0)),
+                incarnation: Incarnation(0),
+                customer: CustomerId::DEFAULT,
+                ts: Timestamp(0),
+            },
+            cmd: 0,
+            op,
+            keys: Keys::from_slice(keys),
+            values: Values::from_slice(values),
+            lens: lens.map(Lens::from_slice),
+        }
+    }
+
+    fn pulled(store: &mut KvStore, keys: &[u64]) -> Vec<f32> {
+        match store.handle(&request(KvOp::Pull, keys, &[], None)) {
+            Response::Ok { values, .. } => values.to_vec().unwrap(),
+            Response::Refused(r) => panic!("pull refused: {r}"),
+        }
+    }
+
+    #[test]
+    fn never_pushed_keys_pull_as_zero() {
+        let mut store = KvStore::<f32>::new();
+        assert_eq!(pulled(&mut store, &[1, 2]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_push_of_another_length_is_refused_and_changes_nothing() {
+        let mut store = KvStore::<f32>::new();
+        store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 2.0], None));
+        let refused = store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 1.0, 1.0], Some(&[1, 2])));
+        assert!(matches!(refused, Response::Refused(reason) if reason.contains("key 2")));
+        assert_eq!(pulled(&mut store, &[1, 2]), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn variable_lengths_round_trip() {
+        let mut store = KvStore::<f32>::new();
+        store.handle(&request(KvOp::Push, &[3, 9], &[1.0, 2.0, 3.0], Some(&[2, 1])));
+        match store.handle(&request(KvOp::PushPull, &[3, 9], &[1.0, 1.0, 1.0], Some(&[2, 1]))) {
+            Response::Ok { values, lens } => {
+                assert_eq!(values.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 4.0]);
+                assert_eq!(lens.unwrap().to_vec(), vec![2, 1]);
+            }
+            Response::Refused(r) => panic!("{r}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sums_do_not_depend_on_arrival_order(
+            pushes in proptest::collection::vec(
+                proptest::collection::btree_map(0u64..32, -100i32..100, 1..8), 1..12),
+            seed in any::<u64>())
+        {
+            let reqs: Vec<ServerRequest> = pushes.iter().map(|p| {
+                let keys: Vec<u64> = p.keys().copied().collect();
+                let vals: Vec<f32> = p.values().map(|&v| v as f32).collect();
+                request(KvOp::Push, &keys, &vals, None)
+            }).collect();
+            let mut forward = KvStore::<f32>::new();
+            for r in &reqs { forward.handle(r); }
+            let mut shuffled = reqs.clone();
+            let mut rng = crate::rng::Rng::new(seed);
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let mut backward = KvStore::<f32>::new();
+            for r in &shuffled { backward.handle(r); }
+            let all: Vec<u64> = (0..32).collect();
+            prop_assert_eq!(pulled(&mut forward, &all), pulled(&mut backward, &all));
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Keys, values and lengths as typed views over shared byte buffers.
+//!
+//! A request's payload travels from the caller's buffer to the socket and
+//! from the socket to the handle without being copied: every type here is
+//! a `Bytes` plus a way to read it. Slicing a request across servers takes
+//! sub-ranges of the same buffer. Elements are little-endian and read one by
+//! one, so the buffers need no alignment.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The element type of a value buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float (ps-lite's default).
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// Raw bytes, for user-defined values.
+    U8,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            Self::F32 | Self::I32 => 4,
+            Self::F64 | Self::I64 => 8,
+            Self::U8 => 1,
+        }
+    }
+
+    pub(crate) const fn to_wire(self) -> u8 {
+        match self {
+            Self::F32 => 0,
+            Self::F64 => 1,
+            Self::I32 => 2,
+            Self::I64 => 3,
+            Self::U8 => 4,
+        }
+    }
+
+    pub(crate) const fn from_wire(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(Self::F32),
+            1 => Some(Self::F64),
+            2 => Some(Self::I32),
+            3 => Some(Self::I64),
+            4 => Some(Self::U8),
+            _ => None,
+        }
+    }
+}
+
+/// A plain number type that can live in a [`Values`] buffer.
+pub trait Element: Copy + Default + std::fmt::Debug + 'static {
+    /// Its [`DType`].
+    const DTYPE: DType;
+    /// Appends `self` in little-endian order.
+    fn put(self, buf: &mut BytesMut);
+    /// Reads one element from exactly `DTYPE.size()` bytes.
+    fn read(bytes: &[u8]) -> Self;
+    /// `self + other` (wrapping for integers, so a peer cannot make us panic).
+    fn sum(self, other: Self) -> Self;
+}
+
+macro_rules! element {
+    ($t:ty, $dtype:expr, $put:ident, $sum:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = $dtype;
+            fn put(self, buf: &mut BytesMut) {
+                buf.$put(self);
+            }
+            fn read(bytes: &[u8]) -> Self {
+                let mut raw = [0u8; std::mem::size_of::<$t>()];
+                raw.copy_from_slice(bytes);
+                <$t>::from_le_bytes(raw)
+            }
+            fn sum(self, other: Self) -> Self {
+                $sum(self, other)
+            }
+        }
+    };
+}
+element!(f32, DType::F32, put_f32_le, |a: f32, b: f32| a + b);
+element!(f64, DType::F64, put_f64_le, |a: f64, b: f64| a + b);
+element!(i32, DType::I32, put_i32_le, i32::wrapping_add);
+element!(i64, DType::I64, put_i64_le, i64::wrapping_add);
+element!(u8, DType::U8, put_u8, u8::wrapping_add);
+
+fn encode<T: Element>(items: &[T]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size_of_val(items));
+    for &item in items {
+        item.put(&mut buf);
+    }
+    buf.freeze()
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(bytes);
+    u64::from_le_bytes(raw)
+}
+
+/// A list of `u64` keys.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Keys {
+    bytes: Bytes,
+}
+
+impl Keys {
+    /// Copies `keys` into a new buffer.
+    pub fn from_slice(keys: &[u64]) -> Self {
+        let mut buf = BytesMut::with_capacity(keys.len() * 8);
+        for &k in keys {
+            buf.put_u64_le(k);
+        }
+        Self { bytes: buf.freeze() }
+    }
+
+    /// Wraps little-endian `u64`s without copying; `None` when the length
+    /// is not a multiple of 8.
+    pub fn from_bytes(bytes: Bytes) -> Option<Self> {
+        (bytes.len() % 8 == 0).then_some(Self { bytes })
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 8
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The `i`-th key. Panics when out of bounds, like slice indexing.
+    pub fn get(&self, i: usize) -> u64 {
+        read_u64(&self.bytes[i * 8..i * 8 + 8])
+    }
+
+    /// All keys in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.bytes.chunks_exact(8).map(read_u64)
+    }
+
+    /// The first index whose key does not satisfy `pred` (keys sorted).
+    pub fn partition_point(&self, mut pred: impl FnMut(u64) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if pred(self.get(mid)) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
+    /// Keys `start..end`, sharing the buffer.
+    pub fn slice(&self, start: usize, end: usize) -> Self {
+        Self { bytes: self.bytes.slice(start * 8..end * 8) }
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Copies into a vector.
+    pub fn to_vec(&self) -> Vec<u64> {
+        self.iter().collect()
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 8;
+        let mut list = f.debug_list();
+        list.entries(self.iter().take(SHOWN));
+        if self.len() > SHOWN {
+            list.entry(&format_args!("… {} keys", self.len()));
+        }
+        list.finish()
+    }
+}
+
+/// Per-key value lengths (in elements), for variable-length values.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Lens {
+    bytes: Bytes,
+}
+
+impl Lens {
+    /// Copies `lens` into a new buffer.
+    pub fn from_slice(lens: &[u32]) -> Self {
+        let mut buf = BytesMut::with_capacity(lens.len() * 4);
+        for &l in lens {
+            buf.put_u32_le(l);
+        }
+        Self { bytes: buf.freeze() }
+    }
+
+    /// Wraps little-endian `u32`s; `None` when not a multiple of 4 bytes.
+    pub fn from_bytes(bytes: Bytes) -> Option<Self> {
+        (bytes.len() % 4 == 0).then_some(Self { bytes })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The `i`-th length.
+    pub fn get(&self, i: usize) -> u32 {
+        let mut raw = [0u8; 4];
+        raw.copy_from_slice(&self.bytes[i * 4..i * 4 + 4]);
+        u32::from_le_bytes(raw)
+    }
+
+    /// All lengths in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+
+    /// Entries `start..end`, sharing the buffer.
+    pub fn slice(&self, start: usize, end: usize) -> Self {
+        Self { bytes: self.bytes.slice(start * 4..end * 4) }
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Copies into a vector.
+    pub fn to_vec(&self) -> Vec<u32> {
+        self.iter().collect()
+    }
+
+    /// Sum of all lengths, in 64 bits so a hostile list cannot overflow it.
+    pub fn total(&self) -> u64 {
+        self.iter().map(u64::from).sum()
+    }
+}
+
+impl std::fmt::Debug for Lens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lens({} entries)", self.len())
+    }
+}
+
+/// A buffer of values of one [`DType`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Values {
+    dtype: DType,
+    bytes: Bytes,
+}
+
+impl Values {
+    /// Copies `items` into a new buffer.
+    pub fn from_slice<T: Element>(items: &[T]) -> Self {
+        Self { dtype: T::DTYPE, bytes: encode(items) }
+    }
+
+    /// An empty buffer of `dtype`.
+    pub fn empty(dtype: DType) -> Self {
+        Self { dtype, bytes: Bytes::new() }
+    }
+
+    /// Wraps little-endian elements of `dtype` without copying; `None` when
+    /// the length is not a multiple of the element size.
+    pub fn from_bytes(dtype: DType, bytes: Bytes) -> Option<Self> {
+        (bytes.len() % dtype.size() == 0).then_some(Self { dtype, bytes })
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Elements `start..end`, sharing the buffer.
+    pub fn slice(&self, start: usize, end: usize) -> Self {
+        let size = self.dtype.size();
+        Self { dtype: self.dtype, bytes: self.bytes.slice(start * size..end * size) }
+    }
+
+    /// The `i`-th element as `T`; `None` when `T` is not the dtype.
+    pub fn get<T: Element>(&self, i: usize) -> Option<T> {
+        let size = self.dtype.size();
+        (T::DTYPE == self.dtype).then(|| T::read(&self.bytes[i * size..i * size + size]))
+    }
+
+    /// Copies into a vector of `T`; `None` when `T` is not the dtype.
+    pub fn to_vec<T: Element>(&self) -> Option<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return None;
+        }
+        Some(self.bytes.chunks_exact(self.dtype.size()).map(T::read).collect())
+    }
+
+    /// Iterates as `T`; empty when `T` is not the dtype.
+    pub fn iter<T: Element>(&self) -> impl Iterator<Item = T> + '_ {
+        let size = self.dtype.size();
+        let chunks = if T::DTYPE == self.dtype { self.bytes.chunks_exact(size) } else { [].chunks_exact(1) };
+        chunks.map(T::read)
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Values({:?} x {})", self.dtype, self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_views_read_what_was_written() {
+        let keys = Keys::from_slice(&[1, 5, u64::MAX]);
+        assert_eq!(keys.to_vec(), vec![1, 5, u64::MAX]);
+        assert_eq!(keys.partition_point(|k| k < 5), 1);
+        let values = Values::from_slice(&[1.5f32, -2.0]);
+        assert_eq!(values.to_vec::<f32>(), Some(vec![1.5, -2.0]));
+        assert_eq!(values.to_vec::<f64>(), None);
+        assert_eq!(values.slice(1, 2).get::<f32>(0), Some(-2.0));
+        assert!(Values::from_bytes(DType::F64, Bytes::from_static(&[0; 12])).is_none());
+        assert!(Keys::from_bytes(Bytes::from_static(&[0; 7])).is_none());
+    }
+
+    #[test]
+    fn slices_share_the_buffer() {
+        let keys = Keys::from_slice(&[1, 2, 3, 4]);
+        let tail = keys.slice(2, 4);
+        assert_eq!(tail.as_bytes().as_ptr(), keys.as_bytes()[16..].as_ptr());
+    }
+}

@@ -1,0 +1,333 @@
+//! The worker side of requests: timestamps, slicing, tracking, completion.
+//!
+//! A request is sliced by server range and one message goes to each server
+//! that owns at least one key. The tracker remembers, per timestamp, which
+//! servers have yet to answer and the parts collected so far; when the last
+//! one arrives the parts are merged in rank order (hence key order) and one
+//! event reports the whole request. Every pending request has a deadline
+//! (`request_timeout`) and fails early when a server it waits on dies, so
+//! no wait is unbounded. SimpleApp requests use the same tracker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{ApiMisuse, RequestError};
+use crate::id::{NodeId, Role};
+use crate::kv::{CustomerId, DType, Keys, Lens, SimpleReply, Timestamp, Values};
+use crate::node::{Event, Node};
+use crate::slice::{self, KvList};
+use crate::time::Instant;
+use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, Message, HEADER_LEN};
+
+/// Requests this node waits on, by customer and timestamp.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    next_ts: BTreeMap<CustomerId, u32>,
+    pending: BTreeMap<(CustomerId, Timestamp), Pending>,
+    deadlines: BTreeSet<(Instant, CustomerId, Timestamp)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Pending {
+    deadline: Instant,
+    /// Targets still to answer, with the slot their answer fills.
+    waiting: BTreeMap<NodeId, usize>,
+    kind: PendingKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum PendingKind {
+    Kv {
+        op: KvOp,
+        dtype: DType,
+        /// The keys each slot asked for, to check answers against.
+        asked: Vec<Keys>,
+        parts: Vec<Option<KvList>>,
+    },
+    Simple {
+        replies: Vec<Option<SimpleReply>>,
+    },
+}
+
+impl Tracker {
+    /// Pending requests.
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(at, _, _)| at)
+    }
+
+    /// The next timestamp of `customer`, never reused.
+    pub(crate) fn next_timestamp(&mut self, customer: CustomerId) -> Timestamp {
+        let next = self.next_ts.entry(customer).or_insert(0);
+        let ts = Timestamp(*next);
+        *next = next.checked_add(1).expect("2^32 requests from one customer in one incarnation");
+        ts
+    }
+
+    pub(crate) fn insert(&mut self, customer: CustomerId, ts: Timestamp, pending: Pending) {
+        self.deadlines.insert((pending.deadline, customer, ts));
+        let previous = self.pending.insert((customer, ts), pending);
+        assert!(previous.is_none(), "timestamps are never reused");
+    }
+
+    fn remove(&mut self, customer: CustomerId, ts: Timestamp) -> Option<Pending> {
+        let pending = self.pending.remove(&(customer, ts))?;
+        self.deadlines.remove(&(pending.deadline, customer, ts));
+        Some(pending)
+    }
+
+    /// Pending requests waiting on `id`.
+    fn waiting_on(&self, id: NodeId) -> Vec<(CustomerId, Timestamp)> {
+        self.pending.iter().filter(|(_, p)| p.waiting.contains_key(&id)).map(|(k, _)| *k).collect()
+    }
+}
+
+impl Pending {
+    pub(crate) fn new(deadline: Instant, waiting: BTreeMap<NodeId, usize>, kind: PendingKind) -> Self {
+        Self { deadline, waiting, kind }
+    }
+}
+
+impl Node {
+    /// Pushes `values` for `keys` (ascending, unique). `lens`, when given,
+    /// holds the number of values of each key; otherwise every key gets
+    /// `values.len() / keys.len()` values. Returns at once;
+    /// `Event::RequestDone` or `RequestFailed` follows.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        values: Values,
+        lens: Option<Lens>,
+    ) -> Result<Timestamp, RequestError> {
+        self.kv_request(now, customer, cmd, KvOp::Push, KvList { keys, values, lens })
+    }
+
+    /// Pulls the values of `keys` as `dtype`. `Event::PullDone` follows.
+    pub fn pull(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        dtype: DType,
+    ) -> Result<Timestamp, RequestError> {
+        self.kv_request(now, customer, cmd, KvOp::Pull, KvList { keys, values: Values::empty(dtype), lens: None })
+    }
+
+    /// Pushes, then pulls the result in one round trip. `Event::PullDone`
+    /// follows, with values that include this push.
+    pub fn push_pull(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        values: Values,
+        lens: Option<Lens>,
+    ) -> Result<Timestamp, RequestError> {
+        self.kv_request(now, customer, cmd, KvOp::PushPull, KvList { keys, values, lens })
+    }
+
+    fn kv_request(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        op: KvOp,
+        list: KvList,
+    ) -> Result<Timestamp, RequestError> {
+        self.ensure_role(Role::Worker, "push/pull")?;
+        self.ensure_ready()?;
+        let keys_max = self.config.keys_per_request_max;
+        if list.keys.len() > keys_max as usize {
+            return Err(ApiMisuse::TooManyKeys { keys: list.keys.len(), max: keys_max }.into());
+        }
+        slice::check_keys(&list.keys)?;
+        slice::check_lengths(&list)?;
+        if op.pushes() && list.lens.is_none() && !list.keys.is_empty() && list.values.is_empty() {
+            return Err(ApiMisuse::LengthMismatch {
+                what: "a push needs values",
+                expected: list.keys.len() as u64,
+                got: 0,
+            }
+            .into());
+        }
+        let frame_bytes = (HEADER_LEN + 64) as u64
+            + list.keys.as_bytes().len() as u64
+            + list.values.as_bytes().len() as u64
+            + list.lens.as_ref().map_or(0, |l| l.as_bytes().len() as u64);
+        if frame_bytes > u64::from(self.config.frame_len_max) {
+            return Err(ApiMisuse::FrameTooLarge { bytes: frame_bytes, max: self.config.frame_len_max }.into());
+        }
+        self.check_pending_room()?;
+        let parts = slice::slice(&self.ranges, &list);
+        let ts = self.tracker.next_timestamp(customer);
+        if parts.is_empty() {
+            // Nothing to send (no keys): complete at once, as ps-lite does.
+            self.events.push_back(match op {
+                KvOp::Push => Event::RequestDone { customer, ts },
+                KvOp::Pull | KvOp::PushPull => Event::PullDone {
+                    customer,
+                    ts,
+                    keys: list.keys,
+                    values: Values::empty(list.values.dtype()),
+                    lens: None,
+                },
+            });
+            return Ok(ts);
+        }
+        let mut waiting = BTreeMap::new();
+        let mut asked = Vec::with_capacity(parts.len());
+        for (slot, part) in parts.iter().enumerate() {
+            let server = NodeId::server(part.rank);
+            if !self.membership.is_alive(server) {
+                return Err(RequestError::PeerDead(server));
+            }
+            waiting.insert(server, slot);
+            asked.push(part.list.keys.clone());
+        }
+        let dtype = list.values.dtype();
+        for part in parts.iter() {
+            let message = KvRequestMsg {
+                app: customer.app,
+                customer: customer.customer,
+                ts: ts.0,
+                cmd,
+                op,
+                keys: part.list.keys.clone(),
+                values: part.list.values.clone(),
+                lens: part.list.lens.clone(),
+            };
+            self.send(NodeId::server(part.rank), Message::KvRequest(message));
+        }
+        let kind = PendingKind::Kv { op, dtype, parts: vec![None; asked.len()], asked };
+        self.tracker.insert(customer, ts, Pending::new(now + self.config.request_timeout, waiting, kind));
+        Ok(ts)
+    }
+
+    pub(crate) fn check_pending_room(&self) -> Result<(), RequestError> {
+        let max = self.config.requests_pending_max;
+        if self.tracker.len() >= max as usize {
+            return Err(ApiMisuse::TooManyPending { max }.into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_kv_response(&mut self, _now: Instant, from: NodeId, response: KvResponseMsg) {
+        let customer = CustomerId::new(response.app, response.customer);
+        let ts = Timestamp(response.ts);
+        let Some(pending) = self.tracker.pending.get_mut(&(customer, ts)) else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts }) =
+            (pending.waiting.get(&from), &mut pending.kind)
+        else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        if let Some(reason) = response.error {
+            self.fail_request(customer, ts, RequestError::Refused { server: from, reason });
+            return;
+        }
+        if op.pulls() {
+            // Servers do not echo keys back (the worker has them); a
+            // server that does must echo exactly what was asked.
+            let echoed = !response.keys.is_empty();
+            let problem_keys = echoed && response.keys != asked[slot];
+            let answer = KvList { keys: asked[slot].clone(), values: response.values, lens: response.lens };
+            let problem = if problem_keys {
+                Some("keys differ from the keys asked for")
+            } else if answer.values.dtype() != *dtype {
+                Some("values of another type than asked for")
+            } else if slice::check_lengths(&answer).is_err() {
+                Some("values do not fit the keys")
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                self.fail_request(customer, ts, RequestError::BadResponse { server: from, reason });
+                return;
+            }
+            parts[slot] = Some(answer);
+        }
+        pending.waiting.remove(&from);
+        if pending.waiting.is_empty() {
+            self.complete_request(customer, ts);
+        }
+    }
+
+    fn complete_request(&mut self, customer: CustomerId, ts: Timestamp) {
+        let pending = self.tracker.remove(customer, ts).expect("completing a pending request");
+        let event = match pending.kind {
+            PendingKind::Kv { op: KvOp::Push, .. } => Event::RequestDone { customer, ts },
+            PendingKind::Kv { parts, .. } => {
+                let parts: Vec<KvList> = parts.into_iter().map(|p| p.expect("every slot answered")).collect();
+                match slice::merge(parts) {
+                    Ok(list) => Event::PullDone { customer, ts, keys: list.keys, values: list.values, lens: list.lens },
+                    Err(reason) => Event::RequestFailed {
+                        customer,
+                        ts,
+                        error: RequestError::BadResponse { server: NodeId::UNASSIGNED, reason },
+                    },
+                }
+            }
+            PendingKind::Simple { replies } => Event::SimpleDone {
+                customer,
+                ts,
+                replies: replies.into_iter().map(|r| r.expect("every target answered")).collect(),
+            },
+        };
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn fail_request(&mut self, customer: CustomerId, ts: Timestamp, error: RequestError) {
+        if self.tracker.remove(customer, ts).is_some() {
+            self.events.push_back(Event::RequestFailed { customer, ts, error });
+        }
+    }
+
+    pub(crate) fn tracker_peer_dead(&mut self, id: NodeId) {
+        for (customer, ts) in self.tracker.waiting_on(id) {
+            self.fail_request(customer, ts, RequestError::PeerDead(id));
+        }
+    }
+
+    pub(crate) fn tracker_fail_all(&mut self, error: &RequestError) {
+        let all: Vec<(CustomerId, Timestamp)> = self.tracker.pending.keys().copied().collect();
+        for (customer, ts) in all {
+            self.fail_request(customer, ts, error.clone());
+        }
+    }
+
+    pub(crate) fn expire_requests(&mut self, now: Instant) {
+        while let Some(&(at, customer, ts)) = self.tracker.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.fail_request(customer, ts, RequestError::TimedOut);
+        }
+    }
+
+    /// Records a SimpleApp answer.
+    pub(crate) fn on_simple_reply(&mut self, from: NodeId, customer: CustomerId, ts: Timestamp, reply: SimpleReply) {
+        let Some(pending) = self.tracker.pending.get_mut(&(customer, ts)) else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        let (Some(&slot), PendingKind::Simple { replies }) = (pending.waiting.get(&from), &mut pending.kind) else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        replies[slot] = Some(reply);
+        pending.waiting.remove(&from);
+        if pending.waiting.is_empty() {
+            self.complete_request(customer, ts);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! # pslite-core: the sans-IO protocol of the pslite parameter server
+//!
+//! Everything pslite decides — registration and ids, barriers, heartbeats
+//! and failure detection, key slicing, request tracking, the wire codec —
+//! lives in [`Node`], a state machine that never touches a socket, a
+//! thread, a clock or global randomness. Time comes in as an argument,
+//! randomness from a seed, and output goes out through `poll_*` calls. The
+//! production shell (`pslite-io`) drives it with TCP and a real clock; the
+//! simulator (`pslite-sim`) drives many of them with virtual time and
+//! injected faults. Both run exactly this code.
+//!
+//! ## The run-loop contract
+//!
+//! 1. Create a node with [`Node::new`]`(config, seed, now)`.
+//! 2. Feed it inputs: every complete frame from the network with
+//!    [`Node::handle_frame`] (cut frames out of a byte stream with
+//!    [`wire::FrameDecoder`]), and [`Node::handle_timeout`] when the instant
+//!    last returned by [`Node::poll_timeout`] has come.
+//! 3. Issue commands whenever the application wants: [`Node::push`],
+//!    [`Node::pull`], [`Node::barrier`], [`Node::respond`], … They return
+//!    at once; their outcome arrives later as an [`Event`].
+//! 4. After **every** input and command, drain the outputs until empty:
+//!    [`Node::poll_transmit`] (send each frame to its address),
+//!    [`Node::poll_event`] (hand each event to the application), then ask
+//!    [`Node::poll_timeout`] when to wake next.
+//!
+//! The node never blocks and never waits; a driver that follows the
+//! contract cannot deadlock it.
+//!
+//! ## Example
+//!
+//! A complete in-memory cluster of one scheduler, one server and one
+//! worker, pushing and pulling once. Frames are delivered by hand.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::net::SocketAddr;
+//! use pslite_core::*;
+//!
+//! let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+//! let base = Config::builder(Role::Scheduler, addr(1)).cluster(1, 1).build().unwrap();
+//! let now = Instant::ZERO;
+//! let mut nodes = vec![
+//!     Node::new(base.clone(), 1, now),
+//!     Node::new(base.for_role(Role::Server, addr(2)), 2, now),
+//!     Node::new(base.for_role(Role::Worker, addr(3)), 3, now),
+//! ];
+//! let mut events: Vec<(usize, Event)> = Vec::new();
+//! // Drain every node; deliver frames by address until the network is quiet.
+//! let mut run = |nodes: &mut Vec<Node>, events: &mut Vec<(usize, Event)>| loop {
+//!     let mut wire = VecDeque::new();
+//!     for (i, node) in nodes.iter_mut().enumerate() {
+//!         while let Some(t) = node.poll_transmit() { wire.push_back(t); }
+//!         while let Some(e) = node.poll_event() { events.push((i, e)); }
+//!     }
+//!     if wire.is_empty() { break; }
+//!     for t in wire {
+//!         let to = t.addr.port() as usize - 1;
+//!         nodes[to].handle_frame(now, t.frame.to_bytes()).unwrap();
+//!     }
+//! };
+//! run(&mut nodes, &mut events);
+//! assert!(events.iter().any(|(i, e)| *i == 2 && *e == Event::ClusterReady));
+//!
+//! let keys = Keys::from_slice(&[1, u64::MAX]);
+//! let ts = nodes[2]
+//!     .push(now, CustomerId::DEFAULT, 0, keys.clone(), Values::from_slice(&[1.0f32, 2.0]), None)
+//!     .unwrap();
+//! // The server answers with the default handle.
+//! let mut store = KvStore::<f32>::new();
+//! loop {
+//!     run(&mut nodes, &mut events);
+//!     let requests: Vec<ServerRequest> = events.iter().filter_map(|(_, e)| match e {
+//!         Event::ServerRequest(r) => Some(r.clone()),
+//!         _ => None,
+//!     }).collect();
+//!     events.retain(|(_, e)| !matches!(e, Event::ServerRequest(_)));
+//!     if requests.is_empty() { break; }
+//!     for r in requests {
+//!         let answer = store.handle(&r);
+//!         nodes[1].respond(now, r.id, answer).unwrap();
+//!     }
+//! }
+//! assert!(events.contains(&(2, Event::RequestDone { customer: CustomerId::DEFAULT, ts })));
+//! assert_eq!(store.get(u64::MAX), Some(&[2.0f32][..]));
+//! ```
+
+pub mod config;
+pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod id;
+pub mod kv;
+pub mod membership;
+pub mod node;
+pub mod range;
+pub mod rng;
+pub mod scheduler;
+pub mod simple;
+pub mod slice;
+pub mod stats;
+pub mod time;
+pub mod timer;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{BarrierPolicy, Config, ConfigBuilder, ConfigError};
+pub use error::{ApiMisuse, RequestError};
+pub use id::{Group, Incarnation, NodeId, Rank, Role};
+pub use kv::store::KvStore;
+pub use kv::{
+    CustomerId, DType, Element, Keys, KvHandle, Lens, Response, ServerRequest, ServerRequestId, SimpleReply,
+    SimpleRequest, Timestamp, Values,
+};
+pub use membership::Membership;
+pub use node::{BarrierTicket, Event, Node, Phase, Transmit};
+pub use range::{KeyRange, ServerRanges};
+pub use rng::Rng;
+pub use simple::Target;
+pub use slice::KvList;
+pub use stats::Stats;
+pub use time::{Duration, Instant};
+pub use wire::{DecodeError, Frame, FrameDecoder, KvOp};

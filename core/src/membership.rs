@@ -1,0 +1,108 @@
+//! Who is in the cluster, as this node last heard from the scheduler.
+//!
+//! The scheduler owns the authoritative table and sends a copy with a new
+//! epoch whenever it changes; everyone else replaces theirs only with a
+//! newer epoch, so reordered tables cannot roll membership back. Changes
+//! between two tables become `NodeDead` / `NodeRecovered` events.
+
+use std::collections::BTreeMap;
+
+use crate::id::{Group, Incarnation, NodeId, Role};
+use crate::wire::NodeEntry;
+
+/// A change between two tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The node was alive and is dead now.
+    Died(NodeId, Incarnation),
+    /// The id is held by a new, live incarnation.
+    Recovered(NodeId, Incarnation),
+}
+
+/// The node table at one epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    epoch: u64,
+    nodes: BTreeMap<NodeId, NodeEntry>,
+}
+
+impl Membership {
+    /// The epoch of this table (0: none received yet).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The entry of `id`.
+    pub fn get(&self, id: NodeId) -> Option<&NodeEntry> {
+        self.nodes.get(&id)
+    }
+
+    /// All entries, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.values()
+    }
+
+    /// Ids of the nodes in `group` (excluding the scheduler, which is not
+    /// in the table), alive or not, ordered by id.
+    pub fn members(&self, group: Group) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.values().filter(move |n| n.id.role().is_some_and(|r| group.contains(r))).map(|n| n.id)
+    }
+
+    /// Ids of the live nodes in `group`.
+    pub fn alive(&self, group: Group) -> impl Iterator<Item = NodeId> + '_ {
+        self.members(group).filter(|id| self.nodes[id].alive)
+    }
+
+    /// Whether `id` is known and alive.
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.alive)
+    }
+
+    /// Number of nodes of `role` in the table.
+    pub fn count(&self, role: Role) -> usize {
+        self.members(role.group()).count()
+    }
+
+    /// Replaces the table when `epoch` is newer; returns what changed, or
+    /// `None` when the table was old and ignored.
+    pub fn apply(&mut self, epoch: u64, nodes: Vec<NodeEntry>) -> Option<Vec<Change>> {
+        if epoch <= self.epoch {
+            return None;
+        }
+        let mut changes = Vec::new();
+        let first = self.epoch == 0;
+        for entry in &nodes {
+            let before = self.nodes.get(&entry.id);
+            if first {
+                continue;
+            }
+            match before {
+                Some(old) if old.alive && !entry.alive => changes.push(Change::Died(entry.id, entry.incarnation)),
+                Some(old) if entry.alive && entry.incarnation > old.incarnation => {
+                    changes.push(Change::Recovered(entry.id, entry.incarnation));
+                }
+                _ => {}
+            }
+        }
+        self.epoch = epoch;
+        self.nodes = nodes.into_iter().map(|n| (n.id, n)).collect();
+        Some(changes)
+    }
+
+    /// Scheduler only: changes one entry and bumps the epoch.
+    pub(crate) fn update(&mut self, entry: NodeEntry) {
+        self.epoch += 1;
+        self.nodes.insert(entry.id, entry);
+    }
+
+    /// Scheduler only: installs the first complete table.
+    pub(crate) fn install(&mut self, nodes: Vec<NodeEntry>) {
+        self.epoch += 1;
+        self.nodes = nodes.into_iter().map(|n| (n.id, n)).collect();
+    }
+
+    /// The table as sent on the wire.
+    pub(crate) fn entries(&self) -> Vec<NodeEntry> {
+        self.nodes.values().copied().collect()
+    }
+}

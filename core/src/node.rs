@@ -1,0 +1,632 @@
+//! The per-process state machine: ps-lite's Postoffice and Van logic
+//! without the threads.
+//!
+//! One type serves every role; what only one role has lives in
+//! [`RoleState`]. Inputs arrive through `handle_*`, commands return at once,
+//! and everything the node wants done comes out through `poll_*`. The
+//! protocol pieces are `impl Node` blocks in their own modules
+//! (`scheduler::*`, `kv::worker`, `kv::server`, `simple`, `liveness`), so
+//! each concept is read in one place while the state stays in one struct.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{ApiMisuse, RequestError};
+use crate::id::{Group, Incarnation, NodeId, Rank, Role};
+use crate::kv::server::ServerState;
+use crate::kv::worker::Tracker;
+use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleRequest, Timestamp, Values};
+use crate::membership::{Change, Membership};
+use crate::range::ServerRanges;
+use crate::rng::Rng;
+use crate::scheduler::SchedulerState;
+use crate::stats::Stats;
+use crate::time::Instant;
+use crate::timer::{Timer, TimerTable};
+use crate::wire::message::Envelope;
+use crate::wire::{BarrierOutcome, DecodeError, Frame, Header, Message, NodeTableMsg, RegisterMsg};
+
+/// A frame to send: the shell writes `frame` to `addr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The receiving node ([`NodeId::UNASSIGNED`] if it has no id yet).
+    pub to: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The encoded frame.
+    pub frame: Frame,
+}
+
+/// Where a node is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Waiting for the cluster to form.
+    Registering,
+    /// Running.
+    Ready,
+    /// Finished (after `finalize`, a `Terminate`, or a fatal loss).
+    Terminated,
+}
+
+/// Names one barrier this node entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BarrierTicket {
+    /// The group.
+    pub group: Group,
+    /// This node's count of barriers on `group`, from 0.
+    pub generation: u64,
+}
+
+/// What happened, for the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// This node has its id and rank.
+    Registered {
+        /// The id.
+        id: NodeId,
+        /// The rank within its role.
+        rank: Rank,
+        /// Its incarnation (0 unless it replaced a dead node).
+        incarnation: Incarnation,
+    },
+    /// Every node is registered; requests may flow.
+    ClusterReady,
+    /// A push (or a request without data back) completed.
+    RequestDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+    },
+    /// A pull or push_pull completed, with values in key order.
+    PullDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// The keys asked for.
+        keys: Keys,
+        /// Their values.
+        values: Values,
+        /// Per-key lengths, when they vary.
+        lens: Option<Lens>,
+    },
+    /// A request failed; it will never complete.
+    RequestFailed {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// Why.
+        error: RequestError,
+    },
+    /// A server must answer this with `respond`.
+    ServerRequest(ServerRequest),
+    /// This node must answer this with `simple_respond`.
+    SimpleRequest(SimpleRequest),
+    /// Every target answered a SimpleApp request.
+    SimpleDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// One reply per target, ordered by node id.
+        replies: Vec<SimpleReply>,
+    },
+    /// Every member arrived.
+    BarrierReleased(BarrierTicket),
+    /// The barrier cannot complete.
+    BarrierFailed(BarrierTicket, RequestError),
+    /// The scheduler declared a node dead.
+    NodeDead {
+        /// The node.
+        id: NodeId,
+        /// The incarnation that died.
+        incarnation: Incarnation,
+    },
+    /// A restarted process took a dead node's id.
+    NodeRecovered {
+        /// The id.
+        id: NodeId,
+        /// The new incarnation.
+        incarnation: Incarnation,
+    },
+    /// The node stopped; no more events follow.
+    Terminated,
+}
+
+/// State only one role has.
+#[derive(Debug)]
+pub(crate) enum RoleState {
+    Scheduler(Box<SchedulerState>),
+    Server,
+    Worker,
+}
+
+/// The pslite protocol for one process. See the crate docs for the loop
+/// that drives it.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) ranges: ServerRanges,
+    pub(crate) rng: Rng,
+    /// Drawn once per process: tells our retries apart from a restart.
+    pub(crate) instance: u64,
+    pub(crate) id: NodeId,
+    pub(crate) incarnation: Incarnation,
+    pub(crate) rank: Option<Rank>,
+    pub(crate) phase: Phase,
+    pub(crate) membership: Membership,
+    pub(crate) timers: TimerTable,
+    pub(crate) role_state: RoleState,
+    pub(crate) tracker: Tracker,
+    pub(crate) server: ServerState,
+    /// Barriers entered and not yet ended.
+    pub(crate) barriers: BTreeMap<BarrierTicket, BarrierPurpose>,
+    /// Next generation per group.
+    pub(crate) barrier_generations: BTreeMap<Group, u64>,
+    pub(crate) scheduler_heard_at: Instant,
+    /// Set once pending work failed for silence from the scheduler, so it
+    /// is failed once, not at every scan.
+    pub(crate) scheduler_lost: bool,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    /// Messages to ourselves (a scheduler in its own barrier, a group
+    /// request that includes the sender), handled before returning.
+    pub(crate) loopback: VecDeque<Message>,
+    pub(crate) stats: Stats,
+}
+
+/// Why a barrier was entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BarrierPurpose {
+    User,
+    Finalize,
+}
+
+impl Node {
+    /// A node of `config.role`, seeded by `seed`, starting at `now`. A
+    /// scheduler starts listening; any other role queues its registration.
+    pub fn new(config: Config, seed: u64, now: Instant) -> Self {
+        let mut rng = Rng::new(seed);
+        let instance = rng.next_u64() | 1;
+        let role = config.role;
+        let role_state = match role {
+            Role::Scheduler => RoleState::Scheduler(Box::default()),
+            Role::Server => RoleState::Server,
+            Role::Worker => RoleState::Worker,
+        };
+        let mut node = Self {
+            ranges: config.server_ranges(),
+            config,
+            rng,
+            instance,
+            id: NodeId::UNASSIGNED,
+            incarnation: Incarnation(0),
+            rank: None,
+            phase: Phase::Registering,
+            membership: Membership::default(),
+            timers: TimerTable::default(),
+            role_state,
+            tracker: Tracker::default(),
+            server: ServerState::default(),
+            barriers: BTreeMap::new(),
+            barrier_generations: BTreeMap::new(),
+            scheduler_heard_at: now,
+            scheduler_lost: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            loopback: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        if role == Role::Scheduler {
+            node.id = NodeId::SCHEDULER;
+            node.rank = Some(Rank(0));
+            node.events.push_back(Event::Registered { id: node.id, rank: Rank(0), incarnation: Incarnation(0) });
+        } else {
+            node.send_register();
+            node.arm_register_retry(now);
+        }
+        node
+    }
+
+    // ----- inputs -----
+
+    /// Handles one complete frame received from any peer. Call it for
+    /// every frame the shell's `FrameDecoder` cuts out, then drain the
+    /// `poll_*` outputs. Malformed frames are counted and returned as an
+    /// error; the node's state is untouched by them.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) -> Result<(), DecodeError> {
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += frame.len() as u64;
+        let decoded = Header::decode(&frame, self.config.frame_len_max)
+            .and_then(|header| Message::decode(&header, &frame).map(|m| (header, m)));
+        let (header, message) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                self.stats.decode_errors += 1;
+                return Err(error);
+            }
+        };
+        if self.accepts_from(&header) {
+            self.handle_message(now, header.sender, message);
+            self.drain_loopback(now);
+        }
+        Ok(())
+    }
+
+    /// Fires the timers due at `now`. Call it when the instant from
+    /// [`poll_timeout`](Self::poll_timeout) has come (early calls are
+    /// harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Terminated {
+            return;
+        }
+        for timer in self.timers.expire(now) {
+            match timer {
+                Timer::RegisterRetry => {
+                    if self.phase == Phase::Registering && self.id == NodeId::UNASSIGNED {
+                        self.send_register();
+                        self.arm_register_retry(now);
+                    }
+                }
+                Timer::Heartbeat => self.on_heartbeat_timer(now),
+                Timer::LivenessScan => self.on_liveness_scan(now),
+                Timer::BarrierDeadline => self.on_barrier_deadline(now),
+            }
+        }
+        self.expire_requests(now);
+        self.drain_loopback(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next frame to send, if any. Drain after every input and command.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next;
+    /// `None` when nothing is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Terminated {
+            return None;
+        }
+        [self.timers.next(), self.tracker.next_deadline()].into_iter().flatten().min()
+    }
+
+    // ----- commands available to every role -----
+
+    /// Enters a barrier over `group`. `Event::BarrierReleased(ticket)` (or
+    /// `BarrierFailed`) follows once every member arrived.
+    pub fn barrier(&mut self, now: Instant, group: Group) -> Result<BarrierTicket, RequestError> {
+        self.enter_barrier(now, group, BarrierPurpose::User)
+    }
+
+    /// A barrier over everyone, then termination: `Event::Terminated`.
+    pub fn finalize(&mut self, now: Instant) -> Result<BarrierTicket, RequestError> {
+        self.enter_barrier(now, Group::ALL, BarrierPurpose::Finalize)
+    }
+
+    // ----- getters -----
+
+    /// This node's id ([`NodeId::UNASSIGNED`] until registered).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's rank within its role, once registered.
+    pub fn rank(&self) -> Option<Rank> {
+        self.rank
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.config.role
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// Where in its life the node is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Servers in the cluster.
+    pub fn num_servers(&self) -> u32 {
+        self.config.num_servers
+    }
+
+    /// Workers in the cluster.
+    pub fn num_workers(&self) -> u32 {
+        self.config.num_workers
+    }
+
+    /// The key range of every server.
+    pub fn server_ranges(&self) -> &ServerRanges {
+        &self.ranges
+    }
+
+    /// The node table as last heard.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Counters of what crossed this node.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Requests this node still waits on (its own, as a client).
+    pub fn requests_pending(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Server and simple requests this node still has to answer.
+    pub fn responses_pending(&self) -> usize {
+        self.server.len()
+    }
+
+    /// Barriers entered and not ended.
+    pub fn barriers_pending(&self) -> usize {
+        self.barriers.len()
+    }
+
+    // ----- internals shared by the protocol modules -----
+
+    /// Whether a frame's sender may talk to us; counts the ones dropped.
+    fn accepts_from(&mut self, header: &Header) -> bool {
+        if self.phase == Phase::Terminated {
+            return false;
+        }
+        if header.receiver != NodeId::UNASSIGNED && self.id != NodeId::UNASSIGNED && header.receiver != self.id {
+            self.stats.misrouted_drops += 1;
+            return false;
+        }
+        let sender = header.sender;
+        if sender == NodeId::SCHEDULER || sender == NodeId::UNASSIGNED {
+            // The scheduler is never replaced; unassigned senders can only
+            // register (checked when the message is handled).
+            return true;
+        }
+        match self.membership.get(sender) {
+            Some(entry) if header.incarnation < entry.incarnation => {
+                self.stats.stale_incarnation_drops += 1;
+                false
+            }
+            Some(entry) if header.incarnation == entry.incarnation => true,
+            _ => {
+                // Unknown to us, or newer than our table: we cannot answer
+                // it reliably yet. The scheduler's next table will tell.
+                self.stats.unknown_sender_drops += 1;
+                false
+            }
+        }
+    }
+
+    pub(crate) fn handle_message(&mut self, now: Instant, from: NodeId, message: Message) {
+        match message {
+            Message::Register(register) => self.on_register(now, register),
+            Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(now, table),
+            Message::Barrier { group, generation } => self.on_barrier_arrival(now, from, group, generation),
+            Message::BarrierRelease { group, generation, outcome } if from == NodeId::SCHEDULER => {
+                self.on_barrier_release(now, BarrierTicket { group, generation }, outcome);
+            }
+            Message::Heartbeat => self.on_heartbeat(now, from),
+            Message::HeartbeatAck { epoch } if from == NodeId::SCHEDULER => self.on_heartbeat_ack(now, epoch),
+            Message::Terminate if from == NodeId::SCHEDULER => self.terminate(),
+            Message::KvRequest(request) => self.on_kv_request(now, from, request),
+            Message::KvResponse(response) => self.on_kv_response(now, from, response),
+            Message::SimpleRequest(request) => self.on_simple_request(from, request),
+            Message::SimpleResponse(response) => self.on_simple_response(from, response),
+            Message::Ack { .. }
+            | Message::NodeTable(_)
+            | Message::BarrierRelease { .. }
+            | Message::HeartbeatAck { .. }
+            | Message::Terminate => {
+                self.stats.unexpected_drops += 1;
+            }
+        }
+    }
+
+    /// Queues `message` for `to`; messages to ourselves go to the loopback.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message) {
+        if to == self.id {
+            self.loopback.push_back(message);
+            return;
+        }
+        let addr = if to == NodeId::SCHEDULER {
+            self.config.scheduler_addr
+        } else {
+            match self.membership.get(to) {
+                Some(entry) => entry.addr,
+                None => {
+                    self.stats.unknown_sender_drops += 1;
+                    return;
+                }
+            }
+        };
+        self.send_to_addr(to, addr, message);
+    }
+
+    pub(crate) fn send_to_addr(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
+        let envelope = Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, seq: 0 };
+        let frame = message.encode(envelope);
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
+        self.transmits.push_back(Transmit { to, addr, frame });
+    }
+
+    pub(crate) fn drain_loopback(&mut self, now: Instant) {
+        // Bounded: each loopback message is handled once and handlers queue
+        // at most a few more; the cap guards against a protocol bug looping.
+        let mut budget = 1 << 16;
+        while let Some(message) = self.loopback.pop_front() {
+            assert!(budget > 0, "loopback did not settle: protocol loop");
+            budget -= 1;
+            let from = self.id;
+            self.handle_message(now, from, message);
+        }
+    }
+
+    pub(crate) fn ensure_ready(&self) -> Result<(), RequestError> {
+        match self.phase {
+            Phase::Ready => Ok(()),
+            Phase::Registering => Err(ApiMisuse::NotReady.into()),
+            Phase::Terminated => Err(RequestError::Terminated),
+        }
+    }
+
+    pub(crate) fn ensure_role(&self, role: Role, command: &'static str) -> Result<(), RequestError> {
+        if self.config.role == role {
+            Ok(())
+        } else {
+            Err(ApiMisuse::WrongRole { command, role: self.config.role }.into())
+        }
+    }
+
+    // ----- registration (node side) -----
+
+    /// Retries are spread by a seeded jitter of up to a quarter interval,
+    /// so nodes started together do not register in lockstep forever.
+    fn arm_register_retry(&mut self, now: Instant) {
+        let interval = self.config.register_retry_interval;
+        let jitter = self.rng.jitter(interval / 4);
+        self.timers.set(Timer::RegisterRetry, now + interval + jitter);
+    }
+
+    fn send_register(&mut self) {
+        let register =
+            RegisterMsg { role: self.config.role, listen_addr: self.config.listen_addr, instance: self.instance };
+        let addr = self.config.scheduler_addr;
+        self.send_to_addr(NodeId::SCHEDULER, addr, Message::Register(register));
+    }
+
+    fn on_node_table(&mut self, now: Instant, table: NodeTableMsg) {
+        if self.config.role == Role::Scheduler {
+            return;
+        }
+        let mine = table.nodes.iter().find(|n| n.instance == self.instance).copied();
+        let Some(changes) = self.membership.apply(table.epoch, table.nodes) else {
+            return;
+        };
+        self.scheduler_heard_at = now;
+        if self.phase == Phase::Registering {
+            let Some(mine) = mine else {
+                return;
+            };
+            self.id = mine.id;
+            self.incarnation = mine.incarnation;
+            self.rank = Some(mine.id.rank());
+            self.phase = Phase::Ready;
+            self.timers.stop(Timer::RegisterRetry);
+            self.events.push_back(Event::Registered {
+                id: mine.id,
+                rank: mine.id.rank(),
+                incarnation: mine.incarnation,
+            });
+            self.events.push_back(Event::ClusterReady);
+            self.start_liveness(now);
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Died(id, incarnation) => {
+                    if id == self.id {
+                        // The scheduler gave up on us; our work cannot be
+                        // trusted by others any more.
+                        self.fail_all_pending(RequestError::PeerDead(id));
+                    }
+                    self.events.push_back(Event::NodeDead { id, incarnation });
+                    self.tracker_peer_dead(id);
+                }
+                Change::Recovered(id, incarnation) => {
+                    self.server.forget_from(id);
+                    self.events.push_back(Event::NodeRecovered { id, incarnation });
+                }
+            }
+        }
+    }
+
+    // ----- barriers (node side) -----
+
+    fn enter_barrier(
+        &mut self,
+        now: Instant,
+        group: Group,
+        purpose: BarrierPurpose,
+    ) -> Result<BarrierTicket, RequestError> {
+        self.ensure_ready()?;
+        if purpose == BarrierPurpose::Finalize && self.barriers.values().any(|p| *p == BarrierPurpose::Finalize) {
+            return Err(RequestError::Terminated);
+        }
+        let generation = self.barrier_generations.entry(group).or_insert(0);
+        let ticket = BarrierTicket { group, generation: *generation };
+        *generation += 1;
+        self.barriers.insert(ticket, purpose);
+        self.send(NodeId::SCHEDULER, Message::Barrier { group, generation: ticket.generation });
+        self.drain_loopback(now);
+        Ok(ticket)
+    }
+
+    fn on_barrier_release(&mut self, _now: Instant, ticket: BarrierTicket, outcome: BarrierOutcome) {
+        let Some(purpose) = self.barriers.remove(&ticket) else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        match outcome {
+            BarrierOutcome::Released => self.events.push_back(Event::BarrierReleased(ticket)),
+            BarrierOutcome::MemberDied(id) => {
+                self.events.push_back(Event::BarrierFailed(ticket, RequestError::PeerDead(id)));
+            }
+        }
+        if purpose == BarrierPurpose::Finalize {
+            if self.config.role == Role::Scheduler && outcome == BarrierOutcome::Released {
+                let everyone: Vec<NodeId> = self.membership.alive(Group::ALL).collect();
+                for id in everyone {
+                    self.send(id, Message::Terminate);
+                }
+            }
+            self.terminate();
+        }
+    }
+
+    pub(crate) fn fail_barriers(&mut self, error: &RequestError) {
+        let tickets: Vec<BarrierTicket> = self.barriers.keys().copied().collect();
+        self.barriers.clear();
+        for ticket in tickets {
+            self.events.push_back(Event::BarrierFailed(ticket, error.clone()));
+        }
+    }
+
+    pub(crate) fn fail_all_pending(&mut self, error: RequestError) {
+        self.tracker_fail_all(&error);
+        self.fail_barriers(&error);
+    }
+
+    /// Stops the node: pending work fails, no timers, no more input.
+    pub(crate) fn terminate(&mut self) {
+        if self.phase == Phase::Terminated {
+            return;
+        }
+        self.fail_all_pending(RequestError::Terminated);
+        self.phase = Phase::Terminated;
+        self.events.push_back(Event::Terminated);
+    }
+}

@@ -1,0 +1,168 @@
+//! Group barriers, counted by the scheduler.
+//!
+//! Each node numbers its barriers per group (the generation), so two
+//! back-to-back barriers on one group can never be mixed up: arrivals are
+//! counted per `(group, generation)`. A barrier is released when every
+//! member of the group has arrived (the scheduler too, when the group
+//! includes it). When a member dies first, [`BarrierPolicy`] decides: fail
+//! at once (the default), or wait for the replacement up to a bound. A
+//! failed generation is remembered (boundedly) so members that arrive
+//! later learn of the failure instead of waiting forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::BarrierPolicy;
+use crate::id::{Group, NodeId, Role};
+use crate::node::{Node, RoleState};
+use crate::time::Instant;
+use crate::timer::Timer;
+use crate::wire::{BarrierOutcome, Message};
+
+/// Failed generations remembered for late arrivals.
+const FAILED_REMEMBERED_MAX: usize = 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct Barriers {
+    open: BTreeMap<(Group, u64), OpenBarrier>,
+    failed: BTreeMap<(Group, u64), NodeId>,
+}
+
+#[derive(Debug, Default)]
+struct OpenBarrier {
+    arrived: BTreeSet<NodeId>,
+    /// Under `WaitForRecovery`: when to give up on a dead member.
+    deadline: Option<(Instant, NodeId)>,
+}
+
+impl Node {
+    pub(crate) fn on_barrier_arrival(&mut self, now: Instant, from: NodeId, group: Group, generation: u64) {
+        let member = from.role().is_some_and(|role| group.contains(role));
+        let RoleState::Scheduler(state) = &mut self.role_state else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        if !member {
+            self.stats.unexpected_drops += 1;
+            return;
+        }
+        let key = (group, generation);
+        if let Some(&dead) = state.barriers.failed.get(&key) {
+            self.send(from, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
+            return;
+        }
+        state.barriers.open.entry(key).or_default().arrived.insert(from);
+        self.try_release(now, key);
+    }
+
+    /// Releases `key` if every member it waits for has arrived.
+    fn try_release(&mut self, _now: Instant, key: (Group, u64)) {
+        let (group, generation) = key;
+        let wait_for_recovery = matches!(self.config.barrier_policy, BarrierPolicy::WaitForRecovery { .. });
+        let mut required: BTreeSet<NodeId> = if wait_for_recovery {
+            self.membership.members(group).collect()
+        } else {
+            self.membership.alive(group).collect()
+        };
+        if group.contains(Role::Scheduler) {
+            required.insert(NodeId::SCHEDULER);
+        }
+        let RoleState::Scheduler(state) = &mut self.role_state else {
+            return;
+        };
+        let Some(open) = state.barriers.open.get(&key) else {
+            return;
+        };
+        if !required.is_subset(&open.arrived) {
+            return;
+        }
+        let open = state.barriers.open.remove(&key).expect("checked above");
+        for id in open.arrived {
+            self.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::Released });
+        }
+        self.arm_barrier_deadline();
+    }
+
+    /// A member died: fail or start waiting, as the policy says.
+    pub(crate) fn on_barrier_member_died(&mut self, now: Instant, dead: NodeId) {
+        let policy = self.config.barrier_policy;
+        let RoleState::Scheduler(state) = &mut self.role_state else {
+            return;
+        };
+        let Some(role) = dead.role() else {
+            return;
+        };
+        let affected: Vec<(Group, u64)> =
+            state.barriers.open.keys().filter(|(group, _)| group.contains(role)).copied().collect();
+        match policy {
+            BarrierPolicy::FailOnDeath => {
+                for key in affected {
+                    self.fail_barrier(key, dead);
+                }
+            }
+            BarrierPolicy::WaitForRecovery { timeout } => {
+                for key in affected {
+                    if let Some(open) = state.barriers.open.get_mut(&key) {
+                        if !open.arrived.contains(&dead) && open.deadline.is_none() {
+                            open.deadline = Some((now + timeout, dead));
+                        }
+                    }
+                }
+                self.arm_barrier_deadline();
+            }
+        }
+    }
+
+    /// A replacement registered: barriers waiting for it may go on.
+    pub(crate) fn on_member_recovered(&mut self, now: Instant, _id: NodeId) {
+        let RoleState::Scheduler(state) = &self.role_state else {
+            return;
+        };
+        let keys: Vec<(Group, u64)> = state.barriers.open.keys().copied().collect();
+        for key in keys {
+            self.try_release(now, key);
+        }
+    }
+
+    pub(crate) fn on_barrier_deadline(&mut self, now: Instant) {
+        let RoleState::Scheduler(state) = &self.role_state else {
+            return;
+        };
+        let expired: Vec<((Group, u64), NodeId)> = state
+            .barriers
+            .open
+            .iter()
+            .filter_map(|(key, open)| open.deadline.filter(|(at, _)| *at <= now).map(|(_, dead)| (*key, dead)))
+            .collect();
+        for (key, dead) in expired {
+            self.fail_barrier(key, dead);
+        }
+        self.arm_barrier_deadline();
+    }
+
+    fn fail_barrier(&mut self, key: (Group, u64), dead: NodeId) {
+        let RoleState::Scheduler(state) = &mut self.role_state else {
+            return;
+        };
+        let Some(open) = state.barriers.open.remove(&key) else {
+            return;
+        };
+        state.barriers.failed.insert(key, dead);
+        while state.barriers.failed.len() > FAILED_REMEMBERED_MAX {
+            state.barriers.failed.pop_first();
+        }
+        let (group, generation) = key;
+        for id in open.arrived {
+            self.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
+        }
+    }
+
+    fn arm_barrier_deadline(&mut self) {
+        let RoleState::Scheduler(state) = &self.role_state else {
+            return;
+        };
+        match state.barriers.open.values().filter_map(|o| o.deadline.map(|(at, _)| at)).min() {
+            Some(at) => self.timers.set(Timer::BarrierDeadline, at),
+            None => self.timers.stop(Timer::BarrierDeadline),
+        }
+    }
+}

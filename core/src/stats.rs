@@ -1,0 +1,30 @@
+//! Counters of what crossed a node, for operators and for the simulator's
+//! checker. Plain integers, monotonically increasing.
+
+/// Counters of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to `handle_frame`.
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// Bytes handed to `handle_frame`.
+    pub bytes_in: u64,
+    /// Bytes queued for sending.
+    pub bytes_out: u64,
+    /// Frames that did not decode.
+    pub decode_errors: u64,
+    /// Frames from an older incarnation of their sender.
+    pub stale_incarnation_drops: u64,
+    /// Frames from senders not (yet) in our table.
+    pub unknown_sender_drops: u64,
+    /// Frames addressed to another node.
+    pub misrouted_drops: u64,
+    /// Well-formed frames that make no sense in our state (a response to
+    /// nothing, a scheduler message from a non-scheduler, …).
+    pub unexpected_drops: u64,
+    /// Frames sent again for lack of an acknowledgement.
+    pub resends: u64,
+    /// Frames received twice and dropped.
+    pub duplicates_dropped: u64,
+}

@@ -1,0 +1,4 @@
+//! In-memory cluster tests of the core, in the spirit of quinn-proto's
+//! `Pair`: real nodes, frames as bytes, virtual time.
+
+mod harness;

@@ -1,0 +1,589 @@
+//! Message bodies: what each frame kind carries and how it is laid out.
+//!
+//! Metadata is a fixed little-endian layout per kind, read through a
+//! bounds-checked [`Reader`]; payload sections follow it and are sliced out
+//! of the frame buffer, never copied. Every count read from the wire is
+//! checked against the bytes actually present before anything is allocated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::{smallvec, SmallVec};
+
+use super::frame::Frame;
+use super::header::{Header, Kind, HEADER_LEN};
+use super::DecodeError;
+use crate::id::{Group, Incarnation, NodeId, Role};
+use crate::kv::values::{DType, Keys, Lens, Values};
+
+/// A node asks the scheduler to join (or rejoin) the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterMsg {
+    /// The role it wants.
+    pub role: Role,
+    /// Where it can be reached.
+    pub listen_addr: SocketAddr,
+    /// A random number drawn once per process: it tells a retry of the same
+    /// process (idempotent) apart from a restarted one (a new incarnation).
+    pub instance: u64,
+}
+
+/// One node in the scheduler's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// Its id.
+    pub id: NodeId,
+    /// Its current incarnation.
+    pub incarnation: Incarnation,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The process instance that holds the id now.
+    pub instance: u64,
+    /// Whether the scheduler considers it alive.
+    pub alive: bool,
+}
+
+/// The scheduler's view of the cluster, sent whenever it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeTableMsg {
+    /// Increases with every change; older tables are ignored.
+    pub epoch: u64,
+    /// Every server and worker, ordered by id.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// How a barrier ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierOutcome {
+    /// Every member arrived.
+    Released,
+    /// A member died (or did not recover in time).
+    MemberDied(NodeId),
+}
+
+/// What a KV request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvOp {
+    /// Apply values.
+    Push,
+    /// Return values.
+    Pull,
+    /// Apply values, then return the result.
+    PushPull,
+}
+
+impl KvOp {
+    /// Whether the request carries values to apply.
+    pub const fn pushes(self) -> bool {
+        matches!(self, Self::Push | Self::PushPull)
+    }
+
+    /// Whether the response carries values.
+    pub const fn pulls(self) -> bool {
+        matches!(self, Self::Pull | Self::PushPull)
+    }
+}
+
+/// A push, pull or push_pull slice for one server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvRequestMsg {
+    /// Application id.
+    pub app: u32,
+    /// Customer within the application.
+    pub customer: u32,
+    /// The worker's timestamp for the whole request.
+    pub ts: u32,
+    /// User command, passed to the handle.
+    pub cmd: i32,
+    /// Push, pull or both.
+    pub op: KvOp,
+    /// Keys, ascending.
+    pub keys: Keys,
+    /// Values (empty for a pull; the dtype says what a pull expects).
+    pub values: Values,
+    /// Per-key lengths for variable-length values.
+    pub lens: Option<Lens>,
+}
+
+/// A server's answer to a [`KvRequestMsg`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvResponseMsg {
+    /// Application id.
+    pub app: u32,
+    /// Customer.
+    pub customer: u32,
+    /// Timestamp of the request.
+    pub ts: u32,
+    /// `Some(reason)` when the handle refused the request.
+    pub error: Option<String>,
+    /// Keys of pulled values.
+    pub keys: Keys,
+    /// Pulled values.
+    pub values: Values,
+    /// Lengths of pulled values, when variable.
+    pub lens: Option<Lens>,
+}
+
+/// A SimpleApp request or response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimpleMsg {
+    /// Application id.
+    pub app: u32,
+    /// Customer.
+    pub customer: u32,
+    /// Timestamp of the request.
+    pub ts: u32,
+    /// Integer head (ps-lite's `head`).
+    pub head: i32,
+    /// Opaque body.
+    pub body: Bytes,
+}
+
+/// Every message that crosses the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// See [`RegisterMsg`].
+    Register(RegisterMsg),
+    /// See [`NodeTableMsg`].
+    NodeTable(NodeTableMsg),
+    /// A node arrived at barrier `generation` of `group`.
+    Barrier {
+        /// The group.
+        group: Group,
+        /// Counts the barriers of this node; keeps back-to-back ones apart.
+        generation: u64,
+    },
+    /// The barrier `generation` of `group` ended.
+    BarrierRelease {
+        /// The group.
+        group: Group,
+        /// The generation.
+        generation: u64,
+        /// How it ended.
+        outcome: BarrierOutcome,
+    },
+    /// A node is alive.
+    Heartbeat,
+    /// The scheduler is alive, at this membership epoch.
+    HeartbeatAck {
+        /// The scheduler's current epoch, so a node that missed a table asks again.
+        epoch: u64,
+    },
+    /// Receipt of the frame with this sequence number.
+    Ack {
+        /// The acknowledged sequence number.
+        seq: u64,
+    },
+    /// Stop.
+    Terminate,
+    /// See [`KvRequestMsg`].
+    KvRequest(KvRequestMsg),
+    /// See [`KvResponseMsg`].
+    KvResponse(KvResponseMsg),
+    /// SimpleApp request.
+    SimpleRequest(SimpleMsg),
+    /// SimpleApp response.
+    SimpleResponse(SimpleMsg),
+}
+
+/// Header fields that are not about the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Sender id.
+    pub sender: NodeId,
+    /// Sender incarnation.
+    pub incarnation: Incarnation,
+    /// Receiver id.
+    pub receiver: NodeId,
+    /// Sequence number, 0 when unreliable.
+    pub seq: u64,
+}
+
+/// Most nodes a table may list: bounds the decode of a hostile table.
+pub const NODES_MAX: usize = 1 << 16;
+const ADDR_LEN: usize = 19;
+const NODE_ENTRY_LEN: usize = 4 + 4 + ADDR_LEN + 8 + 1;
+const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
+const SIMPLE_META_LEN: usize = 4 * 4;
+
+impl Message {
+    /// The frame kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Register(_) => Kind::Register,
+            Self::NodeTable(_) => Kind::NodeTable,
+            Self::Barrier { .. } => Kind::Barrier,
+            Self::BarrierRelease { .. } => Kind::BarrierRelease,
+            Self::Heartbeat => Kind::Heartbeat,
+            Self::HeartbeatAck { .. } => Kind::HeartbeatAck,
+            Self::Ack { .. } => Kind::Ack,
+            Self::Terminate => Kind::Terminate,
+            Self::KvRequest(_) => Kind::KvRequest,
+            Self::KvResponse(_) => Kind::KvResponse,
+            Self::SimpleRequest(_) => Kind::SimpleRequest,
+            Self::SimpleResponse(_) => Kind::SimpleResponse,
+        }
+    }
+
+    /// Encodes into a frame. Payload sections are shared, not copied.
+    pub fn encode(&self, envelope: Envelope) -> Frame {
+        let mut meta = BytesMut::new();
+        let mut parts: SmallVec<[Bytes; 4]> = SmallVec::new();
+        match self {
+            Self::Register(m) => {
+                meta.put_u8(m.role.to_wire());
+                put_addr(&mut meta, m.listen_addr);
+                meta.put_u64_le(m.instance);
+            }
+            Self::NodeTable(m) => {
+                meta.put_u64_le(m.epoch);
+                meta.put_u32_le(m.nodes.len() as u32);
+                for n in &m.nodes {
+                    meta.put_u32_le(n.id.get());
+                    meta.put_u32_le(n.incarnation.0);
+                    put_addr(&mut meta, n.addr);
+                    meta.put_u64_le(n.instance);
+                    meta.put_u8(u8::from(n.alive));
+                }
+            }
+            Self::Barrier { group, generation } => {
+                meta.put_u8(group.bits());
+                meta.put_u64_le(*generation);
+            }
+            Self::BarrierRelease { group, generation, outcome } => {
+                meta.put_u8(group.bits());
+                meta.put_u64_le(*generation);
+                let dead = match outcome {
+                    BarrierOutcome::Released => 0,
+                    BarrierOutcome::MemberDied(id) => id.get(),
+                };
+                meta.put_u32_le(dead);
+            }
+            Self::Heartbeat | Self::Terminate => {}
+            Self::HeartbeatAck { epoch } => meta.put_u64_le(*epoch),
+            Self::Ack { seq } => meta.put_u64_le(*seq),
+            Self::KvRequest(m) => {
+                let op = match m.op {
+                    KvOp::Push => 0,
+                    KvOp::Pull => 1,
+                    KvOp::PushPull => 2,
+                };
+                put_kv_meta(
+                    &mut meta,
+                    [m.app, m.customer, m.ts, m.cmd as u32],
+                    op,
+                    &m.keys,
+                    &m.values,
+                    m.lens.as_ref(),
+                );
+                push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
+            }
+            Self::KvResponse(m) => {
+                let error = m.error.as_ref().map(|e| Values::from_slice(e.as_bytes()));
+                let (status, values) = match &error {
+                    Some(e) => (1, e),
+                    None => (0, &m.values),
+                };
+                put_kv_meta(&mut meta, [m.app, m.customer, m.ts, 0], status, &m.keys, values, m.lens.as_ref());
+                push_sections(&mut parts, &m.keys, values, m.lens.as_ref());
+            }
+            Self::SimpleRequest(m) | Self::SimpleResponse(m) => {
+                meta.put_u32_le(m.app);
+                meta.put_u32_le(m.customer);
+                meta.put_u32_le(m.ts);
+                meta.put_i32_le(m.head);
+                parts.push(m.body.clone());
+            }
+        }
+        let meta = meta.freeze();
+        let mut all: SmallVec<[Bytes; 4]> = smallvec![meta];
+        all.extend(parts.into_iter().filter(|p| !p.is_empty()));
+        let body_len: usize = all.iter().map(Bytes::len).sum();
+        let header = Header {
+            kind: self.kind(),
+            body_len: u32::try_from(body_len).expect("frames are capped far below 4 GiB by the sender"),
+            sender: envelope.sender,
+            incarnation: envelope.incarnation,
+            receiver: envelope.receiver,
+            seq: envelope.seq,
+        };
+        Frame { header: header.encode(), parts: all }
+    }
+
+    /// Decodes the body of a complete frame (`frame` includes the header,
+    /// already validated into `header`).
+    pub fn decode(header: &Header, frame: &Bytes) -> Result<Self, DecodeError> {
+        if frame.len() != header.frame_len() {
+            return Err(DecodeError::Truncated { needed: header.frame_len(), have: frame.len() });
+        }
+        let body = frame.slice(HEADER_LEN..);
+        let mut r = Reader { bytes: &body, at: 0 };
+        let message = match header.kind {
+            Kind::Register => {
+                let role = read_role(&mut r)?;
+                let listen_addr = read_addr(&mut r)?;
+                let instance = r.u64()?;
+                Self::Register(RegisterMsg { role, listen_addr, instance })
+            }
+            Kind::NodeTable => {
+                let epoch = r.u64()?;
+                let count = r.u32()? as usize;
+                if count > NODES_MAX {
+                    return Err(DecodeError::InvalidField { field: "node count", value: count as u64 });
+                }
+                // Check the bytes are there before allocating for them.
+                r.need(count * NODE_ENTRY_LEN)?;
+                let mut nodes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let raw = r.u32()?;
+                    let id = match NodeId::from_raw(raw) {
+                        Some(id) if id.role().is_some() => id,
+                        _ => return Err(DecodeError::InvalidField { field: "node id", value: u64::from(raw) }),
+                    };
+                    let incarnation = Incarnation(r.u32()?);
+                    let addr = read_addr(&mut r)?;
+                    let instance = r.u64()?;
+                    let alive = read_bool(&mut r, "alive")?;
+                    nodes.push(NodeEntry { id, incarnation, addr, instance, alive });
+                }
+                Self::NodeTable(NodeTableMsg { epoch, nodes })
+            }
+            Kind::Barrier => {
+                let group = read_group(&mut r)?;
+                Self::Barrier { group, generation: r.u64()? }
+            }
+            Kind::BarrierRelease => {
+                let group = read_group(&mut r)?;
+                let generation = r.u64()?;
+                let dead = r.u32()?;
+                let outcome = match dead {
+                    0 => BarrierOutcome::Released,
+                    raw => BarrierOutcome::MemberDied(
+                        NodeId::from_raw(raw)
+                            .ok_or(DecodeError::InvalidField { field: "dead member", value: u64::from(raw) })?,
+                    ),
+                };
+                Self::BarrierRelease { group, generation, outcome }
+            }
+            Kind::Heartbeat => Self::Heartbeat,
+            Kind::Terminate => Self::Terminate,
+            Kind::HeartbeatAck => Self::HeartbeatAck { epoch: r.u64()? },
+            Kind::Ack => Self::Ack { seq: r.u64()? },
+            Kind::KvRequest => {
+                let kv = read_kv(&mut r, &body)?;
+                let op = match kv.code {
+                    0 => KvOp::Push,
+                    1 => KvOp::Pull,
+                    2 => KvOp::PushPull,
+                    other => return Err(DecodeError::InvalidField { field: "kv op", value: u64::from(other) }),
+                };
+                Self::KvRequest(KvRequestMsg {
+                    app: kv.ids[0],
+                    customer: kv.ids[1],
+                    ts: kv.ids[2],
+                    cmd: kv.ids[3] as i32,
+                    op,
+                    keys: kv.keys,
+                    values: kv.values,
+                    lens: kv.lens,
+                })
+            }
+            Kind::KvResponse => {
+                let kv = read_kv(&mut r, &body)?;
+                let (error, values) = match kv.code {
+                    0 => (None, kv.values),
+                    1 => {
+                        let text = String::from_utf8_lossy(kv.values.as_bytes()).into_owned();
+                        (Some(text), Values::empty(DType::U8))
+                    }
+                    other => return Err(DecodeError::InvalidField { field: "kv status", value: u64::from(other) }),
+                };
+                Self::KvResponse(KvResponseMsg {
+                    app: kv.ids[0],
+                    customer: kv.ids[1],
+                    ts: kv.ids[2],
+                    error,
+                    keys: kv.keys,
+                    values,
+                    lens: kv.lens,
+                })
+            }
+            Kind::SimpleRequest | Kind::SimpleResponse => {
+                r.need(SIMPLE_META_LEN)?;
+                let msg = SimpleMsg {
+                    app: r.u32()?,
+                    customer: r.u32()?,
+                    ts: r.u32()?,
+                    head: r.u32()? as i32,
+                    body: body.slice(r.at..),
+                };
+                r.at = body.len();
+                if header.kind == Kind::SimpleRequest {
+                    Self::SimpleRequest(msg)
+                } else {
+                    Self::SimpleResponse(msg)
+                }
+            }
+        };
+        if r.at != body.len() {
+            return Err(DecodeError::SectionMismatch("trailing bytes after the message"));
+        }
+        Ok(message)
+    }
+}
+
+fn put_addr(out: &mut BytesMut, addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.put_u8(4);
+            out.put_slice(&ip.to_ipv6_mapped().octets());
+        }
+        IpAddr::V6(ip) => {
+            out.put_u8(6);
+            out.put_slice(&ip.octets());
+        }
+    }
+    out.put_u16_le(addr.port());
+}
+
+fn put_kv_meta(out: &mut BytesMut, ids: [u32; 4], code: u8, keys: &Keys, values: &Values, lens: Option<&Lens>) {
+    for id in ids {
+        out.put_u32_le(id);
+    }
+    out.put_u8(code);
+    out.put_u8(values.dtype().to_wire());
+    out.put_u8(u8::from(lens.is_some()));
+    out.put_u8(0);
+    out.put_u32_le(keys.as_bytes().len() as u32);
+    out.put_u32_le(values.as_bytes().len() as u32);
+    out.put_u32_le(lens.map_or(0, |l| l.as_bytes().len() as u32));
+}
+
+fn push_sections(parts: &mut SmallVec<[Bytes; 4]>, keys: &Keys, values: &Values, lens: Option<&Lens>) {
+    parts.push(keys.as_bytes().clone());
+    parts.push(values.as_bytes().clone());
+    if let Some(lens) = lens {
+        parts.push(lens.as_bytes().clone());
+    }
+}
+
+/// A bounds-checked cursor over a message body.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn need(&self, n: usize) -> Result<(), DecodeError> {
+        let have = self.bytes.len() - self.at;
+        if have < n {
+            return Err(DecodeError::Truncated { needed: n, have });
+        }
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.need(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.bytes[self.at..self.at + N]);
+        self.at += N;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.take().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.take().map(u64::from_le_bytes)
+    }
+}
+
+fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
+    let raw = r.u8()?;
+    Role::from_wire(raw).ok_or(DecodeError::InvalidField { field: "role", value: u64::from(raw) })
+}
+
+fn read_group(r: &mut Reader<'_>) -> Result<Group, DecodeError> {
+    let raw = r.u8()?;
+    Group::from_bits(raw).ok_or(DecodeError::InvalidField { field: "group", value: u64::from(raw) })
+}
+
+fn read_bool(r: &mut Reader<'_>, field: &'static str) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError::InvalidField { field, value: u64::from(other) }),
+    }
+}
+
+fn read_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
+    let family = r.u8()?;
+    let octets: [u8; 16] = r.take()?;
+    let port = u16::from_le_bytes(r.take()?);
+    let ip = match family {
+        4 => {
+            let v6 = Ipv6Addr::from(octets);
+            let v4 = v6.to_ipv4_mapped().ok_or(DecodeError::InvalidField { field: "ipv4 address", value: 0 })?;
+            IpAddr::V4(Ipv4Addr::from(v4.octets()))
+        }
+        6 => IpAddr::V6(Ipv6Addr::from(octets)),
+        other => return Err(DecodeError::InvalidField { field: "address family", value: u64::from(other) }),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+struct KvParts {
+    ids: [u32; 4],
+    code: u8,
+    keys: Keys,
+    values: Values,
+    lens: Option<Lens>,
+}
+
+fn read_kv(r: &mut Reader<'_>, body: &Bytes) -> Result<KvParts, DecodeError> {
+    r.need(KV_META_LEN)?;
+    let ids = [r.u32()?, r.u32()?, r.u32()?, r.u32()?];
+    let code = r.u8()?;
+    let dtype_raw = r.u8()?;
+    let dtype =
+        DType::from_wire(dtype_raw).ok_or(DecodeError::InvalidField { field: "dtype", value: u64::from(dtype_raw) })?;
+    let has_lens = read_bool(r, "has lens")?;
+    if r.u8()? != 0 {
+        return Err(DecodeError::ReservedNotZero);
+    }
+    let keys_len = r.u32()? as usize;
+    let values_len = r.u32()? as usize;
+    let lens_len = r.u32()? as usize;
+    if !has_lens && lens_len != 0 {
+        return Err(DecodeError::SectionMismatch("lens section without the lens flag"));
+    }
+    let total = keys_len as u64 + values_len as u64 + lens_len as u64;
+    if total != (body.len() - r.at) as u64 {
+        return Err(DecodeError::SectionMismatch("section lengths do not add up to the body"));
+    }
+    let mut section = |len: usize| {
+        let bytes = body.slice(r.at..r.at + len);
+        r.at += len;
+        bytes
+    };
+    let keys =
+        Keys::from_bytes(section(keys_len)).ok_or(DecodeError::SectionMismatch("keys not a multiple of 8 bytes"))?;
+    let values = Values::from_bytes(dtype, section(values_len))
+        .ok_or(DecodeError::SectionMismatch("values not a multiple of the element size"))?;
+    let lens = if has_lens {
+        let lens = Lens::from_bytes(section(lens_len))
+            .ok_or(DecodeError::SectionMismatch("lens not a multiple of 4 bytes"))?;
+        if lens.len() != keys.len() {
+            return Err(DecodeError::SectionMismatch("one length per key expected"));
+        }
+        Some(lens)
+    } else {
+        None
+    };
+    Ok(KvParts { ids, code, keys, values, lens })
+}
