@@ -1,1 +1,10 @@
-//! pslite
+//! # pslite
+//!
+//! A parameter server for distributed machine learning. This crate
+//! re-exports the public API: the sans-IO protocol core
+//! ([`pslite_core`]: ids, configuration, keys and values, the default
+//! `KvStore` handle) and the production shell ([`pslite_io`]: nodes over
+//! TCP, `KvWorker`, `LocalCluster`, `DMLC_*` configuration).
+
+pub use pslite_core::{self as core, *};
+pub use pslite_io::{self as io, *};

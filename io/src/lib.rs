@@ -1,1 +1,37 @@
-//! io
+//! # pslite-io: the production shell of pslite
+//!
+//! The same sans-IO core that the simulator tests, driven by tokio TCP
+//! sockets and a real clock. One task per node owns its `Node`; per
+//! connection a reader cuts frames with the core's `FrameDecoder` (no
+//! copy) and a writer batches frames into vectored writes.
+//!
+//! ```no_run
+//! # async fn run() -> pslite_io::Result<()> {
+//! use pslite_io::LocalCluster;
+//! let cluster = LocalCluster::start(2, 1).await?;
+//! let worker = cluster.worker(0);
+//! let ts = worker.push(&[1, u64::MAX], &[1.0f32, 2.0]).await?;
+//! worker.wait(ts).await?;
+//! assert_eq!(worker.pull::<f32>(&[1, u64::MAX]).await?, vec![1.0, 2.0]);
+//! cluster.finalize().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod blocking;
+mod conn;
+mod driver;
+pub mod env;
+mod error;
+mod handle;
+mod handshake;
+mod local;
+mod settings;
+mod socket;
+mod worker;
+
+pub use driver::SimpleHandler;
+pub use error::{Error, Result};
+pub use handle::{start, start_with, Completion, Info, NodeEvent, NodeHandle};
+pub use local::{HandleFactory, LocalCluster};
+pub use settings::{Settings, TOKEN_LEN_MAX};
+pub use worker::{KvWorker, Pulled};

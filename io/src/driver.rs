@@ -1,0 +1,358 @@
+//! The node task: the one owner of a core `Node`.
+//!
+//! It waits on four things — inbound frames, application commands, the
+//! core's next timeout and shutdown — feeds whichever comes to the node,
+//! then drains the node's outputs: frames to per-peer writers, events to
+//! waiting callers and to the server handles. The shell makes no protocol
+//! decisions; it only moves bytes and wakes callers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use pslite_core::{
+    BarrierTicket, CustomerId, Event, Frame, Group, Instant, KvHandle, Node, Phase, RequestError, SimpleRequest,
+    Timestamp,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::conn;
+use crate::error::Error;
+use crate::handle::{Command, Completion, Info, KvCall, NodeEvent};
+
+/// What the connection tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// One complete frame.
+    Frame(Bytes),
+    /// The connection we write to `addr` over failed.
+    LinkLost(SocketAddr),
+}
+
+/// Answers SimpleApp requests on this node: `(head, body)` back.
+pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
+
+/// How many inputs of one kind are handled before the others get a turn.
+const INPUTS_PER_WAKE_MAX: usize = 1024;
+
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) epoch: tokio::time::Instant,
+    pub(crate) token: Option<String>,
+    pub(crate) inbound_tx: mpsc::Sender<Inbound>,
+    pub(crate) handles: BTreeMap<u32, Box<dyn KvHandle>>,
+    pub(crate) simple_handler: Option<SimpleHandler>,
+    pub(crate) info: watch::Sender<Info>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    writers: BTreeMap<SocketAddr, mpsc::Sender<Frame>>,
+    waiters: BTreeMap<(CustomerId, Timestamp), oneshot::Sender<Result<Completion, Error>>>,
+    finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
+    barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
+    ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    terminated_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        node: Node,
+        epoch: tokio::time::Instant,
+        token: Option<String>,
+        inbound_tx: mpsc::Sender<Inbound>,
+        info: watch::Sender<Info>,
+        events: broadcast::Sender<NodeEvent>,
+    ) -> Self {
+        Self {
+            node,
+            epoch,
+            token,
+            inbound_tx,
+            handles: BTreeMap::new(),
+            simple_handler: None,
+            info,
+            events,
+            writers: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            barrier_waiters: BTreeMap::new(),
+            ready_waiters: Vec::new(),
+            terminated_waiters: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        let nanos = tokio::time::Instant::now().saturating_duration_since(self.epoch).as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<Inbound>) {
+        self.drain().await;
+        loop {
+            if self.node.phase() == Phase::Terminated {
+                break;
+            }
+            let deadline = self.node.poll_timeout();
+            let sleep_until = deadline.map(|at| self.epoch + std::time::Duration::from_nanos(at.as_nanos()));
+            tokio::select! {
+                biased;
+                input = inbound.recv() => {
+                    let Some(input) = input else { break };
+                    self.on_inbound(input);
+                    for _ in 1..INPUTS_PER_WAKE_MAX {
+                        match inbound.try_recv() {
+                            Ok(input) => self.on_inbound(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else {
+                        // Every handle is gone: nobody can use this node.
+                        break;
+                    };
+                    self.on_command(command);
+                    for _ in 1..INPUTS_PER_WAKE_MAX {
+                        match commands.try_recv() {
+                            Ok(command) => self.on_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep(sleep_until), if sleep_until.is_some() => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+            }
+            self.drain().await;
+        }
+        self.shutdown();
+    }
+
+    fn on_inbound(&mut self, input: Inbound) {
+        match input {
+            Inbound::Frame(frame) => {
+                let now = self.now();
+                if let Err(error) = self.node.handle_frame(now, frame) {
+                    tracing::warn!(%error, "dropped an undecodable frame");
+                }
+            }
+            Inbound::LinkLost(addr) => {
+                // Frames queued for it are gone; the core's timeouts and
+                // heartbeats decide what that means.
+                self.writers.remove(&addr);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = self.now();
+        let node = &mut self.node;
+        match command {
+            Command::Kv { call, reply } => {
+                let KvCall { customer, cmd, op, keys, values, lens } = call;
+                let result = match op {
+                    pslite_core::KvOp::Push => node.push(now, customer, cmd, keys, values, lens),
+                    pslite_core::KvOp::Pull => node.pull(now, customer, cmd, keys, values.dtype()),
+                    pslite_core::KvOp::PushPull => node.push_pull(now, customer, cmd, keys, values, lens),
+                };
+                let _ = reply.send(result.map_err(Error::from));
+            }
+            Command::Simple { customer, target, head, body, reply } => {
+                let result = node.simple_request(now, customer, target, head, body);
+                let _ = reply.send(result.map_err(Error::from));
+            }
+            Command::Wait { customer, ts, reply } => {
+                if let Some(result) = self.finished.remove(&(customer, ts)) {
+                    let _ = reply.send(result);
+                } else {
+                    self.waiters.insert((customer, ts), reply);
+                }
+            }
+            Command::Barrier { group, reply } => match node.barrier(now, group) {
+                Ok(ticket) => {
+                    self.barrier_waiters.insert(ticket, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+            },
+            Command::Finalize { reply } => match node.finalize(now) {
+                Ok(_) => self.terminated_waiters.push(reply),
+                Err(_) => {
+                    if node.phase() == Phase::Terminated {
+                        let _ = reply.send(());
+                    } else {
+                        self.terminated_waiters.push(reply);
+                    }
+                }
+            },
+            Command::WaitReady { reply } => match node.phase() {
+                Phase::Ready => {
+                    let _ = reply.send(Ok(()));
+                }
+                Phase::Registering => self.ready_waiters.push(reply),
+                Phase::Terminated => {
+                    let _ = reply.send(Err(Error::Shutdown));
+                }
+            },
+            Command::SetHandle { app, handle } => {
+                self.handles.insert(app, handle);
+            }
+            Command::SetSimpleHandler { handler } => self.simple_handler = Some(handler),
+            Command::Stats { reply } => {
+                let _ = reply.send(node.stats().clone());
+            }
+        }
+    }
+
+    /// Moves every output of the node to where it goes.
+    async fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self.node.poll_transmit() {
+                progressed = true;
+                self.transmit(transmit.addr, transmit.frame).await;
+            }
+            while let Some(event) = self.node.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.publish_info();
+    }
+
+    async fn transmit(&mut self, addr: SocketAddr, frame: Frame) {
+        let sender = match self.writers.get(&addr) {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(conn::WRITE_QUEUE_FRAMES);
+                tokio::spawn(conn::write_loop(addr, self.token.clone(), rx, self.inbound_tx.clone()));
+                self.writers.insert(addr, tx.clone());
+                tx
+            }
+        };
+        // Waiting here is the backpressure: a slow peer slows its sender.
+        if sender.send(frame).await.is_err() {
+            self.writers.remove(&addr);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Registered { .. } => {}
+            Event::ClusterReady => {
+                for waiter in self.ready_waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Event::RequestDone { customer, ts } => self.complete(customer, ts, Ok(Completion::Done)),
+            Event::PullDone { customer, ts, keys, values, lens } => {
+                self.complete(customer, ts, Ok(Completion::Pulled { keys, values, lens }));
+            }
+            Event::SimpleDone { customer, ts, replies } => {
+                self.complete(customer, ts, Ok(Completion::Simple(replies)));
+            }
+            Event::RequestFailed { customer, ts, error } => self.complete(customer, ts, Err(error.into())),
+            Event::ServerRequest(request) => {
+                let app = request.id.customer.app;
+                let response = match self.handles.get_mut(&app) {
+                    Some(handle) => handle.handle(&request),
+                    None => pslite_core::Response::Refused(format!("no handle for app {app}")),
+                };
+                let now = self.now();
+                if let Err(error) = self.node.respond(now, request.id, response) {
+                    tracing::error!(%error, "respond failed");
+                }
+            }
+            Event::SimpleRequest(request) => {
+                let (head, body) = match self.simple_handler.as_mut() {
+                    Some(handler) => handler(&request),
+                    None => (request.head, Bytes::new()),
+                };
+                let now = self.now();
+                if let Err(error) = self.node.simple_respond(now, request.id, head, body) {
+                    tracing::error!(%error, "simple_respond failed");
+                }
+            }
+            Event::BarrierReleased(ticket) => {
+                if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Event::BarrierFailed(ticket, error) => {
+                if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
+                    let _ = waiter.send(Err(error.into()));
+                }
+            }
+            Event::NodeDead { id, incarnation } => {
+                tracing::warn!(node = %id, incarnation = incarnation.0, "node declared dead");
+                let _ = self.events.send(NodeEvent::Dead(id));
+            }
+            Event::NodeRecovered { id, incarnation } => {
+                tracing::info!(node = %id, incarnation = incarnation.0, "node recovered");
+                let _ = self.events.send(NodeEvent::Recovered(id));
+            }
+            Event::Terminated => {
+                let _ = self.events.send(NodeEvent::Terminated);
+            }
+        }
+    }
+
+    fn complete(&mut self, customer: CustomerId, ts: Timestamp, result: Result<Completion, Error>) {
+        match self.waiters.remove(&(customer, ts)) {
+            Some(waiter) => {
+                let _ = waiter.send(result);
+            }
+            None => {
+                self.finished.insert((customer, ts), result);
+            }
+        }
+    }
+
+    fn publish_info(&mut self) {
+        let node = &self.node;
+        let info = Info {
+            id: node.id(),
+            rank: node.rank(),
+            role: node.role(),
+            phase: node.phase(),
+            num_servers: node.num_servers(),
+            num_workers: node.num_workers(),
+            alive_servers: node.membership().alive(Group::SERVERS).count() as u32,
+            alive_workers: node.membership().alive(Group::WORKERS).count() as u32,
+        };
+        self.info.send_if_modified(|current| {
+            let changed = *current != info;
+            *current = info;
+            changed
+        });
+    }
+
+    /// Fails everything still waiting and lets writers flush and close.
+    fn shutdown(&mut self) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.send(Err(RequestError::Terminated.into()));
+        }
+        for (_, waiter) in std::mem::take(&mut self.barrier_waiters) {
+            let _ = waiter.send(Err(RequestError::Terminated.into()));
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Err(Error::Shutdown));
+        }
+        for waiter in self.terminated_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        // Dropping the senders ends each writer after it flushed its queue.
+        self.writers.clear();
+        self.publish_info();
+    }
+}
+
+async fn sleep(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

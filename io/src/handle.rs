@@ -1,0 +1,305 @@
+//! Starting a node and talking to its task.
+//!
+//! [`start`] binds the listener, builds the core `Node`, spawns the driver
+//! and returns a cloneable [`NodeHandle`]. Every method sends a command to
+//! the driver and awaits its answer, so callers never share the node.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use bytes::Bytes;
+use pslite_core::{
+    CustomerId, Group, Keys, KvHandle, KvOp, Lens, NodeId, Phase, Rank, Role, SimpleReply, Stats, Target, Timestamp,
+    Values,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::driver::{Driver, SimpleHandler};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// A KV request as the application gives it.
+#[derive(Debug)]
+pub(crate) struct KvCall {
+    pub(crate) customer: CustomerId,
+    pub(crate) cmd: i32,
+    pub(crate) op: KvOp,
+    pub(crate) keys: Keys,
+    pub(crate) values: Values,
+    pub(crate) lens: Option<Lens>,
+}
+
+/// How a request ended well.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// A push (or anything without data back) completed.
+    Done,
+    /// A pull or push_pull completed.
+    Pulled {
+        /// The keys asked for.
+        keys: Keys,
+        /// Their values.
+        values: Values,
+        /// Per-key lengths, when they vary.
+        lens: Option<Lens>,
+    },
+    /// Every target of a SimpleApp request answered.
+    Simple(Vec<SimpleReply>),
+}
+
+/// Membership news for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node was declared dead.
+    Dead(NodeId),
+    /// A replacement took a dead node's id.
+    Recovered(NodeId),
+    /// This node terminated.
+    Terminated,
+}
+
+/// ps-lite's NodeInfo: who this node is and what it knows of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// This node's id (`NodeId::UNASSIGNED` until registered).
+    pub id: NodeId,
+    /// Rank within its role, once registered.
+    pub rank: Option<Rank>,
+    /// Role.
+    pub role: Role,
+    /// Life phase.
+    pub phase: Phase,
+    /// Configured servers.
+    pub num_servers: u32,
+    /// Configured workers.
+    pub num_workers: u32,
+    /// Servers currently alive.
+    pub alive_servers: u32,
+    /// Workers currently alive.
+    pub alive_workers: u32,
+}
+
+pub(crate) enum Command {
+    Kv { call: KvCall, reply: oneshot::Sender<Result<Timestamp>> },
+    Simple { customer: CustomerId, target: Target, head: i32, body: Bytes, reply: oneshot::Sender<Result<Timestamp>> },
+    Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
+    Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
+    Finalize { reply: oneshot::Sender<()> },
+    WaitReady { reply: oneshot::Sender<Result<()>> },
+    SetHandle { app: u32, handle: Box<dyn KvHandle> },
+    SetSimpleHandler { handler: SimpleHandler },
+    Stats { reply: oneshot::Sender<Stats> },
+}
+
+/// Commands queued to the driver before callers wait.
+const COMMAND_QUEUE: usize = 1024;
+/// Frames queued from readers to the driver before readers wait.
+const INBOUND_QUEUE: usize = 4096;
+
+/// A running node. Clone it freely; the node lives until `finalize` or
+/// until every handle is dropped.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    info: watch::Receiver<Info>,
+    events: broadcast::Sender<NodeEvent>,
+    local_addr: SocketAddr,
+}
+
+/// Binds, builds the node and spawns its tasks on the current runtime.
+/// Returns once the listener is bound (registration continues in the
+/// background; see [`NodeHandle::wait_ready`]).
+pub async fn start(settings: Settings) -> Result<NodeHandle> {
+    start_with(settings, Vec::new(), None).await
+}
+
+/// [`start`] with server handles (by app id) and a SimpleApp handler
+/// installed before the node can receive anything.
+pub async fn start_with(
+    settings: Settings,
+    handles: Vec<(u32, Box<dyn KvHandle>)>,
+    simple_handler: Option<SimpleHandler>,
+) -> Result<NodeHandle> {
+    settings.check()?;
+    let mut core = settings.core.clone();
+    let bind = if core.role == Role::Scheduler { core.scheduler_addr } else { settings.bind_addr };
+    let listener = crate::socket::listen(bind)?;
+    let bound = listener.local_addr()?;
+    if core.role == Role::Scheduler {
+        // Port 0 asked the OS for one; the scheduler's address is what it got.
+        core.scheduler_addr = bound;
+    }
+    let advertised_ip = match settings.advertise_host {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => route_ip_towards(core.scheduler_addr)?,
+        None => bound.ip(),
+    };
+    core.listen_addr = SocketAddr::new(advertised_ip, bound.port());
+    let config = core.build()?;
+    let seed = settings.seed.unwrap_or_else(entropy_seed);
+    tracing::info!(role = %config.role, listen = %config.listen_addr, seed = format!("{seed:#x}"), "starting node");
+    let epoch = tokio::time::Instant::now();
+    let frame_len_max = config.frame_len_max;
+    let role = config.role;
+    let node = pslite_core::Node::new(config, seed, pslite_core::Instant::ZERO);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let initial = Info {
+        id: node.id(),
+        rank: node.rank(),
+        role,
+        phase: node.phase(),
+        num_servers: node.num_servers(),
+        num_workers: node.num_workers(),
+        alive_servers: 0,
+        alive_workers: 0,
+    };
+    let (info_tx, info_rx) = watch::channel(initial);
+    let (events_tx, _) = broadcast::channel(256);
+    let mut driver = Driver::new(node, epoch, settings.token.clone(), inbound_tx.clone(), info_tx, events_tx.clone());
+    for (app, handle) in handles {
+        driver.handles.insert(app, handle);
+    }
+    driver.simple_handler = simple_handler;
+    let accept_token = settings.token;
+    let accept_inbound = inbound_tx;
+    let accept_commands = command_tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Err(error) = crate::socket::configure(&stream) {
+                            tracing::debug!(%peer, %error, "could not configure socket");
+                        }
+                        tokio::spawn(crate::conn::read_loop(
+                            stream, peer, accept_token.clone(), frame_len_max, accept_inbound.clone(),
+                        ));
+                    }
+                    Err(error) => tracing::warn!(%error, "accept failed"),
+                },
+                // The node is gone: stop accepting.
+                () = accept_commands.closed() => return,
+            }
+        }
+    });
+    tokio::spawn(driver.run(command_rx, inbound_rx));
+    Ok(NodeHandle { commands: command_tx, info: info_rx, events: events_tx, local_addr: bound })
+}
+
+/// The local address of the route to `target`: what a node bound to a
+/// wildcard address advertises. No packet is sent.
+fn route_ip_towards(target: SocketAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(target)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// A seed from the OS's randomness (via the std hasher's random keys).
+fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+impl NodeHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Waits until the cluster is formed (or the node stops).
+    pub async fn wait_ready(&self) -> Result<()> {
+        self.call(|reply| Command::WaitReady { reply }).await?
+    }
+
+    /// Sends a KV request; returns its timestamp at once.
+    pub(crate) async fn kv(&self, call: KvCall) -> Result<Timestamp> {
+        self.call(|reply| Command::Kv { call, reply }).await?
+    }
+
+    /// Waits for request `ts` of `customer`.
+    pub async fn wait(&self, customer: CustomerId, ts: Timestamp) -> Result<Completion> {
+        self.call(|reply| Command::Wait { customer, ts, reply }).await?
+    }
+
+    /// Sends a SimpleApp request; returns its timestamp at once.
+    pub async fn simple_request(
+        &self,
+        customer: CustomerId,
+        target: impl Into<Target>,
+        head: i32,
+        body: Bytes,
+    ) -> Result<Timestamp> {
+        let target = target.into();
+        self.call(|reply| Command::Simple { customer, target, head, body, reply }).await?
+    }
+
+    /// Sends a SimpleApp request and waits for every reply.
+    pub async fn simple(
+        &self,
+        customer: CustomerId,
+        target: impl Into<Target>,
+        head: i32,
+        body: Bytes,
+    ) -> Result<Vec<SimpleReply>> {
+        let ts = self.simple_request(customer, target, head, body).await?;
+        match self.wait(customer, ts).await? {
+            Completion::Simple(replies) => Ok(replies),
+            Completion::Done | Completion::Pulled { .. } => {
+                Err(Error::Request(pslite_core::ApiMisuse::UnknownRequest.into()))
+            }
+        }
+    }
+
+    /// A barrier over `group`; returns when every member arrived.
+    pub async fn barrier(&self, group: Group) -> Result<()> {
+        self.call(|reply| Command::Barrier { group, reply }).await?
+    }
+
+    /// A barrier over everyone, then shutdown. Returns once terminated.
+    pub async fn finalize(&self) -> Result<()> {
+        match self.call(|reply| Command::Finalize { reply }).await {
+            Ok(()) | Err(Error::Shutdown) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Installs (or replaces) the server handle of application `app`.
+    pub async fn set_handle(&self, app: u32, handle: impl KvHandle) -> Result<()> {
+        self.commands.send(Command::SetHandle { app, handle: Box::new(handle) }).await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Installs the SimpleApp handler.
+    pub async fn set_simple_handler(
+        &self,
+        handler: impl FnMut(&pslite_core::SimpleRequest) -> (i32, Bytes) + Send + 'static,
+    ) -> Result<()> {
+        self.commands.send(Command::SetSimpleHandler { handler: Box::new(handler) }).await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Who this node is, as of now.
+    pub fn info(&self) -> Info {
+        *self.info.borrow()
+    }
+
+    /// Membership news from now on.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether the node's task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
+    }
+}
