@@ -8,8 +8,15 @@ use pslite::{CustomerId, KvWorker, LocalCluster, Role};
 
 const BOUND: Duration = Duration::from_secs(60);
 
-async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, future).await.expect("operation did not finish in time")
+#[track_caller]
+fn bounded<T>(future: impl std::future::Future<Output = T>) -> impl std::future::Future<Output = T> {
+    let caller = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(BOUND, future).await {
+            Ok(out) => out,
+            Err(_) => panic!("operation at {caller} did not finish in {BOUND:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,5 +39,55 @@ async fn local_cluster_sums_pushes_across_range_boundaries() {
     let mut ids: Vec<u32> = infos.iter().map(|i| i.id.get()).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 8, 9, 10, 11, 13]);
+    bounded(cluster.finalize()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variable_lengths_zero_copy_and_two_customers_on_one_node() {
+    use pslite::{Keys, Lens, Values};
+    let cluster = bounded(LocalCluster::start(2, 1)).await.unwrap();
+    let node = cluster.workers[0].clone();
+    let first = KvWorker::new(node.clone(), CustomerId::new(0, 0));
+    let second = KvWorker::new(node.clone(), CustomerId::new(0, 1));
+    let keys = [3, u64::MAX / 2 + 5, u64::MAX];
+    let lens = [2u32, 0, 3];
+    let values = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+    let ts = bounded(first.push_lens(&keys, &values, &lens)).await.unwrap();
+    bounded(first.wait(ts)).await.unwrap();
+    // The same timestamp number exists for the second customer, unrelated.
+    let ts2 = bounded(second.zpush(0, Keys::from_slice(&[1]), Values::from_slice(&[9.0f32]), None)).await.unwrap();
+    assert_eq!(ts, ts2, "timestamps are per customer");
+    bounded(second.wait(ts2)).await.unwrap();
+    let ts = bounded(first.zpush_pull(
+        0,
+        Keys::from_slice(&keys),
+        Values::from_slice(&values),
+        Some(Lens::from_slice(&lens)),
+    ))
+    .await
+    .unwrap();
+    let pulled = bounded(first.wait_pull(ts)).await.unwrap();
+    assert_eq!(pulled.to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0]);
+    assert_eq!(pulled.lens.map(|l| l.to_vec()), Some(lens.to_vec()));
+    assert_eq!(bounded(second.pull::<f32>(&[1])).await.unwrap(), vec![9.0]);
+    bounded(cluster.finalize()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_app_reaches_every_member_of_a_group() {
+    use bytes::Bytes;
+    use pslite::Group;
+    let cluster = bounded(LocalCluster::start(2, 2)).await.unwrap();
+    for node in &cluster.servers {
+        bounded(node.set_simple_handler(|r| (r.head * 10, r.body.clone()))).await.unwrap();
+    }
+    let worker = &cluster.workers[0];
+    let replies =
+        bounded(worker.simple(CustomerId::new(1, 0), Group::SERVERS, 4, Bytes::from_static(b"hi"))).await.unwrap();
+    let from: Vec<u32> = replies.iter().map(|r| r.from.get()).collect();
+    assert_eq!(from, vec![8, 10]);
+    assert!(replies.iter().all(|r| r.head == 40 && r.body == "hi"));
+    let everyone = bounded(worker.simple(CustomerId::new(1, 0), Group::ALL, 1, Bytes::new())).await.unwrap();
+    assert_eq!(everyone.len(), 5, "scheduler, 2 servers, 2 workers (the sender included)");
     bounded(cluster.finalize()).await.unwrap();
 }

@@ -64,7 +64,12 @@ pub(crate) async fn read_loop(
         // checked against the cap already), but at least one chunk.
         let wanted = decoder.bytes_wanted(buf.len()).max(READ_CHUNK_BYTES);
         buf.reserve(wanted);
-        match stream.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buf) => read,
+            // The node is gone: drop the connection rather than linger.
+            () = inbound.closed() => return,
+        };
+        match read {
             Ok(0) => return,
             Ok(_) => {}
             Err(error) => {

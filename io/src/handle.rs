@@ -103,6 +103,7 @@ pub struct NodeHandle {
     info: watch::Receiver<Info>,
     events: broadcast::Sender<NodeEvent>,
     local_addr: SocketAddr,
+    tasks: std::sync::Arc<[tokio::task::AbortHandle; 2]>,
 }
 
 /// Binds, builds the node and spawns its tasks on the current runtime.
@@ -163,7 +164,7 @@ pub async fn start_with(
     let accept_token = settings.token;
     let accept_inbound = inbound_tx;
     let accept_commands = command_tx.clone();
-    tokio::spawn(async move {
+    let accept_task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -182,8 +183,9 @@ pub async fn start_with(
             }
         }
     });
-    tokio::spawn(driver.run(command_rx, inbound_rx));
-    Ok(NodeHandle { commands: command_tx, info: info_rx, events: events_tx, local_addr: bound })
+    let driver_task = tokio::spawn(driver.run(command_rx, inbound_rx));
+    let tasks = std::sync::Arc::new([driver_task.abort_handle(), accept_task.abort_handle()]);
+    Ok(NodeHandle { commands: command_tx, info: info_rx, events: events_tx, local_addr: bound, tasks })
 }
 
 /// The local address of the route to `target`: what a node bound to a
@@ -296,6 +298,15 @@ impl NodeHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Stops the node at once, as a crash would: no finalize, no goodbye.
+    /// Its listener closes and its connections drop; peers find out through
+    /// heartbeats. For failure tests and for abandoning a node.
+    pub fn abort(&self) {
+        for task in self.tasks.iter() {
+            task.abort();
+        }
     }
 
     /// Whether the node's task has ended.

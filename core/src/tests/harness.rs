@@ -335,3 +335,15 @@ fn harness_forms_a_cluster_and_moves_a_push() {
     assert!(matches!(done, Event::RequestDone { .. }), "{done:?}");
     assert_eq!(c.pull_wait(w, &[0, 5, u64::MAX]), vec![1.0, 0.0, 2.0]);
 }
+
+#[test]
+fn simple_request_to_everyone_includes_the_sender() {
+    let mut c = Cluster::new(2, 2, 3);
+    c.form();
+    let w = c.worker(0);
+    let ts = c.with_node(w, |n, now| n.simple_request(now, CustomerId::DEFAULT, Group::ALL, 1, Bytes::new())).unwrap();
+    match c.wait(w, CustomerId::DEFAULT, ts) {
+        Event::SimpleDone { replies, .. } => assert_eq!(replies.len(), 5),
+        other => panic!("{other:?}"),
+    }
+}

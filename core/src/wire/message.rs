@@ -578,7 +578,9 @@ fn read_kv(r: &mut Reader<'_>, body: &Bytes) -> Result<KvParts, DecodeError> {
     let lens = if has_lens {
         let lens = Lens::from_bytes(section(lens_len))
             .ok_or(DecodeError::SectionMismatch("lens not a multiple of 4 bytes"))?;
-        if lens.len() != keys.len() {
+        // Responses carry no keys (the worker has them); requests must
+        // carry one length per key.
+        if !keys.is_empty() && lens.len() != keys.len() {
             return Err(DecodeError::SectionMismatch("one length per key expected"));
         }
         Some(lens)
