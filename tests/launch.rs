@@ -1,0 +1,46 @@
+//! The multi-process path: `pslite-launch` starts a scheduler, servers and
+//! workers as separate processes of an example binary, and every process
+//! must exit 0.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Where cargo put the example binaries of this test build.
+fn example(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples").join(name)
+}
+
+#[test]
+fn launch_runs_every_role_as_a_process_and_all_exit_zero() {
+    let binary = example("push_pull");
+    assert!(binary.exists(), "{} is missing: run the whole `cargo test` (it builds the examples)", binary.display());
+    let child = Command::new(env!("CARGO_BIN_EXE_pslite-launch"))
+        .args(["--servers", "2", "--workers", "2", "--"])
+        .arg(&binary)
+        .spawn()
+        .expect("launcher starts");
+    assert!(finished_within(child, Duration::from_secs(120)).success());
+}
+
+/// Waits for `child`, killing it if it outlives `bound` (a hang must fail
+/// the test rather than block CI).
+pub fn finished_within(mut child: std::process::Child, bound: Duration) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(status) => status.expect("wait for the launcher"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("the launched cluster did not finish within {bound:?}");
+        }
+    }
+}
