@@ -48,6 +48,10 @@ pub struct ConfigBuilder {
     /// Silence after which the scheduler declares a node dead, and after
     /// which a node that hears nothing from the scheduler gives up on it.
     pub heartbeat_timeout: Duration,
+    /// Whether frames are acknowledged and resent (ps-lite's PS_RESEND).
+    /// Needed for exactly-once pushes when connections break or frames are
+    /// lost; costs one small ACK frame per frame.
+    pub resend: bool,
     /// First resend delay of an unacknowledged frame (doubles per attempt).
     pub resend_timeout: Duration,
     /// Resends of one frame before its requests fail.
@@ -135,6 +139,7 @@ impl ConfigBuilder {
             heartbeats: true,
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(5),
+            resend: true,
             resend_timeout: Duration::from_millis(1000),
             resend_attempts_max: 10,
             request_timeout: Duration::from_secs(120),

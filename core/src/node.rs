@@ -21,6 +21,7 @@ use crate::kv::worker::Tracker;
 use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleRequest, Timestamp, Values};
 use crate::membership::{Change, Membership};
 use crate::range::ServerRanges;
+use crate::reliable::{Admission, Owner, Reliable};
 use crate::rng::Rng;
 use crate::scheduler::SchedulerState;
 use crate::stats::Stats;
@@ -177,6 +178,10 @@ pub struct Node {
     /// Messages to ourselves (a scheduler in its own barrier, a group
     /// request that includes the sender), handled before returning.
     pub(crate) loopback: VecDeque<Message>,
+    pub(crate) reliable: Reliable,
+    /// The `now` of the input or command being handled: sends schedule
+    /// their resend from it without threading `now` through every helper.
+    pub(crate) now_hint: Instant,
     pub(crate) stats: Stats,
 }
 
@@ -220,6 +225,8 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             loopback: VecDeque::new(),
+            reliable: Reliable::default(),
+            now_hint: now,
             stats: Stats::default(),
         };
         if role == Role::Scheduler {
@@ -240,6 +247,7 @@ impl Node {
     /// `poll_*` outputs. Malformed frames are counted and returned as an
     /// error; the node's state is untouched by them.
     pub fn handle_frame(&mut self, now: Instant, frame: Bytes) -> Result<(), DecodeError> {
+        self.now_hint = now;
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         let decoded = Header::decode(&frame, self.config.frame_len_max)
@@ -251,10 +259,31 @@ impl Node {
                 return Err(error);
             }
         };
-        if self.accepts_from(&header) {
-            self.handle_message(now, header.sender, message);
-            self.drain_loopback(now);
+        if !self.accepts_from(&header) {
+            return Ok(());
         }
+        if let Message::Ack { seq } = message {
+            if !self.reliable.acknowledge(header.sender, seq) {
+                self.stats.duplicates_dropped += 1;
+            }
+            return Ok(());
+        }
+        if header.seq != 0 {
+            match self.reliable.admit(header.sender, header.incarnation, header.seq) {
+                Admission::New => self.send_ack(header.sender, header.seq),
+                Admission::Duplicate => {
+                    self.stats.duplicates_dropped += 1;
+                    self.send_ack(header.sender, header.seq);
+                    return Ok(());
+                }
+                Admission::TooFarAhead => {
+                    self.stats.duplicates_dropped += 1;
+                    return Ok(());
+                }
+            }
+        }
+        self.handle_message(now, header.sender, message);
+        self.drain_loopback(now);
         Ok(())
     }
 
@@ -262,6 +291,7 @@ impl Node {
     /// [`poll_timeout`](Self::poll_timeout) has come (early calls are
     /// harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now_hint = now;
         if self.phase == Phase::Terminated {
             return;
         }
@@ -279,6 +309,7 @@ impl Node {
             }
         }
         self.expire_requests(now);
+        self.expire_resends(now);
         self.drain_loopback(now);
     }
 
@@ -300,7 +331,7 @@ impl Node {
         if self.phase == Phase::Terminated {
             return None;
         }
-        [self.timers.next(), self.tracker.next_deadline()].into_iter().flatten().min()
+        [self.timers.next(), self.tracker.next_deadline(), self.reliable.next_deadline()].into_iter().flatten().min()
     }
 
     // ----- commands available to every role -----
@@ -381,6 +412,17 @@ impl Node {
     /// Server and simple requests this node still has to answer.
     pub fn responses_pending(&self) -> usize {
         self.server.len()
+    }
+
+    /// Frames sent and not yet acknowledged.
+    pub fn frames_unacked(&self) -> usize {
+        self.reliable.unacked_len()
+    }
+
+    /// Sender incarnations this node keeps a duplicate filter for; each
+    /// filter has a fixed size ([`reliable::DedupWindow::memory_bytes`](crate::reliable::DedupWindow::memory_bytes)).
+    pub fn dedup_windows(&self) -> usize {
+        self.reliable.windows_len()
     }
 
     /// Barriers entered and not ended.
@@ -466,11 +508,75 @@ impl Node {
     }
 
     pub(crate) fn send_to_addr(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
-        let envelope = Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, seq: 0 };
+        let peer_incarnation = self.reliable_incarnation_of(to, &message);
+        let seq = match peer_incarnation {
+            Some(incarnation) => self.reliable.next_seq(to, incarnation),
+            None => 0,
+        };
+        let envelope = Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, seq };
         let frame = message.encode(envelope);
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
-        self.transmits.push_back(Transmit { to, addr, frame });
+        let transmit = Transmit { to, addr, frame };
+        if seq != 0 {
+            let owner: Owner = match &message {
+                Message::KvRequest(m) => Some((CustomerId::new(m.app, m.customer), Timestamp(m.ts))),
+                Message::SimpleRequest(m) => Some((CustomerId::new(m.app, m.customer), Timestamp(m.ts))),
+                _ => None,
+            };
+            self.reliable.track(self.now_hint, seq, transmit.clone(), owner, self.config.resend_timeout);
+        }
+        self.transmits.push_back(transmit);
+    }
+
+    /// The incarnation of the stream `message` to `to` goes on, when it
+    /// must be delivered reliably; `None` for frames that are not acked
+    /// (ACKs, heartbeats, registration and tables, which repeat anyway).
+    fn reliable_incarnation_of(&self, to: NodeId, message: &Message) -> Option<Incarnation> {
+        if !self.config.resend || self.id == NodeId::UNASSIGNED {
+            return None;
+        }
+        match message {
+            Message::Register(_)
+            | Message::NodeTable(_)
+            | Message::Heartbeat
+            | Message::HeartbeatAck { .. }
+            | Message::Ack { .. } => None,
+            Message::Barrier { .. }
+            | Message::BarrierRelease { .. }
+            | Message::Terminate
+            | Message::KvRequest(_)
+            | Message::KvResponse(_)
+            | Message::SimpleRequest(_)
+            | Message::SimpleResponse(_) => {
+                if to == NodeId::SCHEDULER {
+                    Some(Incarnation(0))
+                } else {
+                    self.membership.get(to).map(|e| e.incarnation)
+                }
+            }
+        }
+    }
+
+    fn send_ack(&mut self, to: NodeId, seq: u64) {
+        self.send(to, Message::Ack { seq });
+    }
+
+    /// Resends what is due; fails requests whose frames ran out of attempts.
+    fn expire_resends(&mut self, now: Instant) {
+        let expired =
+            self.reliable.expire(now, self.config.resend_timeout, self.config.resend_attempts_max, &mut self.rng);
+        for transmit in expired.resend {
+            self.stats.resends += 1;
+            self.stats.frames_out += 1;
+            self.stats.bytes_out += transmit.frame.len() as u64;
+            self.transmits.push_back(transmit);
+        }
+        for (_, owner) in expired.failed {
+            if let Some((customer, ts)) = owner {
+                self.fail_request(customer, ts, RequestError::ResendExhausted);
+            }
+        }
     }
 
     pub(crate) fn drain_loopback(&mut self, now: Instant) {
@@ -548,6 +654,7 @@ impl Node {
         for change in changes {
             match change {
                 Change::Died(id, incarnation) => {
+                    self.reliable.forget_peer(id, incarnation);
                     if id == self.id {
                         // The scheduler gave up on us; our work cannot be
                         // trusted by others any more.
@@ -557,6 +664,7 @@ impl Node {
                     self.tracker_peer_dead(id);
                 }
                 Change::Recovered(id, incarnation) => {
+                    self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
                     self.server.forget_from(id);
                     self.events.push_back(Event::NodeRecovered { id, incarnation });
                 }
@@ -572,6 +680,7 @@ impl Node {
         group: Group,
         purpose: BarrierPurpose,
     ) -> Result<BarrierTicket, RequestError> {
+        self.now_hint = now;
         self.ensure_ready()?;
         if purpose == BarrierPurpose::Finalize && self.barriers.values().any(|p| *p == BarrierPurpose::Finalize) {
             return Err(RequestError::Terminated);

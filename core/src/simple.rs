@@ -50,6 +50,7 @@ impl Node {
         head: i32,
         body: Bytes,
     ) -> Result<Timestamp, RequestError> {
+        self.now_hint = now;
         self.ensure_ready()?;
         self.check_pending_room()?;
         let targets: Vec<NodeId> = match target.into() {

@@ -11,7 +11,7 @@
 //! | `DMLC_INTERFACE` | accepted for compatibility; the advertised address is the one routing to the scheduler unless `DMLC_NODE_HOST` is set |
 //! | `DMLC_PORT` | port to listen on (default: any) |
 //! | `PS_HEARTBEAT_INTERVAL`, `PS_HEARTBEAT_TIMEOUT` | seconds; interval 0 turns heartbeats off (ps-lite's default is off, ours is on) |
-//! | `PS_RESEND`, `PS_RESEND_TIMEOUT` | ps-lite's resend switch and timeout (ms); resending is always on in pslite, the timeout is used |
+//! | `PS_RESEND`, `PS_RESEND_TIMEOUT` | ACK and resend on (default) or off (`0`); first resend timeout in ms |
 //! | `PS_VERBOSE` | 0, 1, 2: warn, info, debug (see [`verbosity`]) |
 //! | `PS_CLUSTER_TOKEN` | shared secret checked on every connection |
 //! | `PS_SEED` | seed of the core's randomness |
@@ -77,7 +77,8 @@ pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, C
         settings.core.heartbeat_timeout = seconds("PS_HEARTBEAT_TIMEOUT", timeout)?;
     }
     if let Some(resend) = get("PS_RESEND") {
-        let _: u32 = parse("PS_RESEND", &resend, "0 or 1")?;
+        let resend: u32 = parse("PS_RESEND", &resend, "0 or 1")?;
+        settings.core.resend = resend != 0;
     }
     if let Some(ms) = get("PS_RESEND_TIMEOUT") {
         let ms: u64 = parse("PS_RESEND_TIMEOUT", &ms, "milliseconds")?;

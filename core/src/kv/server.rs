@@ -100,7 +100,8 @@ impl Node {
 
     /// Answers a `ServerRequest`. Pulls (and push_pulls) must answer with
     /// one value run per requested key; a refusal fails the worker's request.
-    pub fn respond(&mut self, _now: Instant, id: ServerRequestId, response: Response) -> Result<(), RequestError> {
+    pub fn respond(&mut self, now: Instant, id: ServerRequestId, response: Response) -> Result<(), RequestError> {
+        self.now_hint = now;
         self.ensure_role(Role::Server, "respond")?;
         match self.server.pending.get(&id) {
             Some(Answer::Kv(_)) => {}
@@ -178,6 +179,7 @@ impl Node {
         head: i32,
         body: bytes::Bytes,
     ) -> Result<(), RequestError> {
+        self.now_hint = now;
         if self.server.pending.get(&id) != Some(&Answer::Simple) {
             return Err(ApiMisuse::UnknownRequest.into());
         }

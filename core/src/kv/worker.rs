@@ -141,6 +141,7 @@ impl Node {
         op: KvOp,
         list: KvList,
     ) -> Result<Timestamp, RequestError> {
+        self.now_hint = now;
         self.ensure_role(Role::Worker, "push/pull")?;
         self.ensure_ready()?;
         let keys_max = self.config.keys_per_request_max;

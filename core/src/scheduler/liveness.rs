@@ -101,6 +101,7 @@ impl Node {
             entry.alive = false;
             self.membership.update(entry);
             self.events.push_back(Event::NodeDead { id: entry.id, incarnation: entry.incarnation });
+            self.reliable.forget_peer(entry.id, entry.incarnation);
             self.tracker_peer_dead(entry.id);
             self.server.forget_from(entry.id);
             self.on_barrier_member_died(now, entry.id);

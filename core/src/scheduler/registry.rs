@@ -72,6 +72,7 @@ impl Node {
             alive: true,
         };
         self.membership.update(entry);
+        self.reliable.forget_peer(dead.id, dead.incarnation);
         if let RoleState::Scheduler(state) = &mut self.role_state {
             state.heard_at.insert(entry.id, now);
         }

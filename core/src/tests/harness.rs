@@ -36,6 +36,10 @@ pub(crate) struct Cluster {
     pub(crate) isolated: Vec<bool>,
     rng: Rng,
     pub(crate) delay_max: Duration,
+    /// Probability that a frame is lost on the way.
+    pub(crate) loss: f64,
+    /// Probability that a frame arrives twice.
+    pub(crate) duplication: f64,
     seeds: u64,
 }
 
@@ -74,6 +78,8 @@ impl Cluster {
             isolated: vec![false; roles.len()],
             rng: Rng::new(seed),
             delay_max: Duration::from_millis(5),
+            loss: 0.0,
+            duplication: 0.0,
             seeds: seed,
         };
         for (i, role) in roles.into_iter().enumerate() {
@@ -128,8 +134,15 @@ impl Cluster {
                 let Some(to) = self.addrs.iter().position(|a| *a == t.addr) else {
                     continue;
                 };
-                let delay = self.rng.jitter(self.delay_max) + Duration::from_micros(100);
-                self.in_flight.push(InFlight { deliver_at: self.now + delay, from: i, to, bytes: t.frame.to_bytes() });
+                if self.rng.chance(self.loss) {
+                    continue;
+                }
+                let copies = if self.rng.chance(self.duplication) { 2 } else { 1 };
+                let bytes = t.frame.to_bytes();
+                for _ in 0..copies {
+                    let delay = self.rng.jitter(self.delay_max) + Duration::from_micros(100);
+                    self.in_flight.push(InFlight { deliver_at: self.now + delay, from: i, to, bytes: bytes.clone() });
+                }
             }
             let mut requests = Vec::new();
             while let Some(event) = node.poll_event() {

@@ -1,0 +1,276 @@
+//! Reliable delivery: sequence numbers, ACKs, resend with backoff, and a
+//! bounded duplicate filter.
+//!
+//! TCP is reliable only while a connection lives; when one breaks, frames
+//! in flight are lost, and a reconnect can deliver a resent frame twice.
+//! The default server handle *sums* pushes, so the core must deliver each
+//! frame to the application exactly once. Every frame that needs delivery
+//! carries a sequence number, per directed stream `(peer, peer's
+//! incarnation)`; the receiver ACKs it and delivers it once; the sender
+//! resends after `resend_timeout`, doubling the delay each attempt with a
+//! seeded jitter, up to `resend_attempts_max`, and then gives up and fails
+//! the request that frame belonged to (never the process).
+//!
+//! Duplicate detection is a watermark ("everything below `base` was
+//! delivered") plus a fixed-size bitmap for the window above it, per
+//! sender incarnation: memory per peer is constant however many frames
+//! flow. A frame too far ahead of the window is dropped unacknowledged;
+//! its sender will resend it once the window has moved on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::id::{Incarnation, NodeId};
+use crate::kv::{CustomerId, Timestamp};
+use crate::node::Transmit;
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+
+/// Frames a receiver tracks above its watermark, per sender.
+pub const DEDUP_WINDOW: u64 = 1 << 14;
+const DEDUP_WORDS: usize = (DEDUP_WINDOW / 64) as usize;
+/// Longest delay between two resends, however many attempts.
+const RESEND_DELAY_MAX: Duration = Duration::from_secs(30);
+
+/// Which delivered-or-not sequence numbers one sender incarnation used.
+#[derive(Clone, Debug)]
+pub struct DedupWindow {
+    /// Every sequence number below this was delivered.
+    base: u64,
+    /// Bit `s % DEDUP_WINDOW` set: `s` in `[base, base + DEDUP_WINDOW)` delivered.
+    bits: Box<[u64; DEDUP_WORDS]>,
+}
+
+/// What the filter says of an arriving sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// First arrival: deliver it (and ACK).
+    New,
+    /// Seen before: drop it (but ACK again, the first ACK may be lost).
+    Duplicate,
+    /// Beyond the window: drop without ACK; it will come again.
+    TooFarAhead,
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        // Sequence numbers start at 1; 0 means "not reliable".
+        Self { base: 1, bits: Box::new([0; DEDUP_WORDS]) }
+    }
+}
+
+impl DedupWindow {
+    /// Classifies `seq` and records it when new.
+    pub fn admit(&mut self, seq: u64) -> Admission {
+        if seq < self.base {
+            return Admission::Duplicate;
+        }
+        if seq - self.base >= DEDUP_WINDOW {
+            return Admission::TooFarAhead;
+        }
+        let (word, bit) = Self::slot(seq);
+        if self.bits[word] & bit != 0 {
+            return Admission::Duplicate;
+        }
+        self.bits[word] |= bit;
+        // Advance the watermark over the contiguous delivered prefix.
+        loop {
+            let (word, bit) = Self::slot(self.base);
+            if self.bits[word] & bit == 0 {
+                break;
+            }
+            self.bits[word] &= !bit;
+            self.base += 1;
+        }
+        Admission::New
+    }
+
+    fn slot(seq: u64) -> (usize, u64) {
+        let index = seq % DEDUP_WINDOW;
+        ((index / 64) as usize, 1 << (index % 64))
+    }
+
+    /// Bytes this filter occupies; constant by construction.
+    pub const fn memory_bytes() -> usize {
+        size_of::<Self>() + DEDUP_WORDS * 8
+    }
+}
+
+/// The request a reliable frame belongs to, failed if it cannot be delivered.
+pub(crate) type Owner = Option<(CustomerId, Timestamp)>;
+
+#[derive(Debug)]
+struct Unacked {
+    transmit: Transmit,
+    attempts: u32,
+    resend_at: Instant,
+    owner: Owner,
+}
+
+/// Sender and receiver state of one node.
+#[derive(Debug, Default)]
+pub(crate) struct Reliable {
+    next_seq: BTreeMap<(NodeId, Incarnation), u64>,
+    unacked: BTreeMap<(NodeId, u64), Unacked>,
+    resend_queue: BTreeSet<(Instant, NodeId, u64)>,
+    received: BTreeMap<(NodeId, Incarnation), DedupWindow>,
+}
+
+/// What `Reliable::expire` produced.
+#[derive(Debug, Default)]
+pub(crate) struct Expired {
+    pub(crate) resend: Vec<Transmit>,
+    pub(crate) failed: Vec<(NodeId, Owner)>,
+}
+
+impl Reliable {
+    /// The next sequence number towards `peer` in its `incarnation`.
+    pub(crate) fn next_seq(&mut self, peer: NodeId, incarnation: Incarnation) -> u64 {
+        let next = self.next_seq.entry((peer, incarnation)).or_insert(1);
+        let seq = *next;
+        *next += 1;
+        seq
+    }
+
+    /// Remembers a sent frame until it is acknowledged.
+    pub(crate) fn track(&mut self, now: Instant, seq: u64, transmit: Transmit, owner: Owner, first_delay: Duration) {
+        let peer = transmit.to;
+        let resend_at = now + first_delay;
+        self.resend_queue.insert((resend_at, peer, seq));
+        self.unacked.insert((peer, seq), Unacked { transmit, attempts: 0, resend_at, owner });
+    }
+
+    /// An ACK arrived from `peer`.
+    pub(crate) fn acknowledge(&mut self, peer: NodeId, seq: u64) -> bool {
+        match self.unacked.remove(&(peer, seq)) {
+            Some(entry) => {
+                self.resend_queue.remove(&(entry.resend_at, peer, seq));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Classifies an arriving frame of `sender` in its `incarnation`.
+    pub(crate) fn admit(&mut self, sender: NodeId, incarnation: Incarnation, seq: u64) -> Admission {
+        self.received.entry((sender, incarnation)).or_default().admit(seq)
+    }
+
+    /// Forgets everything about `peer` up to and including `incarnation`
+    /// (it died or was replaced): pending frames to it are dropped and its
+    /// old streams closed. Returns the owners of the dropped frames.
+    pub(crate) fn forget_peer(&mut self, peer: NodeId, incarnation: Incarnation) -> Vec<Owner> {
+        let seqs: Vec<u64> = self.unacked.range((peer, 0)..=(peer, u64::MAX)).map(|(&(_, s), _)| s).collect();
+        let mut owners = Vec::new();
+        for seq in seqs {
+            if let Some(entry) = self.unacked.remove(&(peer, seq)) {
+                self.resend_queue.remove(&(entry.resend_at, peer, seq));
+                owners.push(entry.owner);
+            }
+        }
+        self.next_seq.retain(|&(id, inc), _| id != peer || inc > incarnation);
+        self.received.retain(|&(id, inc), _| id != peer || inc > incarnation);
+        owners
+    }
+
+    /// Resends what is due at `now`; gives up on frames out of attempts.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        resend_timeout: Duration,
+        attempts_max: u32,
+        rng: &mut Rng,
+    ) -> Expired {
+        let mut expired = Expired::default();
+        while let Some(&(at, peer, seq)) = self.resend_queue.first() {
+            if at > now {
+                break;
+            }
+            self.resend_queue.pop_first();
+            let Some(entry) = self.unacked.get_mut(&(peer, seq)) else {
+                continue;
+            };
+            if entry.attempts >= attempts_max {
+                let entry = self.unacked.remove(&(peer, seq)).expect("present");
+                expired.failed.push((peer, entry.owner));
+                continue;
+            }
+            entry.attempts += 1;
+            let backoff = resend_timeout.saturating_mul(1 << entry.attempts.min(16)).min(RESEND_DELAY_MAX);
+            entry.resend_at = now + backoff + rng.jitter(resend_timeout / 4);
+            self.resend_queue.insert((entry.resend_at, peer, seq));
+            expired.resend.push(entry.transmit.clone());
+        }
+        expired
+    }
+
+    /// When the next resend is due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.resend_queue.first().map(|&(at, _, _)| at)
+    }
+
+    /// Frames waiting for an ACK.
+    pub(crate) fn unacked_len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Sender incarnations with a duplicate filter.
+    pub(crate) fn windows_len(&self) -> usize {
+        self.received.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn duplicates_are_recognised_and_the_window_slides() {
+        let mut w = DedupWindow::default();
+        assert_eq!(w.admit(1), Admission::New);
+        assert_eq!(w.admit(1), Admission::Duplicate);
+        assert_eq!(w.admit(3), Admission::New);
+        assert_eq!(w.admit(2), Admission::New);
+        assert_eq!(w.base, 4);
+        assert_eq!(w.admit(4 + DEDUP_WINDOW), Admission::TooFarAhead);
+        assert_eq!(w.admit(3 + DEDUP_WINDOW), Admission::New);
+    }
+
+    proptest! {
+        #[test]
+        fn window_delivers_each_number_once_within_reach(seqs in proptest::collection::vec(1u64..3000, 0..2000)) {
+            let mut w = DedupWindow::default();
+            let mut delivered = BTreeSet::new();
+            for seq in seqs {
+                match w.admit(seq) {
+                    Admission::New => prop_assert!(delivered.insert(seq), "{} delivered twice", seq),
+                    Admission::Duplicate => prop_assert!(delivered.contains(&seq)),
+                    Admission::TooFarAhead => prop_assert!(seq >= w.base + DEDUP_WINDOW),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn memory_stays_constant_after_a_million_frames() {
+        let mut w = DedupWindow::default();
+        let mut rng = crate::rng::Rng::new(5);
+        let total = 1_000_000u64;
+        // Blocks of 8 arrive shuffled, and every tenth frame arrives again.
+        for block in (1..=total).step_by(8) {
+            let mut seqs: Vec<u64> = (block..(block + 8).min(total + 1)).collect();
+            for i in (1..seqs.len()).rev() {
+                seqs.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for seq in seqs {
+                assert_eq!(w.admit(seq), Admission::New);
+                if rng.chance(0.1) {
+                    assert_eq!(w.admit(seq), Admission::Duplicate);
+                }
+            }
+        }
+        assert_eq!(w.base, total + 1, "the watermark absorbed every delivered frame");
+        assert_eq!(w.admit(total / 2), Admission::Duplicate, "old frames stay recognised below the watermark");
+        assert_eq!(DedupWindow::memory_bytes(), size_of::<DedupWindow>() + DEDUP_WINDOW as usize / 8);
+    }
+}

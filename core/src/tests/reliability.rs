@@ -1,0 +1,78 @@
+//! Exactly-once delivery under loss and duplication, and bounded memory.
+
+use super::harness::Cluster;
+use crate::*;
+
+#[test]
+fn pushes_land_exactly_once_with_a_fifth_of_frames_lost_and_a_tenth_duplicated() {
+    let mut c = Cluster::with(2, 2, 11, |mut b| {
+        b.resend_timeout = Duration::from_millis(50);
+        b.resend_attempts_max = 20;
+        b
+    });
+    c.form();
+    c.loss = 0.2;
+    c.duplication = 0.1;
+    let boundary = c.node(1).server_ranges().as_slice()[1].start();
+    let keys = [0, boundary - 1, boundary, u64::MAX];
+    let workers = [c.worker(0), c.worker(1)];
+    let mut pending = Vec::new();
+    for round in 0..500 {
+        for &w in &workers {
+            let ts = c
+                .with_node(w, |n, now| {
+                    n.push(now, CustomerId::DEFAULT, 0, Keys::from_slice(&keys), Values::from_slice(&[1.0f32; 4]), None)
+                })
+                .expect("push accepted");
+            pending.push((w, ts));
+        }
+        // Keep a bounded number in flight, as a training loop would.
+        if round % 25 == 24 {
+            for (w, ts) in pending.drain(..) {
+                let done = c.wait(w, CustomerId::DEFAULT, ts);
+                assert!(matches!(done, Event::RequestDone { .. }), "push failed: {done:?}");
+            }
+        }
+    }
+    for (w, ts) in pending.drain(..) {
+        assert!(matches!(c.wait(w, CustomerId::DEFAULT, ts), Event::RequestDone { .. }));
+    }
+    c.loss = 0.0;
+    c.duplication = 0.0;
+    let w = c.worker(0);
+    assert_eq!(c.pull_wait(w, &keys), vec![1000.0; 4], "every push applied exactly once");
+    let (resends, duplicates): (u64, u64) = c
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| (n.stats().resends, n.stats().duplicates_dropped))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!(resends > 100 && duplicates > 100, "the faults were exercised: {resends} resends, {duplicates} duplicates");
+    // Filters are per sender incarnation: a handful per node, fixed size each.
+    for node in c.nodes.iter().flatten() {
+        assert!(node.dedup_windows() <= 5);
+    }
+}
+
+#[test]
+fn a_push_whose_frames_never_arrive_fails_with_resend_exhausted() {
+    let mut c = Cluster::with(1, 1, 12, |mut b| {
+        b.resend_timeout = Duration::from_millis(10);
+        b.resend_attempts_max = 3;
+        b.heartbeats = false;
+        b
+    });
+    c.form();
+    let (w, s) = (c.worker(0), c.server(0));
+    c.isolated[s] = true;
+    let ts = c
+        .with_node(w, |n, now| {
+            n.push(now, CustomerId::DEFAULT, 0, Keys::from_slice(&[1]), Values::from_slice(&[1.0f32]), None)
+        })
+        .unwrap();
+    match c.wait(w, CustomerId::DEFAULT, ts) {
+        Event::RequestFailed { error, .. } => assert_eq!(error, RequestError::ResendExhausted),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.node(w).frames_unacked(), 0, "nothing is kept after giving up");
+}
