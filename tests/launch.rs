@@ -2,6 +2,7 @@
 //! workers as separate processes of an example binary, and every process
 //! must exit 0.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -23,6 +24,7 @@ fn launch_runs_every_role_as_a_process_and_all_exit_zero() {
     let child = Command::new(env!("CARGO_BIN_EXE_pslite-launch"))
         .args(["--servers", "2", "--workers", "2", "--"])
         .arg(&binary)
+        .process_group(0)
         .spawn()
         .expect("launcher starts");
     assert!(finished_within(child, Duration::from_secs(120)).success());
@@ -39,7 +41,8 @@ pub fn finished_within(mut child: std::process::Child, bound: Duration) -> std::
     match rx.recv_timeout(bound) {
         Ok(status) => status.expect("wait for the launcher"),
         Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // The launcher leads its own process group: stop all of it.
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
             panic!("the launched cluster did not finish within {bound:?}");
         }
     }

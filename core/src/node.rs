@@ -717,10 +717,15 @@ impl Node {
     }
 
     pub(crate) fn fail_barriers(&mut self, error: &RequestError) {
-        let tickets: Vec<BarrierTicket> = self.barriers.keys().copied().collect();
-        self.barriers.clear();
-        for ticket in tickets {
+        let barriers = std::mem::take(&mut self.barriers);
+        let finalizing = barriers.values().any(|p| *p == BarrierPurpose::Finalize);
+        for ticket in barriers.into_keys() {
             self.events.push_back(Event::BarrierFailed(ticket, error.clone()));
+        }
+        if finalizing {
+            // The node was shutting down; it cannot finish the handshake,
+            // so it stops rather than wait for a barrier that will not come.
+            self.terminate();
         }
     }
 

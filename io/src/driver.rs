@@ -45,6 +45,9 @@ pub(crate) struct Driver {
     pub(crate) info: watch::Sender<Info>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     writers: BTreeMap<SocketAddr, mpsc::Sender<Frame>>,
+    /// Writer tasks, awaited at shutdown so the last frames (a barrier
+    /// release, a Terminate) leave before the process may exit.
+    writer_tasks: Vec<tokio::task::JoinHandle<()>>,
     waiters: BTreeMap<(CustomerId, Timestamp), oneshot::Sender<Result<Completion, Error>>>,
     finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
     barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
@@ -71,6 +74,7 @@ impl Driver {
             info,
             events,
             writers: BTreeMap::new(),
+            writer_tasks: Vec::new(),
             waiters: BTreeMap::new(),
             finished: BTreeMap::new(),
             barrier_waiters: BTreeMap::new(),
@@ -124,7 +128,7 @@ impl Driver {
             }
             self.drain().await;
         }
-        self.shutdown();
+        self.shutdown().await;
     }
 
     fn on_inbound(&mut self, input: Inbound) {
@@ -228,7 +232,9 @@ impl Driver {
             Some(sender) if !sender.is_closed() => sender.clone(),
             _ => {
                 let (tx, rx) = mpsc::channel(conn::WRITE_QUEUE_FRAMES);
-                tokio::spawn(conn::write_loop(addr, self.token.clone(), rx, self.inbound_tx.clone()));
+                self.writer_tasks.retain(|task| !task.is_finished());
+                let task = tokio::spawn(conn::write_loop(addr, self.token.clone(), rx, self.inbound_tx.clone()));
+                self.writer_tasks.push(task);
                 self.writers.insert(addr, tx.clone());
                 tx
             }
@@ -330,8 +336,9 @@ impl Driver {
         });
     }
 
-    /// Fails everything still waiting and lets writers flush and close.
-    fn shutdown(&mut self) {
+    /// Fails everything still waiting, lets writers flush and close, and
+    /// only then tells `finalize` callers the node is done.
+    async fn shutdown(&mut self) {
         for (_, waiter) in std::mem::take(&mut self.waiters) {
             let _ = waiter.send(Err(RequestError::Terminated.into()));
         }
@@ -341,11 +348,21 @@ impl Driver {
         for waiter in self.ready_waiters.drain(..) {
             let _ = waiter.send(Err(Error::Shutdown));
         }
+        // Dropping the senders ends each writer after it flushed its queue.
+        self.writers.clear();
+        // A writer stuck connecting to a dead peer must not hold the
+        // shutdown forever: after the failure timeout its frames are moot.
+        let flush_bound = self.node.config().heartbeat_timeout;
+        let writers = std::mem::take(&mut self.writer_tasks);
+        let _ = tokio::time::timeout(flush_bound, async {
+            for task in writers {
+                let _ = task.await;
+            }
+        })
+        .await;
         for waiter in self.terminated_waiters.drain(..) {
             let _ = waiter.send(());
         }
-        // Dropping the senders ends each writer after it flushed its queue.
-        self.writers.clear();
         self.publish_info();
     }
 }

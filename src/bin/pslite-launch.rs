@@ -81,19 +81,36 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Poll every child so the first failure stops the rest instead of
+    // leaving them waiting for a peer that is gone.
     let mut failed = false;
-    for (name, mut child) in children {
-        match child.wait() {
-            Ok(status) if status.success() => {}
-            Ok(status) => {
-                eprintln!("pslite-launch: {name} exited with {status}");
-                failed = true;
-            }
-            Err(error) => {
-                eprintln!("pslite-launch: waiting for {name}: {error}");
-                failed = true;
+    while !children.is_empty() {
+        let mut index = 0;
+        while index < children.len() {
+            match children[index].1.try_wait() {
+                Ok(None) => index += 1,
+                Ok(Some(status)) => {
+                    let (name, _) = children.swap_remove(index);
+                    if !status.success() {
+                        eprintln!("pslite-launch: {name} exited with {status}; stopping the others");
+                        failed = true;
+                    }
+                }
+                Err(error) => {
+                    let (name, _) = children.swap_remove(index);
+                    eprintln!("pslite-launch: waiting for {name}: {error}");
+                    failed = true;
+                }
             }
         }
+        if failed {
+            for (_, child) in &mut children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
     }
     if failed {
         ExitCode::FAILURE
