@@ -573,6 +573,10 @@ impl Node {
         purpose: BarrierPurpose,
     ) -> Result<BarrierTicket, RequestError> {
         self.ensure_ready()?;
+        let role = self.config.role;
+        if !group.contains(role) {
+            return Err(ApiMisuse::NotInGroup { group, role }.into());
+        }
         if purpose == BarrierPurpose::Finalize && self.barriers.values().any(|p| *p == BarrierPurpose::Finalize) {
             return Err(RequestError::Terminated);
         }
