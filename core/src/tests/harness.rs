@@ -44,6 +44,9 @@ pub(crate) struct Cluster {
 
 pub(crate) const SCHEDULER: usize = 0;
 
+/// Every frame takes at least this long, plus a seeded share of `delay_max`.
+const DELAY_MIN: Duration = Duration::from_micros(100);
+
 pub(crate) fn addr(index: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (index / 250) as u8, (index % 250) as u8 + 1], 7000))
 }
@@ -301,10 +304,16 @@ impl Cluster {
         assert!(self.in_flight.is_empty(), "network still busy after {steps_max} steps (seed {})", self.seed);
     }
 
+    /// The longest a frame can be on the wire: bounds in virtual time add
+    /// this once per hop.
+    pub(crate) fn frame_delay_max(&self) -> Duration {
+        self.delay_max + DELAY_MIN
+    }
+
     /// Puts `bytes` on the wire from node `from` to node `to`, arriving
     /// after the usual delay: replays a captured frame.
     pub(crate) fn inject(&mut self, from: usize, to: usize, bytes: Bytes) {
-        let delay = self.rng.jitter(self.delay_max) + Duration::from_micros(100);
+        let delay = self.rng.jitter(self.delay_max) + DELAY_MIN;
         self.in_flight.push(InFlight { deliver_at: self.now + delay, from, to, bytes });
     }
 

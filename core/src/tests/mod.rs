@@ -2,5 +2,6 @@
 //! `Pair`: real nodes, frames as bytes, virtual time.
 
 mod control;
+mod failure;
 mod harness;
 mod kv;
