@@ -4,4 +4,5 @@
 mod control;
 mod failure;
 mod harness;
+mod hostile;
 mod kv;

@@ -65,4 +65,4 @@ pub enum DecodeError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -88,7 +88,7 @@ fn node_entry() -> impl Strategy<Value = NodeEntry> {
     )
 }
 
-fn message() -> impl Strategy<Value = Message> {
+pub(crate) fn message() -> impl Strategy<Value = Message> {
     let kv_request = (any::<[u32; 3]>(), any::<i32>(), kv_op(), keys_and_lens(), values()).prop_map(
         |([app, customer, ts], cmd, op, (keys, lens), values)| {
             Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens })
