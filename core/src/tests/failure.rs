@@ -159,3 +159,57 @@ fn a_restarted_server_takes_its_old_id_and_its_old_frames_are_dropped() {
     // The new incarnation serves.
     assert!(matches!(c.push_wait(w, &[u64::MAX], &[1.0]), Event::RequestDone { .. }));
 }
+
+/// Runs one barrier over `group` on `members` and checks everyone is released.
+fn barrier_round(c: &mut Cluster, group: Group, members: &[usize]) {
+    let tickets: Vec<(usize, BarrierTicket)> = members
+        .iter()
+        .map(|&i| (i, c.with_node(i, |n, now| n.barrier(now, group)).expect("barrier entered")))
+        .collect();
+    c.run_until(10_000, |c| tickets.iter().all(|&(i, t)| c.events(i).any(|e| *e == Event::BarrierReleased(t))));
+}
+
+#[test]
+fn a_restarted_node_joins_the_barriers_the_survivors_are_at() {
+    let policies = [BarrierPolicy::FailOnDeath, BarrierPolicy::WaitForRecovery { timeout: Duration::from_secs(30) }];
+    for policy in policies {
+        let mut c = Cluster::with(2, 3, 17, |mut b| {
+            b.barrier_policy = policy;
+            b
+        });
+        c.form();
+        let everyone: Vec<usize> = (0..c.nodes.len()).collect();
+        let servers = [c.server(0), c.server(1)];
+        // The survivors' generations move on: 2 on SERVERS, 1 on ALL.
+        barrier_round(&mut c, Group::SERVERS, &servers);
+        barrier_round(&mut c, Group::SERVERS, &servers);
+        barrier_round(&mut c, Group::ALL, &everyone);
+        let s = servers[1];
+        let id = c.node_ref(s).id();
+        c.crash(s);
+        c.restart(s);
+        // The survivor is already waiting when the server dies: its barrier
+        // fails at the death, or (WaitForRecovery) waits for the replacement.
+        let survivor = c.with_node(servers[0], |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered");
+        let recovered = Event::NodeRecovered { id, incarnation: Incarnation(1) };
+        c.run_until(100_000, |c| c.events(servers[0]).any(|e| *e == recovered));
+        c.drive();
+        let failed = Event::BarrierFailed(survivor, RequestError::PeerDead(id));
+        let waiting = policy != BarrierPolicy::FailOnDeath;
+        assert_eq!(c.events(servers[0]).any(|e| *e == failed), !waiting, "{policy:?}");
+        assert_eq!(c.node_ref(servers[0]).barriers_pending(), usize::from(waiting), "{policy:?}");
+        let replacement = c.with_node(s, |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered");
+        assert_eq!(replacement.generation, 0, "a new process counts from 0");
+        let survivor = if waiting {
+            survivor
+        } else {
+            c.with_node(servers[0], |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered")
+        };
+        let both = [(servers[0], survivor), (s, replacement)];
+        c.run_until(10_000, |c| both.iter().all(|&(i, t)| c.events(i).any(|e| *e == Event::BarrierReleased(t))));
+        // From here on, both numberings stay in step.
+        barrier_round(&mut c, Group::SERVERS, &servers);
+        barrier_round(&mut c, Group::ALL, &everyone);
+        barrier_round(&mut c, Group::ALL, &everyone);
+    }
+}
