@@ -390,6 +390,10 @@ impl Message {
             }
             Kind::KvResponse => {
                 let kv = read_kv(&mut r, &body, KeysEcho::Optional)?;
+                // Responses have no command; its slot must stay zero.
+                if kv.ids[3] != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
                 let (error, values) = match kv.code {
                     0 => (None, kv.values),
                     1 => {

@@ -370,6 +370,14 @@ fn bad_bodies_name_what_is_wrong() {
         Err(DecodeError::SectionMismatch("keys not a multiple of 8 bytes"))
     );
     assert_eq!(kv(0, 0, 1, 0, [16, 8, 4], &[0; 28]), Err(DecodeError::SectionMismatch("one length per key expected")));
+    // A response has no command: its slot is reserved.
+    let mut response = vec![0u8; 12];
+    response.extend_from_slice(&1u32.to_le_bytes());
+    response.extend_from_slice(&[0, 0, 0, 0]);
+    response.extend_from_slice(&[0; 12]);
+    assert_eq!(frame(Kind::KvResponse, &response), Err(DecodeError::ReservedNotZero));
+    response[12] = 0;
+    assert!(frame(Kind::KvResponse, &response).is_ok());
     // Section lengths near u32::MAX must not overflow the sum.
     assert_eq!(
         kv(0, 0, 1, 0, [u32::MAX, u32::MAX, u32::MAX], &[]),
