@@ -4,7 +4,7 @@
 //! what the cluster did to a request ([`RequestError`]); malformed peer
 //! input is a [`crate::wire::DecodeError`] and never reaches either.
 
-use crate::id::{NodeId, Role};
+use crate::id::{Group, NodeId, Role};
 
 /// Why a request did not complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +81,15 @@ pub enum ApiMisuse {
     WrongRole {
         /// The command.
         command: &'static str,
+        /// This node's role.
+        role: Role,
+    },
+    /// A barrier over a group this node is not a member of: the scheduler
+    /// counts members only, so it could never be released.
+    #[error("a {role} cannot enter a barrier over {group:?}")]
+    NotInGroup {
+        /// The group asked for.
+        group: Group,
         /// This node's role.
         role: Role,
     },

@@ -682,6 +682,10 @@ impl Node {
     ) -> Result<BarrierTicket, RequestError> {
         self.now_hint = now;
         self.ensure_ready()?;
+        let role = self.config.role;
+        if !group.contains(role) {
+            return Err(ApiMisuse::NotInGroup { group, role }.into());
+        }
         if purpose == BarrierPurpose::Finalize && self.barriers.values().any(|p| *p == BarrierPurpose::Finalize) {
             return Err(RequestError::Terminated);
         }
@@ -739,8 +743,10 @@ impl Node {
         if self.phase == Phase::Terminated {
             return;
         }
-        self.fail_all_pending(RequestError::Terminated);
+        // The phase changes first, so failing a finalize barrier below
+        // does not terminate a second time.
         self.phase = Phase::Terminated;
+        self.fail_all_pending(RequestError::Terminated);
         self.events.push_back(Event::Terminated);
     }
 }

@@ -8,6 +8,12 @@
 //! at once (the default), or wait for the replacement up to a bound. A
 //! failed generation is remembered (boundedly) so members that arrive
 //! later learn of the failure instead of waiting forever.
+//!
+//! A replacement process starts counting its generations from 0 while the
+//! survivors' count went on, so the scheduler keeps, per replaced node and
+//! group, the offset between the two: the replacement's first barrier is
+//! the first one the survivors have not finished. Without it the two sides
+//! would wait at different generations forever.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +31,27 @@ const FAILED_REMEMBERED_MAX: usize = 1024;
 pub(crate) struct Barriers {
     open: BTreeMap<(Group, u64), OpenBarrier>,
     failed: BTreeMap<(Group, u64), NodeId>,
+    /// Per group, one past the newest generation released or failed.
+    ended_below: BTreeMap<Group, u64>,
+    /// Per replacement and group: the scheduler's generation of the
+    /// replacement's generation 0. Bounded by nodes × groups.
+    offsets: BTreeMap<(NodeId, Group), u64>,
+}
+
+impl Barriers {
+    fn offset(&self, id: NodeId, group: Group) -> u64 {
+        self.offsets.get(&(id, group)).copied().unwrap_or(0)
+    }
+
+    /// The generation `id` calls `generation` in the scheduler's numbering.
+    fn generation_of(&self, id: NodeId, group: Group, generation: u64) -> u64 {
+        generation.checked_sub(self.offset(id, group)).expect("arrivals are counted under the sender's current offset")
+    }
+
+    fn record_end(&mut self, (group, generation): (Group, u64)) {
+        let below = self.ended_below.entry(group).or_insert(0);
+        *below = (*below).max(generation.saturating_add(1));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +72,11 @@ impl Node {
             self.stats.unexpected_drops += 1;
             return;
         }
-        let key = (group, generation);
+        let Some(global) = generation.checked_add(state.barriers.offset(from, group)) else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        let key = (group, global);
         if let Some(&dead) = state.barriers.failed.get(&key) {
             self.send(from, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
             return;
@@ -76,7 +107,10 @@ impl Node {
             return;
         }
         let open = state.barriers.open.remove(&key).expect("checked above");
-        for id in open.arrived {
+        state.barriers.record_end(key);
+        let releases: Vec<(NodeId, u64)> =
+            open.arrived.into_iter().map(|id| (id, state.barriers.generation_of(id, group, generation))).collect();
+        for (id, generation) in releases {
             self.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::Released });
         }
         self.arm_barrier_deadline();
@@ -112,11 +146,29 @@ impl Node {
         }
     }
 
-    /// A replacement registered: barriers waiting for it may go on.
-    pub(crate) fn on_member_recovered(&mut self, now: Instant, _id: NodeId) {
-        let RoleState::Scheduler(state) = &self.role_state else {
+    /// A replacement registered: barriers waiting for it may go on once it
+    /// arrives, and its generations are mapped onto the survivors'.
+    pub(crate) fn on_member_recovered(&mut self, now: Instant, id: NodeId) {
+        let Some(role) = id.role() else {
             return;
         };
+        let RoleState::Scheduler(state) = &mut self.role_state else {
+            return;
+        };
+        // An arrival of the old process does not speak for the new one,
+        // which numbers its barriers afresh and will arrive itself.
+        for open in state.barriers.open.values_mut() {
+            open.arrived.remove(&id);
+        }
+        for bits in 1..=7 {
+            let group = Group::from_bits(bits).expect("1..=7 are groups");
+            if !group.contains(role) {
+                continue;
+            }
+            let first_open = state.barriers.open.range((group, 0)..=(group, u64::MAX)).next().map(|(k, _)| k.1);
+            let base = first_open.unwrap_or_else(|| state.barriers.ended_below.get(&group).copied().unwrap_or(0));
+            state.barriers.offsets.insert((id, group), base);
+        }
         let keys: Vec<(Group, u64)> = state.barriers.open.keys().copied().collect();
         for key in keys {
             self.try_release(now, key);
@@ -147,11 +199,14 @@ impl Node {
             return;
         };
         state.barriers.failed.insert(key, dead);
+        state.barriers.record_end(key);
         while state.barriers.failed.len() > FAILED_REMEMBERED_MAX {
             state.barriers.failed.pop_first();
         }
         let (group, generation) = key;
-        for id in open.arrived {
+        let failures: Vec<(NodeId, u64)> =
+            open.arrived.into_iter().map(|id| (id, state.barriers.generation_of(id, group, generation))).collect();
+        for (id, generation) in failures {
             self.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
         }
     }

@@ -40,10 +40,16 @@ pub(crate) struct Cluster {
     pub(crate) loss: f64,
     /// Probability that a frame arrives twice.
     pub(crate) duplication: f64,
-    seeds: u64,
+    /// The cluster's seed: printed on failure, the root of every node's seed.
+    seed: u64,
+    /// Processes started so far, so every start draws a distinct seed.
+    starts: u64,
 }
 
 pub(crate) const SCHEDULER: usize = 0;
+
+/// Every frame takes at least this long, plus a seeded share of `delay_max`.
+const DELAY_MIN: Duration = Duration::from_micros(100);
 
 pub(crate) fn addr(index: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (index / 250) as u8, (index % 250) as u8 + 1], 7000))
@@ -55,6 +61,25 @@ impl Cluster {
     /// A scheduler (index 0), `servers` servers, then `workers` workers,
     /// built from `configure(builder)`.
     pub(crate) fn with(
+        servers: u32,
+        workers: u32,
+        seed: u64,
+        configure: impl Fn(ConfigBuilder) -> ConfigBuilder,
+    ) -> Self {
+        let mut cluster = Self::stopped(servers, workers, seed, configure);
+        for i in 0..cluster.nodes.len() {
+            cluster.start(i);
+        }
+        cluster
+    }
+
+    pub(crate) fn new(servers: u32, workers: u32, seed: u64) -> Self {
+        Self::with(servers, workers, seed, |b| b)
+    }
+
+    /// Like [`with`](Self::with), but no process runs yet: tests choose the
+    /// order and the moments at which nodes [`start`](Self::start).
+    pub(crate) fn stopped(
         servers: u32,
         workers: u32,
         seed: u64,
@@ -80,33 +105,43 @@ impl Cluster {
             delay_max: Duration::from_millis(5),
             loss: 0.0,
             duplication: 0.0,
-            seeds: seed,
+            seed,
+            starts: 0,
         };
         for (i, role) in roles.into_iter().enumerate() {
-            let config = base.for_role(role, addr(i));
             cluster.addrs.push(addr(i));
-            cluster.configs.push(config.clone());
+            cluster.configs.push(base.for_role(role, addr(i)));
             cluster.events.push(Vec::new());
-            let node_seed = Rng::derive_seed(seed, i as u64);
-            cluster.nodes.push(Some(Node::new(config, node_seed, Instant::ZERO)));
+            cluster.nodes.push(None);
         }
-        cluster.drain_all();
         cluster
     }
 
-    pub(crate) fn new(servers: u32, workers: u32, seed: u64) -> Self {
-        Self::with(servers, workers, seed, |b| b)
+    /// Starts a fresh process in node `i`'s role and address, now. Each
+    /// process of a slot gets its own seed, so a restart is a new instance.
+    pub(crate) fn start(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is already running");
+        let stream = self.starts * 1000 + i as u64;
+        self.starts += 1;
+        let node_seed = Rng::derive_seed(self.seed, stream);
+        self.nodes[i] = Some(Node::new(self.configs[i].clone(), node_seed, self.now));
+        self.drain(i);
     }
 
     pub(crate) fn node(&mut self, i: usize) -> &mut Node {
         self.nodes[i].as_mut().expect("node is running")
     }
 
+    /// Node `i`, to read.
+    pub(crate) fn node_ref(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
     pub(crate) fn index_of(&self, id: NodeId) -> usize {
         self.nodes.iter().position(|n| n.as_ref().is_some_and(|n| n.id() == id)).expect("a running node has this id")
     }
 
-    /// Index of the first worker.
+    /// Index of worker `rank`.
     pub(crate) fn worker(&self, rank: usize) -> usize {
         1 + self.configs[0].num_servers as usize + rank
     }
@@ -128,22 +163,11 @@ impl Cluster {
             let Some(node) = self.nodes[i].as_mut() else {
                 return;
             };
-            let mut progressed = false;
+            let mut transmits = Vec::new();
             while let Some(t) = node.poll_transmit() {
-                progressed = true;
-                let Some(to) = self.addrs.iter().position(|a| *a == t.addr) else {
-                    continue;
-                };
-                if self.rng.chance(self.loss) {
-                    continue;
-                }
-                let copies = if self.rng.chance(self.duplication) { 2 } else { 1 };
-                let bytes = t.frame.to_bytes();
-                for _ in 0..copies {
-                    let delay = self.rng.jitter(self.delay_max) + Duration::from_micros(100);
-                    self.in_flight.push(InFlight { deliver_at: self.now + delay, from: i, to, bytes: bytes.clone() });
-                }
+                transmits.push(t);
             }
+            let mut progressed = !transmits.is_empty();
             let mut requests = Vec::new();
             while let Some(event) = node.poll_event() {
                 progressed = true;
@@ -155,6 +179,19 @@ impl Cluster {
                     }
                 }
                 self.events[i].push((self.now, event));
+            }
+            for t in transmits {
+                let Some(to) = self.addrs.iter().position(|a| *a == t.addr) else {
+                    continue;
+                };
+                if self.rng.chance(self.loss) {
+                    continue;
+                }
+                let copies = if self.rng.chance(self.duplication) { 2 } else { 1 };
+                let bytes = t.frame.to_bytes();
+                for _ in 0..copies {
+                    self.inject(i, to, bytes.clone());
+                }
             }
             for request in requests {
                 let now = self.now;
@@ -169,7 +206,7 @@ impl Cluster {
                         self.nodes[i]
                             .as_mut()
                             .unwrap()
-                            .simple_respond(now, r.id, r.head + 1, body)
+                            .simple_respond(now, r.id, r.head.wrapping_add(1), body)
                             .expect("simple_respond");
                     }
                 }
@@ -235,7 +272,7 @@ impl Cluster {
                 break;
             }
         }
-        assert!(done(self), "condition not reached (seed {}, t={:?})", self.seeds, self.now);
+        assert!(done(self), "condition not reached (seed {}, {:?})", self.seed, self.now);
     }
 
     /// Runs until every node is ready.
@@ -261,6 +298,44 @@ impl Cluster {
         self.now = end;
     }
 
+    /// Runs until no frame is in flight: every consequence of the last
+    /// command has landed. Heartbeat timers keep ticking forever, so this is
+    /// "the network is quiet", not "nothing is scheduled".
+    pub(crate) fn drive(&mut self) {
+        self.drive_bounded(10_000);
+    }
+
+    /// [`drive`](Self::drive) that fails after `steps_max` steps, so a
+    /// protocol that keeps talking (a livelock) fails the test instead of
+    /// hanging it.
+    pub(crate) fn drive_bounded(&mut self, steps_max: usize) {
+        for _ in 0..steps_max {
+            if self.in_flight.is_empty() {
+                return;
+            }
+            self.step();
+        }
+        assert!(self.in_flight.is_empty(), "network still busy after {steps_max} steps (seed {})", self.seed);
+    }
+
+    /// The longest a frame can be on the wire: bounds in virtual time add
+    /// this once per hop.
+    pub(crate) fn frame_delay_max(&self) -> Duration {
+        self.delay_max + DELAY_MIN
+    }
+
+    /// Puts `bytes` on the wire from node `from` to node `to`, arriving
+    /// after the usual delay: replays a captured frame.
+    pub(crate) fn inject(&mut self, from: usize, to: usize, bytes: Bytes) {
+        let delay = self.rng.jitter(self.delay_max) + DELAY_MIN;
+        self.in_flight.push(InFlight { deliver_at: self.now + delay, from, to, bytes });
+    }
+
+    /// When node `i` first logged an event matching `pred`.
+    pub(crate) fn event_at(&self, i: usize, pred: impl Fn(&Event) -> bool) -> Option<Instant> {
+        self.events[i].iter().find(|(_, e)| pred(e)).map(|(at, _)| *at)
+    }
+
     /// Drops every frame in flight that matches `pred`; returns how many.
     pub(crate) fn drop_where(&mut self, pred: impl Fn(&InFlight) -> bool) -> usize {
         let before = self.in_flight.len();
@@ -274,12 +349,11 @@ impl Cluster {
         self.in_flight.retain(|f| f.to != i);
     }
 
-    /// Starts a fresh process in node `i`'s role and address.
+    /// Starts a fresh process in node `i`'s role and address (a new
+    /// instance, as after a reboot), whether or not the old one crashed.
     pub(crate) fn restart(&mut self, i: usize) {
-        self.seeds = self.seeds.wrapping_add(1);
-        let seed = Rng::derive_seed(self.seeds, 1000 + i as u64);
-        self.nodes[i] = Some(Node::new(self.configs[i].clone(), seed, self.now));
-        self.drain(i);
+        self.nodes[i] = None;
+        self.start(i);
     }
 
     /// Events of node `i` (drained so far).

@@ -1,5 +1,9 @@
 //! In-memory cluster tests of the core, in the spirit of quinn-proto's
 //! `Pair`: real nodes, frames as bytes, virtual time.
 
+mod control;
+mod failure;
 mod harness;
+mod hostile;
+mod kv;
 mod reliability;

@@ -370,7 +370,7 @@ impl Message {
             Kind::HeartbeatAck => Self::HeartbeatAck { epoch: r.u64()? },
             Kind::Ack => Self::Ack { seq: r.u64()? },
             Kind::KvRequest => {
-                let kv = read_kv(&mut r, &body)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
                 let op = match kv.code {
                     0 => KvOp::Push,
                     1 => KvOp::Pull,
@@ -389,7 +389,11 @@ impl Message {
                 })
             }
             Kind::KvResponse => {
-                let kv = read_kv(&mut r, &body)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Optional)?;
+                // Responses have no command; its slot must stay zero.
+                if kv.ids[3] != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
                 let (error, values) = match kv.code {
                     0 => (None, kv.values),
                     1 => {
@@ -545,7 +549,17 @@ struct KvParts {
     lens: Option<Lens>,
 }
 
-fn read_kv(r: &mut Reader<'_>, body: &Bytes) -> Result<KvParts, DecodeError> {
+/// Whether a KV frame must carry the keys its lengths belong to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeysEcho {
+    /// Requests: lengths describe the keys sent with them.
+    Required,
+    /// Responses: servers need not echo the keys (the worker has them), so
+    /// lengths without keys are checked against the asked keys later.
+    Optional,
+}
+
+fn read_kv(r: &mut Reader<'_>, body: &Bytes, keys_echo: KeysEcho) -> Result<KvParts, DecodeError> {
     r.need(KV_META_LEN)?;
     let ids = [r.u32()?, r.u32()?, r.u32()?, r.u32()?];
     let code = r.u8()?;
@@ -578,9 +592,8 @@ fn read_kv(r: &mut Reader<'_>, body: &Bytes) -> Result<KvParts, DecodeError> {
     let lens = if has_lens {
         let lens = Lens::from_bytes(section(lens_len))
             .ok_or(DecodeError::SectionMismatch("lens not a multiple of 4 bytes"))?;
-        // Responses carry no keys (the worker has them); requests must
-        // carry one length per key.
-        if !keys.is_empty() && lens.len() != keys.len() {
+        let keys_omitted = keys_echo == KeysEcho::Optional && keys.is_empty();
+        if lens.len() != keys.len() && !keys_omitted {
             return Err(DecodeError::SectionMismatch("one length per key expected"));
         }
         Some(lens)

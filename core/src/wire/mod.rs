@@ -63,3 +63,6 @@ pub enum DecodeError {
         value: u64,
     },
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
