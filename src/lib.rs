@@ -1,1 +1,3 @@
 //! pslite
+
+pub mod learn;

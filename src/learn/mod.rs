@@ -1,0 +1,4 @@
+//! The machine-learning half of the training example: sparse logistic
+//! regression trained by asynchronous SGD, as pure computation.
+
+pub mod metrics;
