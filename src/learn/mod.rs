@@ -1,4 +1,6 @@
 //! The machine-learning half of the training example: sparse logistic
 //! regression trained by asynchronous SGD, as pure computation.
 
+pub mod data;
 pub mod metrics;
+pub mod model;
