@@ -4,3 +4,6 @@
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod optim;
+#[cfg(test)]
+mod testing;
