@@ -5,5 +5,6 @@ pub mod data;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 #[cfg(test)]
 mod testing;
