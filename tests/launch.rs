@@ -47,3 +47,24 @@ pub fn finished_within(mut child: std::process::Child, bound: Duration) -> std::
         }
     }
 }
+
+#[test]
+fn the_training_example_runs_as_one_process_per_node_through_the_launcher() {
+    let binary = example("train");
+    assert!(binary.exists(), "{} is missing: run the whole `cargo test` (it builds the examples)", binary.display());
+    let out = std::env::temp_dir().join(format!("pslite-train-launch-{}", std::process::id()));
+    let child = Command::new(env!("CARGO_BIN_EXE_pslite-launch"))
+        .args(["--servers", "2", "--workers", "2", "--"])
+        .arg(&binary)
+        .args(["--examples", "6000", "--epochs", "1", "--out"])
+        .arg(&out)
+        .process_group(0)
+        .spawn()
+        .expect("launcher starts");
+    assert!(finished_within(child, Duration::from_secs(180)).success());
+    let summary = std::fs::read_to_string(out.join("summary.txt")).expect("the scheduler wrote a summary");
+    assert!(summary.contains("held-out: log-loss"), "{summary}");
+    let svg = std::fs::read_to_string(out.join("loss.svg")).expect("the scheduler drew the loss curve");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));
+    let _ = std::fs::remove_dir_all(&out);
+}

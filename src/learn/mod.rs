@@ -38,6 +38,7 @@
 //! ```
 
 pub mod data;
+pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod optim;
