@@ -18,6 +18,8 @@ pub struct Stats {
     pub stale_incarnation_drops: u64,
     /// Frames from senders not (yet) in our table.
     pub unknown_sender_drops: u64,
+    /// Requests from a node the scheduler declared dead.
+    pub dead_sender_drops: u64,
     /// Frames addressed to another node.
     pub misrouted_drops: u64,
     /// Well-formed frames that make no sense in our state (a response to

@@ -48,9 +48,18 @@ impl Node {
             self.stats.unexpected_drops += 1;
             return;
         }
-        let Some(incarnation) = self.membership.get(from).map(|e| e.incarnation) else {
-            self.stats.unknown_sender_drops += 1;
-            return;
+        let incarnation = match self.membership.get(from) {
+            Some(entry) if entry.alive => entry.incarnation,
+            Some(_) => {
+                // Declared dead: its requests are dropped, since nobody
+                // will wait for the answers and a replacement starts over.
+                self.stats.dead_sender_drops += 1;
+                return;
+            }
+            None => {
+                self.stats.unknown_sender_drops += 1;
+                return;
+            }
         };
         let id = ServerRequestId {
             from,

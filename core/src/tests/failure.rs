@@ -213,3 +213,23 @@ fn a_restarted_node_joins_the_barriers_the_survivors_are_at() {
         barrier_round(&mut c, Group::ALL, &everyone);
     }
 }
+
+#[test]
+fn requests_from_a_worker_declared_dead_are_dropped_by_servers() {
+    let mut c = Cluster::new(1, 1, 21);
+    c.form();
+    let (w, s) = (c.worker(0), c.server(0));
+    let worker_id = c.node(w).id();
+    c.isolated[w] = true;
+    c.run_until(100_000, |c| c.events(s).any(|e| matches!(e, Event::NodeDead { id, .. } if *id == worker_id)));
+    c.isolated[w] = false;
+    let ts = c
+        .with_node(w, |n, now| {
+            n.push(now, CustomerId::DEFAULT, 0, Keys::from_slice(&[1]), Values::from_slice(&[5.0f32]), None)
+        })
+        .expect("the worker does not know it was declared dead");
+    let done = c.wait(w, CustomerId::DEFAULT, ts);
+    assert!(matches!(done, Event::RequestFailed { .. }), "{done:?}");
+    assert!(c.node(s).stats().dead_sender_drops > 0);
+    assert!(c.stores.values().all(|store| store.get(1).is_none()), "nothing from the dead worker was applied");
+}
