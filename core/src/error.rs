@@ -118,6 +118,12 @@ pub enum ApiMisuse {
         /// The limit.
         max: u32,
     },
+    /// A caller-chosen timestamp belongs to a request still pending.
+    #[error("timestamp {ts} is already in use by a pending request")]
+    TimestampInUse {
+        /// The timestamp.
+        ts: u32,
+    },
     /// `respond` named a request that is not pending.
     #[error("no pending server request matches")]
     UnknownRequest,

@@ -113,7 +113,7 @@ pub use error::{ApiMisuse, RequestError};
 pub use id::{Group, Incarnation, NodeId, Rank, Role};
 pub use kv::store::KvStore;
 pub use kv::{
-    CustomerId, DType, Element, Keys, KvHandle, Lens, Response, ServerRequest, ServerRequestId, SimpleReply,
+    CustomerId, DType, Element, Keys, KvCall, KvHandle, Lens, Response, ServerRequest, ServerRequestId, SimpleReply,
     SimpleRequest, Timestamp, Values,
 };
 pub use membership::Membership;

@@ -179,6 +179,8 @@ pub struct Node {
     /// request that includes the sender), handled before returning.
     pub(crate) loopback: VecDeque<Message>,
     pub(crate) reliable: Reliable,
+    /// Receipts not sent yet, by peer.
+    pub(crate) acks_pending: BTreeMap<NodeId, Vec<u64>>,
     /// The `now` of the input or command being handled: sends schedule
     /// their resend from it without threading `now` through every helper.
     pub(crate) now_hint: Instant,
@@ -226,6 +228,7 @@ impl Node {
             events: VecDeque::new(),
             loopback: VecDeque::new(),
             reliable: Reliable::default(),
+            acks_pending: BTreeMap::new(),
             now_hint: now,
             stats: Stats::default(),
         };
@@ -262,9 +265,11 @@ impl Node {
         if !self.accepts_from(&header) {
             return Ok(());
         }
-        if let Message::Ack { seq } = message {
-            if !self.reliable.acknowledge(header.sender, seq) {
-                self.stats.duplicates_dropped += 1;
+        if let Message::Ack { seqs } = message {
+            for seq in seqs {
+                if !self.reliable.acknowledge(header.sender, seq) {
+                    self.stats.duplicates_dropped += 1;
+                }
             }
             return Ok(());
         }
@@ -317,6 +322,9 @@ impl Node {
 
     /// The next frame to send, if any. Drain after every input and command.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.acks_pending.is_empty() {
+            self.flush_acks();
+        }
         self.transmits.pop_front()
     }
 
@@ -558,8 +566,18 @@ impl Node {
         }
     }
 
+    /// Queues a receipt; receipts leave together, one frame per peer, when
+    /// the driver next polls for transmits.
     fn send_ack(&mut self, to: NodeId, seq: u64) {
-        self.send(to, Message::Ack { seq });
+        self.acks_pending.entry(to).or_default().push(seq);
+    }
+
+    fn flush_acks(&mut self) {
+        for (to, seqs) in std::mem::take(&mut self.acks_pending) {
+            for chunk in seqs.chunks(crate::wire::message::ACKS_PER_FRAME_MAX) {
+                self.send(to, Message::Ack { seqs: chunk.to_vec() });
+            }
+        }
     }
 
     /// Resends what is due; fails requests whose frames ran out of attempts.

@@ -50,6 +50,20 @@ impl Node {
         head: i32,
         body: Bytes,
     ) -> Result<Timestamp, RequestError> {
+        self.simple_request_as(now, customer, None, target, head, body)
+    }
+
+    /// [`simple_request`](Self::simple_request) with a caller-chosen
+    /// timestamp (see [`Node::submit`]).
+    pub fn simple_request_as(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        ts: Option<Timestamp>,
+        target: impl Into<Target>,
+        head: i32,
+        body: Bytes,
+    ) -> Result<Timestamp, RequestError> {
         self.now_hint = now;
         self.ensure_ready()?;
         self.check_pending_room()?;
@@ -67,7 +81,13 @@ impl Node {
         if targets.is_empty() {
             return Err(ApiMisuse::EmptyTarget.into());
         }
-        let ts = self.tracker.next_timestamp(customer);
+        let ts = match ts {
+            Some(ts) => {
+                self.tracker.claim(customer, ts)?;
+                ts
+            }
+            None => self.tracker.next_timestamp(customer)?,
+        };
         let waiting: BTreeMap<NodeId, usize> = targets.iter().enumerate().map(|(slot, &id)| (id, slot)).collect();
         let kind = PendingKind::Simple { replies: vec![None; targets.len()] };
         self.tracker.insert(customer, ts, Pending::new(now + self.config.request_timeout, waiting, kind));

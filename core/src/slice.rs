@@ -92,6 +92,22 @@ pub fn check_lengths(list: &KvList) -> Result<(), ApiMisuse> {
     Ok(())
 }
 
+/// Everything a caller can get wrong about a request, checked without a
+/// node: sorted unique keys, values that fit them, and values on a push.
+/// Shells call it to report mistakes before queueing anything.
+pub fn check_request(op: crate::wire::KvOp, list: &KvList) -> Result<(), ApiMisuse> {
+    check_keys(&list.keys)?;
+    check_lengths(list)?;
+    if op.pushes() && list.lens.is_none() && !list.keys.is_empty() && list.values.is_empty() {
+        return Err(ApiMisuse::LengthMismatch {
+            what: "a push needs values",
+            expected: list.keys.len() as u64,
+            got: 0,
+        });
+    }
+    Ok(())
+}
+
 /// Splits a checked list by server ranges. Parts come in rank order;
 /// servers without keys are skipped.
 pub fn slice(ranges: &ServerRanges, list: &KvList) -> SmallVec<[Part; 4]> {

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
-use crate::handle::{Command, Completion, Info, KvCall, NodeEvent};
+use crate::handle::{Command, Completion, Info, NodeEvent};
 
 /// What the connection tasks tell the driver.
 #[derive(Debug)]
@@ -151,18 +151,17 @@ impl Driver {
         let now = self.now();
         let node = &mut self.node;
         match command {
-            Command::Kv { call, reply } => {
-                let KvCall { customer, cmd, op, keys, values, lens } = call;
-                let result = match op {
-                    pslite_core::KvOp::Push => node.push(now, customer, cmd, keys, values, lens),
-                    pslite_core::KvOp::Pull => node.pull(now, customer, cmd, keys, values.dtype()),
-                    pslite_core::KvOp::PushPull => node.push_pull(now, customer, cmd, keys, values, lens),
-                };
-                let _ = reply.send(result.map_err(Error::from));
+            Command::Kv { call } => {
+                let customer = call.customer;
+                let ts = call.ts.expect("the handle chooses timestamps");
+                if let Err(error) = node.submit(now, call) {
+                    self.complete(customer, ts, Err(error.into()));
+                }
             }
-            Command::Simple { customer, target, head, body, reply } => {
-                let result = node.simple_request(now, customer, target, head, body);
-                let _ = reply.send(result.map_err(Error::from));
+            Command::Simple { customer, ts, target, head, body } => {
+                if let Err(error) = node.simple_request_as(now, customer, Some(ts), target, head, body) {
+                    self.complete(customer, ts, Err(error.into()));
+                }
             }
             Command::Wait { customer, ts, reply } => {
                 if let Some(result) = self.finished.remove(&(customer, ts)) {

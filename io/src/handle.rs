@@ -4,11 +4,14 @@
 //! and returns a cloneable [`NodeHandle`]. Every method sends a command to
 //! the driver and awaits its answer, so callers never share the node.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pslite_core::{
-    CustomerId, Group, Keys, KvHandle, KvOp, Lens, NodeId, Phase, Rank, Role, SimpleReply, Stats, Target, Timestamp,
+    CustomerId, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Role, SimpleReply, Stats, Target, Timestamp,
     Values,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -16,17 +19,6 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::driver::{Driver, SimpleHandler};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
-
-/// A KV request as the application gives it.
-#[derive(Debug)]
-pub(crate) struct KvCall {
-    pub(crate) customer: CustomerId,
-    pub(crate) cmd: i32,
-    pub(crate) op: KvOp,
-    pub(crate) keys: Keys,
-    pub(crate) values: Values,
-    pub(crate) lens: Option<Lens>,
-}
 
 /// How a request ended well.
 #[derive(Debug, Clone)]
@@ -78,9 +70,11 @@ pub struct Info {
     pub alive_workers: u32,
 }
 
+/// Commands carry timestamps chosen by the handle, so callers never wait
+/// for the driver to learn them; a failure is reported to `wait`.
 pub(crate) enum Command {
-    Kv { call: KvCall, reply: oneshot::Sender<Result<Timestamp>> },
-    Simple { customer: CustomerId, target: Target, head: i32, body: Bytes, reply: oneshot::Sender<Result<Timestamp>> },
+    Kv { call: KvCall },
+    Simple { customer: CustomerId, ts: Timestamp, target: Target, head: i32, body: Bytes },
     Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
     Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
     Finalize { reply: oneshot::Sender<()> },
@@ -103,7 +97,8 @@ pub struct NodeHandle {
     info: watch::Receiver<Info>,
     events: broadcast::Sender<NodeEvent>,
     local_addr: SocketAddr,
-    tasks: std::sync::Arc<[tokio::task::AbortHandle; 2]>,
+    clocks: Arc<Mutex<BTreeMap<CustomerId, Arc<AtomicU32>>>>,
+    tasks: Arc<[tokio::task::AbortHandle; 2]>,
 }
 
 /// Binds, builds the node and spawns its tasks on the current runtime.
@@ -184,8 +179,15 @@ pub async fn start_with(
         }
     });
     let driver_task = tokio::spawn(driver.run(command_rx, inbound_rx));
-    let tasks = std::sync::Arc::new([driver_task.abort_handle(), accept_task.abort_handle()]);
-    Ok(NodeHandle { commands: command_tx, info: info_rx, events: events_tx, local_addr: bound, tasks })
+    let tasks = Arc::new([driver_task.abort_handle(), accept_task.abort_handle()]);
+    Ok(NodeHandle {
+        commands: command_tx,
+        info: info_rx,
+        events: events_tx,
+        local_addr: bound,
+        clocks: Arc::default(),
+        tasks,
+    })
 }
 
 /// The local address of the route to `target`: what a node bound to a
@@ -215,9 +217,16 @@ impl NodeHandle {
         self.call(|reply| Command::WaitReady { reply }).await?
     }
 
-    /// Sends a KV request; returns its timestamp at once.
-    pub(crate) async fn kv(&self, call: KvCall) -> Result<Timestamp> {
-        self.call(|reply| Command::Kv { call, reply }).await?
+    /// The timestamp counter of `customer`, shared by every handle of this
+    /// node, so timestamps are unique per customer however many callers.
+    pub(crate) fn clock(&self, customer: CustomerId) -> Arc<AtomicU32> {
+        let mut clocks = self.clocks.lock().expect("clock table lock");
+        Arc::clone(clocks.entry(customer).or_default())
+    }
+
+    /// Queues a KV request whose timestamp the caller took from `clock`.
+    pub(crate) async fn kv(&self, call: KvCall) -> Result<()> {
+        self.commands.send(Command::Kv { call }).await.map_err(|_| Error::Shutdown)
     }
 
     /// Waits for request `ts` of `customer`.
@@ -234,7 +243,9 @@ impl NodeHandle {
         body: Bytes,
     ) -> Result<Timestamp> {
         let target = target.into();
-        self.call(|reply| Command::Simple { customer, target, head, body, reply }).await?
+        let ts = Timestamp(self.clock(customer).fetch_add(1, Ordering::Relaxed));
+        self.commands.send(Command::Simple { customer, ts, target, head, body }).await.map_err(|_| Error::Shutdown)?;
+        Ok(ts)
     }
 
     /// Sends a SimpleApp request and waits for every reply.

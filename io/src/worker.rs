@@ -7,10 +7,13 @@
 //! one customer, so several in one process never see each other's
 //! completions.
 
-use pslite_core::{CustomerId, DType, Element, Keys, KvOp, Lens, Timestamp, Values};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use pslite_core::{CustomerId, DType, Element, Keys, KvCall, KvList, KvOp, Lens, Timestamp, Values};
 
 use crate::error::{Error, Result};
-use crate::handle::{Completion, KvCall, NodeHandle};
+use crate::handle::{Completion, NodeHandle};
 
 /// Pulled values with their keys.
 #[derive(Debug, Clone)]
@@ -44,12 +47,14 @@ fn not_a_pull() -> Error {
 pub struct KvWorker {
     node: NodeHandle,
     customer: CustomerId,
+    clock: Arc<AtomicU32>,
 }
 
 impl KvWorker {
     /// Customer `customer` of `node` (which must be a worker).
     pub fn new(node: NodeHandle, customer: CustomerId) -> Self {
-        Self { node, customer }
+        let clock = node.clock(customer);
+        Self { node, customer, clock }
     }
 
     /// The node behind this worker.
@@ -104,8 +109,16 @@ impl KvWorker {
         self.request(cmd, KvOp::PushPull, keys, values, lens).await
     }
 
+    /// Checks the request here, so caller mistakes fail the call itself,
+    /// then queues it under a timestamp taken from the customer's clock:
+    /// no round trip to the node's task. Anything the cluster does to the
+    /// request is reported by `wait`.
     async fn request(&self, cmd: i32, op: KvOp, keys: Keys, values: Values, lens: Option<Lens>) -> Result<Timestamp> {
-        self.node.kv(KvCall { customer: self.customer, cmd, op, keys, values, lens }).await
+        let list = KvList { keys, values, lens };
+        pslite_core::slice::check_request(op, &list).map_err(pslite_core::RequestError::from)?;
+        let ts = Timestamp(self.clock.fetch_add(1, Ordering::Relaxed));
+        self.node.kv(KvCall { customer: self.customer, ts: Some(ts), cmd, op, list }).await?;
+        Ok(ts)
     }
 
     /// Waits for request `ts`; an error if it failed.

@@ -42,6 +42,21 @@ impl CustomerId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub u32);
 
+/// A push, pull or push_pull as one value, for [`Node::submit`](crate::Node::submit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvCall {
+    /// Whose request it is.
+    pub customer: CustomerId,
+    /// A timestamp chosen by the caller, or `None` to let the node choose.
+    pub ts: Option<Timestamp>,
+    /// User command passed to the server's handle.
+    pub cmd: i32,
+    /// What is asked.
+    pub op: KvOp,
+    /// Keys, values (empty for a pull; their dtype is what a pull expects) and lengths.
+    pub list: crate::slice::KvList,
+}
+
 /// Identifies a request a server (or SimpleApp receiver) must answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerRequestId {

@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 
-use super::values::{Element, Lens, Values};
+use super::values::{add_all, put_all, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
 
 /// A fast, fixed (hence deterministic) hasher for integer keys:
@@ -102,19 +102,18 @@ impl<T: Element> KvStore<T> {
                 }
             }
         }
+        let size = size_of::<T>();
+        let bytes = values.as_bytes();
         let mut at = 0usize;
-        let mut items = values.iter::<T>();
         for (i, key) in keys.iter().enumerate() {
-            let len = lens.get(i);
+            let len = lens.get(i) as usize;
             let arena_len = self.arena.len();
-            let run = *self.runs.entry(key).or_insert_with(|| Run { start: arena_len, len });
+            let run = *self.runs.entry(key).or_insert_with(|| Run { start: arena_len, len: len as u32 });
             if run.start == arena_len {
-                self.arena.resize(arena_len + len as usize, T::default());
+                self.arena.resize(arena_len + len, T::default());
             }
-            for slot in &mut self.arena[run.start..run.start + len as usize] {
-                *slot = slot.sum(items.next().expect("lengths were checked"));
-            }
-            at += len as usize;
+            add_all(&mut self.arena[run.start..run.start + len], &bytes[at * size..(at + len) * size]);
+            at += len;
         }
         debug_assert_eq!(at, values.len());
         Ok(())
@@ -130,9 +129,7 @@ impl<T: Element> KvStore<T> {
         let zeros = vec![T::default(); self.value_len_default as usize];
         for key in request.keys.iter() {
             let run = self.get(key).unwrap_or(&zeros);
-            for &item in run {
-                item.put(&mut out);
-            }
+            put_all(run, &mut out);
             lens.push(run.len() as u32);
         }
         let uniform = lens.windows(2).all(|w| w[0] == w[1]);

@@ -56,7 +56,11 @@ impl DType {
 }
 
 /// A plain number type that can live in a [`Values`] buffer.
-pub trait Element: Copy + Default + std::fmt::Debug + 'static {
+///
+/// `Pod` lets a slice of elements be viewed as bytes without copying them
+/// one by one; the wire format is little-endian, so that view is used only
+/// on little-endian targets.
+pub trait Element: Copy + Default + std::fmt::Debug + bytemuck::Pod + 'static {
     /// Its [`DType`].
     const DTYPE: DType;
     /// Appends `self` in little-endian order.
@@ -71,14 +75,17 @@ macro_rules! element {
     ($t:ty, $dtype:expr, $put:ident, $sum:expr) => {
         impl Element for $t {
             const DTYPE: DType = $dtype;
+            #[inline]
             fn put(self, buf: &mut BytesMut) {
                 buf.$put(self);
             }
+            #[inline(always)]
             fn read(bytes: &[u8]) -> Self {
                 let mut raw = [0u8; std::mem::size_of::<$t>()];
                 raw.copy_from_slice(bytes);
                 <$t>::from_le_bytes(raw)
             }
+            #[inline(always)]
             fn sum(self, other: Self) -> Self {
                 $sum(self, other)
             }
@@ -93,10 +100,30 @@ element!(u8, DType::U8, put_u8, u8::wrapping_add);
 
 fn encode<T: Element>(items: &[T]) -> Bytes {
     let mut buf = BytesMut::with_capacity(size_of_val(items));
-    for &item in items {
-        item.put(&mut buf);
-    }
+    put_all(items, &mut buf);
     buf.freeze()
+}
+
+/// Appends `items` in little-endian order: one copy of the whole slice
+/// where the target is little-endian, element by element elsewhere.
+#[inline]
+pub fn put_all<T: Element>(items: &[T], buf: &mut BytesMut) {
+    if cfg!(target_endian = "little") {
+        buf.extend_from_slice(bytemuck::cast_slice(items));
+    } else {
+        for &item in items {
+            item.put(buf);
+        }
+    }
+}
+
+/// Adds little-endian elements in `bytes` onto `into`, element-wise.
+#[inline]
+pub fn add_all<T: Element>(into: &mut [T], bytes: &[u8]) {
+    debug_assert_eq!(size_of_val(into), bytes.len());
+    for (slot, chunk) in into.iter_mut().zip(bytes.chunks_exact(size_of::<T>())) {
+        *slot = slot.sum(T::read(chunk));
+    }
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {

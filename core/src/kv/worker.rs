@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{ApiMisuse, RequestError};
 use crate::id::{NodeId, Role};
-use crate::kv::{CustomerId, DType, Keys, Lens, SimpleReply, Timestamp, Values};
+use crate::kv::{CustomerId, DType, Keys, KvCall, Lens, SimpleReply, Timestamp, Values};
 use crate::node::{Event, Node};
 use crate::slice::{self, KvList};
 use crate::time::Instant;
@@ -59,11 +59,25 @@ impl Tracker {
     }
 
     /// The next timestamp of `customer`, never reused.
-    pub(crate) fn next_timestamp(&mut self, customer: CustomerId) -> Timestamp {
+    /// Timestamps wrap after 2^32 requests (hours at full speed); a
+    /// wrapped timestamp that is still pending is refused by `claim`.
+    pub(crate) fn next_timestamp(&mut self, customer: CustomerId) -> Result<Timestamp, ApiMisuse> {
+        let ts = Timestamp(*self.next_ts.entry(customer).or_insert(0));
+        self.claim(customer, ts)?;
+        Ok(ts)
+    }
+
+    /// Takes `ts` for a new request of `customer`: refused while a request
+    /// with that timestamp is pending; later assignments continue after it.
+    pub(crate) fn claim(&mut self, customer: CustomerId, ts: Timestamp) -> Result<(), ApiMisuse> {
+        if self.pending.contains_key(&(customer, ts)) {
+            return Err(ApiMisuse::TimestampInUse { ts: ts.0 });
+        }
         let next = self.next_ts.entry(customer).or_insert(0);
-        let ts = Timestamp(*next);
-        *next = next.checked_add(1).expect("2^32 requests from one customer in one incarnation");
-        ts
+        if ts.0.wrapping_sub(*next) < u32::MAX / 2 {
+            *next = ts.0.wrapping_add(1);
+        }
+        Ok(())
     }
 
     pub(crate) fn insert(&mut self, customer: CustomerId, ts: Timestamp, pending: Pending) {
@@ -104,7 +118,7 @@ impl Node {
         values: Values,
         lens: Option<Lens>,
     ) -> Result<Timestamp, RequestError> {
-        self.kv_request(now, customer, cmd, KvOp::Push, KvList { keys, values, lens })
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::Push, list: KvList { keys, values, lens } })
     }
 
     /// Pulls the values of `keys` as `dtype`. `Event::PullDone` follows.
@@ -116,7 +130,8 @@ impl Node {
         keys: Keys,
         dtype: DType,
     ) -> Result<Timestamp, RequestError> {
-        self.kv_request(now, customer, cmd, KvOp::Pull, KvList { keys, values: Values::empty(dtype), lens: None })
+        let list = KvList { keys, values: Values::empty(dtype), lens: None };
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::Pull, list })
     }
 
     /// Pushes, then pulls the result in one round trip. `Event::PullDone`
@@ -130,17 +145,14 @@ impl Node {
         values: Values,
         lens: Option<Lens>,
     ) -> Result<Timestamp, RequestError> {
-        self.kv_request(now, customer, cmd, KvOp::PushPull, KvList { keys, values, lens })
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::PushPull, list: KvList { keys, values, lens } })
     }
 
-    fn kv_request(
-        &mut self,
-        now: Instant,
-        customer: CustomerId,
-        cmd: i32,
-        op: KvOp,
-        list: KvList,
-    ) -> Result<Timestamp, RequestError> {
+    /// Push, pull or push_pull as one call. With `call.ts` set, the caller
+    /// chose the timestamp (a shell that hands out timestamps itself, so
+    /// callers need not wait for the node); it must not be pending.
+    pub fn submit(&mut self, now: Instant, call: KvCall) -> Result<Timestamp, RequestError> {
+        let KvCall { customer, ts, cmd, op, list } = call;
         self.now_hint = now;
         self.ensure_role(Role::Worker, "push/pull")?;
         self.ensure_ready()?;
@@ -148,16 +160,7 @@ impl Node {
         if list.keys.len() > keys_max as usize {
             return Err(ApiMisuse::TooManyKeys { keys: list.keys.len(), max: keys_max }.into());
         }
-        slice::check_keys(&list.keys)?;
-        slice::check_lengths(&list)?;
-        if op.pushes() && list.lens.is_none() && !list.keys.is_empty() && list.values.is_empty() {
-            return Err(ApiMisuse::LengthMismatch {
-                what: "a push needs values",
-                expected: list.keys.len() as u64,
-                got: 0,
-            }
-            .into());
-        }
+        slice::check_request(op, &list)?;
         let frame_bytes = (HEADER_LEN + 64) as u64
             + list.keys.as_bytes().len() as u64
             + list.values.as_bytes().len() as u64
@@ -167,7 +170,13 @@ impl Node {
         }
         self.check_pending_room()?;
         let parts = slice::slice(&self.ranges, &list);
-        let ts = self.tracker.next_timestamp(customer);
+        let ts = match ts {
+            Some(ts) => {
+                self.tracker.claim(customer, ts)?;
+                ts
+            }
+            None => self.tracker.next_timestamp(customer)?,
+        };
         if parts.is_empty() {
             // Nothing to send (no keys): complete at once, as ps-lite does.
             self.events.push_back(match op {

@@ -169,10 +169,12 @@ pub enum Message {
         /// The scheduler's current epoch, so a node that missed a table asks again.
         epoch: u64,
     },
-    /// Receipt of the frame with this sequence number.
+    /// Receipt of frames with these sequence numbers. One ACK frame
+    /// carries every receipt gathered for a peer while handling a batch of
+    /// input, so small requests do not double the frame count.
     Ack {
-        /// The acknowledged sequence number.
-        seq: u64,
+        /// The acknowledged sequence numbers (at most [`ACKS_PER_FRAME_MAX`]).
+        seqs: Vec<u64>,
     },
     /// Stop.
     Terminate,
@@ -199,6 +201,8 @@ pub struct Envelope {
     pub seq: u64,
 }
 
+/// Most sequence numbers one ACK frame carries.
+pub const ACKS_PER_FRAME_MAX: usize = 4096;
 /// Most nodes a table may list: bounds the decode of a hostile table.
 pub const NODES_MAX: usize = 1 << 16;
 const ADDR_LEN: usize = 19;
@@ -261,7 +265,13 @@ impl Message {
             }
             Self::Heartbeat | Self::Terminate => {}
             Self::HeartbeatAck { epoch } => meta.put_u64_le(*epoch),
-            Self::Ack { seq } => meta.put_u64_le(*seq),
+            Self::Ack { seqs } => {
+                debug_assert!(seqs.len() <= ACKS_PER_FRAME_MAX, "the sender splits larger ACK lists");
+                meta.put_u32_le(seqs.len() as u32);
+                for seq in seqs {
+                    meta.put_u64_le(*seq);
+                }
+            }
             Self::KvRequest(m) => {
                 let op = match m.op {
                     KvOp::Push => 0,
@@ -368,7 +378,18 @@ impl Message {
             Kind::Heartbeat => Self::Heartbeat,
             Kind::Terminate => Self::Terminate,
             Kind::HeartbeatAck => Self::HeartbeatAck { epoch: r.u64()? },
-            Kind::Ack => Self::Ack { seq: r.u64()? },
+            Kind::Ack => {
+                let count = r.u32()? as usize;
+                if count > ACKS_PER_FRAME_MAX {
+                    return Err(DecodeError::InvalidField { field: "ack count", value: count as u64 });
+                }
+                r.need(count * 8)?;
+                let mut seqs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    seqs.push(r.u64()?);
+                }
+                Self::Ack { seqs }
+            }
             Kind::KvRequest => {
                 let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
                 let op = match kv.code {

@@ -112,7 +112,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         }),
         Just(Message::Heartbeat),
         any::<u64>().prop_map(|epoch| Message::HeartbeatAck { epoch }),
-        any::<u64>().prop_map(|seq| Message::Ack { seq }),
+        vec(any::<u64>(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
         Just(Message::Terminate),
         kv_request,
         kv_response,
