@@ -169,8 +169,8 @@ pub struct Node {
     /// Next generation per group.
     pub(crate) barrier_generations: BTreeMap<Group, u64>,
     pub(crate) scheduler_heard_at: Instant,
-    /// Set once pending work failed for silence from the scheduler, so it
-    /// is failed once, not at every scan.
+    /// Whether the scheduler has been silent for `heartbeat_timeout`
+    /// (pending work is failed at every scan until it is heard again).
     pub(crate) scheduler_lost: bool,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,

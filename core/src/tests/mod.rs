@@ -2,3 +2,4 @@
 //! `Pair`: real nodes, frames as bytes, virtual time.
 
 mod harness;
+mod liveness;
