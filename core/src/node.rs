@@ -608,10 +608,16 @@ impl Node {
     }
 
     pub(crate) fn fail_barriers(&mut self, error: &RequestError) {
+        let finalizing = self.barriers.values().any(|p| *p == BarrierPurpose::Finalize);
         let tickets: Vec<BarrierTicket> = self.barriers.keys().copied().collect();
         self.barriers.clear();
         for ticket in tickets {
             self.events.push_back(Event::BarrierFailed(ticket, error.clone()));
+        }
+        if finalizing {
+            // `finalize` ends in termination whatever its barrier's
+            // outcome, as it does when the scheduler reports a dead member.
+            self.terminate();
         }
     }
 
@@ -625,8 +631,10 @@ impl Node {
         if self.phase == Phase::Terminated {
             return;
         }
-        self.fail_all_pending(RequestError::Terminated);
+        // Terminated first: failing a pending finalize terminates again,
+        // which must find nothing left to do.
         self.phase = Phase::Terminated;
+        self.fail_all_pending(RequestError::Terminated);
         self.events.push_back(Event::Terminated);
     }
 }
