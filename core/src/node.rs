@@ -559,6 +559,10 @@ impl Node {
                 Change::Recovered(id, incarnation) => {
                     self.server.forget_from(id);
                     self.events.push_back(Event::NodeRecovered { id, incarnation });
+                    // The table that reported the death may have been missed
+                    // or overtaken: requests to the old incarnation can never
+                    // be answered, so they fail now, as on the death.
+                    self.tracker_peer_dead(id);
                 }
             }
         }
