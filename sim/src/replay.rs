@@ -1,0 +1,161 @@
+//! How a run ends and how to run it again.
+//!
+//! A failure is reported the same way everywhere (binary, sweep tests): the
+//! fault plan, the last trace entries, then, last, one line saying what
+//! broke and one command that replays the run. The exit codes follow
+//! TigerBeetle's VOPR so shell loops over seeds can tell failures apart.
+
+use std::fmt;
+
+use pslite_core::Instant;
+
+use crate::faults::FaultClasses;
+
+/// What kind of failure a run hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// An invariant broke.
+    Correctness,
+    /// The cluster did not finish after the faults healed.
+    Liveness,
+    /// Something panicked (an assertion in the core or the simulator).
+    Panic,
+}
+
+impl FailureKind {
+    /// The process exit code for this failure.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Self::Panic => 127,
+            Self::Liveness => 128,
+            Self::Correctness => 129,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Correctness => "correctness",
+            Self::Liveness => "liveness",
+            Self::Panic => "panic",
+        }
+    }
+}
+
+/// A failed run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Its kind.
+    pub kind: FailureKind,
+    /// What broke.
+    pub what: String,
+    /// Virtual time.
+    pub at: Instant,
+    /// Number of the event during which it broke.
+    pub event: u64,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FAILED ({}): {} at {:?} event={}", self.kind.name(), self.what, self.at, self.event)
+    }
+}
+
+/// The command-line options that, with the seed, determine a swarm run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwarmOptions {
+    /// Small clusters and short scripts.
+    pub lite: bool,
+    /// Fault classes the swarm may draw from.
+    pub faults: FaultClasses,
+}
+
+impl Default for SwarmOptions {
+    fn default() -> Self {
+        Self { lite: false, faults: FaultClasses::DEFAULT }
+    }
+}
+
+impl SwarmOptions {
+    /// The options as command-line arguments (empty for the defaults).
+    pub fn to_args(self) -> String {
+        let mut args = String::new();
+        if self.lite {
+            args.push_str(" --lite");
+        }
+        if self.faults != FaultClasses::DEFAULT {
+            args.push_str(" --faults ");
+            args.push_str(&self.faults.to_arg());
+        }
+        args
+    }
+}
+
+/// The one command that replays a swarm run.
+pub fn reproduce_command(seed: u64, options: SwarmOptions) -> String {
+    format!("cargo run -p pslite-sim --release -- --seed {seed:#018x}{}", options.to_args())
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// `None` when the run passed.
+    pub failure: Option<Failure>,
+    /// Fingerprint of the whole trace.
+    pub fingerprint: u64,
+    /// Simulator events processed.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub virtual_time: Instant,
+    /// On failure: the plan, the last trace entries, the failure line and
+    /// the replay command, ready to print.
+    pub report: String,
+}
+
+impl Outcome {
+    /// Whether the run passed.
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The process exit code: 0, or the failure's.
+    pub fn exit_code(&self) -> u8 {
+        self.failure.as_ref().map_or(0, |f| f.kind.exit_code())
+    }
+
+    /// One line: seed, result, events, virtual time, fingerprint.
+    pub fn summary(&self) -> String {
+        let result = match &self.failure {
+            None => "PASSED".to_owned(),
+            Some(f) => format!("FAILED ({})", f.kind.name()),
+        };
+        format!(
+            "seed {:#018x} {result} events={} {:?} fingerprint={:#018x}",
+            self.seed, self.events, self.virtual_time, self.fingerprint
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::FaultClass;
+
+    #[test]
+    fn reproduce_command_carries_the_options_that_change_the_run() {
+        assert_eq!(
+            reproduce_command(0x5e3a, SwarmOptions::default()),
+            "cargo run -p pslite-sim --release -- --seed 0x0000000000005e3a"
+        );
+        let options = SwarmOptions { lite: true, faults: FaultClasses::NONE.with(FaultClass::Loss) };
+        assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --lite --faults loss"));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_vopr() {
+        assert_eq!(FailureKind::Panic.exit_code(), 127);
+        assert_eq!(FailureKind::Liveness.exit_code(), 128);
+        assert_eq!(FailureKind::Correctness.exit_code(), 129);
+    }
+}
