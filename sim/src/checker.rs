@@ -193,6 +193,14 @@ pub struct Bounds {
     /// Whether crash bounds are checked (not when frames can be lost: then
     /// a death announcement can be lost too).
     pub crash_checked: bool,
+    /// How soon a node that lost the scheduler fails new work: it fails
+    /// pending work at every liveness scan (heartbeat interval + slack).
+    /// A node the scheduler declared dead hears no news any more, so this,
+    /// not the crash bound, limits its waits.
+    pub lost_scan: Duration,
+    /// How long after being declared dead a node has surely lost the
+    /// scheduler (heartbeat timeout + interval + slack).
+    pub lost_after: Duration,
     /// The scheduler's slot.
     pub scheduler_slot: Slot,
 }
@@ -288,6 +296,10 @@ pub struct Checker {
     dead: BTreeMap<NodeId, Vec<(Instant, Option<Instant>)>>,
     /// Crashed processes the scheduler has not declared dead yet.
     down: BTreeMap<NodeId, Down>,
+    /// Incarnations the scheduler declared dead.
+    declared_dead: BTreeMap<(NodeId, Incarnation), Instant>,
+    /// The latest incarnation of each id the scheduler handed out.
+    incarnations: BTreeMap<NodeId, Incarnation>,
     disturbances: Vec<Disturbance>,
     deadlines: BTreeSet<(Instant, Waiter)>,
     tables: BTreeMap<u64, Vec<NodeEntry>>,
@@ -315,6 +327,8 @@ impl Checker {
             barriers_pending: BTreeMap::new(),
             dead: BTreeMap::new(),
             down: BTreeMap::new(),
+            declared_dead: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
             disturbances: Vec::new(),
             deadlines: BTreeSet::new(),
             tables: BTreeMap::new(),
@@ -415,6 +429,13 @@ impl Checker {
         let Some((id, incarnation)) = identity else {
             return;
         };
+        if self.declared_dead.contains_key(&(id, incarnation))
+            || self.incarnations.get(&id).is_some_and(|current| *current > incarnation)
+        {
+            // Already out of the cluster: nothing waits on this process any
+            // more, whatever waits on its id waits on its successor.
+            return;
+        }
         self.down.insert(id, Down { slot, incarnation, crashed_at: at });
         let bound = CrashBound { crashed_at: at, crashed_slot: slot };
         let mut armed = Vec::new();
@@ -580,6 +601,7 @@ impl Checker {
 
     /// The scheduler declared `id` (in `incarnation`) dead.
     pub fn node_declared_dead(&mut self, at: Instant, id: NodeId, incarnation: Incarnation) {
+        self.declared_dead.entry((id, incarnation)).or_insert(at);
         let intervals = self.dead.entry(id).or_default();
         if intervals.last().is_none_or(|(_, until)| until.is_some()) {
             intervals.push((at, None));
@@ -589,8 +611,9 @@ impl Checker {
         }
     }
 
-    /// The scheduler gave `id` to a new process.
-    pub fn node_recovered(&mut self, at: Instant, id: NodeId) {
+    /// The scheduler gave `id` to a new process, as `incarnation`.
+    pub fn node_recovered(&mut self, at: Instant, id: NodeId, incarnation: Incarnation) {
+        self.incarnations.insert(id, incarnation);
         if let Some((_, until)) = self.dead.get_mut(&id).and_then(|v| v.last_mut()) {
             if until.is_none() {
                 *until = Some(at);
@@ -808,21 +831,39 @@ impl Checker {
                 // a pause of that node holds back.
                 let slack = Duration::from_millis(1);
                 let timeout = self.extend(record.issued_at + self.bounds.request, &[record.slot], true, slack);
-                let crash =
-                    record.crash.filter(|_| self.bounds.crash_checked).map(|c| self.crash_deadline(record.slot, c));
+                let crash = record
+                    .crash
+                    .filter(|_| self.bounds.crash_checked)
+                    .map(|c| self.crash_deadline(key.node, key.incarnation, record.slot, record.issued_at, c));
                 Some(crash.map_or(timeout, |c| c.min(timeout)))
             }
             Waiter::Barrier(node, incarnation, ticket) => {
                 let record = self.barriers_pending.get(&(node, incarnation, ticket))?;
                 let crash = record.crash.filter(|_| self.bounds.crash_checked)?;
-                Some(self.crash_deadline(record.slot, crash))
+                Some(self.crash_deadline(node, incarnation, record.slot, record.entered_at, crash))
             }
         }
     }
 
-    fn crash_deadline(&self, waiter_slot: Slot, crash: CrashBound) -> Instant {
-        let slots = [waiter_slot, crash.crashed_slot, self.bounds.scheduler_slot];
-        self.extend(crash.crashed_at + self.bounds.crash, &slots, false, self.bounds.crash)
+    fn crash_deadline(
+        &self,
+        node: NodeId,
+        incarnation: Incarnation,
+        slot: Slot,
+        started_at: Instant,
+        crash: CrashBound,
+    ) -> Instant {
+        let slots = [slot, crash.crashed_slot, self.bounds.scheduler_slot];
+        let deadline = self.extend(crash.crashed_at + self.bounds.crash, &slots, false, self.bounds.crash);
+        match self.declared_dead.get(&(node, incarnation)) {
+            // The waiter itself was declared dead: no table reaches it, but
+            // it has lost the scheduler and fails its work at every scan.
+            Some(&dead_at) => {
+                let lost = (dead_at + self.bounds.lost_after).max(started_at + self.bounds.lost_scan);
+                deadline.max(self.extend(lost, &[slot], true, self.bounds.lost_scan))
+            }
+            None => deadline,
+        }
     }
 
     /// Pushes `deadline` past every disturbance of `slots` that began before
@@ -857,7 +898,11 @@ impl Checker {
             Waiter::Request(key) => {
                 let record = &self.requests[&key];
                 let cause = match record.crash {
-                    Some(c) if self.bounds.crash_checked && self.crash_deadline(record.slot, c) == deadline => {
+                    Some(c)
+                        if self.bounds.crash_checked
+                            && self.crash_deadline(key.node, key.incarnation, record.slot, record.issued_at, c)
+                                == deadline =>
+                    {
                         format!("slot {} crashed at {:?}", c.crashed_slot, c.crashed_at)
                     }
                     _ => "request_timeout".to_owned(),

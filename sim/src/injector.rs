@@ -10,7 +10,7 @@
 //! network are extended exactly where the network did not work. Scenario
 //! tests call the same actions by hand.
 
-use pslite_core::{Duration, Instant, Role};
+use pslite_core::{Duration, Instant, Rng, Role};
 
 use crate::checker::Disturbance;
 use crate::cluster::SCHEDULER_SLOT;
@@ -36,28 +36,30 @@ impl Sim {
         }
         let plan = self.setup.plan.clone();
         self.queue.push(self.now + plan.fault_tick, SimEvent::FaultTick);
-        if plan.classes.contains(FaultClass::Crash) && self.fault_rng.chance(plan.crash_probability) {
+        // Each class draws from its own stream (see `FaultStreams`); a
+        // probability of zero draws too, and never fires.
+        if self.fault_rngs.crash.chance(plan.crash_probability) {
             self.random_crash();
         }
-        if plan.classes.contains(FaultClass::Pause) && self.fault_rng.chance(plan.pause_probability) {
-            let slot = self.fault_rng.below(self.nodes.len() as u64) as Slot;
-            let duration = Duration::from_millis(1) + self.fault_rng.jitter(plan.pause_duration_max);
+        if self.fault_rngs.pause.chance(plan.pause_probability) {
+            let rng = &mut self.fault_rngs.pause;
+            let slot = rng.below(self.nodes.len() as u64) as Slot;
+            let duration = Duration::from_millis(1) + rng.jitter(plan.pause_duration_max);
             self.pause(slot, duration);
         }
-        if plan.classes.contains(FaultClass::Partition)
-            && self.fault_rng.chance(plan.partition_probability)
+        if self.fault_rngs.partition.chance(plan.partition_probability)
             && self.net.partitions_active() == 0
             && self.now >= self.partition_quiet_until
         {
             self.random_partition();
         }
-        if plan.classes.contains(FaultClass::Clog) && self.fault_rng.chance(plan.clog_probability) {
-            let (from, to) = self.random_link();
-            let until = self.now + Duration::from_millis(1) + self.fault_rng.jitter(plan.clog_duration_max);
+        if self.fault_rngs.clog.chance(plan.clog_probability) {
+            let (from, to) = random_link(&mut self.fault_rngs.clog, self.nodes.len());
+            let until = self.now + Duration::from_millis(1) + self.fault_rngs.clog.jitter(plan.clog_duration_max);
             self.clog(from, to, until);
         }
-        if plan.classes.contains(FaultClass::Reset) && self.fault_rng.chance(plan.reset_probability) {
-            let (a, b) = self.random_link();
+        if self.fault_rngs.reset.chance(plan.reset_probability) {
+            let (a, b) = random_link(&mut self.fault_rngs.reset, self.nodes.len());
             self.reset(a, b);
         }
     }
@@ -80,13 +82,21 @@ impl Sim {
             return;
         }
         // The scheduler is never replaced (as in ps-lite), so it never crashes.
-        let candidates: Vec<Slot> =
-            (0..self.nodes.len()).filter(|&s| s != SCHEDULER_SLOT && self.nodes[s].process.is_some()).collect();
+        let classes = plan.classes;
+        let candidates: Vec<Slot> = (0..self.nodes.len())
+            .filter(|&s| self.nodes[s].process.is_some())
+            .filter(|&s| match self.nodes[s].role {
+                Role::Scheduler => false,
+                Role::Server => classes.contains(FaultClass::CrashServer),
+                Role::Worker => classes.contains(FaultClass::CrashWorker),
+            })
+            .collect();
         if candidates.is_empty() {
             return;
         }
-        let slot = candidates[self.fault_rng.below(candidates.len() as u64) as usize];
-        let delay = plan.restart_delay_min + self.fault_rng.jitter(plan.restart_delay_max - plan.restart_delay_min);
+        let slot = candidates[self.fault_rngs.crash.below(candidates.len() as u64) as usize];
+        let delay =
+            plan.restart_delay_min + self.fault_rngs.crash.jitter(plan.restart_delay_max - plan.restart_delay_min);
         self.crash(slot);
         self.schedule_restart(slot, delay);
     }
@@ -147,13 +157,6 @@ impl Sim {
         }
     }
 
-    fn random_link(&mut self) -> (Slot, Slot) {
-        let n = self.nodes.len() as u64;
-        let from = self.fault_rng.below(n) as Slot;
-        let to = (from + 1 + self.fault_rng.below(n - 1) as Slot) % n as Slot;
-        (from, to)
-    }
-
     fn random_partition(&mut self) {
         let plan = self.setup.plan.clone();
         let n = self.nodes.len();
@@ -161,25 +164,25 @@ impl Sim {
         let description;
         match plan.partition_mode {
             PartitionMode::IsolateSingle => {
-                let alone = self.fault_rng.below(n as u64) as Slot;
+                let alone = self.fault_rngs.partition.below(n as u64) as Slot;
                 side[alone] = true;
                 description = format!("slot {alone} isolated");
             }
             PartitionMode::UniformSplit => {
                 for s in side.iter_mut() {
-                    *s = self.fault_rng.chance(0.5);
+                    *s = self.fault_rngs.partition.chance(0.5);
                 }
                 description = format!("split {side:?}");
             }
             PartitionMode::SchedulerFromOne => {
-                let other = 1 + self.fault_rng.below(n as u64 - 1) as Slot;
+                let other = 1 + self.fault_rngs.partition.below(n as u64 - 1) as Slot;
                 side[other] = true;
                 description = format!("scheduler from slot {other}");
             }
         }
         // One-way partitions cut only frames leaving the marked side (or
         // only those entering it), chosen per partition.
-        let outbound_only = !plan.partition_symmetric && self.fault_rng.chance(0.5);
+        let outbound_only = !plan.partition_symmetric && self.fault_rngs.partition.chance(0.5);
         let inbound_only = !plan.partition_symmetric && !outbound_only;
         let mut links = Vec::new();
         for a in 0..n {
@@ -199,7 +202,7 @@ impl Sim {
             return;
         }
         let span = plan.partition_duration_max - plan.partition_duration_min;
-        let duration = plan.partition_duration_min + self.fault_rng.jitter(span);
+        let duration = plan.partition_duration_min + self.fault_rngs.partition.jitter(span);
         let direction = if outbound_only {
             " (one-way, out of the marked side)"
         } else if inbound_only {
@@ -246,4 +249,30 @@ impl Sim {
         self.checker.disturbance(Disturbance { slot: a, peer: Some(b), from: self.now, until });
         self.record(Some(a), What::Reset { to: b }, None);
     }
+}
+
+/// One random stream per fault class, so that switching a class off leaves
+/// the faults of every other class exactly where they were.
+#[derive(Debug)]
+pub(crate) struct FaultStreams {
+    crash: Rng,
+    pause: Rng,
+    partition: Rng,
+    clog: Rng,
+    reset: Rng,
+}
+
+impl FaultStreams {
+    pub(crate) fn new(seed: u64) -> Self {
+        let stream = |n| Rng::new(Rng::derive_seed(seed, n));
+        Self { crash: stream(1), pause: stream(2), partition: stream(3), clog: stream(4), reset: stream(5) }
+    }
+}
+
+/// A random directed link between two different slots.
+fn random_link(rng: &mut Rng, slots: usize) -> (Slot, Slot) {
+    let n = slots as u64;
+    let from = rng.below(n) as Slot;
+    let to = (from + 1 + rng.below(n - 1) as Slot) % slots;
+    (from, to)
 }

@@ -40,7 +40,7 @@ pub mod workload;
 pub use checker::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId, Violation};
 pub use cluster::{Timing, SCHEDULER_SLOT};
 pub use faults::{FaultClass, FaultClasses, FaultPlan, PartitionMode};
-pub use replay::{reproduce_command, Failure, FailureKind, Outcome, SwarmOptions};
+pub use replay::{reproduce_command, Failure, FailureKind, Outcome, RunStats, SwarmOptions};
 pub use sim::{Limits, Setup, Sim};
 pub use worker::SIMPLE_APP;
 pub use workload::{Op, Script, SimpleTarget, Workload};

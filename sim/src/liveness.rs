@@ -50,7 +50,11 @@ impl Sim {
     /// `finalize` once the cluster is whole and the scripts are done.
     pub(crate) fn supervise(&mut self) {
         for slot in 0..self.nodes.len() {
-            if self.is_zombie(slot) {
+            // A zombie worker still finishes its script (its barriers fail,
+            // its requests may succeed); restarted, it would number its
+            // barriers from 0 and never meet the others in one.
+            let busy = self.nodes[slot].role == Role::Worker && !self.workers[self.worker_index(slot)].done();
+            if !busy && self.is_zombie(slot) {
                 self.crash(slot);
             }
             if self.nodes[slot].process.is_none() {

@@ -85,12 +85,15 @@ impl Network {
         if self.links[index].cuts > 0 {
             return Err(Dropped::Partitioned);
         }
-        if self.loss_probability > 0.0 && self.rng.chance(self.loss_probability) {
+        // Both chances are drawn whatever the probabilities, so that
+        // switching loss or duplication off leaves every delay as it was.
+        let lost = self.rng.chance(self.loss_probability);
+        let duplicated = self.rng.chance(self.duplicate_probability);
+        if lost {
             return Err(Dropped::Lost);
         }
         let at = self.arrival_time(now, index);
-        let duplicate_at = (self.duplicate_probability > 0.0 && self.rng.chance(self.duplicate_probability))
-            .then(|| self.arrival_time(now, index));
+        let duplicate_at = duplicated.then(|| self.arrival_time(now, index));
         Ok(Arrival { at, duplicate_at, link_epoch: self.links[index].epoch })
     }
 

@@ -95,6 +95,83 @@ pub fn reproduce_command(seed: u64, options: SwarmOptions) -> String {
     format!("cargo run -p pslite-sim --release -- --seed {seed:#018x}{}", options.to_args())
 }
 
+/// What a run did, for judging how much a sweep exercised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Processes crashed (by faults or the supervisor).
+    pub crashes: u64,
+    /// Processes started after a crash.
+    pub restarts: u64,
+    /// Pauses.
+    pub pauses: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Clogged links.
+    pub clogs: u64,
+    /// Connection resets.
+    pub resets: u64,
+    /// Frames handed to nodes.
+    pub frames_delivered: u64,
+    /// Frames lost on the way (crashed receiver, partition, loss, reset).
+    pub frames_dropped: u64,
+    /// Requests issued by workers.
+    pub requests_issued: u64,
+    /// Requests completed.
+    pub requests_done: u64,
+    /// Requests failed.
+    pub requests_failed: u64,
+    /// Barriers released (per node).
+    pub barriers_released: u64,
+    /// Barriers failed (per node).
+    pub barriers_failed: u64,
+    /// Deaths the scheduler declared.
+    pub deaths_declared: u64,
+}
+
+impl RunStats {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: &Self) {
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.pauses += other.pauses;
+        self.partitions += other.partitions;
+        self.clogs += other.clogs;
+        self.resets += other.resets;
+        self.frames_delivered += other.frames_delivered;
+        self.frames_dropped += other.frames_dropped;
+        self.requests_issued += other.requests_issued;
+        self.requests_done += other.requests_done;
+        self.requests_failed += other.requests_failed;
+        self.barriers_released += other.barriers_released;
+        self.barriers_failed += other.barriers_failed;
+        self.deaths_declared += other.deaths_declared;
+    }
+}
+
+impl fmt::Display for RunStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "crashes {} restarts {} pauses {} partitions {} clogs {} resets {} deaths {}; frames {} delivered {} \
+             dropped; requests {} issued {} done {} failed; barriers {} released {} failed",
+            self.crashes,
+            self.restarts,
+            self.pauses,
+            self.partitions,
+            self.clogs,
+            self.resets,
+            self.deaths_declared,
+            self.frames_delivered,
+            self.frames_dropped,
+            self.requests_issued,
+            self.requests_done,
+            self.requests_failed,
+            self.barriers_released,
+            self.barriers_failed
+        )
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -108,6 +185,8 @@ pub struct Outcome {
     pub events: u64,
     /// Virtual time at the end.
     pub virtual_time: Instant,
+    /// What the run did.
+    pub stats: RunStats,
     /// On failure: the plan, the last trace entries, the failure line and
     /// the replay command, ready to print.
     pub report: String,

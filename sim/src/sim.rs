@@ -21,9 +21,10 @@ use pslite_core::{
 use crate::checker::{Bounds, Check, Checker, Completion, RequestKey, StoreId, Violation};
 use crate::cluster::{addr, base_config, Clock, SimNode, Timing, SCHEDULER_SLOT};
 use crate::faults::{FaultClass, FaultPlan};
+use crate::injector::FaultStreams;
 use crate::network::Network;
 use crate::queue::{Delivery, EventQueue, FaultAction, SimEvent, Slot};
-use crate::replay::{reproduce_command, Failure, FailureKind, Outcome, SwarmOptions};
+use crate::replay::{reproduce_command, Failure, FailureKind, Outcome, RunStats, SwarmOptions};
 use crate::trace::{Dropped, Entry, Note, Trace, What};
 use crate::worker::WorkerRun;
 use crate::workload::{Script, Workload};
@@ -186,7 +187,7 @@ pub struct Sim {
     pub(crate) queue: EventQueue,
     pub(crate) nodes: Vec<SimNode>,
     pub(crate) net: Network,
-    pub(crate) fault_rng: Rng,
+    pub(crate) fault_rngs: FaultStreams,
     handler_rng: Rng,
     pub(crate) workers: Vec<WorkerRun>,
     pub(crate) checker: Checker,
@@ -202,6 +203,7 @@ pub struct Sim {
     pub(crate) finalize_started: bool,
     /// Since when the cluster has been whole, in the liveness phase.
     pub(crate) whole_since: Option<Instant>,
+    stats: RunStats,
     /// Per slot: the instant of the last timer fire and how many fired at it
     /// (a timer that fires without moving on is a core bug, not a livelock
     /// to wait out).
@@ -255,6 +257,8 @@ impl Sim {
                 + 2 * delay_max
                 + Duration::from_millis(2),
             crash_checked: !setup.plan.loses_frames(),
+            lost_scan: setup.timing.heartbeat_interval + Duration::from_millis(2),
+            lost_after: setup.timing.heartbeat_timeout + 2 * setup.timing.heartbeat_interval + Duration::from_millis(2),
             scheduler_slot: SCHEDULER_SLOT,
         };
         let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
@@ -264,7 +268,7 @@ impl Sim {
             queue: EventQueue::new(setup.limits.queue_len_max),
             net: Network::new(nodes.len(), Rng::derive_seed(seed, stream::NETWORK), &setup.plan),
             nodes,
-            fault_rng: Rng::new(Rng::derive_seed(seed, stream::FAULTS)),
+            fault_rngs: FaultStreams::new(Rng::derive_seed(seed, stream::FAULTS)),
             handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
             workers,
             checker,
@@ -278,6 +282,7 @@ impl Sim {
             partition_quiet_until: Instant::ZERO,
             finalize_started: false,
             whole_since: None,
+            stats: RunStats::default(),
             timer_spin: Vec::new(),
             setup,
         };
@@ -624,7 +629,7 @@ impl Sim {
             Event::NodeRecovered { id, incarnation } => {
                 self.record(Some(slot), What::Node(Note::NodeRecovered(id, incarnation)), None);
                 if slot == SCHEDULER_SLOT {
-                    self.checker.node_recovered(self.now, id);
+                    self.checker.node_recovered(self.now, id, incarnation);
                 }
             }
             Event::Terminated => self.record(Some(slot), What::Node(Note::Terminated), None),
@@ -763,8 +768,31 @@ impl Sim {
     }
 
     pub(crate) fn record(&mut self, slot: Option<Slot>, what: What, frame: Option<&[u8]>) {
+        self.count(slot, &what);
         let entry = Entry { event: self.events, at: self.now, slot, what };
         self.trace.record(entry, frame);
+    }
+
+    fn count(&mut self, slot: Option<Slot>, what: &What) {
+        let stats = &mut self.stats;
+        match what {
+            What::Crash => stats.crashes += 1,
+            What::Restart if self.nodes[slot.expect("restarts name a slot")].lives > 1 => stats.restarts += 1,
+            What::Pause { .. } => stats.pauses += 1,
+            What::Partition { .. } => stats.partitions += 1,
+            What::Clog { .. } => stats.clogs += 1,
+            What::Reset { .. } => stats.resets += 1,
+            What::Deliver { dropped: None, .. } => stats.frames_delivered += 1,
+            What::Deliver { dropped: Some(Dropped::Held), .. } => {}
+            What::Deliver { .. } | What::SendDropped { .. } => stats.frames_dropped += 1,
+            What::Node(Note::Issued { .. }) => stats.requests_issued += 1,
+            What::Node(Note::Done { .. }) => stats.requests_done += 1,
+            What::Node(Note::Failed { .. }) => stats.requests_failed += 1,
+            What::Node(Note::BarrierReleased { .. }) => stats.barriers_released += 1,
+            What::Node(Note::BarrierFailed { .. }) => stats.barriers_failed += 1,
+            What::Node(Note::NodeDead(..)) if slot == Some(SCHEDULER_SLOT) => stats.deaths_declared += 1,
+            _ => {}
+        }
     }
 
     /// Starts a fresh process in `slot` with a seed of its own.
@@ -813,6 +841,7 @@ impl Sim {
             fingerprint: self.trace.fingerprint(),
             events: self.events,
             virtual_time: self.now,
+            stats: self.stats,
             report,
         }
     }

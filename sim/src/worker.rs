@@ -75,7 +75,7 @@ impl WorkerRun {
 }
 
 impl Sim {
-    fn worker_index(&self, slot: Slot) -> usize {
+    pub(crate) fn worker_index(&self, slot: Slot) -> usize {
         let first = 1 + self.setup.servers as usize;
         assert!(slot >= first && slot < first + self.workers.len(), "slot {slot} is no worker");
         slot - first

@@ -105,11 +105,11 @@ impl Workload {
     pub fn swarm(rng: &mut Rng, ranges: &ServerRanges, workers: u32, lite: bool) -> Self {
         let keys = boundary_keys(rng, ranges);
         let apps = 1 + rng.below(2) as u32;
-        let rounds = if lite { 2 + rng.below(3) } else { 3 + rng.below(6) };
-        let ops_per_round_max = if lite { 4 } else { 8 };
+        let rounds = if lite { 3 + rng.below(4) } else { 3 + rng.below(6) };
+        let ops_per_round_max = if lite { 6 } else { 8 };
         // Think times long enough that a script spans several heartbeat
         // timeouts, so faults strike while requests are in flight.
-        let think_max_ms = if lite { (20, 200) } else { (50, 300) };
+        let think_max_ms = (50, 300);
         let barriers: Vec<bool> = (0..rounds).map(|_| rng.chance(0.6)).collect();
         let scripts = (0..workers)
             .map(|_| {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant as WallInstant;
 
 use clap::Parser;
-use pslite_sim::{FaultClasses, Outcome, Setup, Sim, SwarmOptions};
+use pslite_sim::{FaultClasses, Outcome, RunStats, Setup, Sim, SwarmOptions};
 
 /// Deterministic simulation of a pslite cluster under seeded faults.
 #[derive(Debug, Parser)]
@@ -133,6 +133,25 @@ fn sweep(args: &Args, options: SwarmOptions, count: u64) -> ExitCode {
     for outcome in &failed {
         println!("  {}", outcome.summary());
     }
+    let mut total = RunStats::default();
+    for (_, outcome) in &outcomes {
+        total.add(&outcome.stats);
+    }
+    let share = |f: fn(&RunStats) -> u64| {
+        100.0 * outcomes.iter().filter(|(_, o)| f(&o.stats) > 0).count() as f64 / count.max(1) as f64
+    };
+    println!("totals: {total}");
+    println!(
+        "seeds with: a crash {:.0}%, a pause {:.0}%, a clog {:.0}%, a partition {:.0}%, a declared death {:.0}%, \
+         a failed request {:.0}%, a failed barrier {:.0}%",
+        share(|s| s.crashes),
+        share(|s| s.pauses),
+        share(|s| s.clogs),
+        share(|s| s.partitions),
+        share(|s| s.deaths_declared),
+        share(|s| s.requests_failed),
+        share(|s| s.barriers_failed),
+    );
     match failed.first() {
         Some(first) => ExitCode::from(first.exit_code()),
         None => ExitCode::SUCCESS,
