@@ -660,10 +660,22 @@ impl Checker {
         }
     }
 
-    /// A node's key ranges are the cluster's partition.
+    /// A node's key ranges are the cluster's partition, and that is a
+    /// partition: one range per server, contiguous, from 0 to `u64::MAX`
+    /// (checked here by hand rather than trusting the core's own check).
     pub fn check_ranges(&self, node: NodeId, ranges: &ServerRanges) -> Check {
         if *ranges != self.ranges {
             return violation(format!("ranges: node {node} has {ranges:?}, the cluster has {:?}", self.ranges));
+        }
+        let slice = ranges.as_slice();
+        let contiguous = slice.windows(2).all(|w| w[0].end_inclusive().checked_add(1) == Some(w[1].start()));
+        let covers = slice.first().is_some_and(|r| r.start() == 0)
+            && slice.last().is_some_and(|r| r.end_inclusive() == u64::MAX);
+        if slice.len() != self.servers as usize || !contiguous || !covers {
+            return violation(format!(
+                "ranges: {ranges:?} of node {node} do not partition [0, u64::MAX] among {} servers",
+                self.servers
+            ));
         }
         Ok(())
     }

@@ -193,7 +193,7 @@ pub struct FaultPlan {
     /// Chance that a frame arrives twice.
     pub duplicate_probability: f64,
     /// How often random faults are drawn.
-    pub fault_tick: Duration,
+    pub fault_tick_interval: Duration,
     /// Chance per tick that a random link clogs.
     pub clog_probability: f64,
     /// Longest clog.
@@ -247,7 +247,7 @@ impl FaultPlan {
             delay_tail_max: Duration::ZERO,
             loss_probability: 0.0,
             duplicate_probability: 0.0,
-            fault_tick: Duration::from_millis(50),
+            fault_tick_interval: Duration::from_millis(50),
             clog_probability: 0.0,
             clog_duration_max: Duration::ZERO,
             partition_probability: 0.0,
@@ -398,7 +398,7 @@ impl fmt::Display for FaultPlan {
         )?;
         writeln!(f, "  loss                {} p={:.4}", on(FaultClass::Loss), self.loss_probability)?;
         writeln!(f, "  duplicate           {} p={:.4}", on(FaultClass::Duplicate), self.duplicate_probability)?;
-        writeln!(f, "  fault tick          {:?}", self.fault_tick)?;
+        writeln!(f, "  fault tick          {:?}", self.fault_tick_interval)?;
         writeln!(
             f,
             "  clog                {} p={:.4} up to {:?}",

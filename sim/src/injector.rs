@@ -35,7 +35,7 @@ impl Sim {
             return;
         }
         let plan = self.setup.plan.clone();
-        self.queue.push(self.now + plan.fault_tick, SimEvent::FaultTick);
+        self.queue.push(self.now + plan.fault_tick_interval, SimEvent::FaultTick);
         // Each class draws from its own stream (see `FaultStreams`); a
         // probability of zero draws too, and never fires.
         if self.fault_rngs.crash.chance(plan.crash_probability) {

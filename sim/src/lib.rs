@@ -19,7 +19,7 @@
 //!
 //! let mut sim = Sim::new(Setup::swarm(7, SwarmOptions { lite: true, ..SwarmOptions::default() }));
 //! let outcome = sim.run();
-//! assert!(outcome.passed(), "{}", outcome.report);
+//! assert!(outcome.passed(), "{}", outcome.report());
 //! ```
 //!
 //! [`Node`]: pslite_core::Node

@@ -174,8 +174,11 @@ impl Sim {
                 if let Some(ticket) = run.barrier {
                     waits.push(format!("in barrier {ticket:?}"));
                 }
+                if waits.is_empty() {
+                    waits.push("waiting to issue the next".to_owned());
+                }
                 return Some(format!(
-                    "worker slot {slot} (node {id:?}) at op {}/{} {}",
+                    "worker slot {slot} (node {id:?}) at op {}/{}: {}",
                     run.next,
                     run.script.ops.len(),
                     waits.join(", ")

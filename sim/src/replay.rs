@@ -187,9 +187,11 @@ pub struct Outcome {
     pub virtual_time: Instant,
     /// What the run did.
     pub stats: RunStats,
-    /// On failure: the plan, the last trace entries, the failure line and
-    /// the replay command, ready to print.
-    pub report: String,
+    /// On failure: the plan, the last trace entries and what was pending.
+    pub context: String,
+    /// How to run it again: a command line, or for hand-written setups a
+    /// note naming the seed.
+    pub reproduce: String,
 }
 
 impl Outcome {
@@ -201,6 +203,15 @@ impl Outcome {
     /// The process exit code: 0, or the failure's.
     pub fn exit_code(&self) -> u8 {
         self.failure.as_ref().map_or(0, |f| f.kind.exit_code())
+    }
+
+    /// The whole failure report: context, then, last, the failure line and
+    /// the replay command. Empty for a passed run.
+    pub fn report(&self) -> String {
+        match &self.failure {
+            None => String::new(),
+            Some(failure) => format!("{}{failure}\nreproduce: {}\n", self.context, self.reproduce),
+        }
     }
 
     /// One line: seed, result, events, virtual time, fingerprint.

@@ -56,7 +56,7 @@ pub struct Limits {
     /// Events pending at once.
     pub queue_len_max: usize,
     /// Trace entries kept for the failure report.
-    pub trace_len: usize,
+    pub trace_len_max: usize,
 }
 
 impl Default for Limits {
@@ -66,7 +66,7 @@ impl Default for Limits {
             safety_time_max: Duration::from_secs(30),
             liveness_time_max: Duration::from_secs(60),
             queue_len_max: 1 << 20,
-            trace_len: 400,
+            trace_len_max: 400,
         }
     }
 }
@@ -272,7 +272,7 @@ impl Sim {
             handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
             workers,
             checker,
-            trace: Trace::new(setup.limits.trace_len, setup.trace_all),
+            trace: Trace::new(setup.limits.trace_len_max, setup.trace_all),
             phase: RunPhase::Safety,
             failure: None,
             ranges,
@@ -294,7 +294,7 @@ impl Sim {
             sim.queue.push(at, SimEvent::Fault(FaultAction::Restart(slot)));
         }
         if sim.injects_faults() {
-            sim.queue.push(Instant::ZERO + sim.setup.plan.fault_tick, SimEvent::FaultTick);
+            sim.queue.push(Instant::ZERO + sim.setup.plan.fault_tick_interval, SimEvent::FaultTick);
         }
         sim
     }
@@ -817,24 +817,24 @@ impl Sim {
     }
 
     fn outcome(&self) -> Outcome {
-        let mut report = String::new();
-        if let Some(failure) = &self.failure {
-            report.push_str(&self.setup.describe());
-            report.push_str(&format!("\nlast {} trace entries:\n", self.trace.last().count()));
-            for entry in self.trace.last() {
-                report.push_str(&format!("{entry}\n"));
+        let mut context = String::new();
+        if self.failure.is_some() {
+            context.push_str(&self.setup.describe());
+            context.push('\n');
+            if !self.setup.trace_all {
+                context.push_str(&format!("last {} trace entries:\n", self.trace.last().count()));
+                for entry in self.trace.last() {
+                    context.push_str(&format!("{entry}\n"));
+                }
             }
             if let Some(reason) = self.pending() {
-                report.push_str(&format!("pending: {reason}\n"));
-            }
-            report.push_str(&format!("{failure}\n"));
-            match self.setup.swarm {
-                Some(options) => {
-                    report.push_str(&format!("reproduce: {}\n", reproduce_command(self.setup.seed, options)))
-                }
-                None => report.push_str(&format!("reproduce: rerun this scenario (seed {:#018x})\n", self.setup.seed)),
+                context.push_str(&format!("pending: {reason}\n"));
             }
         }
+        let reproduce = match self.setup.swarm {
+            Some(options) => reproduce_command(self.setup.seed, options),
+            None => format!("rerun this hand-written setup (seed {:#018x})", self.setup.seed),
+        };
         Outcome {
             seed: self.setup.seed,
             failure: self.failure.clone(),
@@ -842,7 +842,8 @@ impl Sim {
             events: self.events,
             virtual_time: self.now,
             stats: self.stats,
-            report,
+            context,
+            reproduce,
         }
     }
 }

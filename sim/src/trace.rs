@@ -203,7 +203,7 @@ impl Trace {
                 fp.u64(*to as u64);
                 fp.bytes(header);
             }
-            What::Node(note) => fp.bytes(format_note_key(note).as_bytes()),
+            What::Node(note) => hash_note(fp, note),
             _ => {}
         }
         if let Some(frame) = frame {
@@ -235,15 +235,26 @@ impl Trace {
     }
 }
 
-/// The parts of a note that identify it, for the fingerprint. Cheap for
-/// the common notes; errors are rare.
-fn format_note_key(note: &Note) -> String {
+/// Mixes a note into the fingerprint: the common notes field by field,
+/// the rare ones (errors, identities) through their debug text.
+fn hash_note(fp: &mut Fingerprint, note: &Note) {
     match note {
-        Note::Issued { op, app, ts, keys } => format!("i{op}{app}.{ts}.{keys}"),
-        Note::Done { app, ts } => format!("d{app}.{ts}"),
-        Note::ServerRequest { from, ts, op } => format!("s{from}.{ts}{op}"),
-        Note::Answered { from, ts, delayed } => format!("a{from}.{ts}.{delayed}"),
-        other => format!("{other:?}"),
+        Note::Issued { op, app, ts, keys } => {
+            fp.bytes(op.as_bytes());
+            fp.u64((u64::from(*app) << 32) | u64::from(*ts));
+            fp.u64(*keys as u64);
+        }
+        Note::Done { app, ts } => fp.u64((1 << 63) | (u64::from(*app) << 32) | u64::from(*ts)),
+        Note::ServerRequest { from, ts, op } => {
+            fp.bytes(op.as_bytes());
+            fp.u64((u64::from(from.get()) << 32) | u64::from(*ts));
+        }
+        Note::Answered { from, ts, delayed } => {
+            fp.u64((u64::from(from.get()) << 32) | u64::from(*ts));
+            fp.u64(u64::from(*delayed));
+        }
+        Note::SimpleRequest { from, ts } => fp.u64((1 << 62) | (u64::from(from.get()) << 32) | u64::from(*ts)),
+        other => fp.bytes(format!("{other:?}").as_bytes()),
     }
 }
 

@@ -42,7 +42,7 @@ fn barrier_end(sim: &Sim, slot: usize, ticket: BarrierTicket) -> Option<(Instant
 /// Runs the liveness phase: everything must heal and finish.
 fn finish(mut sim: Sim) {
     let outcome = sim.run();
-    assert!(outcome.passed(), "{}", outcome.report);
+    assert!(outcome.passed(), "{}", outcome.report());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Random seeds through the whole simulator, as CI runs them.
 //!
-//! `PSLITE_SIM_SEEDS` sets how many seeds `sweep_lite` runs (default 150)
+//! `PSLITE_SIM_SEEDS` sets how many seeds each sweep runs (default 200)
 //! and `PSLITE_SEED` the first one (default 0), so a CI job can sweep a
 //! fresh range every time and a failure names its seed. Only the fault
 //! classes the core survives today are on (`FaultClasses::DEFAULT`); the
@@ -29,16 +29,16 @@ fn sweep(count: u64, options: SwarmOptions) {
         .collect();
     if let Some(first) = failed.first() {
         let seeds: Vec<String> = failed.iter().map(Outcome::summary).collect();
-        panic!("{} of {count} seeds failed:\n{}\n\nfirst failure:\n{}", failed.len(), seeds.join("\n"), first.report);
+        panic!("{} of {count} seeds failed:\n{}\n\nfirst failure:\n{}", failed.len(), seeds.join("\n"), first.report());
     }
 }
 
 #[test]
 fn sweep_lite() {
-    sweep(env_u64("PSLITE_SIM_SEEDS", 150), SwarmOptions { lite: true, ..SwarmOptions::default() });
+    sweep(env_u64("PSLITE_SIM_SEEDS", 200), SwarmOptions { lite: true, ..SwarmOptions::default() });
 }
 
 #[test]
 fn sweep_full_clusters() {
-    sweep(env_u64("PSLITE_SIM_SEEDS", 150) / 5, SwarmOptions::default());
+    sweep(env_u64("PSLITE_SIM_SEEDS", 200), SwarmOptions::default());
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant as WallInstant;
 
 use clap::Parser;
-use pslite_sim::{FaultClasses, Outcome, RunStats, Setup, Sim, SwarmOptions};
+use pslite_sim::{FailureKind, FaultClasses, FaultPlan, Outcome, RunStats, Setup, Sim, SwarmOptions};
 
 /// Deterministic simulation of a pslite cluster under seeded faults.
 #[derive(Debug, Parser)]
@@ -70,10 +70,14 @@ fn single(seed: u64, options: SwarmOptions, trace: bool) -> ExitCode {
     let mut setup = Setup::swarm(seed, options);
     setup.trace_all = trace;
     println!("{}", setup.describe());
+    let plan = setup.plan.clone();
     let outcome = Sim::new(setup).run();
     if let Some(failure) = &outcome.failure {
-        // The report ends with the failure and the replay command.
-        print!("{}", outcome.report);
+        print!("{}", outcome.context);
+        println!("{}", shrink(seed, options, &plan, failure.kind));
+        // Last: what broke, and the command that replays it.
+        println!("{failure}");
+        println!("reproduce: {}", outcome.reproduce);
         return ExitCode::from(failure.kind.exit_code());
     }
     println!(
@@ -81,6 +85,27 @@ fn single(seed: u64, options: SwarmOptions, trace: bool) -> ExitCode {
         outcome.events, outcome.virtual_time, outcome.fingerprint
     );
     ExitCode::SUCCESS
+}
+
+/// Reruns a failed seed with each of its fault classes switched off in
+/// turn (the rest of the run stays as it was) and says which ones the
+/// failure needs.
+fn shrink(seed: u64, options: SwarmOptions, plan: &FaultPlan, kind: FailureKind) -> String {
+    let mut lines = vec!["fault classes this failure needs:".to_owned()];
+    for class in plan.classes.iter() {
+        let without = SwarmOptions { faults: options.faults.without(class), ..options };
+        let outcome = Sim::new(Setup::swarm(seed, without)).run();
+        let verdict = match &outcome.failure {
+            None => format!("needed (passes without it: {})", outcome.reproduce),
+            Some(f) if f.kind == kind => "not needed (fails the same way without it)".to_owned(),
+            Some(f) => format!("changes the failure to: {f}"),
+        };
+        lines.push(format!("  {:<12} {verdict}", class.name()));
+    }
+    if plan.classes.iter().next().is_none() {
+        lines.push("  none: the failure happens without any fault".to_owned());
+    }
+    lines.join("\n")
 }
 
 fn sweep(args: &Args, options: SwarmOptions, count: u64) -> ExitCode {
@@ -118,7 +143,7 @@ fn sweep(args: &Args, options: SwarmOptions, count: u64) -> ExitCode {
     outcomes.sort_by_key(|(index, _)| *index);
     let failed: Vec<&Outcome> = outcomes.iter().map(|(_, o)| o).filter(|o| !o.passed()).collect();
     for outcome in &failed {
-        println!("\n{}", outcome.report);
+        println!("\n{}", outcome.report());
     }
     let events: u64 = outcomes.iter().map(|(_, o)| o.events).sum();
     let combined = outcomes.iter().fold(0u64, |acc, (_, o)| acc.rotate_left(5) ^ o.fingerprint);
