@@ -67,11 +67,13 @@ pub struct SwarmOptions {
     pub lite: bool,
     /// Fault classes the swarm may draw from.
     pub faults: FaultClasses,
+    /// In runs without any fault, every request and barrier must succeed.
+    pub strict: bool,
 }
 
 impl Default for SwarmOptions {
     fn default() -> Self {
-        Self { lite: false, faults: FaultClasses::DEFAULT }
+        Self { lite: false, faults: FaultClasses::DEFAULT, strict: false }
     }
 }
 
@@ -85,6 +87,9 @@ impl SwarmOptions {
         if self.faults != FaultClasses::DEFAULT {
             args.push_str(" --faults ");
             args.push_str(&self.faults.to_arg());
+        }
+        if self.strict {
+            args.push_str(" --strict");
         }
         args
     }
@@ -238,7 +243,7 @@ mod tests {
             reproduce_command(0x5e3a, SwarmOptions::default()),
             "cargo run -p pslite-sim --release -- --seed 0x0000000000005e3a"
         );
-        let options = SwarmOptions { lite: true, faults: FaultClasses::NONE.with(FaultClass::Loss) };
+        let options = SwarmOptions { lite: true, faults: FaultClasses::NONE.with(FaultClass::Loss), strict: false };
         assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --lite --faults loss"));
     }
 

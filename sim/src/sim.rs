@@ -20,7 +20,7 @@ use pslite_core::{
 
 use crate::checker::{Bounds, Check, Checker, Completion, RequestKey, StoreId, Violation};
 use crate::cluster::{addr, base_config, Clock, SimNode, Timing, SCHEDULER_SLOT};
-use crate::faults::{FaultClass, FaultPlan};
+use crate::faults::{FaultClass, FaultClasses, FaultPlan};
 use crate::injector::FaultStreams;
 use crate::network::Network;
 use crate::queue::{Delivery, EventQueue, FaultAction, SimEvent, Slot};
@@ -97,6 +97,9 @@ pub struct Setup {
     /// The swarm options the run came from; `None` for hand-written setups
     /// (they have no one-line replay).
     pub swarm: Option<SwarmOptions>,
+    /// Whether a failed request or barrier is itself a failure: meant for
+    /// runs without faults, where nothing should ever fail.
+    pub strict: bool,
 }
 
 impl Setup {
@@ -113,6 +116,7 @@ impl Setup {
         let ranges = ServerRanges::equal(servers);
         let workload =
             Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
+        let strict = options.strict && plan.classes == FaultClasses::NONE;
         Self {
             seed,
             servers,
@@ -124,6 +128,7 @@ impl Setup {
             limits: Limits::default(),
             trace_all: false,
             record_events: false,
+            strict,
             swarm: Some(options),
         }
     }
@@ -145,6 +150,7 @@ impl Setup {
             trace_all: false,
             record_events: true,
             swarm: None,
+            strict: false,
         }
     }
 
@@ -656,6 +662,13 @@ impl Sim {
             Event::RequestFailed { customer, ts, error } => {
                 let note = Note::Failed { app: customer.app, ts: ts.0, error: error.clone() };
                 self.record(Some(slot), What::Node(note), None);
+                if self.setup.strict {
+                    let what = format!(
+                        "strict: slot {slot} request app {} ts {} failed without a fault: {error}",
+                        customer.app, ts.0
+                    );
+                    self.fail(FailureKind::Correctness, what);
+                }
                 self.request_ended(slot, customer, ts, Ended::Failed(error));
             }
         }

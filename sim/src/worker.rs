@@ -275,6 +275,12 @@ impl Sim {
         };
         let check = self.checker.barrier_ended(self.now, id, incarnation, ticket, error.is_none());
         self.report(check);
+        // A finalize barrier may end in Terminated when the Terminate frame
+        // overtakes the release; that is the shutdown, not a failure.
+        if let Some(error) = error.as_ref().filter(|e| self.setup.strict && **e != RequestError::Terminated) {
+            let what = format!("strict: slot {slot} {ticket:?} failed without a fault: {error}");
+            self.fail(FailureKind::Correctness, what);
+        }
         if self.nodes[slot].role == pslite_core::Role::Worker {
             let index = self.worker_index(slot);
             if self.workers[index].barrier == Some(ticket) {

@@ -159,3 +159,17 @@ fn barrier_releases_when_every_member_arrives() {
     assert_eq!(barrier_end(&sim, first, t1).unwrap().1, Event::BarrierReleased(t1));
     finish(sim);
 }
+
+#[test]
+fn strict_mode_reports_a_request_that_fails() {
+    let mut setup = Setup::scenario(0x5ce7a810, 1, 1);
+    setup.strict = true;
+    let mut sim = Sim::new(setup);
+    assert!(sim.run_until(Duration::from_secs(5), Sim::cluster_ready));
+    let (worker, server) = (sim.worker_slot(0), sim.server_slot(0));
+    sim.issue(worker, &Op::Push { app: 0, keys: vec![3], values: vec![1.0] }).unwrap();
+    sim.crash(server);
+    sim.run_for(crash_bound(&sim));
+    let failure = sim.failure().expect("the failed push is reported");
+    assert!(failure.what.starts_with("strict:"), "{failure}");
+}

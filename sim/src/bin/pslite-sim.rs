@@ -39,9 +39,12 @@ struct Args {
     /// Print every event of a single run as it happens.
     #[arg(long)]
     trace: bool,
-    /// Fault classes: default, all, none, or a list such as crash,pause,clog.
+    /// Fault classes: default, all, none, or a list such as crash-server,pause,clog.
     #[arg(long, default_value = "default", value_parser = FaultClasses::parse)]
     faults: FaultClasses,
+    /// In seeds without faults, fail on any failed request or barrier.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
@@ -59,7 +62,7 @@ fn random_seed() -> u64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let options = SwarmOptions { lite: args.lite, faults: args.faults };
+    let options = SwarmOptions { lite: args.lite, faults: args.faults, strict: args.strict };
     match args.seeds {
         Some(count) => sweep(&args, options, count),
         None => single(args.seed.unwrap_or_else(random_seed), options, args.trace),
