@@ -193,6 +193,11 @@ pub struct Bounds {
     /// Whether crash bounds are checked (not when frames can be lost: then
     /// a death announcement can be lost too).
     pub crash_checked: bool,
+    /// Under `BarrierPolicy::WaitForRecovery`, how long the scheduler waits
+    /// for a dead member's replacement before failing a barrier; `None`
+    /// under `FailOnDeath`, where every open barrier of the dead member's
+    /// groups fails at once.
+    pub barrier_recovery: Option<Duration>,
     /// How soon a node that lost the scheduler fails new work: it fails
     /// pending work at every liveness scan (heartbeat interval + slack).
     /// A node the scheduler declared dead hears no news any more, so this,
@@ -447,8 +452,14 @@ impl Checker {
             }
         }
         let role = id.role().expect("registered ids have a role");
+        let recovery = self.bounds.barrier_recovery.is_some();
         for (key, barrier) in &mut self.barriers_pending {
-            if key.2.group.contains(role) && barrier.crash.is_none() {
+            let ticket = key.2;
+            // Waiting for recovery, the scheduler counts an arrival of the
+            // dead member as it is: only barriers it had not entered wait.
+            let entered =
+                self.barriers_entered.get(&(ticket.group, ticket.generation)).is_some_and(|e| e.contains(&id));
+            if ticket.group.contains(role) && barrier.crash.is_none() && !(recovery && entered) {
                 barrier.crash = Some(bound);
                 armed.push(Waiter::Barrier(key.0, key.1, key.2));
             }
@@ -828,7 +839,7 @@ impl Checker {
             Waiter::Barrier(node, incarnation, ticket) => {
                 let record = self.barriers_pending.get(&(node, incarnation, ticket))?;
                 let crash = record.crash.filter(|_| self.bounds.crash_checked)?;
-                Some(crash.crashed_at + self.bounds.crash)
+                Some(crash.crashed_at + self.bounds.crash + self.bounds.barrier_recovery.unwrap_or_default())
             }
         }
     }
@@ -852,7 +863,19 @@ impl Checker {
             Waiter::Barrier(node, incarnation, ticket) => {
                 let record = self.barriers_pending.get(&(node, incarnation, ticket))?;
                 let crash = record.crash.filter(|_| self.bounds.crash_checked)?;
-                Some(self.crash_deadline(node, incarnation, record.slot, record.entered_at, crash))
+                // The recovery wait starts when the death is detected, which
+                // disturbances may have delayed: it goes on top of the
+                // extended detection bound.
+                let deadline = self.crash_deadline(node, incarnation, record.slot, record.entered_at, crash);
+                match self.bounds.barrier_recovery {
+                    None => Some(deadline),
+                    // The scheduler's recovery timer can itself be held up
+                    // (a pause of the scheduler, say).
+                    Some(recovery) => {
+                        let slots = [record.slot, crash.crashed_slot, self.bounds.scheduler_slot];
+                        Some(self.extend(deadline + recovery, &slots, false, self.bounds.crash))
+                    }
+                }
             }
         }
     }

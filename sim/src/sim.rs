@@ -112,6 +112,11 @@ impl Setup {
         } else {
             (1 + shape.below(4) as u32, 1 + shape.below(4) as u32)
         };
+        let barrier_policy = if shape.chance(0.25) {
+            BarrierPolicy::WaitForRecovery { timeout: Duration::from_millis(100 + shape.below(2900)) }
+        } else {
+            BarrierPolicy::FailOnDeath
+        };
         let plan = FaultPlan::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::PLAN)), options.faults);
         let ranges = ServerRanges::equal(servers);
         let workload =
@@ -122,7 +127,7 @@ impl Setup {
             servers,
             workers,
             timing: Timing::default(),
-            barrier_policy: BarrierPolicy::FailOnDeath,
+            barrier_policy,
             plan,
             workload,
             limits: Limits::default(),
@@ -263,6 +268,10 @@ impl Sim {
                 + 2 * delay_max
                 + Duration::from_millis(2),
             crash_checked: !setup.plan.loses_frames(),
+            barrier_recovery: match setup.barrier_policy {
+                BarrierPolicy::FailOnDeath => None,
+                BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
+            },
             lost_scan: setup.timing.heartbeat_interval + Duration::from_millis(2),
             lost_after: setup.timing.heartbeat_timeout + 2 * setup.timing.heartbeat_interval + Duration::from_millis(2),
             scheduler_slot: SCHEDULER_SLOT,

@@ -27,6 +27,7 @@ fn checker() -> Checker {
         request: Duration::from_secs(5),
         crash: Duration::from_millis(1200),
         crash_checked: true,
+        barrier_recovery: None,
         lost_scan: Duration::from_millis(102),
         lost_after: Duration::from_millis(1202),
         scheduler_slot: 0,
