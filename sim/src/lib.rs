@@ -32,6 +32,7 @@ mod liveness;
 pub mod network;
 pub mod queue;
 pub mod replay;
+pub mod setup;
 pub mod sim;
 pub mod trace;
 mod worker;
@@ -41,6 +42,7 @@ pub use checker::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, 
 pub use cluster::{Timing, SCHEDULER_SLOT};
 pub use faults::{FaultClass, FaultClasses, FaultPlan, PartitionMode};
 pub use replay::{reproduce_command, Failure, FailureKind, Outcome, RunStats, SwarmOptions};
-pub use sim::{Limits, Setup, Sim};
+pub use setup::{Limits, Setup};
+pub use sim::Sim;
 pub use worker::SIMPLE_APP;
 pub use workload::{Op, Script, SimpleTarget, Workload};
