@@ -45,7 +45,7 @@ fn a_request_to_a_replaced_server_fails_even_when_its_death_was_missed() {
     c.restart(s);
     // The worker hears nothing of the death: every table is lost until the
     // restarted server has taken the id.
-    let node_table = crate::wire::Kind::NodeTable as u8;
+    let node_table = wire::Kind::NodeTable as u8;
     let replaced = |c: &Cluster| {
         c.nodes[SCHEDULER].as_ref().is_some_and(|n| n.membership().get(server).is_some_and(|e| e.incarnation.0 == 1))
     };
