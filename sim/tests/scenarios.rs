@@ -5,7 +5,7 @@
 //! and finish, with the checker watching throughout.
 
 use pslite_core::{BarrierTicket, CustomerId, Duration, Event, Incarnation, Instant, RequestError, Timestamp};
-use pslite_sim::{Op, Setup, Sim};
+use pslite_sim::{FailureKind, Op, Setup, Sim};
 
 /// How long a wait on a crashed node may take: failure detection plus two
 /// network delays (the table that announces it) and a little slack.
@@ -172,4 +172,17 @@ fn strict_mode_reports_a_request_that_fails() {
     sim.run_for(crash_bound(&sim));
     let failure = sim.failure().expect("the failed push is reported");
     assert!(failure.what.starts_with("strict:"), "{failure}");
+}
+
+#[test]
+fn a_panic_inside_a_run_is_reported_with_exit_code_127() {
+    let mut setup = Setup::scenario(0x5ce7a810, 1, 1);
+    // Too small a queue for even the first heartbeats: an assertion fires.
+    setup.limits.queue_len_max = 3;
+    let outcome = Sim::new(setup).run();
+    let failure = outcome.failure.as_ref().expect("the run fails");
+    assert_eq!(failure.kind, FailureKind::Panic);
+    assert!(failure.what.contains("event queue exceeds 3 events"), "{failure}");
+    assert_eq!(outcome.exit_code(), 127);
+    assert!(outcome.report().lines().last().is_some_and(|l| l.starts_with("reproduce:")));
 }
