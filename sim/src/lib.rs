@@ -14,6 +14,29 @@
 //! liveness phase with faults healed, and exit codes that tell correctness
 //! (129), liveness (128) and panics (127) apart.
 //!
+//! Modules: [`setup`] (what a run is), [`sim`] (the event loop and the
+//! nodes' drain), [`queue`], [`network`], [`faults`] (the plan) and the
+//! injector that carries it out, [`cluster`] (slots, processes, clocks), the
+//! workers' [`workload`], the [`checker`], the [`trace`] and [`replay`].
+//!
+//! ## Design notes
+//!
+//! * A frame travels on a connection to one process: it is bound to the
+//!   receiving process when sent, so a restarted process never receives
+//!   what was sent to its predecessor (as with TCP). Frames a process sent
+//!   before it crashed still arrive — that is how stale incarnations meet
+//!   their receivers.
+//! * A clog holds frames and delivers them late (a connection that
+//!   survives); a partition or a reset loses them (one that does not).
+//! * The scheduler is never crashed, since nothing can replace it (as in
+//!   ps-lite); it is paused and partitioned like any node.
+//! * A script belongs to its worker's slot: a restarted worker goes on
+//!   where its predecessor stopped.
+//! * In the liveness phase a supervisor stops and restarts nodes the
+//!   scheduler declared dead (they can never rejoin on their own), and
+//!   calls `finalize` everywhere once the cluster has been whole for a
+//!   failure-detection period.
+//!
 //! ```
 //! use pslite_sim::{Setup, Sim, SwarmOptions};
 //!

@@ -84,6 +84,7 @@ impl Sim {
         let config = base_config(setup.servers, setup.workers, setup.timing, setup.barrier_policy);
         let ranges = config.server_ranges();
         let mut clocks = Rng::new(Rng::derive_seed(seed, stream::CLOCKS));
+        let drift = setup.plan.classes.contains(FaultClass::ClockDrift);
         let mut roles = vec![Role::Scheduler];
         roles.extend(std::iter::repeat_n(Role::Server, setup.servers as usize));
         roles.extend(std::iter::repeat_n(Role::Worker, setup.workers as usize));
@@ -91,15 +92,7 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(slot, &role)| {
-                let clock = if setup.plan.classes.contains(FaultClass::ClockDrift) {
-                    let ppm = i64::from(setup.plan.clock_drift_ppm_max);
-                    Clock {
-                        offset: clocks.jitter(setup.plan.clock_offset_max),
-                        drift_ppm: (clocks.below(2 * ppm as u64 + 1) as i64 - ppm) as i32,
-                    }
-                } else {
-                    Clock::EXACT
-                };
+                let clock = if drift { random_clock(&mut clocks, &setup.plan) } else { Clock::EXACT };
                 SimNode::new(role, config.for_role(role, addr(slot)), clock)
             })
             .collect();
@@ -108,23 +101,7 @@ impl Sim {
             .map(|(rank, script)| WorkerRun::new(script, Rng::derive_seed(seed, stream::THINK + rank)))
             .collect();
         assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
-        let delay_max = setup.plan.delay_max();
-        let drift_slack = setup.timing.request_timeout / 1000;
-        let bounds = Bounds {
-            request: setup.timing.request_timeout + drift_slack + Duration::from_millis(1),
-            crash: setup.timing.heartbeat_timeout
-                + setup.timing.heartbeat_interval
-                + 2 * delay_max
-                + Duration::from_millis(2),
-            crash_checked: !setup.plan.loses_frames(),
-            barrier_recovery: match setup.barrier_policy {
-                BarrierPolicy::FailOnDeath => None,
-                BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
-            },
-            lost_scan: setup.timing.heartbeat_interval + Duration::from_millis(2),
-            lost_after: setup.timing.heartbeat_timeout + 2 * setup.timing.heartbeat_interval + Duration::from_millis(2),
-            scheduler_slot: SCHEDULER_SLOT,
-        };
+        let bounds = bounds_for(&setup);
         let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
         let mut sim = Self {
             now: Instant::ZERO,
@@ -721,6 +698,36 @@ impl Sim {
             reproduce,
         }
     }
+}
+
+/// The checker's time limits for `setup`.
+fn bounds_for(setup: &Setup) -> Bounds {
+    let timing = setup.timing;
+    // A node's own timers run at its clock's rate: a thousandth covers any
+    // drift the swarm draws (at most a few hundred parts per million).
+    let drift_slack = timing.request_timeout / 1000;
+    let slack = Duration::from_millis(2);
+    Bounds {
+        request: timing.request_timeout + drift_slack + slack,
+        // Detection (the last heartbeat may arrive one delay after the
+        // crash, then heartbeat_timeout, then up to one scan interval), and
+        // one more delay for the table that announces it.
+        crash: timing.heartbeat_timeout + timing.heartbeat_interval + 2 * setup.plan.delay_max() + slack,
+        crash_checked: !setup.plan.loses_frames(),
+        barrier_recovery: match setup.barrier_policy {
+            BarrierPolicy::FailOnDeath => None,
+            BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
+        },
+        lost_scan: timing.heartbeat_interval + slack,
+        lost_after: timing.heartbeat_timeout + 2 * timing.heartbeat_interval + slack,
+        scheduler_slot: SCHEDULER_SLOT,
+    }
+}
+
+/// A clock with an offset and a rate error within the plan's limits.
+fn random_clock(rng: &mut Rng, plan: &crate::faults::FaultPlan) -> Clock {
+    let ppm = i64::from(plan.clock_drift_ppm_max);
+    Clock { offset: rng.jitter(plan.clock_offset_max), drift_ppm: (rng.below(2 * ppm as u64 + 1) as i64 - ppm) as i32 }
 }
 
 /// How a worker's request ended, as the sim hands it to the worker logic.
