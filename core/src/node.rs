@@ -170,8 +170,8 @@ pub struct Node {
     /// Next generation per group.
     pub(crate) barrier_generations: BTreeMap<Group, u64>,
     pub(crate) scheduler_heard_at: Instant,
-    /// Set once pending work failed for silence from the scheduler, so it
-    /// is failed once, not at every scan.
+    /// Whether the scheduler has been silent for `heartbeat_timeout`
+    /// (pending work is failed at every scan until it is heard again).
     pub(crate) scheduler_lost: bool,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
@@ -685,6 +685,10 @@ impl Node {
                     self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
                     self.server.forget_from(id);
                     self.events.push_back(Event::NodeRecovered { id, incarnation });
+                    // The table that reported the death may have been missed
+                    // or overtaken: requests to the old incarnation can never
+                    // be answered, so they fail now, as on the death.
+                    self.tracker_peer_dead(id);
                 }
             }
         }

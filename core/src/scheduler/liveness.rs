@@ -81,7 +81,10 @@ impl Node {
         self.timers.set(Timer::LivenessScan, now + self.config.heartbeat_interval);
         let timeout = self.config.heartbeat_timeout;
         let RoleState::Scheduler(state) = &self.role_state else {
-            if now.saturating_since(self.scheduler_heard_at) >= timeout && !self.scheduler_lost {
+            if now.saturating_since(self.scheduler_heard_at) >= timeout {
+                // At every scan while the silence lasts, not only the first:
+                // work started after that (a barrier has no deadline of its
+                // own) must not wait forever either.
                 self.scheduler_lost = true;
                 self.fail_all_pending(RequestError::SchedulerLost);
             }

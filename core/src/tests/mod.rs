@@ -6,4 +6,5 @@ mod failure;
 mod harness;
 mod hostile;
 mod kv;
+mod liveness;
 mod reliability;

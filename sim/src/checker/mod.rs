@@ -1,0 +1,805 @@
+//! Safety invariants, checked after every simulator event.
+//!
+//! The checker is told what happened, one observation at a time (a request
+//! was issued, a server applied a push, a barrier ended, a process
+//! crashed), and keeps a reference model next to the cluster. It never
+//! looks at the simulator's internals, so tests can hand it made-up
+//! histories and see that each kind of bad history is reported.
+//!
+//! What it holds the cluster to:
+//!
+//! * **Identity**: no two live processes share `(id, incarnation)`; every
+//!   table at one epoch is the same everywhere and names every id of the
+//!   cluster; every node's key ranges are the reference partition.
+//! * **Requests**: timestamps increase per process and customer; every
+//!   completion names a pending request; none completes twice.
+//! * **Aggregation**: a store applies a push at most once and only the
+//!   values the worker sent; an acknowledged push was applied for every one
+//!   of its keys; a store's contents ([`KvStore::get`]) equal the sum of
+//!   what it applied. A completed pull agrees with the model at some moment
+//!   between issue and completion: for a store that served it, the value of
+//!   each key lies between the sum of that store's pushes acknowledged
+//!   before the pull was issued and the sum of all pushes it applied by
+//!   completion. Failed or unanswered pushes may count or not. Values are
+//!   positive integers, so those sums bound every state the store went
+//!   through; a store that restarted empty is a different store, which is
+//!   what keeps the lower bound sound when a server loses its data.
+//! * **Barriers**: a release means every member of the group entered the
+//!   barrier, or was declared dead by the scheduler while it waited.
+//! * **Bounded waiting**: every request ends within `request_timeout` (plus
+//!   pauses of its own node); a request or barrier that depends on a
+//!   crashed node ends within `heartbeat_timeout + heartbeat_interval +
+//!   2 × delay_max` of the crash, extended past any pause, clog, partition
+//!   or reset that touches the requester, the crashed node or the
+//!   scheduler (those can legitimately hide a death for a while).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use pslite_core::wire::NodeEntry;
+use pslite_core::{
+    BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, NodeId, Rank, RequestError, Role,
+    ServerRanges, ServerRequestId, Timestamp,
+};
+
+use crate::queue::Slot;
+
+mod deadlines;
+
+/// A broken invariant, in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// What went wrong, naming the invariant first.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+fn violation<T>(what: String) -> Result<T, Violation> {
+    Err(Violation { what })
+}
+
+/// The result of one check.
+pub type Check = Result<(), Violation>;
+
+/// A request, named as the server sees it: the requesting process's id and
+/// incarnation (unique over a run: the scheduler never hands one out
+/// twice), its customer and timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    /// Requesting node.
+    pub node: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Customer.
+    pub customer: CustomerId,
+    /// Timestamp.
+    pub ts: Timestamp,
+}
+
+impl From<ServerRequestId> for RequestKey {
+    fn from(id: ServerRequestId) -> Self {
+        Self { node: id.from, incarnation: id.incarnation, customer: id.customer, ts: id.ts }
+    }
+}
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request {}@{} app {} customer {} ts {}",
+            self.node, self.incarnation.0, self.customer.app, self.customer.customer, self.ts.0
+        )
+    }
+}
+
+/// One server process's store: the slot and which process in it. A
+/// restarted server starts empty, so it is a new store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreId {
+    /// The slot.
+    pub slot: Slot,
+    /// The process in the slot (0 for the first, +1 per restart).
+    pub life: u32,
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "store of slot {} life {}", self.slot, self.life)
+    }
+}
+
+/// What a request asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Issued {
+    /// A push of one value per key.
+    Push {
+        /// Keys, ascending.
+        keys: Vec<u64>,
+        /// Values, positive integers.
+        values: Vec<f32>,
+    },
+    /// A pull.
+    Pull {
+        /// Keys, ascending.
+        keys: Vec<u64>,
+    },
+    /// A push, then a pull of the same keys.
+    PushPull {
+        /// Keys, ascending.
+        keys: Vec<u64>,
+        /// Values, positive integers.
+        values: Vec<f32>,
+    },
+    /// A SimpleApp request.
+    Simple,
+}
+
+impl Issued {
+    fn keys(&self) -> &[u64] {
+        match self {
+            Self::Push { keys, .. } | Self::Pull { keys } | Self::PushPull { keys, .. } => keys,
+            Self::Simple => &[],
+        }
+    }
+
+    fn pushed(&self, key: u64) -> Option<f32> {
+        match self {
+            Self::Push { keys, values } | Self::PushPull { keys, values } => {
+                keys.binary_search(&key).ok().map(|i| values[i])
+            }
+            Self::Pull { .. } | Self::Simple => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Push { .. } => "push",
+            Self::Pull { .. } => "pull",
+            Self::PushPull { .. } => "push_pull",
+            Self::Simple => "simple request",
+        }
+    }
+}
+
+/// How a request ended, as its node reported it.
+#[derive(Clone, Copy, Debug)]
+pub enum Completion<'a> {
+    /// `RequestDone`.
+    Done,
+    /// `PullDone` with one value per key.
+    Pulled {
+        /// Keys.
+        keys: &'a [u64],
+        /// Values.
+        values: &'a [f32],
+    },
+    /// `SimpleDone`.
+    SimpleDone,
+    /// `RequestFailed`.
+    Failed(&'a RequestError),
+}
+
+/// The time limits the checker enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Longest life of any request, slack included.
+    pub request: Duration,
+    /// Longest wait on a crashed node, from the crash (heartbeat timeout +
+    /// interval + two network delays + slack).
+    pub crash: Duration,
+    /// Whether crash bounds are checked (not when frames can be lost: then
+    /// a death announcement can be lost too).
+    pub crash_checked: bool,
+    /// Under `BarrierPolicy::WaitForRecovery`, how long the scheduler waits
+    /// for a dead member's replacement before failing a barrier; `None`
+    /// under `FailOnDeath`, where every open barrier of the dead member's
+    /// groups fails at once.
+    pub barrier_recovery: Option<Duration>,
+    /// How soon a node that lost the scheduler fails new work: it fails
+    /// pending work at every liveness scan (heartbeat interval + slack).
+    /// A node the scheduler declared dead hears no news any more, so this,
+    /// not the crash bound, limits its waits.
+    pub lost_scan: Duration,
+    /// How long after being declared dead a node has surely lost the
+    /// scheduler (heartbeat timeout + interval + slack).
+    pub lost_after: Duration,
+    /// The scheduler's slot.
+    pub scheduler_slot: Slot,
+}
+
+/// Something that can legitimately hold up failure detection or the news
+/// of it: a pause of one node, or a clog, cut or reset of one link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disturbance {
+    /// The node paused, or one end of the link.
+    pub slot: Slot,
+    /// The other end of the link; `None` for a pause.
+    pub peer: Option<Slot>,
+    /// When it began.
+    pub from: Instant,
+    /// When it ends.
+    pub until: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Pending,
+    Acked(Instant),
+    Failed(Instant),
+    /// The requesting process crashed first: nobody will know.
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CrashBound {
+    crashed_at: Instant,
+    crashed_slot: Slot,
+}
+
+#[derive(Debug)]
+struct RequestRecord {
+    slot: Slot,
+    issued_at: Instant,
+    issued: Issued,
+    targets: Vec<NodeId>,
+    fate: Fate,
+    /// Stores that applied it, with the keys each applied.
+    applied: Vec<(StoreId, Vec<u64>)>,
+    /// Stores that answered it with values.
+    served: Vec<StoreId>,
+    /// Servers that answered it: a crash of one of them no longer holds
+    /// the request up.
+    answered: Vec<NodeId>,
+    crash: Option<CrashBound>,
+}
+
+#[derive(Debug)]
+struct BarrierRecord {
+    slot: Slot,
+    entered_at: Instant,
+    crash: Option<CrashBound>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Waiter {
+    Request(RequestKey),
+    Barrier(NodeId, Incarnation, BarrierTicket),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Down {
+    slot: Slot,
+    incarnation: Incarnation,
+    crashed_at: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Contribution {
+    request: RequestKey,
+    value: i64,
+}
+
+/// The reference model and the invariants over it.
+#[derive(Debug)]
+pub struct Checker {
+    bounds: Bounds,
+    ranges: ServerRanges,
+    servers: u32,
+    workers: u32,
+    requests: BTreeMap<RequestKey, RequestRecord>,
+    last_ts: BTreeMap<(NodeId, Incarnation, CustomerId), Timestamp>,
+    /// What each store applied, per app and key.
+    contributions: BTreeMap<(StoreId, u32, u64), Vec<Contribution>>,
+    /// The server id each store held when it first applied or served.
+    store_owner: BTreeMap<StoreId, NodeId>,
+    barriers_entered: BTreeMap<(Group, u64), BTreeSet<NodeId>>,
+    barriers_pending: BTreeMap<(NodeId, Incarnation, BarrierTicket), BarrierRecord>,
+    /// Per id, the intervals during which the scheduler held it dead.
+    dead: BTreeMap<NodeId, Vec<(Instant, Option<Instant>)>>,
+    /// Crashed processes the scheduler has not declared dead yet.
+    down: BTreeMap<NodeId, Down>,
+    /// Incarnations the scheduler declared dead.
+    declared_dead: BTreeMap<(NodeId, Incarnation), Instant>,
+    /// The latest incarnation of each id the scheduler handed out.
+    incarnations: BTreeMap<NodeId, Incarnation>,
+    disturbances: Vec<Disturbance>,
+    deadlines: BTreeSet<(Instant, Waiter)>,
+    tables: BTreeMap<u64, Vec<NodeEntry>>,
+}
+
+/// Most disturbances remembered; the oldest are forgotten beyond it (only
+/// waits that started before them could need them).
+const DISTURBANCES_MAX: usize = 4096;
+
+impl Checker {
+    /// A checker for a cluster of `servers` servers and `workers` workers
+    /// partitioned by `ranges`.
+    pub fn new(bounds: Bounds, ranges: ServerRanges, servers: u32, workers: u32) -> Self {
+        assert_eq!(ranges.len(), servers as usize, "one range per server");
+        Self {
+            bounds,
+            ranges,
+            servers,
+            workers,
+            requests: BTreeMap::new(),
+            last_ts: BTreeMap::new(),
+            contributions: BTreeMap::new(),
+            store_owner: BTreeMap::new(),
+            barriers_entered: BTreeMap::new(),
+            barriers_pending: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            down: BTreeMap::new(),
+            declared_dead: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            disturbances: Vec::new(),
+            deadlines: BTreeSet::new(),
+            tables: BTreeMap::new(),
+        }
+    }
+
+    // ----- requests -----
+
+    /// A worker process at `slot` issued a request waiting on `targets`.
+    pub fn request_issued(
+        &mut self,
+        at: Instant,
+        slot: Slot,
+        request: RequestKey,
+        issued: Issued,
+        targets: Vec<NodeId>,
+    ) -> Check {
+        let stream = (request.node, request.incarnation, request.customer);
+        if let Some(&last) = self.last_ts.get(&stream) {
+            if request.ts <= last {
+                return violation(format!(
+                    "timestamps: {request} issued after ts {} of the same process and customer",
+                    last.0
+                ));
+            }
+        }
+        self.last_ts.insert(stream, request.ts);
+        if let Issued::Push { keys, values } | Issued::PushPull { keys, values } = &issued {
+            assert_eq!(keys.len(), values.len(), "one value per key");
+            assert!(values.iter().all(|v| *v >= 1.0 && v.fract() == 0.0), "pushed values are positive integers");
+        }
+        assert!(issued.keys().windows(2).all(|w| w[0] < w[1]), "keys ascending");
+        let crash = targets
+            .iter()
+            .find_map(|id| self.down.get(id))
+            .map(|down| CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot });
+        let record = RequestRecord {
+            slot,
+            issued_at: at,
+            issued,
+            targets,
+            fate: Fate::Pending,
+            applied: Vec::new(),
+            served: Vec::new(),
+            answered: Vec::new(),
+            crash,
+        };
+        if self.requests.insert(request, record).is_some() {
+            return violation(format!("timestamps: {request} issued twice"));
+        }
+        self.arm(Waiter::Request(request));
+        Ok(())
+    }
+
+    /// The requesting node reported the end of `request`.
+    pub fn request_completed(&mut self, at: Instant, request: RequestKey, completion: Completion<'_>) -> Check {
+        let Some(record) = self.requests.get_mut(&request) else {
+            return violation(format!("requests: completion of {request}, which was never issued"));
+        };
+        match record.fate {
+            Fate::Pending => {}
+            Fate::Lost => {
+                return violation(format!("requests: {request} completed after its process crashed"));
+            }
+            Fate::Acked(_) | Fate::Failed(_) => {
+                return violation(format!("requests: {request} completed twice"));
+            }
+        }
+        record.fate = match completion {
+            Completion::Failed(_) => Fate::Failed(at),
+            _ => Fate::Acked(at),
+        };
+        let kind = record.issued.name();
+        match (&record.issued, completion) {
+            (_, Completion::Failed(_)) => Ok(()),
+            (Issued::Push { .. }, Completion::Done) => self.check_applied_everywhere(request),
+            (Issued::Simple, Completion::SimpleDone) => Ok(()),
+            (Issued::Pull { .. }, Completion::Pulled { keys, values }) => self.check_pull(at, request, keys, values),
+            (Issued::PushPull { .. }, Completion::Pulled { keys, values }) => {
+                self.check_applied_everywhere(request)?;
+                self.check_pull(at, request, keys, values)
+            }
+            (_, other) => violation(format!("requests: {request} ({kind}) completed as {other:?}")),
+        }
+    }
+
+    /// The process at `slot` (holding `identity` once registered) stopped.
+    /// Its pending requests are lost; what waits on it gets a crash bound.
+    pub fn process_crashed(&mut self, at: Instant, slot: Slot, identity: Option<(NodeId, Incarnation)>) {
+        let lost: Vec<RequestKey> =
+            self.requests.iter().filter(|(_, r)| r.slot == slot && r.fate == Fate::Pending).map(|(k, _)| *k).collect();
+        for key in lost {
+            if let Some(record) = self.requests.get_mut(&key) {
+                record.fate = Fate::Lost;
+            }
+        }
+        self.barriers_pending.retain(|_, b| b.slot != slot);
+        let Some((id, incarnation)) = identity else {
+            return;
+        };
+        if self.declared_dead.contains_key(&(id, incarnation))
+            || self.incarnations.get(&id).is_some_and(|current| *current > incarnation)
+        {
+            // Already out of the cluster: nothing waits on this process any
+            // more, whatever waits on its id waits on its successor.
+            return;
+        }
+        self.down.insert(id, Down { slot, incarnation, crashed_at: at });
+        let bound = CrashBound { crashed_at: at, crashed_slot: slot };
+        let mut armed = Vec::new();
+        for (key, record) in &mut self.requests {
+            let waits = record.targets.contains(&id) && !record.answered.contains(&id);
+            if record.fate == Fate::Pending && waits && record.crash.is_none() {
+                record.crash = Some(bound);
+                armed.push(Waiter::Request(*key));
+            }
+        }
+        let role = id.role().expect("registered ids have a role");
+        let recovery = self.bounds.barrier_recovery.is_some();
+        for (key, barrier) in &mut self.barriers_pending {
+            let ticket = key.2;
+            // Waiting for recovery, the scheduler counts an arrival of the
+            // dead member as it is: only barriers it had not entered wait.
+            let entered =
+                self.barriers_entered.get(&(ticket.group, ticket.generation)).is_some_and(|e| e.contains(&id));
+            if ticket.group.contains(role) && barrier.crash.is_none() && !(recovery && entered) {
+                barrier.crash = Some(bound);
+                armed.push(Waiter::Barrier(key.0, key.1, key.2));
+            }
+        }
+        for waiter in armed {
+            self.arm(waiter);
+        }
+    }
+
+    // ----- servers -----
+
+    /// `store`, held by server `server`, applied the push part of
+    /// `request`: `values[i]` added to `keys[i]` of application `app`.
+    pub fn push_applied(
+        &mut self,
+        store: StoreId,
+        server: NodeId,
+        request: RequestKey,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Check {
+        self.note_owner(store, server)?;
+        let Some(record) = self.requests.get_mut(&request) else {
+            return violation(format!("aggregation: {store} applied {request}, which no worker issued"));
+        };
+        if record.applied.iter().any(|(s, _)| *s == store) {
+            return violation(format!("aggregation: {request} applied twice by {store} (server {server})"));
+        }
+        let range = self.ranges.get(server.rank()).expect("server ids have ranges");
+        for (&key, &value) in keys.iter().zip(values) {
+            match record.issued.pushed(key) {
+                Some(sent) if sent == value => {}
+                Some(sent) => {
+                    return violation(format!(
+                        "aggregation: {store} applied {value} to key {key} for {request}, the worker pushed {sent}"
+                    ));
+                }
+                None => {
+                    return violation(format!(
+                        "aggregation: {store} applied key {key} for {request}, which does not push it"
+                    ));
+                }
+            }
+            if !range.contains(key) {
+                return violation(format!("aggregation: server {server} applied key {key} outside its range"));
+            }
+        }
+        record.applied.push((store, keys.to_vec()));
+        record.answered.push(server);
+        let app = request.customer.app;
+        for (&key, &value) in keys.iter().zip(values) {
+            let value = value as i64;
+            self.contributions.entry((store, app, key)).or_default().push(Contribution { request, value });
+        }
+        Ok(())
+    }
+
+    /// `store`, held by server `server`, answered `request` with values.
+    pub fn pull_served(&mut self, store: StoreId, server: NodeId, request: RequestKey) -> Check {
+        self.note_owner(store, server)?;
+        let Some(record) = self.requests.get_mut(&request) else {
+            return violation(format!("pulls: {store} served {request}, which no worker issued"));
+        };
+        record.served.push(store);
+        record.answered.push(server);
+        Ok(())
+    }
+
+    /// `node` answered `request` (a SimpleApp request, say): its crash no
+    /// longer holds the request up.
+    pub fn request_answered(&mut self, request: RequestKey, node: NodeId) {
+        if let Some(record) = self.requests.get_mut(&request) {
+            record.answered.push(node);
+        }
+    }
+
+    /// Compares `kv` (application `app` of `store`) with the model, for
+    /// every key in `keys` that the store's server owns.
+    pub fn check_store(&self, store: StoreId, app: u32, kv: &KvStore<f32>, keys: &[u64]) -> Check {
+        let Some(&owner) = self.store_owner.get(&store) else {
+            return Ok(());
+        };
+        let range = self.ranges.get(owner.rank()).expect("server ids have ranges");
+        for &key in keys.iter().filter(|k| range.contains(**k)) {
+            let expected: i64 =
+                self.contributions.get(&(store, app, key)).map_or(0, |c| c.iter().map(|c| c.value).sum());
+            let actual = kv.get(key);
+            let fits = match actual {
+                None => expected == 0,
+                Some([value]) => *value as i64 == expected && value.fract() == 0.0,
+                Some(_) => false,
+            };
+            if !fits {
+                return violation(format!(
+                    "aggregation: key {key} app {app} in {store} (server {owner}) holds {actual:?}, \
+                     the pushes it applied sum to {expected}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- barriers -----
+
+    /// A process entered a barrier.
+    pub fn barrier_entered(
+        &mut self,
+        at: Instant,
+        slot: Slot,
+        node: NodeId,
+        incarnation: Incarnation,
+        ticket: BarrierTicket,
+    ) -> Check {
+        self.barriers_entered.entry((ticket.group, ticket.generation)).or_default().insert(node);
+        let record = BarrierRecord { slot, entered_at: at, crash: None };
+        if self.barriers_pending.insert((node, incarnation, ticket), record).is_some() {
+            return violation(format!("barriers: node {node} entered {ticket:?} twice"));
+        }
+        Ok(())
+    }
+
+    /// A process's barrier ended, released or failed.
+    pub fn barrier_ended(
+        &mut self,
+        at: Instant,
+        node: NodeId,
+        incarnation: Incarnation,
+        ticket: BarrierTicket,
+        released: bool,
+    ) -> Check {
+        let Some(record) = self.barriers_pending.remove(&(node, incarnation, ticket)) else {
+            return violation(format!("barriers: node {node} got the end of {ticket:?}, which it is not in"));
+        };
+        if !released {
+            return Ok(());
+        }
+        let entered = self.barriers_entered.get(&(ticket.group, ticket.generation));
+        for member in self.members(ticket.group) {
+            let arrived = entered.is_some_and(|e| e.contains(&member));
+            if !arrived && !self.was_dead_during(member, record.entered_at, at) {
+                return violation(format!(
+                    "barriers: {ticket:?} released at node {node} before member {member} entered it"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- membership -----
+
+    /// The scheduler declared `id` (in `incarnation`) dead.
+    pub fn node_declared_dead(&mut self, at: Instant, id: NodeId, incarnation: Incarnation) {
+        self.declared_dead.entry((id, incarnation)).or_insert(at);
+        let intervals = self.dead.entry(id).or_default();
+        if intervals.last().is_none_or(|(_, until)| until.is_some()) {
+            intervals.push((at, None));
+        }
+        if self.down.get(&id).is_some_and(|d| d.incarnation == incarnation) {
+            self.down.remove(&id);
+        }
+    }
+
+    /// The scheduler gave `id` to a new process, as `incarnation`.
+    pub fn node_recovered(&mut self, at: Instant, id: NodeId, incarnation: Incarnation) {
+        self.incarnations.insert(id, incarnation);
+        if let Some((_, until)) = self.dead.get_mut(&id).and_then(|v| v.last_mut()) {
+            if until.is_none() {
+                *until = Some(at);
+            }
+        }
+    }
+
+    /// Something held up frames or a node from `from` to `until`.
+    pub fn disturbance(&mut self, disturbance: Disturbance) {
+        if self.disturbances.len() == DISTURBANCES_MAX {
+            self.disturbances.remove(0);
+        }
+        self.disturbances.push(disturbance);
+    }
+
+    /// No two live processes share an id and incarnation.
+    pub fn check_identities(&self, live: &mut [(NodeId, Incarnation)]) -> Check {
+        live.sort_unstable();
+        if let Some(pair) = live.windows(2).find(|w| w[0] == w[1]) {
+            return violation(format!(
+                "identity: two live processes are node {} incarnation {}",
+                pair[0].0, pair[0].1 .0
+            ));
+        }
+        Ok(())
+    }
+
+    /// A node's table at `epoch` is the one everybody else had at that
+    /// epoch, and lists every id of the cluster.
+    pub fn check_table(&mut self, node: NodeId, epoch: u64, entries: Vec<NodeEntry>) -> Check {
+        let ids: Vec<NodeId> = entries.iter().map(|e| e.id).collect();
+        if ids != self.members(Group::SERVERS | Group::WORKERS) {
+            return violation(format!("identity: table at epoch {epoch} of node {node} lists ids {ids:?}"));
+        }
+        match self.tables.get(&epoch) {
+            Some(known) if *known != entries => violation(format!(
+                "identity: node {node} holds another table at epoch {epoch} than others did:\n  {entries:?}\n  {known:?}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.tables.insert(epoch, entries);
+                Ok(())
+            }
+        }
+    }
+
+    /// A node's key ranges are the cluster's partition, and that is a
+    /// partition: one range per server, contiguous, from 0 to `u64::MAX`
+    /// (checked here by hand rather than trusting the core's own check).
+    pub fn check_ranges(&self, node: NodeId, ranges: &ServerRanges) -> Check {
+        if *ranges != self.ranges {
+            return violation(format!("ranges: node {node} has {ranges:?}, the cluster has {:?}", self.ranges));
+        }
+        let slice = ranges.as_slice();
+        let contiguous = slice.windows(2).all(|w| w[0].end_inclusive().checked_add(1) == Some(w[1].start()));
+        let covers = slice.first().is_some_and(|r| r.start() == 0)
+            && slice.last().is_some_and(|r| r.end_inclusive() == u64::MAX);
+        if slice.len() != self.servers as usize || !contiguous || !covers {
+            return violation(format!(
+                "ranges: {ranges:?} of node {node} do not partition [0, u64::MAX] among {} servers",
+                self.servers
+            ));
+        }
+        Ok(())
+    }
+
+    /// Requests issued and not ended, for `pending` reports.
+    pub fn requests_pending(&self) -> usize {
+        self.requests.values().filter(|r| r.fate == Fate::Pending).count()
+    }
+
+    // ----- internals -----
+
+    fn members(&self, group: Group) -> Vec<NodeId> {
+        let mut ids = Vec::new();
+        if group.contains(Role::Scheduler) {
+            ids.push(NodeId::SCHEDULER);
+        }
+        if group.contains(Role::Server) {
+            ids.extend((0..self.servers).map(|r| NodeId::server(Rank(r))));
+        }
+        if group.contains(Role::Worker) {
+            ids.extend((0..self.workers).map(|r| NodeId::worker(Rank(r))));
+        }
+        ids.sort();
+        ids
+    }
+
+    fn was_dead_during(&self, id: NodeId, from: Instant, to: Instant) -> bool {
+        self.dead.get(&id).is_some_and(|intervals| {
+            intervals.iter().any(|&(start, end)| start <= to && end.is_none_or(|end| end >= from))
+        })
+    }
+
+    fn note_owner(&mut self, store: StoreId, server: NodeId) -> Check {
+        match self.store_owner.get(&store) {
+            Some(&owner) if owner != server => {
+                violation(format!("identity: {store} answered as server {server}, earlier as server {owner}"))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.store_owner.insert(store, server);
+                Ok(())
+            }
+        }
+    }
+
+    fn check_applied_everywhere(&self, request: RequestKey) -> Check {
+        let record = &self.requests[&request];
+        for &key in record.issued.keys() {
+            if !record.applied.iter().any(|(_, keys)| keys.contains(&key)) {
+                return violation(format!(
+                    "aggregation: {request} was acknowledged but no store applied its key {key}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_pull(&self, now: Instant, request: RequestKey, keys: &[u64], values: &[f32]) -> Check {
+        let record = &self.requests[&request];
+        if keys != record.issued.keys() || values.len() != keys.len() {
+            return violation(format!(
+                "pulls: {request} asked for {} keys and got {} keys with {} values",
+                record.issued.keys().len(),
+                keys.len(),
+                values.len()
+            ));
+        }
+        let app = request.customer.app;
+        for (&key, &value) in keys.iter().zip(values) {
+            let owner = NodeId::server(self.ranges.owner(key));
+            let mut windows = Vec::new();
+            for &store in record.served.iter().filter(|s| self.store_owner.get(s) == Some(&owner)) {
+                let (low, high) = self.window(store, app, key, record.issued_at, now);
+                if value.fract() == 0.0 && (low..=high).contains(&(value as i64)) {
+                    windows.clear();
+                    break;
+                }
+                windows.push(format!("[{low}, {high}] at {store}"));
+            }
+            if record.served.iter().all(|s| self.store_owner.get(s) != Some(&owner)) {
+                return violation(format!(
+                    "pulls: {request} got key {key} = {value}, but server {owner} never served it"
+                ));
+            }
+            if !windows.is_empty() {
+                return violation(format!(
+                    "pulls: {request} got key {key} = {value}, outside every window {}",
+                    windows.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum of `store`'s pushes to `key` acknowledged before `issued_at`,
+    /// and the sum of all it applied by `now`.
+    fn window(&self, store: StoreId, app: u32, key: u64, issued_at: Instant, now: Instant) -> (i64, i64) {
+        let Some(contributions) = self.contributions.get(&(store, app, key)) else {
+            return (0, 0);
+        };
+        let mut low = 0;
+        let mut high = 0;
+        for c in contributions {
+            let record = &self.requests[&c.request];
+            if record.issued_at <= now {
+                high += c.value;
+            }
+            if matches!(record.fate, Fate::Acked(at) if at < issued_at) {
+                low += c.value;
+            }
+        }
+        (low, high)
+    }
+}

@@ -1,0 +1,162 @@
+//! What a run is made of: the seed, the cluster's shape and timings, the
+//! fault plan, the scripts and the limits — all drawn from one seed in
+//! swarm mode ([`Setup::swarm`]), or written by hand for scenario tests
+//! ([`Setup::scenario`]).
+
+use pslite_core::{BarrierPolicy, Duration, Rng, ServerRanges};
+
+use crate::cluster::Timing;
+use crate::faults::{FaultClasses, FaultPlan};
+use crate::replay::SwarmOptions;
+use crate::workload::{Script, Workload};
+
+/// Sub-seed streams, fixed so that each subsystem's draws are its own.
+pub(crate) mod stream {
+    pub(crate) const SHAPE: u64 = 1;
+    pub(crate) const PLAN: u64 = 2;
+    pub(crate) const NETWORK: u64 = 3;
+    pub(crate) const FAULTS: u64 = 4;
+    pub(crate) const WORKLOAD: u64 = 5;
+    pub(crate) const HANDLER: u64 = 6;
+    pub(crate) const CLOCKS: u64 = 7;
+    pub(crate) const NODES: u64 = 8;
+    pub(crate) const STARTS: u64 = 9;
+    /// Plus the worker's rank.
+    pub(crate) const THINK: u64 = 1 << 16;
+}
+
+/// Caps that turn a runaway run into a reported failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events in one run.
+    pub events_max: u64,
+    /// Virtual time the safety phase may take before faults heal anyway.
+    pub safety_time_max: Duration,
+    /// Virtual time the liveness phase may take to finish.
+    pub liveness_time_max: Duration,
+    /// Events pending at once.
+    pub queue_len_max: usize,
+    /// Trace entries kept for the failure report.
+    pub trace_len_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            events_max: 5_000_000,
+            safety_time_max: Duration::from_secs(30),
+            liveness_time_max: Duration::from_secs(60),
+            queue_len_max: 1 << 20,
+            trace_len_max: 400,
+        }
+    }
+}
+
+/// Everything that determines a run.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The seed.
+    pub seed: u64,
+    /// Servers.
+    pub servers: u32,
+    /// Workers.
+    pub workers: u32,
+    /// Protocol timings.
+    pub timing: Timing,
+    /// What barriers do when a member dies.
+    pub barrier_policy: BarrierPolicy,
+    /// Faults to inject.
+    pub plan: FaultPlan,
+    /// What the workers do.
+    pub workload: Workload,
+    /// Caps.
+    pub limits: Limits,
+    /// Print every trace entry as it happens.
+    pub trace_all: bool,
+    /// Keep every node event, for scenario tests to inspect.
+    pub record_events: bool,
+    /// The swarm options the run came from; `None` for hand-written setups
+    /// (they have no one-line replay).
+    pub swarm: Option<SwarmOptions>,
+    /// Whether a failed request or barrier is itself a failure: meant for
+    /// runs without faults, where nothing should ever fail.
+    pub strict: bool,
+}
+
+impl Setup {
+    /// The run `seed` stands for under `options`: cluster shape, fault plan
+    /// and scripts all drawn from the seed.
+    pub fn swarm(seed: u64, options: SwarmOptions) -> Self {
+        let mut shape = Rng::new(Rng::derive_seed(seed, stream::SHAPE));
+        let (servers, workers) = if options.lite {
+            (1 + shape.below(2) as u32, 1 + shape.below(2) as u32)
+        } else {
+            (1 + shape.below(4) as u32, 1 + shape.below(4) as u32)
+        };
+        let barrier_policy = if shape.chance(0.25) {
+            BarrierPolicy::WaitForRecovery { timeout: Duration::from_millis(100 + shape.below(2900)) }
+        } else {
+            BarrierPolicy::FailOnDeath
+        };
+        let plan = FaultPlan::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::PLAN)), options.faults);
+        let ranges = ServerRanges::equal(servers);
+        let workload =
+            Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
+        let strict = options.strict && plan.classes == FaultClasses::NONE;
+        Self {
+            seed,
+            servers,
+            workers,
+            timing: Timing::default(),
+            barrier_policy,
+            plan,
+            workload,
+            limits: Limits::default(),
+            trace_all: false,
+            record_events: false,
+            strict,
+            swarm: Some(options),
+        }
+    }
+
+    /// A calm cluster whose workers do nothing on their own: the starting
+    /// point of scenario tests, which then drive it by hand.
+    pub fn scenario(seed: u64, servers: u32, workers: u32) -> Self {
+        let ranges = ServerRanges::equal(servers);
+        let keys = crate::workload::boundary_keys(&mut Rng::new(seed), &ranges);
+        Self {
+            seed,
+            servers,
+            workers,
+            timing: Timing::default(),
+            barrier_policy: BarrierPolicy::FailOnDeath,
+            plan: FaultPlan::calm(),
+            workload: Workload { keys, apps: 1, scripts: vec![Script::idle(); workers as usize] },
+            limits: Limits::default(),
+            trace_all: false,
+            record_events: true,
+            swarm: None,
+            strict: false,
+        }
+    }
+
+    /// The run's parameters, printed before it starts.
+    pub fn describe(&self) -> String {
+        let ops: Vec<usize> = self.workload.scripts.iter().map(|s| s.ops.len()).collect();
+        format!(
+            "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers\n  \
+             timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}\n  \
+             workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
+            self.seed,
+            self.servers,
+            self.workers,
+            self.timing.heartbeat_interval,
+            self.timing.heartbeat_timeout,
+            self.timing.request_timeout,
+            self.barrier_policy,
+            self.workload.keys.len(),
+            self.workload.apps,
+            self.plan
+        )
+    }
+}

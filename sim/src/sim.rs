@@ -1,0 +1,776 @@
+//! The simulator: virtual time, the event loop, and driving the nodes.
+//!
+//! One [`Sim`] is one run of one seed. It pops the earliest event, sets the
+//! clock to it, applies it (a frame arrives, a timer fires, a fault
+//! strikes, a worker issues its next operation), drains the node it
+//! touched by the core's contract (transmits, events, then the next
+//! timeout) and lets the checker look at the result. Phase one ("safety")
+//! runs the workers' scripts under faults; phase two ("liveness") heals
+//! everything and demands that the cluster finishes. Nothing in here reads
+//! a clock, a thread or a hash order: one seed is one run.
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use pslite_core::{
+    BarrierPolicy, Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role,
+    ServerRanges, ServerRequest, SimpleRequest, Transmit,
+};
+
+use crate::checker::{Bounds, Check, Checker, Completion, RequestKey, StoreId, Violation};
+use crate::cluster::{addr, base_config, Clock, SimNode, SCHEDULER_SLOT};
+use crate::faults::FaultClass;
+use crate::injector::FaultStreams;
+use crate::network::Network;
+use crate::queue::{Delivery, EventQueue, FaultAction, SimEvent, Slot};
+use crate::replay::{reproduce_command, Failure, FailureKind, Outcome, RunStats};
+use crate::setup::{stream, Setup};
+use crate::trace::{Dropped, Entry, Note, Trace, What};
+use crate::worker::WorkerRun;
+
+/// Which phase the run is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunPhase {
+    /// Faults on, scripts running, invariants checked.
+    Safety,
+    /// Faults healed since the instant; the cluster must finish.
+    Liveness(Instant),
+}
+
+/// One simulated run.
+#[derive(Debug)]
+pub struct Sim {
+    pub(crate) setup: Setup,
+    pub(crate) now: Instant,
+    pub(crate) events: u64,
+    pub(crate) queue: EventQueue,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) net: Network,
+    pub(crate) fault_rngs: FaultStreams,
+    handler_rng: Rng,
+    pub(crate) workers: Vec<WorkerRun>,
+    pub(crate) checker: Checker,
+    pub(crate) trace: Trace,
+    pub(crate) phase: RunPhase,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) ranges: ServerRanges,
+    node_seed: u64,
+    /// Node events as they happened, when the setup asks for them.
+    log: Vec<(Slot, Instant, Event)>,
+    pub(crate) last_node_fault: Option<Instant>,
+    pub(crate) partition_quiet_until: Instant,
+    pub(crate) finalize_started: bool,
+    /// Since when the cluster has been whole, in the liveness phase.
+    pub(crate) whole_since: Option<Instant>,
+    stats: RunStats,
+    /// Per slot: the instant of the last timer fire and how many fired at it
+    /// (a timer that fires without moving on is a core bug, not a livelock
+    /// to wait out).
+    timer_spin: Vec<(Instant, u32)>,
+}
+
+/// Timer fires of one node at one instant before it counts as spinning.
+const TIMER_SPIN_MAX: u32 = 1000;
+/// Rounds of one drain before it counts as a loop.
+const DRAIN_ROUNDS_MAX: u32 = 10_000;
+/// Longest random start delay of a node at the beginning of a run.
+const START_SPREAD_MAX: Duration = Duration::from_millis(50);
+
+impl Sim {
+    /// Builds the cluster; processes start within the first milliseconds.
+    pub fn new(setup: Setup) -> Self {
+        let seed = setup.seed;
+        let config = base_config(setup.servers, setup.workers, setup.timing, setup.barrier_policy);
+        let ranges = config.server_ranges();
+        let mut clocks = Rng::new(Rng::derive_seed(seed, stream::CLOCKS));
+        let drift = setup.plan.classes.contains(FaultClass::ClockDrift);
+        let mut roles = vec![Role::Scheduler];
+        roles.extend(std::iter::repeat_n(Role::Server, setup.servers as usize));
+        roles.extend(std::iter::repeat_n(Role::Worker, setup.workers as usize));
+        let nodes: Vec<SimNode> = roles
+            .iter()
+            .enumerate()
+            .map(|(slot, &role)| {
+                let clock = if drift { random_clock(&mut clocks, &setup.plan) } else { Clock::EXACT };
+                SimNode::new(role, config.for_role(role, addr(slot)), clock)
+            })
+            .collect();
+        let workers: Vec<WorkerRun> = (0..)
+            .zip(setup.workload.scripts.iter().cloned())
+            .map(|(rank, script)| WorkerRun::new(script, Rng::derive_seed(seed, stream::THINK + rank)))
+            .collect();
+        assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
+        let bounds = bounds_for(&setup);
+        let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
+        let mut sim = Self {
+            now: Instant::ZERO,
+            events: 0,
+            queue: EventQueue::new(setup.limits.queue_len_max),
+            net: Network::new(nodes.len(), Rng::derive_seed(seed, stream::NETWORK), &setup.plan),
+            nodes,
+            fault_rngs: FaultStreams::new(Rng::derive_seed(seed, stream::FAULTS)),
+            handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
+            workers,
+            checker,
+            trace: Trace::new(setup.limits.trace_len_max, setup.trace_all),
+            phase: RunPhase::Safety,
+            failure: None,
+            ranges,
+            node_seed: Rng::derive_seed(seed, stream::NODES),
+            log: Vec::new(),
+            last_node_fault: None,
+            partition_quiet_until: Instant::ZERO,
+            finalize_started: false,
+            whole_since: None,
+            stats: RunStats::default(),
+            timer_spin: Vec::new(),
+            setup,
+        };
+        sim.timer_spin = vec![(Instant::FAR_FUTURE, 0); sim.nodes.len()];
+        let mut starts = Rng::new(Rng::derive_seed(seed, stream::STARTS));
+        for slot in 0..sim.nodes.len() {
+            let at =
+                if slot == SCHEDULER_SLOT { Instant::ZERO } else { Instant::ZERO + starts.jitter(START_SPREAD_MAX) };
+            sim.queue.push(at, SimEvent::Fault(FaultAction::Restart(slot)));
+        }
+        if sim.injects_faults() {
+            sim.queue.push(Instant::ZERO + sim.setup.plan.fault_tick_interval, SimEvent::FaultTick);
+        }
+        sim
+    }
+
+    /// Runs both phases to the end and reports.
+    pub fn run(&mut self) -> Outcome {
+        let result = catch_unwind(AssertUnwindSafe(|| self.run_phases()));
+        if let Err(payload) = result {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            self.fail(FailureKind::Panic, format!("panic: {message}"));
+        }
+        self.outcome()
+    }
+
+    fn run_phases(&mut self) {
+        while self.failure.is_none() {
+            match self.phase {
+                RunPhase::Safety => {
+                    let time_up = self.now >= Instant::ZERO + self.setup.limits.safety_time_max;
+                    if time_up || self.scripts_done() {
+                        self.transition_to_liveness();
+                        continue;
+                    }
+                }
+                RunPhase::Liveness(since) => {
+                    self.supervise();
+                    let Some(reason) = self.pending() else {
+                        return;
+                    };
+                    if self.now >= since + self.setup.limits.liveness_time_max {
+                        self.fail(FailureKind::Liveness, format!("not finished after the faults healed: {reason}"));
+                        return;
+                    }
+                    if self.queue.is_empty() {
+                        self.fail(FailureKind::Liveness, format!("nothing left to happen: {reason}"));
+                        return;
+                    }
+                }
+            }
+            if self.events >= self.setup.limits.events_max {
+                let reason = self.pending().unwrap_or_else(|| "no reason pending".to_owned());
+                self.fail(
+                    FailureKind::Liveness,
+                    format!("events_max {} reached: {reason}", self.setup.limits.events_max),
+                );
+                return;
+            }
+            if !self.step() && self.phase == RunPhase::Safety {
+                // Nothing left to happen (every node stopped): only the
+                // liveness phase can tell whether that is the end.
+                self.transition_to_liveness();
+            }
+        }
+    }
+
+    /// Processes the next event; false when none is left.
+    pub fn step(&mut self) -> bool {
+        let Some((at, event)) = self.queue.pop() else {
+            return false;
+        };
+        assert!(at >= self.now, "time runs forward: {at:?} < {:?}", self.now);
+        self.now = at;
+        self.events += 1;
+        self.apply(event);
+        self.check_cluster();
+        true
+    }
+
+    /// Steps until `done` holds or `duration` of virtual time has passed;
+    /// whether `done` held. Stops early on a failure.
+    pub fn run_until(&mut self, duration: Duration, mut done: impl FnMut(&Self) -> bool) -> bool {
+        let end = self.now + duration;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.failure.is_some() || self.queue.peek_time().is_none_or(|t| t > end) {
+                return false;
+            }
+            self.step();
+        }
+    }
+
+    /// Steps through `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        self.run_until(duration, |_| false);
+        self.now = self.now.max(end);
+    }
+
+    // ----- getters for tests and reports -----
+
+    /// Virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The run's setup.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// The node running in `slot`, if any.
+    pub fn node(&self, slot: Slot) -> Option<&Node> {
+        self.nodes[slot].process.as_ref().map(|p| &p.node)
+    }
+
+    /// The slot of server `rank` (ranks as configured, before any restart).
+    pub fn server_slot(&self, rank: u32) -> Slot {
+        assert!(rank < self.setup.servers);
+        1 + rank as Slot
+    }
+
+    /// The slot of worker `rank`.
+    pub fn worker_slot(&self, rank: u32) -> Slot {
+        assert!(rank < self.setup.workers);
+        1 + self.setup.servers as Slot + rank as Slot
+    }
+
+    /// Node events of `slot` so far (with `record_events`).
+    pub fn events_of(&self, slot: Slot) -> impl Iterator<Item = (Instant, &Event)> {
+        self.log.iter().filter(move |(s, _, _)| *s == slot).map(|(_, at, e)| (*at, e))
+    }
+
+    /// Simulator events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The trace's fingerprint so far.
+    pub fn fingerprint(&self) -> u64 {
+        self.trace.fingerprint()
+    }
+
+    /// Whether every registered node is ready and agrees with the
+    /// scheduler's table.
+    pub fn cluster_ready(&self) -> bool {
+        self.cluster_whole()
+    }
+
+    // ----- the event loop -----
+
+    fn apply(&mut self, event: SimEvent) {
+        if let Some(slot) = event.slot() {
+            if self.nodes[slot].paused_until.is_some() && self.nodes[slot].process.is_some() {
+                if let SimEvent::Deliver(d) = &event {
+                    self.record(Some(slot), deliver_what(d, Some(Dropped::Held)), None);
+                }
+                self.nodes[slot].hold(event);
+                return;
+            }
+        }
+        match event {
+            SimEvent::Deliver(delivery) => self.deliver(delivery),
+            SimEvent::NodeTimer { slot, generation } => self.fire_timer(slot, generation),
+            SimEvent::HandlerDone { slot, life, request } => {
+                if self.nodes[slot].life() == Some(life) {
+                    self.answer_kv(slot, *request, true);
+                    self.drain(slot);
+                }
+            }
+            SimEvent::WorkloadStep { slot, generation } => self.workload_step(slot, generation),
+            SimEvent::FaultTick => self.fault_tick(),
+            SimEvent::Fault(action) => self.fault_action(action),
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let dropped = if let Err(why) = self.net.arrival_check(d.from, d.to, d.link_epoch) {
+            Some(why)
+        } else {
+            match self.nodes[d.to].life() {
+                None => Some(Dropped::Crashed),
+                Some(life) if life != d.to_life => Some(Dropped::Restarted),
+                Some(_) => None,
+            }
+        };
+        self.record(Some(d.to), deliver_what(&d, dropped), Some(&d.bytes));
+        if dropped.is_some() {
+            return;
+        }
+        let now = self.node_now(d.to);
+        let process = self.nodes[d.to].process.as_mut().expect("checked above");
+        if let Err(error) = process.node.handle_frame(now, d.bytes) {
+            self.fail(FailureKind::Correctness, format!("codec: a frame from slot {} did not decode: {error}", d.from));
+            return;
+        }
+        self.drain(d.to);
+    }
+
+    fn fire_timer(&mut self, slot: Slot, generation: u64) {
+        if self.nodes[slot].timer_generation != generation || self.nodes[slot].process.is_none() {
+            return;
+        }
+        self.nodes[slot].timer_at = None;
+        let spin = &mut self.timer_spin[slot];
+        if spin.0 == self.now {
+            spin.1 += 1;
+            if spin.1 > TIMER_SPIN_MAX {
+                self.fail(
+                    FailureKind::Liveness,
+                    format!("timers: slot {slot} fired {TIMER_SPIN_MAX} times at one instant without moving on"),
+                );
+                return;
+            }
+        } else {
+            *spin = (self.now, 1);
+        }
+        let now = self.node_now(slot);
+        self.record(Some(slot), What::Timer, None);
+        let process = self.nodes[slot].process.as_mut().expect("checked above");
+        process.node.handle_timeout(now);
+        self.drain(slot);
+    }
+
+    /// Drains `slot` by the core's contract: transmits and events until
+    /// both are empty (handling an event may produce more), then the next
+    /// timeout.
+    pub(crate) fn drain(&mut self, slot: Slot) {
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            let Some(process) = self.nodes[slot].process.as_mut() else {
+                return;
+            };
+            let transmits: Vec<Transmit> = std::iter::from_fn(|| process.node.poll_transmit()).collect();
+            let events: Vec<Event> = std::iter::from_fn(|| process.node.poll_event()).collect();
+            if transmits.is_empty() && events.is_empty() {
+                self.schedule_timer(slot);
+                self.check_node(slot);
+                return;
+            }
+            for transmit in transmits {
+                self.transmit(slot, transmit);
+            }
+            for event in events {
+                self.on_node_event(slot, event);
+                if self.failure.is_some() {
+                    return;
+                }
+            }
+        }
+        panic!("slot {slot} did not drain in {DRAIN_ROUNDS_MAX} rounds");
+    }
+
+    fn schedule_timer(&mut self, slot: Slot) {
+        let sim_node = &mut self.nodes[slot];
+        let Some(process) = sim_node.process.as_ref() else {
+            return;
+        };
+        let next = process.node.poll_timeout().map(|local| sim_node.clock.to_global(local).max(self.now));
+        if next == sim_node.timer_at {
+            return;
+        }
+        sim_node.timer_generation += 1;
+        sim_node.timer_at = next;
+        if let Some(at) = next {
+            let generation = sim_node.timer_generation;
+            self.queue.push(at, SimEvent::NodeTimer { slot, generation });
+        }
+    }
+
+    fn transmit(&mut self, from: Slot, transmit: Transmit) {
+        let bytes = transmit.frame.to_bytes();
+        let Some(to) = self.slot_of(transmit.addr) else {
+            panic!("slot {from} sent to {}, which is no node's address", transmit.addr);
+        };
+        let to_life = self.nodes[to].life().unwrap_or(u32::MAX);
+        match self.net.send(self.now, from, to) {
+            Ok(arrival) => {
+                if let Some(at) = arrival.duplicate_at {
+                    let copy = Delivery {
+                        from,
+                        to,
+                        to_life,
+                        link_epoch: arrival.link_epoch,
+                        bytes: bytes.clone(),
+                        duplicate: true,
+                    };
+                    self.queue.push(at, SimEvent::Deliver(copy));
+                }
+                let delivery = Delivery { from, to, to_life, link_epoch: arrival.link_epoch, bytes, duplicate: false };
+                self.queue.push(arrival.at, SimEvent::Deliver(delivery));
+            }
+            Err(why) => {
+                let header = header_of(&bytes);
+                self.record(Some(from), What::SendDropped { to, header, why }, None);
+            }
+        }
+    }
+
+    fn on_node_event(&mut self, slot: Slot, event: Event) {
+        if self.setup.record_events {
+            self.log.push((slot, self.now, event.clone()));
+        }
+        match event {
+            Event::Registered { id, incarnation, .. } => {
+                self.record(Some(slot), What::Node(Note::Registered(id, incarnation)), None);
+                let process = self.nodes[slot].process.as_mut().expect("events come from a running process");
+                process.identity = Some((id, incarnation));
+            }
+            Event::ClusterReady => {
+                self.record(Some(slot), What::Node(Note::ClusterReady), None);
+                if self.nodes[slot].role == Role::Worker {
+                    self.schedule_step(slot, Duration::ZERO);
+                }
+            }
+            Event::ServerRequest(request) => {
+                let note = Note::ServerRequest { from: request.id.from, ts: request.id.ts.0, op: op_name(&request) };
+                self.record(Some(slot), What::Node(note), None);
+                let p = self.setup.plan.slow_handle_probability;
+                if p > 0.0 && self.handler_rng.chance(p) {
+                    let delay =
+                        Duration::from_micros(1) + self.handler_rng.jitter(self.setup.plan.slow_handle_delay_max);
+                    let life = self.nodes[slot].life().expect("running");
+                    let event = SimEvent::HandlerDone { slot, life, request: Box::new(request) };
+                    self.queue.push(self.now + delay, event);
+                } else {
+                    self.answer_kv(slot, request, false);
+                }
+            }
+            Event::SimpleRequest(request) => self.answer_simple(slot, request),
+            Event::NodeDead { id, incarnation } => {
+                self.record(Some(slot), What::Node(Note::NodeDead(id, incarnation)), None);
+                if slot == SCHEDULER_SLOT {
+                    self.checker.node_declared_dead(self.now, id, incarnation);
+                }
+            }
+            Event::NodeRecovered { id, incarnation } => {
+                self.record(Some(slot), What::Node(Note::NodeRecovered(id, incarnation)), None);
+                if slot == SCHEDULER_SLOT {
+                    self.checker.node_recovered(self.now, id, incarnation);
+                }
+            }
+            Event::Terminated => self.record(Some(slot), What::Node(Note::Terminated), None),
+            Event::BarrierReleased(ticket) => self.barrier_ended(slot, ticket, None),
+            Event::BarrierFailed(ticket, error) => self.barrier_ended(slot, ticket, Some(error)),
+            Event::RequestDone { customer, ts } => {
+                self.record(Some(slot), What::Node(Note::Done { app: customer.app, ts: ts.0 }), None);
+                self.request_ended(slot, customer, ts, Ended::Done);
+            }
+            Event::PullDone { customer, ts, keys, values, lens } => {
+                self.record(Some(slot), What::Node(Note::Done { app: customer.app, ts: ts.0 }), None);
+                let keys = keys.to_vec();
+                let Some(values) = values.to_vec::<f32>().filter(|v| v.len() == keys.len() && lens.is_none()) else {
+                    let what = format!("pulls: worker slot {slot} ts {} got values that are not one f32 per key", ts.0);
+                    self.fail(FailureKind::Correctness, what);
+                    return;
+                };
+                self.request_ended(slot, customer, ts, Ended::Pulled(keys, values));
+            }
+            Event::SimpleDone { customer, ts, replies } => {
+                self.record(Some(slot), What::Node(Note::Done { app: customer.app, ts: ts.0 }), None);
+                self.request_ended(slot, customer, ts, Ended::Simple(replies));
+            }
+            Event::RequestFailed { customer, ts, error } => {
+                let note = Note::Failed { app: customer.app, ts: ts.0, error: error.clone() };
+                self.record(Some(slot), What::Node(note), None);
+                if self.setup.strict {
+                    let what = format!(
+                        "strict: slot {slot} request app {} ts {} failed without a fault: {error}",
+                        customer.app, ts.0
+                    );
+                    self.fail(FailureKind::Correctness, what);
+                }
+                self.request_ended(slot, customer, ts, Ended::Failed(error));
+            }
+        }
+    }
+
+    /// Runs the server handle on `request` and answers it.
+    fn answer_kv(&mut self, slot: Slot, request: ServerRequest, delayed: bool) {
+        let now = self.node_now(slot);
+        let process = self.nodes[slot].process.as_mut().expect("running");
+        let store_id = StoreId { slot, life: process.life };
+        let (server, _) = process.identity.expect("servers get requests only once registered");
+        let app = request.id.customer.app;
+        let store = process.stores.entry(app).or_default();
+        let response = store.handle(&request);
+        let key = RequestKey::from(request.id);
+        let mut check: Check = Ok(());
+        if matches!(response, Response::Ok { .. }) {
+            if request.op.pushes() {
+                let values = request.values.to_vec::<f32>().unwrap_or_default();
+                check = self.checker.push_applied(store_id, server, key, &request.keys.to_vec(), &values);
+            }
+            if check.is_ok() && request.op.pulls() {
+                check = self.checker.pull_served(store_id, server, key);
+            }
+        }
+        if check.is_ok() {
+            check = self.checker.check_store(store_id, app, store, &self.setup.workload.keys);
+        }
+        let answered = process.node.respond(now, request.id, response);
+        let note = Note::Answered { from: request.id.from, ts: request.id.ts.0, delayed };
+        self.record(Some(slot), What::Node(note), None);
+        if let Err(error) = answered {
+            // The requester died or was replaced while a slow handle ran:
+            // the core forgot the request, as it should.
+            self.record(Some(slot), What::Node(Note::Rejected { op: "respond", error }), None);
+        }
+        self.report(check);
+    }
+
+    /// Every node echoes SimpleApp requests: same head, same body.
+    fn answer_simple(&mut self, slot: Slot, request: SimpleRequest) {
+        self.record(Some(slot), What::Node(Note::SimpleRequest { from: request.id.from, ts: request.id.ts.0 }), None);
+        let now = self.node_now(slot);
+        let process = self.nodes[slot].process.as_mut().expect("running");
+        let id = process.node.id();
+        self.checker.request_answered(RequestKey::from(request.id), id);
+        if let Err(error) = process.node.simple_respond(now, request.id, request.head, request.body) {
+            self.fail(FailureKind::Correctness, format!("simple: slot {slot} could not answer a request: {error}"));
+        }
+    }
+
+    // ----- checks -----
+
+    /// Per-node checks, after the node drained.
+    fn check_node(&mut self, slot: Slot) {
+        let Some(process) = self.nodes[slot].process.as_mut() else {
+            return;
+        };
+        let node = &process.node;
+        let id = node.id();
+        if node.stats().decode_errors > 0 {
+            let what =
+                format!("codec: node {id} (slot {slot}) failed to decode {} honest frames", node.stats().decode_errors);
+            self.fail(FailureKind::Correctness, what);
+            return;
+        }
+        let mut check = self.checker.check_ranges(id, node.server_ranges());
+        let epoch = node.membership().epoch();
+        if check.is_ok() && epoch != process.epoch_checked && epoch > 0 {
+            process.epoch_checked = epoch;
+            let entries: Vec<_> = node.membership().iter().copied().collect();
+            check = self.checker.check_table(id, epoch, entries);
+        }
+        self.report(check);
+    }
+
+    /// Cluster-wide checks, after every event.
+    fn check_cluster(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        let mut live: Vec<(NodeId, Incarnation)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref())
+            .filter(|p| p.node.phase() != Phase::Terminated)
+            .filter_map(|p| p.identity)
+            .collect();
+        let check = self.checker.check_identities(&mut live).and_then(|()| self.checker.check_deadlines(self.now));
+        self.report(check);
+    }
+
+    pub(crate) fn report(&mut self, check: Check) {
+        if let Err(Violation { what }) = check {
+            self.fail(FailureKind::Correctness, what);
+        }
+    }
+
+    pub(crate) fn fail(&mut self, kind: FailureKind, what: String) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure { kind, what, at: self.now, event: self.events });
+        }
+    }
+
+    // ----- helpers -----
+
+    /// The time `slot`'s node reads now.
+    pub(crate) fn node_now(&self, slot: Slot) -> Instant {
+        self.nodes[slot].clock.to_node(self.now)
+    }
+
+    pub(crate) fn record(&mut self, slot: Option<Slot>, what: What, frame: Option<&[u8]>) {
+        self.count(slot, &what);
+        let entry = Entry { event: self.events, at: self.now, slot, what };
+        self.trace.record(entry, frame);
+    }
+
+    fn count(&mut self, slot: Option<Slot>, what: &What) {
+        let stats = &mut self.stats;
+        match what {
+            What::Crash => stats.crashes += 1,
+            What::Restart if self.nodes[slot.expect("restarts name a slot")].lives > 1 => stats.restarts += 1,
+            What::Pause { .. } => stats.pauses += 1,
+            What::Partition { .. } => stats.partitions += 1,
+            What::Clog { .. } => stats.clogs += 1,
+            What::Reset { .. } => stats.resets += 1,
+            What::Deliver { dropped: None, .. } => stats.frames_delivered += 1,
+            What::Deliver { dropped: Some(Dropped::Held), .. } => {}
+            What::Deliver { .. } | What::SendDropped { .. } => stats.frames_dropped += 1,
+            What::Node(Note::Issued { .. }) => stats.requests_issued += 1,
+            What::Node(Note::Done { .. }) => stats.requests_done += 1,
+            What::Node(Note::Failed { .. }) => stats.requests_failed += 1,
+            What::Node(Note::BarrierReleased { .. }) => stats.barriers_released += 1,
+            What::Node(Note::BarrierFailed { .. }) => stats.barriers_failed += 1,
+            What::Node(Note::NodeDead(..)) if slot == Some(SCHEDULER_SLOT) => stats.deaths_declared += 1,
+            _ => {}
+        }
+    }
+
+    /// Starts a fresh process in `slot` with a seed of its own.
+    pub(crate) fn start_process(&mut self, slot: Slot) {
+        if self.nodes[slot].process.is_some() {
+            return;
+        }
+        let life = self.nodes[slot].lives;
+        let seed = Rng::derive_seed(self.node_seed, ((slot as u64) << 32) | u64::from(life));
+        self.nodes[slot].start(seed, self.now);
+        self.record(Some(slot), What::Restart, None);
+        self.drain(slot);
+    }
+
+    fn slot_of(&self, target: SocketAddr) -> Option<Slot> {
+        let SocketAddr::V4(v4) = target else {
+            return None;
+        };
+        let [_, _, high, low] = v4.ip().octets();
+        let slot = usize::from(high) * 250 + usize::from(low).checked_sub(1)?;
+        (slot < self.nodes.len() && addr(slot) == target).then_some(slot)
+    }
+
+    fn outcome(&self) -> Outcome {
+        let mut context = String::new();
+        if self.failure.is_some() {
+            context.push_str(&self.setup.describe());
+            context.push('\n');
+            if !self.setup.trace_all {
+                context.push_str(&format!("last {} trace entries:\n", self.trace.last().count()));
+                for entry in self.trace.last() {
+                    context.push_str(&format!("{entry}\n"));
+                }
+            }
+            if let Some(reason) = self.pending() {
+                context.push_str(&format!("pending: {reason}\n"));
+            }
+        }
+        let reproduce = match self.setup.swarm {
+            Some(options) => reproduce_command(self.setup.seed, options),
+            None => format!("rerun this hand-written setup (seed {:#018x})", self.setup.seed),
+        };
+        Outcome {
+            seed: self.setup.seed,
+            failure: self.failure.clone(),
+            fingerprint: self.trace.fingerprint(),
+            events: self.events,
+            virtual_time: self.now,
+            stats: self.stats,
+            context,
+            reproduce,
+        }
+    }
+}
+
+/// The checker's time limits for `setup`.
+fn bounds_for(setup: &Setup) -> Bounds {
+    let timing = setup.timing;
+    // A node's own timers run at its clock's rate: a thousandth covers any
+    // drift the swarm draws (at most a few hundred parts per million).
+    let drift_slack = timing.request_timeout / 1000;
+    let slack = Duration::from_millis(2);
+    Bounds {
+        request: timing.request_timeout + drift_slack + slack,
+        // Detection (the last heartbeat may arrive one delay after the
+        // crash, then heartbeat_timeout, then up to one scan interval), and
+        // one more delay for the table that announces it.
+        crash: timing.heartbeat_timeout + timing.heartbeat_interval + 2 * setup.plan.delay_max() + slack,
+        crash_checked: !setup.plan.loses_frames(),
+        barrier_recovery: match setup.barrier_policy {
+            BarrierPolicy::FailOnDeath => None,
+            BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
+        },
+        lost_scan: timing.heartbeat_interval + slack,
+        lost_after: timing.heartbeat_timeout + 2 * timing.heartbeat_interval + slack,
+        scheduler_slot: SCHEDULER_SLOT,
+    }
+}
+
+/// A clock with an offset and a rate error within the plan's limits.
+fn random_clock(rng: &mut Rng, plan: &crate::faults::FaultPlan) -> Clock {
+    let ppm = i64::from(plan.clock_drift_ppm_max);
+    Clock { offset: rng.jitter(plan.clock_offset_max), drift_ppm: (rng.below(2 * ppm as u64 + 1) as i64 - ppm) as i32 }
+}
+
+/// How a worker's request ended, as the sim hands it to the worker logic.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    Done,
+    Pulled(Vec<u64>, Vec<f32>),
+    Simple(Vec<pslite_core::SimpleReply>),
+    Failed(pslite_core::RequestError),
+}
+
+impl Ended {
+    pub(crate) fn completion(&self) -> Completion<'_> {
+        match self {
+            Self::Done => Completion::Done,
+            Self::Pulled(keys, values) => Completion::Pulled { keys, values },
+            Self::Simple(_) => Completion::SimpleDone,
+            Self::Failed(error) => Completion::Failed(error),
+        }
+    }
+}
+
+fn op_name(request: &ServerRequest) -> &'static str {
+    match request.op {
+        pslite_core::KvOp::Push => "push",
+        pslite_core::KvOp::Pull => "pull",
+        pslite_core::KvOp::PushPull => "push_pull",
+    }
+}
+
+fn header_of(bytes: &Bytes) -> [u8; pslite_core::wire::HEADER_LEN] {
+    let mut header = [0u8; pslite_core::wire::HEADER_LEN];
+    let n = bytes.len().min(header.len());
+    header[..n].copy_from_slice(&bytes[..n]);
+    header
+}
+
+fn deliver_what(d: &Delivery, dropped: Option<Dropped>) -> What {
+    What::Deliver {
+        from: d.from,
+        header: header_of(&d.bytes),
+        len: d.bytes.len() as u32,
+        dropped,
+        duplicate: d.duplicate,
+    }
+}

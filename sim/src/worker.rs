@@ -1,0 +1,317 @@
+//! A worker running its script: issuing operations, waiting for them, and
+//! telling the checker about each.
+//!
+//! The script belongs to the slot, not the process: a worker that crashes
+//! and restarts goes on from where its predecessor stopped, as a restarted
+//! training job would, and whatever the predecessor had in flight is lost
+//! (its fate unknown to everyone, which the checker allows for).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use pslite_core::{
+    BarrierTicket, CustomerId, DType, Duration, Group, Instant, Keys, NodeId, Phase, RequestError, Rng, Target,
+    Timestamp, Values,
+};
+
+use crate::checker::{Issued, RequestKey};
+use crate::queue::{SimEvent, Slot};
+use crate::replay::FailureKind;
+use crate::sim::{Ended, Sim};
+use crate::trace::{Note, What};
+use crate::workload::{owners, Op, Script, SimpleTarget};
+
+/// The application id of SimpleApp requests, apart from the KV apps.
+pub const SIMPLE_APP: u32 = 100;
+
+/// A request in flight, with what its answer must look like.
+#[derive(Clone, Debug)]
+pub(crate) enum Outstanding {
+    Kv,
+    Simple { head: i32, body: Bytes, targets: Vec<NodeId> },
+}
+
+/// One worker slot's progress through its script.
+#[derive(Debug)]
+pub(crate) struct WorkerRun {
+    pub(crate) script: Script,
+    /// Index of the next operation.
+    pub(crate) next: usize,
+    pub(crate) outstanding: BTreeMap<(CustomerId, Timestamp), Outstanding>,
+    pub(crate) barrier: Option<BarrierTicket>,
+    step_generation: u64,
+    step_at: Option<Instant>,
+    /// No operation is issued before this: the worker is thinking.
+    think_until: Instant,
+    rng: Rng,
+}
+
+impl WorkerRun {
+    pub(crate) fn new(script: Script, seed: u64) -> Self {
+        Self {
+            script,
+            next: 0,
+            outstanding: BTreeMap::new(),
+            barrier: None,
+            step_generation: 0,
+            step_at: None,
+            think_until: Instant::ZERO,
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Whether every operation was issued and has ended.
+    pub(crate) fn done(&self) -> bool {
+        self.next == self.script.ops.len() && self.outstanding.is_empty() && self.barrier.is_none()
+    }
+
+    /// Forgets what the crashed process had in flight.
+    pub(crate) fn process_lost(&mut self) {
+        self.outstanding.clear();
+        self.barrier = None;
+        self.step_generation += 1;
+        self.step_at = None;
+    }
+}
+
+impl Sim {
+    pub(crate) fn worker_index(&self, slot: Slot) -> usize {
+        let first = 1 + self.setup.servers as usize;
+        assert!(slot >= first && slot < first + self.workers.len(), "slot {slot} is no worker");
+        slot - first
+    }
+
+    /// Runs the worker's script in `slot` after `delay` (and not while it
+    /// thinks), unless a step is already due sooner.
+    pub(crate) fn schedule_step(&mut self, slot: Slot, delay: Duration) {
+        let index = self.worker_index(slot);
+        let run = &mut self.workers[index];
+        let at = (self.now + delay).max(run.think_until);
+        if run.step_at.is_some_and(|due| due <= at) {
+            return;
+        }
+        run.step_generation += 1;
+        run.step_at = Some(at);
+        let generation = run.step_generation;
+        self.queue.push(at, SimEvent::WorkloadStep { slot, generation });
+    }
+
+    /// Issues the script's next operations, as far as the window and
+    /// barriers allow.
+    pub(crate) fn workload_step(&mut self, slot: Slot, generation: u64) {
+        let index = self.worker_index(slot);
+        if self.workers[index].step_generation != generation {
+            return;
+        }
+        self.workers[index].step_at = None;
+        let ready = self.nodes[slot]
+            .process
+            .as_ref()
+            .is_some_and(|p| p.node.phase() == Phase::Ready && p.identity.is_some() && !p.finalize_called);
+        if !ready {
+            return;
+        }
+        let window = self.workers[index].script.window;
+        loop {
+            let run = &self.workers[index];
+            if run.barrier.is_some() || run.next == run.script.ops.len() {
+                return;
+            }
+            let op = run.script.ops[run.next].clone();
+            if op == Op::Barrier {
+                if run.outstanding.is_empty() {
+                    self.workers[index].next += 1;
+                    // A refused barrier (the node is shutting down) is
+                    // part of the run: the script moves on.
+                    let _ = self.enter_barrier(slot);
+                }
+                return;
+            }
+            if run.outstanding.len() >= window {
+                return;
+            }
+            self.workers[index].next += 1;
+            // A refused operation (a target known dead, the scheduler
+            // lost) is part of the run: the script moves on.
+            let _ = self.issue(slot, &op);
+            if self.failure.is_some() {
+                return;
+            }
+            let run = &mut self.workers[index];
+            let think = run.rng.jitter(run.script.think_max);
+            if !think.is_zero() {
+                run.think_until = self.now + think;
+                self.schedule_step(slot, think);
+                return;
+            }
+        }
+    }
+
+    /// Issues `op` from the worker in `slot` and tells the checker.
+    /// Scenario tests call this directly.
+    pub fn issue(&mut self, slot: Slot, op: &Op) -> Result<(CustomerId, Timestamp), RequestError> {
+        let index = self.worker_index(slot);
+        let now = self.node_now(slot);
+        let ranges = self.ranges.clone();
+        let process = self.nodes[slot].process.as_mut().ok_or(RequestError::Terminated)?;
+        let (id, incarnation) = process.identity.ok_or(RequestError::ApiMisuse(pslite_core::ApiMisuse::NotReady))?;
+        let node = &mut process.node;
+        let (name, customer, result, issued, targets, outstanding) = match op {
+            Op::Push { app, keys, values } | Op::PushPull { app, keys, values } => {
+                let customer = CustomerId::new(*app, 0);
+                let push_pull = matches!(op, Op::PushPull { .. });
+                let (k, v) = (Keys::from_slice(keys), Values::from_slice(values));
+                let result = if push_pull {
+                    node.push_pull(now, customer, 0, k, v, None)
+                } else {
+                    node.push(now, customer, 0, k, v, None)
+                };
+                let issued = if push_pull {
+                    Issued::PushPull { keys: keys.clone(), values: values.clone() }
+                } else {
+                    Issued::Push { keys: keys.clone(), values: values.clone() }
+                };
+                let name = if push_pull { "push_pull" } else { "push" };
+                (name, customer, result, issued, owners(&ranges, keys), Outstanding::Kv)
+            }
+            Op::Pull { app, keys } => {
+                let customer = CustomerId::new(*app, 0);
+                let result = node.pull(now, customer, 0, Keys::from_slice(keys), DType::F32);
+                ("pull", customer, result, Issued::Pull { keys: keys.clone() }, owners(&ranges, keys), Outstanding::Kv)
+            }
+            Op::Simple { target, head, body } => {
+                let customer = CustomerId::new(SIMPLE_APP, 0);
+                let (target, targets) = simple_targets(node, *target);
+                let body = Bytes::from(body.clone());
+                let result = node.simple_request(now, customer, target, *head, body.clone());
+                let outstanding = Outstanding::Simple { head: *head, body, targets: targets.clone() };
+                ("simple", customer, result, Issued::Simple, targets, outstanding)
+            }
+            Op::Barrier => panic!("barriers are entered with enter_barrier"),
+        };
+        let ts = match result {
+            Ok(ts) => ts,
+            Err(error) => {
+                self.record(Some(slot), What::Node(Note::Rejected { op: name, error: error.clone() }), None);
+                self.drain(slot);
+                return Err(error);
+            }
+        };
+        let note = Note::Issued { op: name, app: customer.app, ts: ts.0, keys: op_keys(op) };
+        self.record(Some(slot), What::Node(note), None);
+        self.workers[index].outstanding.insert((customer, ts), outstanding);
+        let key = RequestKey { node: id, incarnation, customer, ts };
+        let check = self.checker.request_issued(self.now, slot, key, issued, targets);
+        self.report(check);
+        self.drain(slot);
+        Ok((customer, ts))
+    }
+
+    /// Enters a barrier over all workers from `slot`.
+    pub fn enter_barrier(&mut self, slot: Slot) -> Result<BarrierTicket, RequestError> {
+        let index = self.worker_index(slot);
+        let now = self.node_now(slot);
+        let process = self.nodes[slot].process.as_mut().ok_or(RequestError::Terminated)?;
+        let (id, incarnation) = process.identity.ok_or(RequestError::ApiMisuse(pslite_core::ApiMisuse::NotReady))?;
+        match process.node.barrier(now, Group::WORKERS) {
+            Ok(ticket) => {
+                let note = Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: false };
+                self.record(Some(slot), What::Node(note), None);
+                self.workers[index].barrier = Some(ticket);
+                let check = self.checker.barrier_entered(self.now, slot, id, incarnation, ticket);
+                self.report(check);
+                self.drain(slot);
+                Ok(ticket)
+            }
+            Err(error) => {
+                self.record(Some(slot), What::Node(Note::Rejected { op: "barrier", error: error.clone() }), None);
+                self.drain(slot);
+                Err(error)
+            }
+        }
+    }
+
+    /// A request of the worker in `slot` ended.
+    pub(crate) fn request_ended(&mut self, slot: Slot, customer: CustomerId, ts: Timestamp, ended: Ended) {
+        let index = self.worker_index(slot);
+        let process = self.nodes[slot].process.as_ref().expect("events come from a running process");
+        let Some((id, incarnation)) = process.identity else {
+            self.fail(
+                FailureKind::Correctness,
+                format!("requests: slot {slot} completed ts {} before registering", ts.0),
+            );
+            return;
+        };
+        let key = RequestKey { node: id, incarnation, customer, ts };
+        let check = self.checker.request_completed(self.now, key, ended.completion());
+        self.report(check);
+        let outstanding = self.workers[index].outstanding.remove(&(customer, ts));
+        if let (Some(Outstanding::Simple { head, body, targets }), Ended::Simple(replies)) = (&outstanding, &ended) {
+            let from: Vec<NodeId> = replies.iter().map(|r| r.from).collect();
+            let echoed = replies.iter().all(|r| r.head == *head && r.body == *body);
+            if from != *targets || !echoed {
+                let what = format!(
+                    "simple: {key} to {targets:?} (head {head}, {} bytes) answered by {from:?}: {replies:?}",
+                    body.len()
+                );
+                self.fail(FailureKind::Correctness, what);
+            }
+        }
+        self.schedule_step(slot, Duration::ZERO);
+    }
+
+    /// A barrier of the node in `slot` ended: released, or failed with `error`.
+    pub(crate) fn barrier_ended(&mut self, slot: Slot, ticket: BarrierTicket, error: Option<RequestError>) {
+        let note = match &error {
+            None => Note::BarrierReleased { group: ticket.group, generation: ticket.generation },
+            Some(error) => {
+                Note::BarrierFailed { group: ticket.group, generation: ticket.generation, error: error.clone() }
+            }
+        };
+        self.record(Some(slot), What::Node(note), None);
+        let process = self.nodes[slot].process.as_ref().expect("events come from a running process");
+        let Some((id, incarnation)) = process.identity else {
+            return;
+        };
+        let check = self.checker.barrier_ended(self.now, id, incarnation, ticket, error.is_none());
+        self.report(check);
+        // A finalize barrier may end in Terminated when the Terminate frame
+        // overtakes the release; that is the shutdown, not a failure.
+        if let Some(error) = error.as_ref().filter(|e| self.setup.strict && **e != RequestError::Terminated) {
+            let what = format!("strict: slot {slot} {ticket:?} failed without a fault: {error}");
+            self.fail(FailureKind::Correctness, what);
+        }
+        if self.nodes[slot].role == pslite_core::Role::Worker {
+            let index = self.worker_index(slot);
+            if self.workers[index].barrier == Some(ticket) {
+                self.workers[index].barrier = None;
+                self.schedule_step(slot, Duration::ZERO);
+            }
+        }
+    }
+}
+
+/// The core's target for `target` and the ids it will wait on, computed
+/// from the node's own view of who is alive (as the core does).
+fn simple_targets(node: &pslite_core::Node, target: SimpleTarget) -> (Target, Vec<NodeId>) {
+    let group = |g: Group| {
+        let mut ids: Vec<NodeId> = node.membership().alive(g).collect();
+        if g.contains(pslite_core::Role::Scheduler) {
+            ids.insert(0, NodeId::SCHEDULER);
+        }
+        (Target::Group(g), ids)
+    };
+    match target {
+        SimpleTarget::Scheduler => (Target::Node(NodeId::SCHEDULER), vec![NodeId::SCHEDULER]),
+        SimpleTarget::Server(rank) => (Target::Node(NodeId::server(rank)), vec![NodeId::server(rank)]),
+        SimpleTarget::Servers => group(Group::SERVERS),
+        SimpleTarget::Workers => group(Group::WORKERS),
+    }
+}
+
+fn op_keys(op: &Op) -> usize {
+    match op {
+        Op::Push { keys, .. } | Op::Pull { keys, .. } | Op::PushPull { keys, .. } => keys.len(),
+        Op::Simple { .. } | Op::Barrier => 0,
+    }
+}

@@ -1,0 +1,258 @@
+//! The checker against made-up histories: each bad history must be
+//! reported, and the good history next to it must not be.
+
+use std::net::SocketAddr;
+
+use pslite_core::wire::NodeEntry;
+use pslite_core::{
+    BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, NodeId, Rank, RequestError,
+    ServerRanges, Timestamp,
+};
+use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
+use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
+
+const W0: NodeId = NodeId::worker(Rank(0));
+const W1: NodeId = NodeId::worker(Rank(1));
+const S0: NodeId = NodeId::server(Rank(0));
+const WORKER_SLOT: usize = 3;
+const SERVER_SLOT: usize = 1;
+const STORE: StoreId = StoreId { slot: SERVER_SLOT, life: 0 };
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(ms)
+}
+
+fn checker() -> Checker {
+    let bounds = Bounds {
+        request: Duration::from_secs(5),
+        crash: Duration::from_millis(1200),
+        crash_checked: true,
+        barrier_recovery: None,
+        lost_scan: Duration::from_millis(102),
+        lost_after: Duration::from_millis(1202),
+        scheduler_slot: 0,
+    };
+    Checker::new(bounds, ServerRanges::equal(2), 2, 2)
+}
+
+fn request(ts: u32) -> RequestKey {
+    RequestKey { node: W0, incarnation: Incarnation(0), customer: CustomerId::DEFAULT, ts: Timestamp(ts) }
+}
+
+fn push(keys: &[u64], values: &[f32]) -> Issued {
+    Issued::Push { keys: keys.to_vec(), values: values.to_vec() }
+}
+
+fn issue_push(c: &mut Checker, ms: u64, ts: u32, keys: &[u64], values: &[f32]) {
+    c.request_issued(at(ms), WORKER_SLOT, request(ts), push(keys, values), vec![S0]).expect("issue is fine");
+}
+
+fn violation(result: Result<(), pslite_sim::Violation>) -> String {
+    result.expect_err("the checker must report this history").what
+}
+
+#[test]
+fn a_push_applied_twice_by_one_store_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).expect("the first application is fine");
+    let what = violation(c.push_applied(STORE, S0, request(0), &[1], &[2.0]));
+    assert!(what.contains("applied twice"), "{what}");
+}
+
+#[test]
+fn a_store_whose_contents_differ_from_what_it_applied_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    let server_request = ServerRequest {
+        id: ServerRequestId { from: W0, incarnation: Incarnation(0), customer: CustomerId::DEFAULT, ts: Timestamp(0) },
+        cmd: 0,
+        op: KvOp::Push,
+        keys: Keys::from_slice(&[1]),
+        values: Values::from_slice(&[2.0f32]),
+        lens: None,
+    };
+    let mut store = KvStore::<f32>::new();
+    store.handle(&server_request);
+    c.check_store(STORE, 0, &store, &[1, 2]).expect("the store matches the model");
+    store.handle(&server_request);
+    let what = violation(c.check_store(STORE, 0, &store, &[1, 2]));
+    assert!(what.contains("key 1") && what.contains("sum to 2"), "{what}");
+}
+
+#[test]
+fn a_push_applied_with_other_values_than_pushed_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1, 2], &[2.0, 3.0]);
+    let what = violation(c.push_applied(STORE, S0, request(0), &[1, 2], &[3.0, 2.0]));
+    assert!(what.contains("the worker pushed 2"), "{what}");
+}
+
+#[test]
+fn an_acknowledged_push_that_no_store_applied_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    issue_push(&mut c, 0, 1, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(1), &[1], &[2.0]).unwrap();
+    c.request_completed(at(5), request(1), Completion::Done).expect("applied, then acknowledged");
+    let what = violation(c.request_completed(at(5), request(0), Completion::Done));
+    assert!(what.contains("no store applied"), "{what}");
+}
+
+#[test]
+fn a_failed_push_may_be_applied_or_not() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    issue_push(&mut c, 0, 1, &[1], &[3.0]);
+    c.push_applied(STORE, S0, request(1), &[1], &[3.0]).unwrap();
+    let failed = RequestError::TimedOut;
+    c.request_completed(at(5), request(0), Completion::Failed(&failed)).expect("failed, never applied");
+    c.request_completed(at(5), request(1), Completion::Failed(&failed)).expect("failed, applied once");
+}
+
+#[test]
+fn a_request_completed_twice_or_never_issued_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.request_completed(at(1), request(0), Completion::Done).unwrap();
+    assert!(violation(c.request_completed(at(2), request(0), Completion::Done)).contains("completed twice"));
+    assert!(violation(c.request_completed(at(2), request(9), Completion::Done)).contains("never issued"));
+}
+
+#[test]
+fn timestamps_that_do_not_increase_are_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 5, &[1], &[2.0]);
+    let what = violation(c.request_issued(at(1), WORKER_SLOT, request(4), push(&[1], &[1.0]), vec![S0]));
+    assert!(what.contains("timestamps"), "{what}");
+}
+
+#[test]
+fn a_pull_value_outside_its_window_is_reported() {
+    let mut c = checker();
+    // Push 2 to key 1, acknowledged before the pull is issued; push 3 more,
+    // applied but still pending while the pull runs.
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.request_completed(at(1), request(0), Completion::Done).unwrap();
+    issue_push(&mut c, 2, 1, &[1], &[3.0]);
+    c.push_applied(STORE, S0, request(1), &[1], &[3.0]).unwrap();
+    for ts in 2..=5 {
+        let pull = Issued::Pull { keys: vec![1] };
+        c.request_issued(at(10), WORKER_SLOT, request(ts), pull, vec![S0]).unwrap();
+        c.pull_served(STORE, S0, request(ts)).unwrap();
+    }
+    let pulled = |value: f32| [value];
+    let keys = [1u64];
+    for (ts, value) in [(2, 2.0), (3, 5.0)] {
+        let values = pulled(value);
+        c.request_completed(at(11), request(ts), Completion::Pulled { keys: &keys, values: &values })
+            .unwrap_or_else(|v| panic!("{value} is inside [2, 5]: {v}"));
+    }
+    let too_small = pulled(1.0);
+    let what =
+        violation(c.request_completed(at(11), request(4), Completion::Pulled { keys: &keys, values: &too_small }));
+    assert!(what.contains("outside every window [2, 5]"), "{what}");
+    let too_large = pulled(6.0);
+    let what =
+        violation(c.request_completed(at(11), request(5), Completion::Pulled { keys: &keys, values: &too_large }));
+    assert!(what.contains("outside every window"), "{what}");
+}
+
+#[test]
+fn a_pull_no_server_served_is_reported() {
+    let mut c = checker();
+    c.request_issued(at(0), WORKER_SLOT, request(0), Issued::Pull { keys: vec![1] }, vec![S0]).unwrap();
+    let what = violation(c.request_completed(at(1), request(0), Completion::Pulled { keys: &[1], values: &[0.0] }));
+    assert!(what.contains("never served"), "{what}");
+}
+
+#[test]
+fn a_barrier_released_before_a_member_entered_is_reported() {
+    let ticket = BarrierTicket { group: Group::WORKERS, generation: 0 };
+    // W1 never entered and was never dead.
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
+    let what = violation(c.barrier_ended(at(1), W0, Incarnation(0), ticket, true));
+    assert!(what.contains("before member 11 entered"), "{what}");
+    // Both entered.
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
+    c.barrier_entered(at(0), WORKER_SLOT + 1, W1, Incarnation(0), ticket).unwrap();
+    c.barrier_ended(at(1), W0, Incarnation(0), ticket, true).expect("every member entered");
+    // W1 was declared dead while W0 waited: released among the living.
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
+    c.node_declared_dead(at(1), W1, Incarnation(0));
+    c.barrier_ended(at(2), W0, Incarnation(0), ticket, true).expect("the missing member was dead");
+}
+
+#[test]
+fn two_live_processes_with_one_identity_are_reported() {
+    let c = checker();
+    let mut fine = vec![(S0, Incarnation(0)), (S0, Incarnation(1)), (W0, Incarnation(0))];
+    c.check_identities(&mut fine).expect("incarnations tell them apart");
+    let mut twins = vec![(S0, Incarnation(1)), (W0, Incarnation(0)), (S0, Incarnation(1))];
+    assert!(violation(c.check_identities(&mut twins)).contains("node 8 incarnation 1"));
+}
+
+#[test]
+fn tables_that_differ_at_one_epoch_are_reported() {
+    let entry = |id: NodeId, alive: bool| NodeEntry {
+        id,
+        incarnation: Incarnation(0),
+        addr: SocketAddr::from(([10, 0, 0, 1], 7000)),
+        instance: u64::from(id.get()),
+        alive,
+    };
+    let ids = [NodeId::server(Rank(0)), NodeId::worker(Rank(0)), NodeId::server(Rank(1)), NodeId::worker(Rank(1))];
+    let mut ordered = ids.to_vec();
+    ordered.sort();
+    let table = |dead: Option<NodeId>| ordered.iter().map(|&id| entry(id, Some(id) != dead)).collect::<Vec<_>>();
+    let mut c = checker();
+    c.check_table(W0, 3, table(None)).unwrap();
+    c.check_table(W1, 3, table(None)).expect("the same table");
+    let what = violation(c.check_table(W1, 3, table(Some(S0))));
+    assert!(what.contains("another table at epoch 3"), "{what}");
+    let what = violation(c.check_table(W1, 4, table(None)[1..].to_vec()));
+    assert!(what.contains("lists ids"), "{what}");
+}
+
+#[test]
+fn a_wait_past_its_bound_after_a_crash_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.process_crashed(at(1000), SERVER_SLOT, Some((S0, Incarnation(0))));
+    c.check_deadlines(at(2199)).expect("within heartbeat timeout + interval + slack");
+    let what = violation(c.check_deadlines(at(2201)));
+    assert!(what.contains("bounded wait") && what.contains("slot 1 crashed"), "{what}");
+}
+
+#[test]
+fn a_pause_of_the_scheduler_extends_the_bound() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.process_crashed(at(1000), SERVER_SLOT, Some((S0, Incarnation(0))));
+    c.disturbance(Disturbance { slot: 0, peer: None, from: at(1500), until: at(3000) });
+    c.check_deadlines(at(4199)).expect("a paused scheduler declares nobody dead");
+    assert!(violation(c.check_deadlines(at(4201))).contains("bounded wait"));
+}
+
+#[test]
+fn a_request_past_request_timeout_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.check_deadlines(at(4999)).expect("within request_timeout");
+    assert!(violation(c.check_deadlines(at(5001))).contains("request_timeout"));
+}
+
+#[test]
+fn a_request_that_the_crashed_server_already_answered_is_not_bound_by_its_crash() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.process_crashed(at(1000), SERVER_SLOT, Some((S0, Incarnation(0))));
+    c.check_deadlines(at(4000)).expect("only request_timeout bounds it now");
+}
