@@ -433,6 +433,17 @@ impl Node {
         self.reliable.windows_len()
     }
 
+    /// Scheduler only: what `id`'s barrier generation 0 on `group` is in
+    /// the scheduler's numbering (non-zero for a replacement, which counts
+    /// afresh while the survivors went on). Checkers use it to compare
+    /// tickets of different processes; 0 on other roles.
+    pub fn barrier_generation_offset(&self, id: NodeId, group: Group) -> u64 {
+        match &self.role_state {
+            RoleState::Scheduler(state) => state.barriers.offset(id, group),
+            _ => 0,
+        }
+    }
+
     /// Barriers entered and not ended.
     pub fn barriers_pending(&self) -> usize {
         self.barriers.len()

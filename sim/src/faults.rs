@@ -89,20 +89,13 @@ impl FaultClasses {
     pub const NONE: Self = Self(0);
     /// Every class.
     pub const ALL: Self = Self((1 << FaultClass::ALL.len()) - 1);
-    /// What the core survives today. Partitions, loss, duplication and
-    /// connection resets lose or repeat frames, and the core has no
-    /// reliable delivery yet: a lost barrier message waits forever and a
-    /// repeated push is applied twice. A restarted worker numbers its
-    /// barriers from 0 again, so it never meets the others in a barrier.
-    /// These join the default once the core copes with them.
-    pub const DEFAULT: Self = Self(
-        FaultClass::Reorder.bit()
-            | FaultClass::Clog.bit()
-            | FaultClass::CrashServer.bit()
-            | FaultClass::Pause.bit()
-            | FaultClass::SlowHandle.bit()
-            | FaultClass::ClockDrift.bit(),
-    );
+    /// Every class but worker crashes. Loss, duplication, resets and
+    /// partitions are survived through reliable delivery. A restarted
+    /// worker still trips the barrier checks in some seeds (a replacement's
+    /// barrier generations are mapped onto the survivors', and combined
+    /// with loss and pauses that mapping can disagree with what the worker
+    /// was told), so `crash-worker` stays opt-in until that is settled.
+    pub const DEFAULT: Self = Self(Self::ALL.0 & !FaultClass::CrashWorker.bit());
 
     /// Whether `class` is in the set.
     pub const fn contains(self, class: FaultClass) -> bool {
@@ -464,7 +457,8 @@ mod tests {
             assert_eq!(FaultClasses::parse(&set.to_arg()).unwrap(), set);
         }
         assert!(FaultClasses::parse("pause,bogus").unwrap_err().contains("bogus"));
-        assert!(!FaultClasses::DEFAULT.contains(FaultClass::Loss));
+        assert!(FaultClasses::DEFAULT.contains(FaultClass::Loss));
+        assert!(!FaultClasses::DEFAULT.contains(FaultClass::CrashWorker));
         assert!(FaultClasses::DEFAULT.contains(FaultClass::CrashServer));
     }
 

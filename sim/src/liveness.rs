@@ -90,7 +90,8 @@ impl Sim {
                     let note =
                         Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: true };
                     self.record(Some(slot), What::Node(note), None);
-                    let check = self.checker.barrier_entered(self.now, slot, id, incarnation, ticket);
+                    let global = self.scheduler_ticket(id, ticket);
+                    let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
                     self.report(check);
                 }
                 Err(error) => {

@@ -218,7 +218,8 @@ impl Sim {
                 let note = Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: false };
                 self.record(Some(slot), What::Node(note), None);
                 self.workers[index].barrier = Some(ticket);
-                let check = self.checker.barrier_entered(self.now, slot, id, incarnation, ticket);
+                let global = self.scheduler_ticket(id, ticket);
+                let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
                 self.report(check);
                 self.drain(slot);
                 Ok(ticket)
@@ -260,6 +261,17 @@ impl Sim {
         self.schedule_step(slot, Duration::ZERO);
     }
 
+    /// `ticket` of node `id` in the scheduler's numbering of generations:
+    /// a replacement numbers its barriers from 0 while the survivors went
+    /// on, and the checker compares tickets across processes.
+    pub(crate) fn scheduler_ticket(&self, id: NodeId, ticket: BarrierTicket) -> BarrierTicket {
+        let offset = self.nodes[crate::cluster::SCHEDULER_SLOT]
+            .process
+            .as_ref()
+            .map_or(0, |scheduler| scheduler.node.barrier_generation_offset(id, ticket.group));
+        BarrierTicket { group: ticket.group, generation: ticket.generation + offset }
+    }
+
     /// A barrier of the node in `slot` ended: released, or failed with `error`.
     pub(crate) fn barrier_ended(&mut self, slot: Slot, ticket: BarrierTicket, error: Option<RequestError>) {
         let note = match &error {
@@ -273,7 +285,8 @@ impl Sim {
         let Some((id, incarnation)) = process.identity else {
             return;
         };
-        let check = self.checker.barrier_ended(self.now, id, incarnation, ticket, error.is_none());
+        let global = self.scheduler_ticket(id, ticket);
+        let check = self.checker.barrier_ended(self.now, id, incarnation, global, error.is_none());
         self.report(check);
         // A finalize barrier may end in Terminated when the Terminate frame
         // overtakes the release; that is the shutdown, not a failure.

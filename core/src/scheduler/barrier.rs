@@ -39,7 +39,7 @@ pub(crate) struct Barriers {
 }
 
 impl Barriers {
-    fn offset(&self, id: NodeId, group: Group) -> u64 {
+    pub(crate) fn offset(&self, id: NodeId, group: Group) -> u64 {
         self.offsets.get(&(id, group)).copied().unwrap_or(0)
     }
 
