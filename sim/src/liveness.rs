@@ -91,6 +91,7 @@ impl Sim {
                         Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: true };
                     self.record(Some(slot), What::Node(note), None);
                     let global = self.scheduler_ticket(id, ticket);
+                    self.barrier_tickets.insert((id, incarnation, ticket), global);
                     let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
                     self.report(check);
                 }

@@ -51,6 +51,11 @@ pub struct Sim {
     handler_rng: Rng,
     pub(crate) workers: Vec<WorkerRun>,
     pub(crate) checker: Checker,
+    /// Each process's barrier tickets in the scheduler's numbering, fixed
+    /// when it entered: a replacement's numbering may change later while
+    /// the process it replaced is still running.
+    pub(crate) barrier_tickets:
+        std::collections::BTreeMap<(NodeId, Incarnation, pslite_core::BarrierTicket), pslite_core::BarrierTicket>,
     pub(crate) trace: Trace,
     pub(crate) phase: RunPhase,
     pub(crate) failure: Option<Failure>,
@@ -113,6 +118,7 @@ impl Sim {
             handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
             workers,
             checker,
+            barrier_tickets: std::collections::BTreeMap::new(),
             trace: Trace::new(setup.limits.trace_len_max, setup.trace_all),
             phase: RunPhase::Safety,
             failure: None,

@@ -219,6 +219,7 @@ impl Sim {
                 self.record(Some(slot), What::Node(note), None);
                 self.workers[index].barrier = Some(ticket);
                 let global = self.scheduler_ticket(id, ticket);
+                self.barrier_tickets.insert((id, incarnation, ticket), global);
                 let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
                 self.report(check);
                 self.drain(slot);
@@ -285,7 +286,10 @@ impl Sim {
         let Some((id, incarnation)) = process.identity else {
             return;
         };
-        let global = self.scheduler_ticket(id, ticket);
+        let global = self
+            .barrier_tickets
+            .remove(&(id, incarnation, ticket))
+            .unwrap_or_else(|| self.scheduler_ticket(id, ticket));
         let check = self.checker.barrier_ended(self.now, id, incarnation, global, error.is_none());
         self.report(check);
         // A finalize barrier may end in Terminated when the Terminate frame
