@@ -9,7 +9,7 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hashbrown::HashMap;
 
 use super::values::{add_all, put_all, Element, Lens, Values};
@@ -43,6 +43,22 @@ pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 struct Run {
     start: usize,
     len: u32,
+}
+
+/// Values per key of one push: listed, or the same for every key (the
+/// common case, which needs no list built).
+enum RunLens {
+    Listed(Lens),
+    Equal(u32),
+}
+
+impl RunLens {
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Self::Listed(lens) => lens.get(i),
+            Self::Equal(len) => *len,
+        }
+    }
 }
 
 /// Sums pushes of element type `T`; answers pulls with the sums.
@@ -102,6 +118,7 @@ impl<T: Element> KvStore<T> {
                 }
             }
         }
+        self.runs.reserve(keys.len());
         let size = size_of::<T>();
         let bytes = values.as_bytes();
         let mut at = 0usize;
@@ -138,15 +155,15 @@ impl<T: Element> KvStore<T> {
         Ok(Response::Ok { values, lens })
     }
 
-    fn lens_of(&self, request: &ServerRequest) -> Result<Lens, String> {
+    fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, String> {
         let keys = request.keys.len();
         match &request.lens {
-            Some(lens) if lens.len() == keys && lens.total() == request.values.len() as u64 => Ok(lens.clone()),
-            Some(_) => Err("lens do not fit keys and values".to_owned()),
-            None if keys == 0 => Ok(Lens::from_bytes(Bytes::new()).expect("empty")),
-            None if request.values.len() % keys == 0 => {
-                Ok(Lens::from_slice(&vec![(request.values.len() / keys) as u32; keys]))
+            Some(lens) if lens.len() == keys && lens.total() == request.values.len() as u64 => {
+                Ok(RunLens::Listed(lens.clone()))
             }
+            Some(_) => Err("lens do not fit keys and values".to_owned()),
+            None if keys == 0 => Ok(RunLens::Equal(0)),
+            None if request.values.len() % keys == 0 => Ok(RunLens::Equal((request.values.len() / keys) as u32)),
             None => Err(format!("{} values do not divide among {keys} keys", request.values.len())),
         }
     }

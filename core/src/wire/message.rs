@@ -231,7 +231,8 @@ impl Message {
 
     /// Encodes into a frame. Payload sections are shared, not copied.
     pub fn encode(&self, envelope: Envelope) -> Frame {
-        let mut meta = BytesMut::new();
+        // Room for every fixed layout but a node table, in one allocation.
+        let mut meta = BytesMut::with_capacity(64);
         let mut parts: SmallVec<[Bytes; 4]> = SmallVec::new();
         match self {
             Self::Register(m) => {
