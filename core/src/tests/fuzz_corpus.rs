@@ -1,0 +1,379 @@
+//! The fuzz targets' committed corpus, replayed by every `cargo test`.
+//!
+//! `fuzz/corpus/<target>/` holds the seeds and every input that once found
+//! a bug; replaying them here keeps the target bodies compiling and passing
+//! on a stable toolchain, without cargo-fuzz. The seeds themselves are
+//! generated below; after a wire-format change, regenerate them with
+//!
+//! ```text
+//! cargo test -p pslite-core write_seed_corpus -- --ignored
+//! ```
+
+use std::fs;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::fuzzing::node_inputs::{run, Action, Summary, ACTIONS};
+use crate::fuzzing::{frame_decode, node_inputs, slice};
+use crate::wire::message::Envelope;
+use crate::wire::*;
+use crate::*;
+
+const TARGETS: [&str; 3] = ["frame_decode", "node_inputs", "slice"];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+}
+
+/// Runs `body` over every file of `target`'s corpus, naming the file that
+/// fails.
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    for file in files {
+        let data = fs::read(&file).expect("corpus file reads");
+        if catch_unwind(AssertUnwindSafe(|| body(&data))).is_err() {
+            panic!("{target} fails on {}", file.display());
+        }
+    }
+}
+
+#[test]
+fn frame_decode_corpus_passes() {
+    replay("frame_decode", frame_decode);
+}
+
+#[test]
+fn node_inputs_corpus_passes() {
+    replay("node_inputs", node_inputs);
+}
+
+#[test]
+fn slice_corpus_passes() {
+    replay("slice", slice);
+}
+
+#[test]
+fn generated_seeds_pass() {
+    for (target, seeds) in seeds() {
+        let body = [frame_decode, node_inputs, slice][TARGETS.iter().position(|t| *t == target).expect("known")];
+        for (name, data) in seeds {
+            if catch_unwind(AssertUnwindSafe(|| body(&data))).is_err() {
+                panic!("{target} fails on seed {name}");
+            }
+        }
+    }
+}
+
+/// Writes the generated seeds into `fuzz/corpus/`. Ignored: run by hand
+/// after the seeds (or the wire format) change, then commit the files.
+#[test]
+#[ignore = "writes into fuzz/corpus"]
+fn write_seed_corpus() {
+    for (target, seeds) in seeds() {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).expect("corpus dir");
+        for (name, data) in seeds {
+            fs::write(dir.join(format!("seed-{name}")), data).expect("seed written");
+        }
+    }
+}
+
+/// Named inputs of one target.
+type Seeds = Vec<(String, Vec<u8>)>;
+
+fn seeds() -> Vec<(&'static str, Seeds)> {
+    vec![("frame_decode", frame_seeds()), ("node_inputs", node_seeds()), ("slice", slice_seeds())]
+}
+
+// ----- frame_decode: one valid frame of every kind, and a few streams -----
+
+fn sample_messages() -> Vec<(&'static str, Message)> {
+    let v4 = SocketAddr::from(([10, 0, 0, 2], 7000));
+    let v6: SocketAddr = "[2001:db8::1]:9000".parse().expect("address");
+    let entry = |id: NodeId, addr, instance| NodeEntry { id, incarnation: Incarnation(0), addr, instance, alive: true };
+    let keys = Keys::from_slice(&[1, 1 << 63, u64::MAX]);
+    let values = Values::from_slice(&[1.0f32, 2.0, 3.0]);
+    let lens = Lens::from_slice(&[1, 0, 2]);
+    let kv = |op, values: Values, lens: Option<Lens>| KvRequestMsg {
+        app: 0,
+        customer: 0,
+        ts: 7,
+        cmd: -1,
+        op,
+        keys: keys.clone(),
+        values,
+        lens,
+    };
+    let response = |error: Option<&str>, values: Values| KvResponseMsg {
+        app: 1,
+        customer: 2,
+        ts: 3,
+        error: error.map(str::to_owned),
+        keys: Keys::default(),
+        values,
+        lens: None,
+    };
+    let simple = SimpleMsg { app: 0, customer: 0, ts: 1, head: 42, body: Bytes::from_static(b"progress") };
+    vec![
+        ("register-v4", Message::Register(RegisterMsg { role: Role::Worker, listen_addr: v4, instance: 77 })),
+        ("register-v6", Message::Register(RegisterMsg { role: Role::Server, listen_addr: v6, instance: 78 })),
+        (
+            "node-table",
+            Message::NodeTable(NodeTableMsg {
+                epoch: 3,
+                nodes: vec![
+                    entry(NodeId::server(Rank(0)), v4, 78),
+                    NodeEntry { alive: false, incarnation: Incarnation(2), ..entry(NodeId::worker(Rank(0)), v6, 77) },
+                ],
+            }),
+        ),
+        ("barrier", Message::Barrier { group: Group::ALL, generation: 5 }),
+        (
+            "barrier-released",
+            Message::BarrierRelease { group: Group::WORKERS, generation: 5, outcome: BarrierOutcome::Released },
+        ),
+        (
+            "barrier-failed",
+            Message::BarrierRelease {
+                group: Group::SERVERS | Group::WORKERS,
+                generation: 0,
+                outcome: BarrierOutcome::MemberDied(NodeId::server(Rank(1))),
+            },
+        ),
+        ("heartbeat", Message::Heartbeat),
+        ("heartbeat-ack", Message::HeartbeatAck { epoch: 9 }),
+        ("ack", Message::Ack { seq: 12 }),
+        ("terminate", Message::Terminate),
+        ("kv-push", Message::KvRequest(kv(KvOp::Push, values.clone(), None))),
+        ("kv-pull", Message::KvRequest(kv(KvOp::Pull, Values::empty(DType::F64), None))),
+        (
+            "kv-push-pull-lens",
+            Message::KvRequest(kv(KvOp::PushPull, Values::from_slice(&[1i64, 2, 3]), Some(lens.clone()))),
+        ),
+        ("kv-response", Message::KvResponse(response(None, values))),
+        (
+            "kv-response-lens",
+            Message::KvResponse(KvResponseMsg {
+                keys: keys.clone(),
+                lens: Some(lens),
+                ..response(None, Values::from_slice(&[1u8, 2, 3]))
+            }),
+        ),
+        ("kv-response-refused", Message::KvResponse(response(Some("no such key"), Values::empty(DType::U8)))),
+        ("simple-request", Message::SimpleRequest(simple.clone())),
+        ("simple-response", Message::SimpleResponse(SimpleMsg { head: -1, body: Bytes::new(), ..simple })),
+    ]
+}
+
+fn encoded(message: &Message, sender: NodeId) -> Vec<u8> {
+    let envelope = Envelope { sender, incarnation: Incarnation(1), receiver: NodeId::SCHEDULER, seq: 3 };
+    message.encode(envelope).to_bytes().to_vec()
+}
+
+/// `setting` as `frame_decode` reads it: `frame_len_max` choice in the top
+/// two bits, the largest chunk in the low six (0: all at once).
+fn frame_input(setting: u8, chunk_seed: u8, stream: &[u8]) -> Vec<u8> {
+    let mut input = vec![setting, chunk_seed];
+    input.extend_from_slice(stream);
+    input
+}
+
+fn frame_seeds() -> Seeds {
+    let messages = sample_messages();
+    let mut seeds: Vec<(String, Vec<u8>)> = messages
+        .iter()
+        .map(|(name, message)| (name.to_string(), frame_input(0, 0, &encoded(message, NodeId::worker(Rank(0))))))
+        .collect();
+    // Every frame back to back, cut into chunks of 1..=7 bytes.
+    let stream: Vec<u8> = messages.iter().flat_map(|(_, m)| encoded(m, NodeId::SCHEDULER)).collect();
+    seeds.push(("stream-chunked".to_owned(), frame_input(7, 1, &stream)));
+    // Two frames, the second announcing more than a small cap allows.
+    let mut two = encoded(&Message::Heartbeat, NodeId::server(Rank(0)));
+    two.extend(encoded(&messages[2].1, NodeId::SCHEDULER));
+    seeds.push(("over-cap".to_owned(), frame_input(0x80 | 5, 2, &two)));
+    // A header alone, its body never arriving.
+    let kv = encoded(&messages[10].1, NodeId::worker(Rank(0)));
+    seeds.push(("truncated".to_owned(), frame_input(3, 3, &kv[..HEADER_LEN + 4])));
+    seeds
+}
+
+// ----- node_inputs: scripts that walk the nodes through the protocol -----
+
+const SCHEDULER: u8 = 0;
+const SERVER: u8 = 1;
+const WORKER: u8 = 2;
+
+/// Writes node_inputs decisions by name. Each choice is one byte; see
+/// `fuzzing::node_inputs` for the order in which actions read them.
+struct Script(Vec<u8>);
+
+impl Script {
+    /// A cluster of `servers` and `workers` (1 or 2 each), failing barriers
+    /// on death.
+    fn new(servers: u8, workers: u8) -> Self {
+        Self(vec![servers - 1, workers - 1, 0])
+    }
+
+    fn act(mut self, target: u8, action: Action, choices: &[u8]) -> Self {
+        let index = ACTIONS.iter().position(|a| *a == action).expect("action in table");
+        self.0.extend([target, index as u8]);
+        self.0.extend_from_slice(choices);
+        self
+    }
+
+    /// Delivers the oldest frame in flight to its addressee, `times` times.
+    fn deliver(mut self, times: usize) -> Self {
+        for _ in 0..times {
+            self = self.act(SCHEDULER, Action::Network, &[0, 3, 0]);
+        }
+        self
+    }
+
+    /// The scheduler gets every registration, then the network runs.
+    fn form(self) -> Self {
+        self.act(SCHEDULER, Action::MakeReady, &[]).deliver(10)
+    }
+
+    /// A push of `values` (f32, one per key) to keys `1` and `u64::MAX`.
+    fn push(self, values: [u8; 2]) -> Self {
+        // worker; customer 0; cmd 0; sorted; two keys: 0+1 and MAX+0;
+        // f32; one per key; no lens; no extra value; values; push.
+        let mut choices = vec![1, 0, 0, 1, 2, 0, 1, 2, 2, 0, 2, 0, 0, 1, 1];
+        choices.extend(values);
+        choices.push(0);
+        self.act(WORKER, Action::Kv, &choices)
+    }
+
+    /// A pull of keys `1` and `u64::MAX` as f32.
+    fn pull(self) -> Self {
+        self.act(WORKER, Action::Kv, &[1, 0, 0, 1, 2, 0, 1, 2, 2, 0, 2, 0, 0, 1, 1, 0, 0, 1])
+    }
+
+    /// The server answers its oldest request with the default store.
+    fn serve(self) -> Self {
+        self.act(SERVER, Action::Answer, &[0, 0, 1])
+    }
+
+    fn advance(self, step: u8) -> Self {
+        self.act(SCHEDULER, Action::Advance, &[step])
+    }
+}
+
+/// A script, and whether a run's summary shows it reached its goal.
+type NodeScript = (&'static str, Vec<u8>, fn(&Summary) -> bool);
+
+/// Each script with the state it must reach.
+fn node_scripts() -> Vec<NodeScript> {
+    let ready = |s: &Summary| s.phases.iter().all(|p| *p == Phase::Ready);
+    vec![
+        ("cluster-forms", Script::new(1, 1).form().0, ready),
+        ("cluster-forms-2x2", Script::new(2, 2).form().0, ready),
+        (
+            "push-then-pull",
+            Script::new(1, 1).form().push([3, 4]).deliver(6).serve().deliver(6).pull().deliver(6).serve().deliver(6).0,
+            |s| s.events.get("RequestDone") == Some(&1) && s.events.get("PullDone") == Some(&1),
+        ),
+        (
+            "barrier-all",
+            {
+                let script = Script::new(1, 1).form();
+                let script = script.act(SCHEDULER, Action::Barrier, &[0]).act(SERVER, Action::Barrier, &[0]);
+                script.act(WORKER, Action::Barrier, &[0]).deliver(12).0
+            },
+            |s| s.events.get("BarrierReleased") == Some(&3),
+        ),
+        (
+            "finalize-all",
+            {
+                let script = Script::new(1, 1).form();
+                let script = script.act(SCHEDULER, Action::Finalize, &[]).act(SERVER, Action::Finalize, &[]);
+                script.act(WORKER, Action::Finalize, &[]).deliver(12).0
+            },
+            |s| s.phases.iter().all(|p| *p == Phase::Terminated),
+        ),
+        (
+            "simple-to-scheduler",
+            {
+                // customer 0, head 5, empty body, to group SCHEDULER (index 3).
+                let script = Script::new(1, 1).form().act(WORKER, Action::Simple, &[0, 5, 0, 1, 3]).deliver(4);
+                script.act(SCHEDULER, Action::Answer, &[1, 0, 1, 0]).deliver(4).0
+            },
+            |s| s.events.get("SimpleDone") == Some(&1),
+        ),
+        (
+            "server-silent-dies",
+            {
+                // Heartbeats pile up undelivered: the scheduler declares the
+                // server and the worker dead, they give up on the scheduler.
+                Script::new(1, 1).form().push([1, 1]).advance(4).advance(4).0
+            },
+            |s| s.events.get("NodeDead").is_some_and(|&n| n >= 2) && s.events.get("RequestFailed") == Some(&1),
+        ),
+        (
+            "worker-restarts",
+            {
+                let script = Script::new(1, 1).form().advance(2);
+                let script = script.act(WORKER, Action::Restart, &[9]).advance(4).advance(4).advance(4);
+                script.deliver(16).0
+            },
+            |s| s.events.contains_key("NodeRecovered"),
+        ),
+    ]
+}
+
+fn node_seeds() -> Seeds {
+    node_scripts().into_iter().map(|(name, data, _)| (name.to_owned(), data)).collect()
+}
+
+#[test]
+fn node_seed_scripts_reach_their_states() {
+    for (name, data, reached) in node_scripts() {
+        let summary = run(&data);
+        assert!(reached(&summary), "seed {name} ended at {summary:?}");
+    }
+}
+
+// ----- slice: lists that pass the checks, and each kind of misuse -----
+
+fn slice_seeds() -> Seeds {
+    // Read by `fuzzing::slice`: servers-1, explicit ranges?, key count,
+    // per key (base, offset, how), sort?, dedup?, dtype, lens mode, value
+    // mode [, value bytes], then merge parts.
+    let key = |base: u8, offset: u8| [base, offset, 0];
+    let mut seeds = Vec::new();
+    let mut push = |name: &str, parts: &[&[u8]]| seeds.push((name.to_owned(), parts.concat()));
+    // 3 equal servers, keys 0 and MAX, f32, one value each.
+    push("two-keys-three-servers", &[&[2, 0, 2], &key(0, 0), &key(4, 0), &[1, 1, 0, 2, 1, 0], &[0; 8], &[0]]);
+    // Explicit boundaries near 2^63, keys around them, lens 0..3.
+    push(
+        "explicit-ranges-lens",
+        &[
+            &[3, 1],
+            &key(1, 1),
+            &key(1, 2),
+            &key(3, 5),
+            &key(0, 0),
+            &[3],
+            &key(1, 0),
+            &key(1, 1),
+            &key(4, 0),
+            &[1, 1, 4, 0, 1, 2, 3, 0, 7, 7, 7, 7, 7, 7, 0],
+        ],
+    );
+    // Unsorted keys: a clean UnsortedKeys.
+    push("unsorted", &[&[0, 0, 2], &key(4, 0), &key(0, 0), &[0, 0, 0, 2, 2, 0]]);
+    // Duplicate keys kept: a clean DuplicateKey.
+    push("duplicate", &[&[0, 0, 2], &key(0, 3), &key(0, 3), &[1, 0, 0, 2, 2, 0]]);
+    // Lens that do not add up to the values.
+    push("lens-mismatch", &[&[1, 0, 1], &key(2, 0), &[1, 1, 0, 0, 3, 2, 0]]);
+    seeds
+}
