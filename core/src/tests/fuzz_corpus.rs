@@ -377,3 +377,50 @@ fn slice_seeds() -> Seeds {
     push("lens-mismatch", &[&[1, 0, 1], &key(2, 0), &[1, 1, 0, 0, 3, 2, 0]]);
     seeds
 }
+
+// ----- regressions: bugs the targets found -----
+
+/// A refused `KvResponse` frame for `reason`, with `tweak` applied to its
+/// body (offsets relative to the body: cmd slot 12..16, dtype 17).
+fn refused_response(reason: &str, tweak: impl FnOnce(&mut [u8])) -> Result<Message, DecodeError> {
+    let message = Message::KvResponse(KvResponseMsg {
+        app: 1,
+        customer: 2,
+        ts: 3,
+        error: Some(reason.to_owned()),
+        keys: Keys::default(),
+        values: Values::empty(DType::U8),
+        lens: None,
+    });
+    let mut frame = encoded(&message, NodeId::server(Rank(0)));
+    tweak(&mut frame[HEADER_LEN..]);
+    let frame = Bytes::from(frame);
+    let header = Header::decode(&frame, config::FRAME_LEN_MIN)?;
+    Message::decode(&header, &frame)
+}
+
+#[test]
+fn kv_response_with_a_command_in_its_unused_slot_is_refused() {
+    // Found by frame_decode: the slot was ignored, so two byte strings
+    // decoded to one message (corpus: regression-kv-response-cmd-slot).
+    assert!(refused_response("no such key", |_| {}).is_ok());
+    let decoded = refused_response("no such key", |body| body[14] = 3);
+    assert_eq!(decoded, Err(DecodeError::InvalidField { field: "kv response cmd", value: 3 << 16 }));
+}
+
+#[test]
+fn kv_response_reason_that_is_not_utf8_is_refused_not_altered() {
+    // Found by frame_decode: invalid UTF-8 was replaced by U+FFFD, so the
+    // application saw another reason than the server sent (corpus:
+    // regression-kv-response-lossy-reason).
+    let decoded = refused_response("no such key", |body| body.last_chunk_mut::<2>().expect("reason").fill(0xbf));
+    assert_eq!(decoded, Err(DecodeError::InvalidField { field: "kv error text", value: 9 }));
+}
+
+#[test]
+fn kv_response_reason_of_another_dtype_is_refused() {
+    // Same family: the dtype of a reason was ignored (corpus:
+    // regression-kv-response-reason-dtype).
+    let decoded = refused_response("refused!", |body| body[17] = DType::F32.to_wire());
+    assert_eq!(decoded, Err(DecodeError::InvalidField { field: "kv error dtype", value: 0 }));
+}
