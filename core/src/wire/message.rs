@@ -591,7 +591,10 @@ fn read_kv(r: &mut Reader<'_>, body: &Bytes) -> Result<KvParts, DecodeError> {
     let lens = if has_lens {
         let lens = Lens::from_bytes(section(lens_len))
             .ok_or(DecodeError::SectionMismatch("lens not a multiple of 4 bytes"))?;
-        if lens.len() != keys.len() {
+        // Responses do not echo keys (the worker has them and checks the
+        // lengths against them), so the count is checked only where the
+        // keys travel with their lengths.
+        if lens.len() != keys.len() && !keys.is_empty() {
             return Err(DecodeError::SectionMismatch("one length per key expected"));
         }
         Some(lens)
