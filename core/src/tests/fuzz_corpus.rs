@@ -450,3 +450,30 @@ fn pull_of_variable_length_values_completes() {
         other => panic!("pull did not complete: {other:?}"),
     }
 }
+
+#[test]
+fn node_takes_no_id_of_another_role() {
+    // Found by node_inputs: a node found itself in the scheduler's table by
+    // process instance alone, so a table listing a server's instance under
+    // a worker id (a forged or mixed-up registration) made the server a
+    // worker-numbered server (corpus: regression-id-of-another-role).
+    let scheduler = SocketAddr::from(([10, 0, 0, 1], 7000));
+    let config = Config::builder(Role::Server, scheduler).build().expect("config");
+    let mut server = Node::new(config, 5, Instant::ZERO);
+    let sent = server.poll_transmit().expect("registration").frame.to_bytes();
+    let header = Header::decode(&sent, config::FRAME_LEN_MIN).expect("header");
+    let Ok(Message::Register(register)) = Message::decode(&header, &sent) else {
+        panic!("a new node first registers");
+    };
+    let table = |id: NodeId, epoch| {
+        let entry =
+            NodeEntry { id, incarnation: Incarnation(0), addr: scheduler, instance: register.instance, alive: true };
+        let envelope =
+            Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: NodeId::UNASSIGNED, seq: 0 };
+        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![entry] }).encode(envelope).to_bytes()
+    };
+    server.handle_frame(Instant::ZERO, table(NodeId::worker(Rank(0)), 1)).expect("table decodes");
+    assert_eq!((server.phase(), server.id()), (Phase::Registering, NodeId::UNASSIGNED));
+    server.handle_frame(Instant::ZERO, table(NodeId::server(Rank(0)), 2)).expect("table decodes");
+    assert_eq!((server.phase(), server.id()), (Phase::Ready, NodeId::server(Rank(0))));
+}
