@@ -28,5 +28,5 @@ for target in "${targets[@]}"; do
     mkdir -p "$work"
     echo "== $target: ${seconds}s"
     cargo fuzz run -O --sanitizer "$sanitizer" "$target" "$work" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -print_final_stats=1
+        -max_total_time="$seconds" -max_len=4096 -timeout=10 -print_final_stats=1
 done
