@@ -38,6 +38,10 @@ use crate::wire::{
 const ACTIONS_MAX: usize = 192;
 /// Frames waiting in the network; the oldest is lost beyond this.
 const POOL_MAX: usize = 48;
+/// Longest raw frame injected; with a header it stays under
+/// `frame_len_max`, so the body decoder (not the size check) sees it.
+const RAW_FRAME_LEN_MAX: usize = 96;
+const _: () = assert!(HEADER_LEN + RAW_FRAME_LEN_MAX < FRAME_LEN_MIN as usize);
 /// Requests remembered for answering, per node.
 const TO_ANSWER_MAX: usize = 16;
 const KEYS_MAX: usize = 12;
@@ -285,7 +289,7 @@ impl World {
     /// Raw bytes, or a valid header of a random kind over a raw body, so
     /// body decoding is reached without luck.
     fn raw_frame(&mut self, d: &mut Decisions<'_>, target: usize) {
-        let len = d.below(96);
+        let len = d.below(RAW_FRAME_LEN_MAX);
         let frame = if d.chance() {
             Bytes::copy_from_slice(d.bytes(len))
         } else {
@@ -927,5 +931,3 @@ fn values_of(d: &mut Decisions<'_>, dtype: DType, count: usize) -> Values {
     }
     Values::from_bytes(dtype, bytes.freeze()).expect("whole elements")
 }
-
-const _: () = assert!(HEADER_LEN + 96 < FRAME_LEN_MIN as usize);

@@ -258,6 +258,15 @@ impl Script {
         self.act(WORKER, Action::Kv, &[1, 0, 0, 1, 2, 0, 1, 2, 2, 0, 2, 0, 0, 1, 1, 0, 0, 1])
     }
 
+    /// A push_pull with lengths `[1, 2]` for keys `1` and `u64::MAX`.
+    fn push_pull_variable(self) -> Self {
+        // worker; customer 0; cmd 0; sorted; two keys; f32; one per key;
+        // lens: yes, [1, 2] (no count override); values add up; 3 values;
+        // push_pull.
+        let choices = [1, 0, 0, 1, 2, 0, 1, 2, 2, 0, 2, 0, 0, 0, 0, 1, 1, 3, 1, 1, 2, 3, 2];
+        self.act(WORKER, Action::Kv, &choices)
+    }
+
     /// The server answers its oldest request with the default store.
     fn serve(self) -> Self {
         self.act(SERVER, Action::Answer, &[0, 0, 1])
@@ -319,6 +328,60 @@ fn node_scripts() -> Vec<NodeScript> {
             |s| s.count("NodeDead") >= 2 && s.count("RequestFailed") == 1,
         ),
         (
+            "push-pull-variable-lengths",
+            Script::new(1, 1).form().push_pull_variable().deliver(6).serve().deliver(6).0,
+            |s| s.count("PullDone") == 1,
+        ),
+        (
+            "push-across-two-servers",
+            {
+                // Server 10 is invented: its answer is a structured
+                // KvResponse (open request 0, no error, no values, no
+                // lens, no keys) from id 10, incarnation 0.
+                let script = Script::new(2, 1).form().push([1, 2]).deliver(6).serve().deliver(6);
+                script.act(WORKER, Action::Message, &[9, 1, 0, 0, 0, 1, 2, 0, 0, 1, 1, 5, 1, 0, 0, 0]).0
+            },
+            |s| s.count("RequestDone") == 1,
+        ),
+        (
+            "barrier-member-dies",
+            {
+                let script = Script::new(1, 1).form().act(SCHEDULER, Action::Barrier, &[0]);
+                script.act(WORKER, Action::Barrier, &[0]).deliver(6).advance(4).advance(4).0
+            },
+            |s| s.count("BarrierFailed") >= 1,
+        ),
+        (
+            "finalize-with-a-push-pending",
+            {
+                let script = Script::new(1, 1).form().push([1, 1]).deliver(2);
+                let script = script.act(SCHEDULER, Action::Finalize, &[]).act(SERVER, Action::Finalize, &[]);
+                script.act(WORKER, Action::Finalize, &[]).deliver(16).0
+            },
+            |s| s.phases.iter().all(|p| *p == Phase::Terminated) && s.count("RequestFailed") == 1,
+        ),
+        (
+            "simple-to-everyone",
+            {
+                let script = Script::new(1, 1).form().act(WORKER, Action::Simple, &[0, 7, 2, 1, 2, 1, 0]).deliver(6);
+                let script =
+                    script.act(SCHEDULER, Action::Answer, &[1, 0, 1, 0]).act(SERVER, Action::Answer, &[1, 0, 1, 0]);
+                script.act(WORKER, Action::Answer, &[1, 0, 1, 0]).deliver(6).0
+            },
+            |s| s.count("SimpleDone") == 1 && s.count("SimpleRequest") == 3,
+        ),
+        (
+            "garbage-then-cluster",
+            {
+                // Five raw bytes; a KvRequest header from the scheduler over
+                // a four-byte body; an empty frame.
+                let script = Script::new(1, 1).act(SCHEDULER, Action::RawFrame, &[5, 1, 1, 2, 3, 4, 5]);
+                let script = script.act(SERVER, Action::RawFrame, &[4, 0, 1, 2, 3, 4, 8, 1, 0]);
+                script.act(WORKER, Action::RawFrame, &[0, 1]).form().0
+            },
+            ready,
+        ),
+        (
             "worker-restarts",
             {
                 let script = Script::new(1, 1).form().advance(2);
@@ -347,35 +410,66 @@ fn node_seed_scripts_reach_their_states() {
 fn slice_seeds() -> Seeds {
     // Read by `fuzzing::slice`: servers-1, explicit ranges?, key count,
     // per key (base, offset, how), sort?, dedup?, dtype, lens mode, value
-    // mode [, value bytes], then merge parts.
+    // mode [, value bytes], then parts to merge, each a list read the same
+    // way.
     let key = |base: u8, offset: u8| [base, offset, 0];
-    let mut seeds = Vec::new();
-    let mut push = |name: &str, parts: &[&[u8]]| seeds.push((name.to_owned(), parts.concat()));
-    // 3 equal servers, keys 0 and MAX, f32, one value each.
-    push("two-keys-three-servers", &[&[2, 0, 2], &key(0, 0), &key(4, 0), &[1, 1, 0, 2, 1, 0], &[0; 8], &[0]]);
-    // Explicit boundaries near 2^63, keys around them, lens 0..3.
-    push(
-        "explicit-ranges-lens",
-        &[
-            &[3, 1],
-            &key(1, 1),
-            &key(1, 2),
-            &key(3, 5),
-            &key(0, 0),
-            &[3],
-            &key(1, 0),
-            &key(1, 1),
-            &key(4, 0),
-            &[1, 1, 4, 0, 1, 2, 3, 0, 7, 7, 7, 7, 7, 7, 0],
-        ],
-    );
-    // Unsorted keys: a clean UnsortedKeys.
-    push("unsorted", &[&[0, 0, 2], &key(4, 0), &key(0, 0), &[0, 0, 0, 2, 2, 0]]);
-    // Duplicate keys kept: a clean DuplicateKey.
-    push("duplicate", &[&[0, 0, 2], &key(0, 3), &key(0, 3), &[1, 0, 0, 2, 2, 0]]);
-    // Lens that do not add up to the values.
-    push("lens-mismatch", &[&[1, 0, 1], &key(2, 0), &[1, 1, 0, 0, 3, 2, 0]]);
-    seeds
+    let seed = |name: &str, parts: &[&[u8]]| (name.to_owned(), parts.concat());
+    let part_with_lens = [&[2u8][..], &key(0, 1), &key(4, 0), &[1, 1, 0, 0, 1, 2, 0], &[3; 12]].concat();
+    let part_uniform = [&[1u8][..], &key(0, 9), &[1, 1, 0, 2, 1, 1], &[4; 8]].concat();
+    vec![
+        // 3 equal servers, keys 0 and MAX, f32, one value each.
+        seed("two-keys-three-servers", &[&[2, 0, 2], &key(0, 0), &key(4, 0), &[1, 1, 0, 2, 1, 0], &[0; 8], &[0]]),
+        // Explicit boundaries near 2^63, keys around them, lens 0..3.
+        seed(
+            "explicit-ranges-lens",
+            &[
+                &[3, 1],
+                &key(1, 1),
+                &key(1, 2),
+                &key(3, 5),
+                &key(0, 0),
+                &[3],
+                &key(1, 0),
+                &key(1, 1),
+                &key(4, 0),
+                &[1, 1, 4, 0, 1, 2, 3, 0, 7, 7, 7, 7, 7, 7, 0],
+            ],
+        ),
+        // Unsorted keys: a clean UnsortedKeys.
+        seed("unsorted", &[&[0, 0, 2], &key(4, 0), &key(0, 0), &[0, 0, 0, 2, 2, 0]]),
+        // Duplicate keys kept: a clean DuplicateKey.
+        seed("duplicate", &[&[0, 0, 2], &key(0, 3), &key(0, 3), &[1, 0, 0, 2, 2, 0]]),
+        // Lens that do not add up to the values.
+        seed("lens-mismatch", &[&[1, 0, 1], &key(2, 0), &[1, 1, 0, 0, 3, 2, 0]]),
+        // Nothing at all.
+        seed("empty", &[&[0, 0, 0, 0, 0, 2, 2, 0]]),
+        // Values but no keys: a clean LengthMismatch.
+        seed("values-without-keys", &[&[0, 0, 0, 0, 0, 2, 3, 4], &[1; 16], &[0]]),
+        // 64 equal servers, pairs of neighbouring keys at a third, a half
+        // (on both sides of the boundary at 2^63) and two thirds of the key
+        // space; f64, two values per key.
+        seed(
+            "neighbours-among-64-servers",
+            &[
+                &[63, 0, 6],
+                &key(2, 0),
+                &key(2, 1),
+                &key(1, 0),
+                &key(1, 1),
+                &key(3, 0),
+                &key(3, 1),
+                &[1, 1, 1, 2, 1, 1],
+                &[9; 96],
+                &[0],
+            ],
+        ),
+        // A valid one-key list, then two arbitrary parts to merge: keys 1
+        // and MAX with lens [1, 2], and key 9 with two values.
+        seed(
+            "merge-mixed-parts",
+            &[&[0, 0, 1], &key(0, 7), &[1, 1, 0, 2, 1, 0], &[1; 4], &[2], &part_with_lens, &part_uniform],
+        ),
+    ]
 }
 
 // ----- regressions: bugs the targets found -----
