@@ -33,19 +33,8 @@ pub fn frame_decode(data: &[u8]) {
     let stream = d.rest();
 
     whole_input_as_one_frame(stream, frame_len_max);
-    let chunked = cut(
-        stream,
-        frame_len_max,
-        |rng, left| {
-            if chunk_len_max == 0 {
-                left
-            } else {
-                1 + rng.below(chunk_len_max as u64) as usize
-            }
-        },
-        chunk_seed,
-    );
-    let at_once = cut(stream, frame_len_max, |_, left| left, 0);
+    let chunked = cut(stream, frame_len_max, chunk_len_max, chunk_seed);
+    let at_once = cut(stream, frame_len_max, 0, 0);
     assert_eq!(chunked, at_once, "chunking changed what was decoded");
 }
 
@@ -56,15 +45,19 @@ struct Outcome {
     error: Option<DecodeError>,
 }
 
-/// Runs `stream` through a decoder in chunks of `chunk(rng, bytes_left)`.
-fn cut(stream: &[u8], frame_len_max: u32, mut chunk: impl FnMut(&mut Rng, usize) -> usize, seed: u8) -> Outcome {
+/// Runs `stream` through a decoder in chunks of 1..=`chunk_len_max` bytes
+/// drawn from `seed` (0: the whole stream in one chunk).
+fn cut(stream: &[u8], frame_len_max: u32, chunk_len_max: usize, seed: u8) -> Outcome {
     let mut rng = Rng::new(u64::from(seed));
     let mut decoder = FrameDecoder::new(frame_len_max);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     let mut rest = stream;
     while !rest.is_empty() {
-        let len = chunk(&mut rng, rest.len()).clamp(1, rest.len());
+        let len = match chunk_len_max {
+            0 => rest.len(),
+            max => (1 + rng.below(max as u64) as usize).min(rest.len()),
+        };
         let (piece, tail) = rest.split_at(len);
         rest = tail;
         buf.extend_from_slice(piece);

@@ -229,11 +229,12 @@ impl World {
         for i in 0..3 {
             world.drain(i, false);
         }
-        world.paint_picture();
+        world.picture_cluster();
         world
     }
 
-    fn paint_picture(&mut self) {
+    /// Invents the cluster that structured messages talk about.
+    fn picture_cluster(&mut self) {
         self.picture.clear();
         for (role, count, real) in
             [(Role::Server, self.config.num_servers, SERVER), (Role::Worker, self.config.num_workers, WORKER)]
