@@ -657,7 +657,10 @@ impl Node {
         if self.config.role == Role::Scheduler {
             return;
         }
-        let mine = table.nodes.iter().find(|n| n.instance == self.instance).copied();
+        // Our entry is the one with our process instance *and* our role: an
+        // id of another role would make every id-derived decision wrong.
+        let role = self.config.role;
+        let mine = table.nodes.iter().find(|n| n.instance == self.instance && n.id.role() == Some(role)).copied();
         let Some(changes) = self.membership.apply(table.epoch, table.nodes) else {
             return;
         };

@@ -3,6 +3,7 @@
 
 mod control;
 mod failure;
+mod fuzz_corpus;
 mod harness;
 mod hostile;
 mod kv;

@@ -419,8 +419,16 @@ impl Message {
                 let (error, values) = match kv.code {
                     0 => (None, kv.values),
                     1 => {
-                        let text = String::from_utf8_lossy(kv.values.as_bytes()).into_owned();
-                        (Some(text), Values::empty(DType::U8))
+                        // The reason is UTF-8 text sent as bytes: anything
+                        // else is refused rather than silently altered.
+                        if kv.values.dtype() != DType::U8 {
+                            let dtype = u64::from(kv.values.dtype().to_wire());
+                            return Err(DecodeError::InvalidField { field: "kv error dtype", value: dtype });
+                        }
+                        let text = std::str::from_utf8(kv.values.as_bytes()).map_err(|e| {
+                            DecodeError::InvalidField { field: "kv error text", value: e.valid_up_to() as u64 }
+                        })?;
+                        (Some(text.to_owned()), Values::empty(DType::U8))
                     }
                     other => return Err(DecodeError::InvalidField { field: "kv status", value: u64::from(other) }),
                 };
