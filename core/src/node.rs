@@ -691,6 +691,11 @@ impl Node {
                         // The scheduler gave up on us; our work cannot be
                         // trusted by others any more.
                         self.fail_all_pending(RequestError::PeerDead(id));
+                        if self.phase == Phase::Terminated {
+                            // That ended a pending finalize: nothing may
+                            // follow `Terminated`.
+                            break;
+                        }
                     }
                     self.events.push_back(Event::NodeDead { id, incarnation });
                     self.tracker_peer_dead(id);

@@ -245,3 +245,27 @@ fn requests_from_a_worker_declared_dead_are_dropped_by_servers() {
     let requests_after = c.events(s).filter(|e| matches!(e, Event::ServerRequest(_))).count();
     assert_eq!(requests_after, requests_before, "nothing from the dead worker reached the handle");
 }
+
+#[test]
+fn a_node_told_of_its_own_death_while_finalizing_emits_nothing_after_terminated() {
+    // Found by node_inputs (corpus: regression-bbbc0bdc4490, regression-cc58af90d3cf).
+    use crate::wire::message::Envelope;
+    use crate::wire::{Message, NodeTableMsg};
+    let mut c = Cluster::new(1, 2, 31);
+    c.form();
+    let w = c.worker(0);
+    c.with_node(w, |n, now| n.finalize(now)).expect("finalize accepted");
+    let me = c.node(w).id();
+    let mut nodes: Vec<_> = c.node(w).membership().iter().copied().collect();
+    for entry in &mut nodes {
+        if entry.id == me {
+            entry.alive = false;
+        }
+    }
+    let epoch = c.node(w).membership().epoch() + 1;
+    let table = Message::NodeTable(NodeTableMsg { epoch, nodes });
+    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: me, seq: 0 };
+    c.inject(SCHEDULER, w, table.encode(envelope).to_bytes());
+    c.run_until(10_000, |c| c.events(w).any(|e| *e == Event::Terminated));
+    assert_eq!(c.events(w).last(), Some(&Event::Terminated), "nothing follows Terminated");
+}
