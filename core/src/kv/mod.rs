@@ -5,6 +5,7 @@
 //! default handle that both the io shell and the simulator run, so tests of
 //! either exercise the same summing code.
 
+pub(crate) mod index;
 pub mod server;
 pub mod store;
 pub mod values;

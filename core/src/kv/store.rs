@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use super::index::{Cursor, KeyIndex, Run};
 use super::values::{add_all, put_all, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
 
@@ -38,13 +39,6 @@ impl Hasher for KeyHasher {
 /// A map from keys that hashes with [`KeyHasher`].
 pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
-/// Where a key's values are in the arena.
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    start: usize,
-    len: u32,
-}
-
 /// Values per key of one push: listed, or the same for every key (the
 /// common case, which needs no list built).
 enum RunLens {
@@ -64,7 +58,7 @@ impl RunLens {
 /// Sums pushes of element type `T`; answers pulls with the sums.
 #[derive(Debug, Clone)]
 pub struct KvStore<T: Element = f32> {
-    runs: KeyMap<Run>,
+    index: KeyIndex,
     arena: Vec<T>,
     value_len_default: u32,
 }
@@ -83,22 +77,22 @@ impl<T: Element> KvStore<T> {
 
     /// An empty store; never-pushed keys pull as `len` zeros.
     pub fn with_value_len_default(len: u32) -> Self {
-        Self { runs: KeyMap::default(), arena: Vec::new(), value_len_default: len }
+        Self { index: KeyIndex::default(), arena: Vec::new(), value_len_default: len }
     }
 
     /// Number of keys stored.
     pub fn len(&self) -> usize {
-        self.runs.len()
+        self.index.len()
     }
 
     /// Whether nothing was pushed yet.
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.index.len() == 0
     }
 
     /// The values of `key`, if pushed.
     pub fn get(&self, key: u64) -> Option<&[T]> {
-        self.runs.get(&key).map(|r| &self.arena[r.start..r.start + r.len as usize])
+        self.index.get(key).map(|r| &self.arena[r.start..r.start + r.len as usize])
     }
 
     /// Adds `values` (`lens[i]` per key, or an equal share) to the keys.
@@ -110,28 +104,43 @@ impl<T: Element> KvStore<T> {
         if values.dtype() != T::DTYPE {
             return Err(format!("store holds {:?}, push has {:?}", T::DTYPE, values.dtype()));
         }
+        crate::slice::check_keys(keys).map_err(|e| e.to_string())?;
         let lens = self.lens_of(request)?;
+        // Check everything first, so a refused push changes nothing. Both
+        // passes walk the sorted index forward, which costs little more
+        // than keeping every lookup in a list as long as the request.
+        let mut cursor = Cursor::default();
+        let mut new_elements = 0usize;
         for (i, key) in keys.iter().enumerate() {
-            if let Some(run) = self.runs.get(&key) {
-                if run.len != lens.get(i) {
+            match self.index.find(&mut cursor, key) {
+                Some(run) if run.len != lens.get(i) => {
                     return Err(format!("key {key} holds {} values, push has {}", run.len, lens.get(i)));
                 }
+                Some(_) => {}
+                None => new_elements += lens.get(i) as usize,
             }
         }
-        self.runs.reserve(keys.len());
+        self.arena.reserve(new_elements);
         let size = size_of::<T>();
         let bytes = values.as_bytes();
+        let (mut new_keys, mut new_runs) = (Vec::new(), Vec::new());
+        let mut cursor = Cursor::default();
         let mut at = 0usize;
         for (i, key) in keys.iter().enumerate() {
             let len = lens.get(i) as usize;
-            let arena_len = self.arena.len();
-            let run = *self.runs.entry(key).or_insert_with(|| Run { start: arena_len, len: len as u32 });
-            if run.start == arena_len {
-                self.arena.resize(arena_len + len, T::default());
+            let chunk = &bytes[at * size..(at + len) * size];
+            match self.index.find(&mut cursor, key) {
+                Some(run) => add_all(&mut self.arena[run.start..run.start + len], chunk),
+                None => {
+                    // A first push stores its values as they are.
+                    new_keys.push(key);
+                    new_runs.push(Run { start: self.arena.len(), len: len as u32 });
+                    self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                }
             }
-            add_all(&mut self.arena[run.start..run.start + len], &bytes[at * size..(at + len) * size]);
             at += len;
         }
+        self.index.insert_sorted(new_keys, new_runs);
         debug_assert_eq!(at, values.len());
         Ok(())
     }
@@ -144,10 +153,14 @@ impl<T: Element> KvStore<T> {
         let mut out = BytesMut::with_capacity(request.keys.len() * size_of::<T>());
         let mut lens = Vec::with_capacity(request.keys.len());
         let zeros = vec![T::default(); self.value_len_default as usize];
+        let mut cursor = Cursor::default();
         for key in request.keys.iter() {
-            let run = self.get(key).unwrap_or(&zeros);
-            put_all(run, &mut out);
-            lens.push(run.len() as u32);
+            let values = match self.index.find(&mut cursor, key) {
+                Some(run) => &self.arena[run.start..run.start + run.len as usize],
+                None => &zeros[..],
+            };
+            put_all(values, &mut out);
+            lens.push(values.len() as u32);
         }
         let uniform = lens.windows(2).all(|w| w[0] == w[1]);
         let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements");
