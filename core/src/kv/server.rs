@@ -127,6 +127,13 @@ impl Node {
             // process that no longer exists.
             return;
         }
+        // An answer the requester would refuse as too large (or that could
+        // not be framed at all) becomes a refusal it can report.
+        let frame_len_max = u64::from(self.config.frame_len_max);
+        let too_large = matches!(&response, Response::Ok { values, lens }
+            if (values.as_bytes().len() + lens.as_ref().map_or(0, |l| l.as_bytes().len()) + 256) as u64 > frame_len_max);
+        let response =
+            if too_large { Response::Refused("the answer exceeds frame_len_max".to_owned()) } else { response };
         let message = match response {
             Response::Ok { values, lens } => KvResponseMsg {
                 app: id.customer.app,

@@ -318,3 +318,29 @@ fn an_empty_key_list_completes_at_once() {
     }
     assert_eq!(c.node_ref(w).requests_pending(), 0);
 }
+
+#[test]
+fn an_answer_larger_than_a_frame_is_refused_not_sent() {
+    let mut c = Cluster::new(1, 1, 41);
+    c.auto_serve = false;
+    c.form();
+    let (w, s) = (c.worker(0), c.server(0));
+    let ts = c.with_node(w, |n, now| n.pull(now, CustomerId::DEFAULT, 0, Keys::from_slice(&[1]), DType::U8)).unwrap();
+    c.drive();
+    let request = c
+        .events(s)
+        .find_map(|e| match e {
+            Event::ServerRequest(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the server got the pull");
+    let too_big = c.node(s).config().frame_len_max as usize + 1;
+    let answer = Response::Ok { values: Values::from_slice(&vec![0u8; too_big]), lens: None };
+    c.with_node(s, |n, now| n.respond(now, request.id, answer)).unwrap();
+    match c.wait(w, CustomerId::DEFAULT, ts) {
+        Event::RequestFailed { error: RequestError::Refused { reason, .. }, .. } => {
+            assert!(reason.contains("frame_len_max"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
