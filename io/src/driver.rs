@@ -197,10 +197,14 @@ impl Driver {
                     let _ = reply.send(Err(Error::Shutdown));
                 }
             },
-            Command::SetHandle { app, handle } => {
+            Command::SetHandle { app, handle, reply } => {
                 self.handles.insert(app, handle);
+                let _ = reply.send(());
             }
-            Command::SetSimpleHandler { handler } => self.simple_handler = Some(handler),
+            Command::SetSimpleHandler { handler, reply } => {
+                self.simple_handler = Some(handler);
+                let _ = reply.send(());
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(node.stats().clone());
             }

@@ -79,8 +79,8 @@ pub(crate) enum Command {
     Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
     Finalize { reply: oneshot::Sender<()> },
     WaitReady { reply: oneshot::Sender<Result<()>> },
-    SetHandle { app: u32, handle: Box<dyn KvHandle> },
-    SetSimpleHandler { handler: SimpleHandler },
+    SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
+    SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
     Stats { reply: oneshot::Sender<Stats> },
 }
 
@@ -278,17 +278,21 @@ impl NodeHandle {
         }
     }
 
-    /// Installs (or replaces) the server handle of application `app`.
+    /// Installs (or replaces) the server handle of application `app`;
+    /// returns once the node uses it, so no request that arrives later
+    /// meets the old one.
     pub async fn set_handle(&self, app: u32, handle: impl KvHandle) -> Result<()> {
-        self.commands.send(Command::SetHandle { app, handle: Box::new(handle) }).await.map_err(|_| Error::Shutdown)
+        let handle: Box<dyn KvHandle> = Box::new(handle);
+        self.call(|reply| Command::SetHandle { app, handle, reply }).await
     }
 
-    /// Installs the SimpleApp handler.
+    /// Installs the SimpleApp handler; returns once the node uses it.
     pub async fn set_simple_handler(
         &self,
         handler: impl FnMut(&pslite_core::SimpleRequest) -> (i32, Bytes) + Send + 'static,
     ) -> Result<()> {
-        self.commands.send(Command::SetSimpleHandler { handler: Box::new(handler) }).await.map_err(|_| Error::Shutdown)
+        let handler: SimpleHandler = Box::new(handler);
+        self.call(|reply| Command::SetSimpleHandler { handler, reply }).await
     }
 
     /// The node's counters.
