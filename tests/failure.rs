@@ -13,7 +13,7 @@ const BOUND: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_turns_waits_into_errors() {
     let mut settings = LocalCluster::settings(2, 1);
-    settings.core = settings.core.heartbeat(Duration::from_millis(100), Duration::from_millis(1500));
+    settings.core = settings.core.heartbeat(Duration::from_millis(200), Duration::from_millis(3000));
     let cluster =
         tokio::time::timeout(BOUND, LocalCluster::start_with(settings, Box::new(|_| Box::new(KvStore::<f32>::new()))))
             .await
