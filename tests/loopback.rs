@@ -91,3 +91,20 @@ async fn simple_app_reaches_every_member_of_a_group() {
     assert_eq!(everyone.len(), 5, "scheduler, 2 servers, 2 workers (the sender included)");
     bounded(cluster.finalize()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_before_the_cluster_forms_is_an_error_not_a_hang() {
+    let scheduler_settings = LocalCluster::settings(1, 1);
+    let scheduler = bounded(pslite::start(scheduler_settings.clone())).await.unwrap();
+    let mut worker_settings = scheduler_settings.for_role(Role::Worker);
+    worker_settings.core.scheduler_addr = scheduler.local_addr();
+    let worker = bounded(pslite::start(worker_settings)).await.unwrap();
+    // No server ever joins, so the cluster never forms.
+    let result = bounded(worker.finalize()).await;
+    assert!(
+        matches!(result, Err(pslite::Error::Request(pslite::RequestError::ApiMisuse(pslite::ApiMisuse::NotReady)))),
+        "{result:?}"
+    );
+    worker.abort();
+    scheduler.abort();
+}

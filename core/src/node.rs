@@ -462,9 +462,14 @@ impl Node {
         }
         let sender = header.sender;
         if sender == NodeId::SCHEDULER || sender == NodeId::UNASSIGNED {
-            // The scheduler is never replaced; unassigned senders can only
-            // register (checked when the message is handled).
-            return true;
+            // The scheduler is never replaced, so it has incarnation 0;
+            // unassigned senders can only register, which is never
+            // sequenced. Anything else would open duplicate filters at will.
+            let plausible = header.incarnation == Incarnation(0) && (sender == NodeId::SCHEDULER || header.seq == 0);
+            if !plausible {
+                self.stats.unexpected_drops += 1;
+            }
+            return plausible;
         }
         match self.membership.get(sender) {
             Some(entry) if header.incarnation < entry.incarnation => {

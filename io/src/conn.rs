@@ -28,6 +28,8 @@ const COPY_PART_BYTES_MAX: usize = 16 * 1024;
 const BATCH_BYTES_MAX: usize = 4 << 20;
 /// At most this many frames go into one batch.
 const BATCH_FRAMES_MAX: usize = 1024;
+/// How long a new connection may take to present its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Frames queued per outbound connection before the driver waits.
 pub(crate) const WRITE_QUEUE_FRAMES: usize = 4096;
 
@@ -39,9 +41,17 @@ pub(crate) async fn read_loop(
     frame_len_max: u32,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    if let Err(error) = handshake::expect_hello(&mut stream, token.as_deref()).await {
-        tracing::warn!(%peer, %error, "refused connection");
-        return;
+    // A peer that connects and says nothing must not hold a task forever.
+    match tokio::time::timeout(HELLO_TIMEOUT, handshake::expect_hello(&mut stream, token.as_deref())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%peer, %error, "refused connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refused connection: no hello within {HELLO_TIMEOUT:?}");
+            return;
+        }
     }
     let mut decoder = FrameDecoder::new(frame_len_max);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -88,7 +98,10 @@ pub(crate) async fn write_loop(
     mut frames: mpsc::Receiver<Frame>,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let result = async {
+    // The queue moves into the block, so it is closed as soon as the block
+    // ends: a driver blocked on a full queue wakes up (and sees the writer
+    // is gone) instead of waiting on a writer that waits on the driver.
+    let result = async move {
         let mut stream = crate::socket::connect(addr).await?;
         handshake::send_hello(&mut stream, token.as_deref()).await?;
         let mut batch = Batch::default();
@@ -108,7 +121,9 @@ pub(crate) async fn write_loop(
     .await;
     if let Err(error) = result {
         tracing::debug!(%addr, %error, "connection lost");
-        let _ = inbound.send(Inbound::LinkLost(addr)).await;
+        // Best effort: a full inbound queue must not block this task; the
+        // driver also notices the closed queue on its next send.
+        let _ = inbound.try_send(Inbound::LinkLost(addr));
     }
 }
 

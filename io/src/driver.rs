@@ -52,7 +52,9 @@ pub(crate) struct Driver {
     finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
     barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
-    terminated_waiters: Vec<oneshot::Sender<()>>,
+    terminated_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// Dropped when the driver ends, which stops the listener.
+    pub(crate) alive: Option<oneshot::Sender<()>>,
 }
 
 impl Driver {
@@ -80,6 +82,7 @@ impl Driver {
             barrier_waiters: BTreeMap::new(),
             ready_waiters: Vec::new(),
             terminated_waiters: Vec::new(),
+            alive: None,
         }
     }
 
@@ -93,6 +96,14 @@ impl Driver {
         loop {
             if self.node.phase() == Phase::Terminated {
                 break;
+            }
+            // The select below prefers input; under a steady stream of it the
+            // timers must still fire (heartbeats, resends, deadlines).
+            let now = self.now();
+            if self.node.poll_timeout().is_some_and(|at| at <= now) {
+                self.node.handle_timeout(now);
+                self.drain().await;
+                continue;
             }
             let deadline = self.node.poll_timeout();
             let sleep_until = deadline.map(|at| self.epoch + std::time::Duration::from_nanos(at.as_nanos()));
@@ -180,12 +191,14 @@ impl Driver {
             },
             Command::Finalize { reply } => match node.finalize(now) {
                 Ok(_) => self.terminated_waiters.push(reply),
-                Err(_) => {
-                    if node.phase() == Phase::Terminated {
-                        let _ = reply.send(());
-                    } else {
-                        self.terminated_waiters.push(reply);
-                    }
+                Err(_) if node.phase() == Phase::Terminated => {
+                    let _ = reply.send(Ok(()));
+                }
+                // Already finalizing: wait with the first caller.
+                Err(RequestError::Terminated) => self.terminated_waiters.push(reply),
+                // Not ready (or another refusal): nothing will end it.
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
                 }
             },
             Command::WaitReady { reply } => match node.phase() {
@@ -364,8 +377,9 @@ impl Driver {
         })
         .await;
         for waiter in self.terminated_waiters.drain(..) {
-            let _ = waiter.send(());
+            let _ = waiter.send(Ok(()));
         }
+        self.alive = None;
         self.publish_info();
     }
 }

@@ -77,7 +77,7 @@ pub(crate) enum Command {
     Simple { customer: CustomerId, ts: Timestamp, target: Target, head: i32, body: Bytes },
     Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
     Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
-    Finalize { reply: oneshot::Sender<()> },
+    Finalize { reply: oneshot::Sender<Result<()>> },
     WaitReady { reply: oneshot::Sender<Result<()>> },
     SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
     SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
@@ -158,7 +158,9 @@ pub async fn start_with(
     driver.simple_handler = simple_handler;
     let accept_token = settings.token;
     let accept_inbound = inbound_tx;
-    let accept_commands = command_tx.clone();
+    // The driver holds the sender; when it ends, the listener stops too.
+    let (driver_alive, mut driver_gone) = oneshot::channel::<()>();
+    driver.alive = Some(driver_alive);
     let accept_task = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -174,7 +176,7 @@ pub async fn start_with(
                     Err(error) => tracing::warn!(%error, "accept failed"),
                 },
                 // The node is gone: stop accepting.
-                () = accept_commands.closed() => return,
+                _ = &mut driver_gone => return,
             }
         }
     });
@@ -273,7 +275,8 @@ impl NodeHandle {
     /// A barrier over everyone, then shutdown. Returns once terminated.
     pub async fn finalize(&self) -> Result<()> {
         match self.call(|reply| Command::Finalize { reply }).await {
-            Ok(()) | Err(Error::Shutdown) => Ok(()),
+            Ok(result) => result,
+            Err(Error::Shutdown) => Ok(()),
             Err(error) => Err(error),
         }
     }
