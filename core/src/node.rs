@@ -273,6 +273,14 @@ impl Node {
             }
             return Ok(());
         }
+        if header.seq != 0 && self.id == NodeId::UNASSIGNED {
+            // Sequenced frames go to registered nodes only; before we have
+            // an id, one can only be meant for a former process at this
+            // address. Admitting it would mark its sequence number as seen
+            // and swallow the frame of that number in our own stream.
+            self.stats.unexpected_drops += 1;
+            return Ok(());
+        }
         if header.seq != 0 {
             match self.reliable.admit(header.sender, header.incarnation, header.seq) {
                 Admission::New => self.send_ack(header.sender, header.seq),

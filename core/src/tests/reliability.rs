@@ -76,3 +76,28 @@ fn a_push_whose_frames_never_arrive_fails_with_resend_exhausted() {
     }
     assert_eq!(c.node(w).frames_unacked(), 0, "nothing is kept after giving up");
 }
+
+#[test]
+fn a_process_not_registered_yet_does_not_admit_frames_meant_for_its_predecessor() {
+    // Found by the simulator (seed 0x23 with --faults all): a restarted
+    // worker, still unregistered, admitted a resent frame of its
+    // predecessor's stream; when the scheduler's stream to the new process
+    // began at the same sequence number, that frame was taken for a
+    // duplicate and the worker waited in its barrier forever.
+    use crate::wire::message::Envelope;
+    use crate::wire::{BarrierOutcome, Message};
+    let mut c = Cluster::new(1, 1, 51);
+    c.form();
+    let w = c.worker(0);
+    let old_id = c.node(w).id();
+    c.crash(w);
+    c.restart(w);
+    assert_eq!(c.node(w).id(), NodeId::UNASSIGNED);
+    let release = Message::BarrierRelease { group: Group::WORKERS, generation: 0, outcome: BarrierOutcome::Released };
+    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: old_id, seq: 1 };
+    let before = c.node(w).stats().unexpected_drops;
+    let now = c.now;
+    c.node(w).handle_frame(now, release.encode(envelope).to_bytes()).expect("decodes");
+    assert_eq!(c.node(w).dedup_windows(), 0, "nothing was admitted");
+    assert_eq!(c.node(w).stats().unexpected_drops, before + 1);
+}
