@@ -108,3 +108,27 @@ async fn finalize_before_the_cluster_forms_is_an_error_not_a_hang() {
     worker.abort();
     scheduler.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_nobody_waits_for_complete_and_an_unknown_wait_is_an_error() {
+    let cluster = bounded(LocalCluster::start(1, 1)).await.unwrap();
+    let worker = cluster.worker(0);
+    let mut first = None;
+    let mut last = None;
+    for i in 0..2000u64 {
+        let ts = bounded(worker.push(&[i % 7, u64::MAX], &[1.0f32, 1.0])).await.unwrap();
+        first.get_or_insert(ts);
+        last = Some(ts);
+    }
+    // Waiting late, in any order, still reports success.
+    bounded(worker.wait(last.unwrap())).await.unwrap();
+    bounded(worker.wait(first.unwrap())).await.unwrap();
+    assert_eq!(bounded(worker.pull::<f32>(&[u64::MAX])).await.unwrap(), vec![2000.0]);
+    // A timestamp that was never issued cannot complete: an error, not a hang.
+    let never = pslite::Timestamp(1_000_000);
+    assert!(matches!(
+        bounded(worker.wait(never)).await,
+        Err(pslite::Error::Request(pslite::RequestError::ApiMisuse(pslite::ApiMisuse::UnknownRequest)))
+    ));
+    bounded(cluster.finalize()).await.unwrap();
+}

@@ -425,6 +425,11 @@ impl Node {
         self.tracker.len()
     }
 
+    /// Whether request `ts` of `customer` is still waiting for its outcome.
+    pub fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
+        self.tracker.is_pending(customer, ts)
+    }
+
     /// Server and simple requests this node still has to answer.
     pub fn responses_pending(&self) -> usize {
         self.server.len()

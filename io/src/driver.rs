@@ -49,7 +49,13 @@ pub(crate) struct Driver {
     /// release, a Terminate) leave before the process may exit.
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
     waiters: BTreeMap<(CustomerId, Timestamp), oneshot::Sender<Result<Completion, Error>>>,
+    /// Outcomes nobody waited for yet that carry something: values,
+    /// replies, errors.
     finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
+    /// Plain successes nobody waited for yet, kept compactly so that
+    /// fire-and-forget pushes (ps-lite callers often never wait) cost no
+    /// memory per request.
+    succeeded: BTreeMap<CustomerId, Succeeded>,
     barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     terminated_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
@@ -79,6 +85,7 @@ impl Driver {
             writer_tasks: Vec::new(),
             waiters: BTreeMap::new(),
             finished: BTreeMap::new(),
+            succeeded: BTreeMap::new(),
             barrier_waiters: BTreeMap::new(),
             ready_waiters: Vec::new(),
             terminated_waiters: Vec::new(),
@@ -177,8 +184,14 @@ impl Driver {
             Command::Wait { customer, ts, reply } => {
                 if let Some(result) = self.finished.remove(&(customer, ts)) {
                     let _ = reply.send(result);
-                } else {
+                } else if self.succeeded.get(&customer).is_some_and(|s| s.contains(ts)) {
+                    let _ = reply.send(Ok(Completion::Done));
+                } else if node.is_pending(customer, ts) {
                     self.waiters.insert((customer, ts), reply);
+                } else {
+                    // Never issued, or its outcome was already taken by an
+                    // earlier wait: nothing would ever answer.
+                    let _ = reply.send(Err(RequestError::ApiMisuse(pslite_core::ApiMisuse::UnknownRequest).into()));
                 }
             }
             Command::Barrier { group, reply } => match node.barrier(now, group) {
@@ -327,6 +340,10 @@ impl Driver {
             Some(waiter) => {
                 let _ = waiter.send(result);
             }
+            None if matches!(result, Ok(Completion::Done)) => {
+                let node = &self.node;
+                self.succeeded.entry(customer).or_default().insert(ts, |ts| node.is_pending(customer, ts));
+            }
             None => {
                 self.finished.insert((customer, ts), result);
             }
@@ -381,6 +398,37 @@ impl Driver {
         }
         self.alive = None;
         self.publish_info();
+    }
+}
+
+/// Timestamps of one customer that succeeded without data: every one
+/// below `below` that is not in `finished` (and not pending), plus the
+/// few above it that completed out of order.
+#[derive(Debug, Default)]
+struct Succeeded {
+    below: u32,
+    above: std::collections::BTreeSet<u32>,
+    highest: Option<u32>,
+}
+
+impl Succeeded {
+    fn contains(&self, ts: Timestamp) -> bool {
+        ts.0 < self.below || self.above.contains(&ts.0)
+    }
+
+    /// Records `ts`, then moves the watermark over every timestamp that is
+    /// no longer pending (done, failed into `finished`, or taken by a
+    /// wait), so the set stays as small as the requests in flight.
+    fn insert(&mut self, ts: Timestamp, pending: impl Fn(Timestamp) -> bool) {
+        if ts.0 >= self.below {
+            self.above.insert(ts.0);
+        }
+        self.highest = Some(self.highest.map_or(ts.0, |h| h.max(ts.0)));
+        let highest = self.highest.unwrap_or(0);
+        while self.below <= highest && self.below < u32::MAX && !pending(Timestamp(self.below)) {
+            self.above.remove(&self.below);
+            self.below += 1;
+        }
     }
 }
 

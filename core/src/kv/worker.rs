@@ -92,6 +92,10 @@ impl Tracker {
         Some(pending)
     }
 
+    pub(crate) fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
+        self.pending.contains_key(&(customer, ts))
+    }
+
     /// Pending requests waiting on `id`.
     fn waiting_on(&self, id: NodeId) -> Vec<(CustomerId, Timestamp)> {
         self.pending.iter().filter(|(_, p)| p.waiting.contains_key(&id)).map(|(k, _)| *k).collect()
