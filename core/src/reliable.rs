@@ -113,6 +113,9 @@ pub(crate) struct Reliable {
     unacked: BTreeMap<(NodeId, u64), Unacked>,
     resend_queue: BTreeSet<(Instant, NodeId, u64)>,
     received: BTreeMap<(NodeId, Incarnation), DedupWindow>,
+    /// Unacknowledged frames by the request they carry, so an outcome
+    /// stops their resends.
+    owned: BTreeSet<(CustomerId, Timestamp, NodeId, u64)>,
 }
 
 /// What `Reliable::expire` produced.
@@ -136,7 +139,33 @@ impl Reliable {
         let peer = transmit.to;
         let resend_at = now + first_delay;
         self.resend_queue.insert((resend_at, peer, seq));
+        if let Some((customer, ts)) = owner {
+            self.owned.insert((customer, ts, peer, seq));
+        }
         self.unacked.insert((peer, seq), Unacked { transmit, attempts: 0, resend_at, owner });
+    }
+
+    /// The request `ts` of `customer` has its outcome (an answer implies
+    /// its frames arrived; a failure makes them moot): its frames are not
+    /// resent any more. Without this, a frame whose ACK was lost kept being
+    /// resent after its answer, and could reach a replacement of the
+    /// server and be applied there again.
+    pub(crate) fn forget_owner(&mut self, customer: CustomerId, ts: Timestamp) {
+        let low = (customer, ts, NodeId::UNASSIGNED, 0);
+        let high = (customer, ts, NodeId::from_raw(u32::MAX).expect("a server id"), u64::MAX);
+        let frames: Vec<(NodeId, u64)> = self.owned.range(low..=high).map(|&(_, _, peer, seq)| (peer, seq)).collect();
+        for (peer, seq) in frames {
+            self.owned.remove(&(customer, ts, peer, seq));
+            if let Some(entry) = self.unacked.remove(&(peer, seq)) {
+                self.resend_queue.remove(&(entry.resend_at, peer, seq));
+            }
+        }
+    }
+
+    fn disown(&mut self, owner: Owner, peer: NodeId, seq: u64) {
+        if let Some((customer, ts)) = owner {
+            self.owned.remove(&(customer, ts, peer, seq));
+        }
     }
 
     /// An ACK arrived from `peer`.
@@ -144,6 +173,7 @@ impl Reliable {
         match self.unacked.remove(&(peer, seq)) {
             Some(entry) => {
                 self.resend_queue.remove(&(entry.resend_at, peer, seq));
+                self.disown(entry.owner, peer, seq);
                 true
             }
             None => false,
@@ -164,6 +194,7 @@ impl Reliable {
         for seq in seqs {
             if let Some(entry) = self.unacked.remove(&(peer, seq)) {
                 self.resend_queue.remove(&(entry.resend_at, peer, seq));
+                self.disown(entry.owner, peer, seq);
                 owners.push(entry.owner);
             }
         }
@@ -191,6 +222,7 @@ impl Reliable {
             };
             if entry.attempts >= attempts_max {
                 let entry = self.unacked.remove(&(peer, seq)).expect("present");
+                self.disown(entry.owner, peer, seq);
                 expired.failed.push((peer, entry.owner));
                 continue;
             }

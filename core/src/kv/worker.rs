@@ -278,6 +278,7 @@ impl Node {
 
     fn complete_request(&mut self, customer: CustomerId, ts: Timestamp) {
         let pending = self.tracker.remove(customer, ts).expect("completing a pending request");
+        self.reliable.forget_owner(customer, ts);
         let event = match pending.kind {
             PendingKind::Kv { op: KvOp::Push, .. } => Event::RequestDone { customer, ts },
             PendingKind::Kv { parts, .. } => {
@@ -302,6 +303,7 @@ impl Node {
 
     pub(crate) fn fail_request(&mut self, customer: CustomerId, ts: Timestamp, error: RequestError) {
         if self.tracker.remove(customer, ts).is_some() {
+            self.reliable.forget_owner(customer, ts);
             self.events.push_back(Event::RequestFailed { customer, ts, error });
         }
     }

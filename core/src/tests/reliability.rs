@@ -101,3 +101,32 @@ fn a_process_not_registered_yet_does_not_admit_frames_meant_for_its_predecessor(
     assert_eq!(c.node(w).dedup_windows(), 0, "nothing was admitted");
     assert_eq!(c.node(w).stats().unexpected_drops, before + 1);
 }
+
+#[test]
+fn an_answered_request_is_not_resent_when_its_ack_was_lost() {
+    // Found by the simulator (seed 0xfc56b): the server's ACK was lost but
+    // its answer arrived; the request frame kept being resent after the
+    // push completed, reached the server's replacement and was applied
+    // there again, after the worker had been told it was done.
+    let mut c = Cluster::with(1, 1, 61, |mut b| {
+        b.resend_timeout = Duration::from_millis(20);
+        b.heartbeats = false;
+        b
+    });
+    c.form();
+    let (w, s) = (c.worker(0), c.server(0));
+    let ts = c
+        .with_node(w, |n, now| {
+            n.push(now, CustomerId::DEFAULT, 0, Keys::from_slice(&[1]), Values::from_slice(&[1.0f32]), None)
+        })
+        .unwrap();
+    // Let the request reach the server, then lose every ACK it sends back.
+    c.run_until(10_000, |c| c.in_flight.iter().any(|f| f.from == s));
+    let ack_kind = crate::wire::header::Kind::Ack as u8;
+    c.drop_where(|f| f.from == s && f.bytes[6] == ack_kind);
+    assert!(matches!(c.wait(w, CustomerId::DEFAULT, ts), Event::RequestDone { .. }));
+    assert_eq!(c.node(w).frames_unacked(), 0, "the answer settled the request's frames");
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.node(w).stats().resends, 0, "nothing was resent after the answer");
+    assert_eq!(c.stores.values().map(|store| store.get(1).map_or(0.0, |v| v[0])).sum::<f32>(), 1.0);
+}
