@@ -122,7 +122,7 @@ fn an_answered_request_is_not_resent_when_its_ack_was_lost() {
         .unwrap();
     // Let the request reach the server, then lose every ACK it sends back.
     c.run_until(10_000, |c| c.in_flight.iter().any(|f| f.from == s));
-    let ack_kind = crate::wire::header::Kind::Ack as u8;
+    let ack_kind = wire::header::Kind::Ack as u8;
     c.drop_where(|f| f.from == s && f.bytes[6] == ack_kind);
     assert!(matches!(c.wait(w, CustomerId::DEFAULT, ts), Event::RequestDone { .. }));
     assert_eq!(c.node(w).frames_unacked(), 0, "the answer settled the request's frames");
