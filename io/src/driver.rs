@@ -159,8 +159,12 @@ impl Driver {
             }
             Inbound::LinkLost(addr) => {
                 // Frames queued for it are gone; the core's timeouts and
-                // heartbeats decide what that means.
-                self.writers.remove(&addr);
+                // heartbeats decide what that means. A report from an old
+                // writer must not remove a newer one for the same peer: the
+                // failed writer has closed its queue, a live one has not.
+                if self.writers.get(&addr).is_some_and(mpsc::Sender::is_closed) {
+                    self.writers.remove(&addr);
+                }
             }
         }
     }
