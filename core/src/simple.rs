@@ -81,13 +81,7 @@ impl Node {
         if targets.is_empty() {
             return Err(ApiMisuse::EmptyTarget.into());
         }
-        let ts = match ts {
-            Some(ts) => {
-                self.tracker.claim(customer, ts)?;
-                ts
-            }
-            None => self.tracker.next_timestamp(customer)?,
-        };
+        let ts = self.tracker.take(customer, ts)?;
         let waiting: BTreeMap<NodeId, usize> = targets.iter().enumerate().map(|(slot, &id)| (id, slot)).collect();
         let kind = PendingKind::Simple { replies: vec![None; targets.len()] };
         self.tracker.insert(customer, ts, Pending::new(now + self.config.request_timeout, waiting, kind));

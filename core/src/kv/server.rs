@@ -134,25 +134,18 @@ impl Node {
             if (values.as_bytes().len() + lens.as_ref().map_or(0, |l| l.as_bytes().len()) + 256) as u64 > frame_len_max);
         let response =
             if too_large { Response::Refused("the answer exceeds frame_len_max".to_owned()) } else { response };
-        let message = match response {
-            Response::Ok { values, lens } => KvResponseMsg {
-                app: id.customer.app,
-                customer: id.customer.customer,
-                ts: id.ts.0,
-                error: None,
-                keys: crate::kv::Keys::default(),
-                values,
-                lens,
-            },
-            Response::Refused(reason) => KvResponseMsg {
-                app: id.customer.app,
-                customer: id.customer.customer,
-                ts: id.ts.0,
-                error: Some(reason),
-                keys: crate::kv::Keys::default(),
-                values: Values::empty(crate::kv::DType::U8),
-                lens: None,
-            },
+        let (error, values, lens) = match response {
+            Response::Ok { values, lens } => (None, values, lens),
+            Response::Refused(reason) => (Some(reason), Values::empty(crate::kv::DType::U8), None),
+        };
+        let message = KvResponseMsg {
+            app: id.customer.app,
+            customer: id.customer.customer,
+            ts: id.ts.0,
+            error,
+            keys: crate::kv::Keys::default(),
+            values,
+            lens,
         };
         self.send(id.from, Message::KvResponse(message));
     }

@@ -67,6 +67,15 @@ impl Tracker {
         Ok(ts)
     }
 
+    /// The timestamp of a new request: the caller's choice if it made one
+    /// (checked by `claim`), else the next of `customer`.
+    pub(crate) fn take(&mut self, customer: CustomerId, ts: Option<Timestamp>) -> Result<Timestamp, ApiMisuse> {
+        match ts {
+            Some(ts) => self.claim(customer, ts).map(|()| ts),
+            None => self.next_timestamp(customer),
+        }
+    }
+
     /// Takes `ts` for a new request of `customer`: refused while a request
     /// with that timestamp is pending; later assignments continue after it.
     pub(crate) fn claim(&mut self, customer: CustomerId, ts: Timestamp) -> Result<(), ApiMisuse> {
@@ -174,13 +183,7 @@ impl Node {
         }
         self.check_pending_room()?;
         let parts = slice::slice(&self.ranges, &list);
-        let ts = match ts {
-            Some(ts) => {
-                self.tracker.claim(customer, ts)?;
-                ts
-            }
-            None => self.tracker.next_timestamp(customer)?,
-        };
+        let ts = self.tracker.take(customer, ts)?;
         if parts.is_empty() {
             // Nothing to send (no keys): complete at once, as ps-lite does.
             self.events.push_back(match op {
