@@ -8,6 +8,9 @@
 //! does not rewrite the whole array; when the delta grows past an eighth
 //! of the array, or a batch brings many new keys at once, everything is
 //! merged into the array in one linear pass.
+//!
+//! A key costs 16 bytes here (its value and a packed run), so ten million
+//! scalar keys index in 160 MB next to their 40 MB of values.
 
 use super::store::KeyMap;
 
@@ -18,12 +21,60 @@ pub(crate) struct Run {
     pub(crate) len: u32,
 }
 
+/// Bits of a packed run that hold its start.
+const START_BITS: u32 = 40;
+/// Largest arena a packed run can point into, in elements (about 10^12):
+/// beyond any one server's memory, but checked, never assumed.
+pub(crate) const ARENA_ELEMENTS_MAX: usize = 1 << START_BITS;
+/// The length field of a run too long to pack; its length is kept aside.
+const LONG: u64 = (1 << (64 - START_BITS)) - 1;
+
+/// A run in one word: the start in the low 40 bits, the length in the high
+/// 24. Runs of 16M elements or more (a huge dense key, rare) store `LONG`
+/// and keep their length in [`KeyIndex::long`], keyed by start, which is
+/// unique per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Packed(u64);
+
+/// Keys new to the index, ascending, with their runs: built by a push,
+/// handed to [`KeyIndex::insert`].
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    keys: Vec<u64>,
+    runs: Vec<Packed>,
+    long: Vec<(usize, u32)>,
+}
+
+impl Batch {
+    /// Room for `n` new keys, so building a batch never reallocates.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self { keys: Vec::with_capacity(n), runs: Vec::with_capacity(n), long: Vec::new() }
+    }
+
+    /// Adds `key` (above every key already added) with its run, whose end
+    /// the caller has checked against [`ARENA_ELEMENTS_MAX`].
+    pub(crate) fn push(&mut self, key: u64, run: Run) {
+        debug_assert!(self.keys.last().is_none_or(|&last| last < key), "batch keys ascend");
+        debug_assert!(run.start + run.len as usize <= ARENA_ELEMENTS_MAX);
+        let len = u64::from(run.len);
+        let len = if len >= LONG {
+            self.long.push((run.start, run.len));
+            LONG
+        } else {
+            len
+        };
+        self.keys.push(key);
+        self.runs.push(Packed(run.start as u64 | len << START_BITS));
+    }
+}
+
 /// Sorted keys plus a hash delta; see the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyIndex {
     keys: Vec<u64>,
-    runs: Vec<Run>,
-    delta: KeyMap<Run>,
+    runs: Vec<Packed>,
+    delta: KeyMap<Packed>,
+    long: KeyMap<u32>,
 }
 
 /// Position of a walk through the sorted array.
@@ -35,19 +86,35 @@ impl KeyIndex {
         self.keys.len() + self.delta.len()
     }
 
+    fn unpack(&self, packed: Packed) -> Run {
+        let start = (packed.0 & ((1 << START_BITS) - 1)) as usize;
+        let len = packed.0 >> START_BITS;
+        let len = if len == LONG { self.long[&(start as u64)] } else { len as u32 };
+        Run { start, len }
+    }
+
     /// The run of `key`, by binary search and then the delta.
     pub(crate) fn get(&self, key: u64) -> Option<Run> {
-        match self.keys.binary_search(&key) {
+        let packed = match self.keys.binary_search(&key) {
             Ok(i) => Some(self.runs[i]),
             Err(_) => self.delta.get(&key).copied(),
-        }
+        };
+        packed.map(|p| self.unpack(p))
     }
 
     /// The run of `key`, searching forward from `cursor` (galloping), which
     /// makes a walk over ascending keys linear. Keys out of order are still
     /// found, by a search of the whole array.
+    #[inline]
     pub(crate) fn find(&self, cursor: &mut Cursor, key: u64) -> Option<Run> {
         let keys = &self.keys;
+        // The common step of a walk: the next key is the next entry.
+        if let Some(&next) = keys.get(cursor.0) {
+            if next == key {
+                cursor.0 += 1;
+                return Some(self.unpack(self.runs[cursor.0 - 1]));
+            }
+        }
         let from = if cursor.0 > 0 && keys[cursor.0 - 1] >= key { 0 } else { cursor.0 };
         // Gallop: double the span until its last key is not below `key`;
         // the answer then lies in the span's upper half.
@@ -60,7 +127,7 @@ impl KeyIndex {
         let found = match keys[low..high].binary_search(&key) {
             Ok(i) => {
                 cursor.0 = low + i + 1;
-                return Some(self.runs[low + i]);
+                return Some(self.unpack(self.runs[low + i]));
             }
             Err(i) => low + i,
         };
@@ -68,14 +135,14 @@ impl KeyIndex {
         if self.delta.is_empty() {
             None
         } else {
-            self.delta.get(&key).copied()
+            self.delta.get(&key).map(|&p| self.unpack(p))
         }
     }
 
-    /// Adds keys not yet present (ascending, with their runs).
-    pub(crate) fn insert_sorted(&mut self, keys: Vec<u64>, runs: Vec<Run>) {
-        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "new keys come sorted and unique");
-        debug_assert_eq!(keys.len(), runs.len());
+    /// Adds the batch's keys, none of which is present yet.
+    pub(crate) fn insert(&mut self, batch: Batch) {
+        let Batch { keys, runs, long } = batch;
+        self.long.extend(long.into_iter().map(|(start, len)| (start as u64, len)));
         if keys.is_empty() {
             return;
         }
@@ -90,13 +157,13 @@ impl KeyIndex {
             self.delta.extend(keys.into_iter().zip(runs));
             return;
         }
-        let mut pending: Vec<(u64, Run)> = self.delta.drain().collect();
+        let mut pending: Vec<(u64, Packed)> = self.delta.drain().collect();
         pending.sort_unstable_by_key(|&(key, _)| key);
         let pending = merge(pending, keys.into_iter().zip(runs).collect());
         let old_keys = std::mem::take(&mut self.keys);
         let old_runs = std::mem::take(&mut self.runs);
-        self.keys.reserve(old_keys.len() + pending.len());
-        self.runs.reserve(old_keys.len() + pending.len());
+        self.keys.reserve_exact(old_keys.len() + pending.len());
+        self.runs.reserve_exact(old_keys.len() + pending.len());
         let mut new = pending.into_iter().peekable();
         for (key, run) in old_keys.into_iter().zip(old_runs) {
             while let Some(&(next, next_run)) = new.peek() {
@@ -118,7 +185,7 @@ impl KeyIndex {
 }
 
 /// Two ascending lists of distinct keys, merged.
-fn merge(a: Vec<(u64, Run)>, b: Vec<(u64, Run)>) -> Vec<(u64, Run)> {
+fn merge(a: Vec<(u64, Packed)>, b: Vec<(u64, Packed)>) -> Vec<(u64, Packed)> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {
@@ -154,19 +221,20 @@ mod tests {
             let mut next = 0usize;
             for batch in batches {
                 let mut cursor = Cursor::default();
-                let (mut new_keys, mut new_runs) = (Vec::new(), Vec::new());
+                let mut new = Batch::default();
                 for key in batch {
                     let found = index.find(&mut cursor, key);
                     prop_assert_eq!(found, model.get(&key).copied());
                     if found.is_none() {
-                        let run = Run { start: next, len: 1 };
-                        next += 1;
-                        new_keys.push(key);
-                        new_runs.push(run);
+                        // Every seventh run is too long to pack.
+                        let len = if key % 7 == 0 { (LONG as u32) + key as u32 } else { 1 + key as u32 % 5 };
+                        let run = Run { start: next, len };
+                        next += len as usize;
+                        new.push(key, run);
                         model.insert(key, run);
                     }
                 }
-                index.insert_sorted(new_keys, new_runs);
+                index.insert(new);
                 prop_assert_eq!(index.len(), model.len());
             }
             let mut cursor = Cursor::default();
@@ -176,5 +244,20 @@ mod tests {
                 prop_assert_eq!(index.get(key), model.get(&key).copied());
             }
         }
+    }
+
+    #[test]
+    fn a_run_packs_up_to_the_arena_limit() {
+        let mut batch = Batch::default();
+        let last = Run { start: ARENA_ELEMENTS_MAX - 3, len: 3 };
+        batch.push(1, Run { start: 0, len: LONG as u32 - 1 });
+        batch.push(2, Run { start: 5, len: u32::MAX });
+        batch.push(3, last);
+        let mut index = KeyIndex::default();
+        index.insert(batch);
+        assert_eq!(index.get(1), Some(Run { start: 0, len: LONG as u32 - 1 }));
+        assert_eq!(index.get(2), Some(Run { start: 5, len: u32::MAX }));
+        assert_eq!(index.get(3), Some(last));
+        assert_eq!(index.get(4), None);
     }
 }

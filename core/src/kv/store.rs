@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
-use super::index::{Cursor, KeyIndex, Run};
+use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
 use super::values::{add_all, put_all, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
 
@@ -47,10 +47,43 @@ enum RunLens {
 }
 
 impl RunLens {
+    #[inline]
     fn get(&self, i: usize) -> u32 {
         match self {
             Self::Listed(lens) => lens.get(i),
             Self::Equal(len) => *len,
+        }
+    }
+}
+
+/// Values per key of a pull's answer: only a length while every key has
+/// the same, so the common uniform pull builds no list as long as its keys.
+#[derive(Default)]
+struct PulledLens {
+    count: usize,
+    uniform: Option<u32>,
+    listed: Vec<u32>,
+}
+
+impl PulledLens {
+    fn push(&mut self, len: u32) {
+        if self.count == 0 {
+            self.uniform = Some(len);
+        } else if self.uniform.is_some_and(|u| u != len) {
+            self.listed = vec![self.uniform.take().expect("checked"); self.count];
+        }
+        if self.uniform.is_none() {
+            self.listed.push(len);
+        }
+        self.count += 1;
+    }
+
+    /// The lens to send: a list when lengths differ or the pull asked for one.
+    fn finish(self, asked: bool) -> Option<Lens> {
+        match self.uniform {
+            Some(_) | None if self.count == 0 => asked.then(|| Lens::from_slice(&[])),
+            Some(len) => asked.then(|| Lens::from_slice(&vec![len; self.count])),
+            None => Some(Lens::from_slice(&self.listed)),
         }
     }
 }
@@ -110,38 +143,54 @@ impl<T: Element> KvStore<T> {
         // passes walk the sorted index forward, which costs little more
         // than keeping every lookup in a list as long as the request.
         let mut cursor = Cursor::default();
-        let mut new_elements = 0usize;
+        let (mut new_keys, mut new_elements) = (0usize, 0usize);
         for (i, key) in keys.iter().enumerate() {
             match self.index.find(&mut cursor, key) {
                 Some(run) if run.len != lens.get(i) => {
                     return Err(format!("key {key} holds {} values, push has {}", run.len, lens.get(i)));
                 }
                 Some(_) => {}
-                None => new_elements += lens.get(i) as usize,
-            }
-        }
-        self.arena.reserve(new_elements);
-        let size = size_of::<T>();
-        let bytes = values.as_bytes();
-        let (mut new_keys, mut new_runs) = (Vec::new(), Vec::new());
-        let mut cursor = Cursor::default();
-        let mut at = 0usize;
-        for (i, key) in keys.iter().enumerate() {
-            let len = lens.get(i) as usize;
-            let chunk = &bytes[at * size..(at + len) * size];
-            match self.index.find(&mut cursor, key) {
-                Some(run) => add_all(&mut self.arena[run.start..run.start + len], chunk),
                 None => {
-                    // A first push stores its values as they are.
-                    new_keys.push(key);
-                    new_runs.push(Run { start: self.arena.len(), len: len as u32 });
-                    self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                    new_keys += 1;
+                    new_elements += lens.get(i) as usize;
                 }
             }
-            at += len;
         }
-        self.index.insert_sorted(new_keys, new_runs);
-        debug_assert_eq!(at, values.len());
+        if self.arena.len() + new_elements > ARENA_ELEMENTS_MAX {
+            return Err(format!("store full: {} values held, the limit is {ARENA_ELEMENTS_MAX}", self.arena.len()));
+        }
+        self.arena.reserve_exact(new_elements);
+        let size = size_of::<T>();
+        let bytes = values.as_bytes();
+        let mut batch = Batch::with_capacity(new_keys);
+        if new_keys == keys.len() {
+            // All new (a first push): the values go in as they are, in one pass.
+            let start = self.arena.len();
+            self.arena.extend(bytes.chunks_exact(size).map(T::read));
+            let mut at = start;
+            for (i, key) in keys.iter().enumerate() {
+                let len = lens.get(i);
+                batch.push(key, Run { start: at, len });
+                at += len as usize;
+            }
+        } else {
+            let mut cursor = Cursor::default();
+            let mut at = 0usize;
+            for (i, key) in keys.iter().enumerate() {
+                let len = lens.get(i) as usize;
+                let chunk = &bytes[at * size..(at + len) * size];
+                match self.index.find(&mut cursor, key) {
+                    Some(run) => add_all(&mut self.arena[run.start..run.start + len], chunk),
+                    None => {
+                        batch.push(key, Run { start: self.arena.len(), len: len as u32 });
+                        self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                    }
+                }
+                at += len;
+            }
+            debug_assert_eq!(at, values.len());
+        }
+        self.index.insert(batch);
         Ok(())
     }
 
@@ -151,21 +200,31 @@ impl<T: Element> KvStore<T> {
             return Err(format!("store holds {:?}, pull asks for {:?}", T::DTYPE, request.values.dtype()));
         }
         let mut out = BytesMut::with_capacity(request.keys.len() * size_of::<T>());
-        let mut lens = Vec::with_capacity(request.keys.len());
         let zeros = vec![T::default(); self.value_len_default as usize];
+        let mut lens = PulledLens::default();
+        // Keys pushed together sit side by side in the arena: copy each
+        // stretch of adjacent runs at once rather than key by key.
+        let mut stretch = 0..0;
         let mut cursor = Cursor::default();
         for key in request.keys.iter() {
-            let values = match self.index.find(&mut cursor, key) {
-                Some(run) => &self.arena[run.start..run.start + run.len as usize],
-                None => &zeros[..],
-            };
-            put_all(values, &mut out);
-            lens.push(values.len() as u32);
+            let run = self.index.find(&mut cursor, key);
+            match run {
+                Some(run) if run.start == stretch.end => stretch.end += run.len as usize,
+                Some(run) => {
+                    put_all(&self.arena[stretch], &mut out);
+                    stretch = run.start..run.start + run.len as usize;
+                }
+                None => {
+                    put_all(&self.arena[stretch], &mut out);
+                    stretch = 0..0;
+                    put_all(&zeros, &mut out);
+                }
+            }
+            lens.push(run.map_or(self.value_len_default, |run| run.len));
         }
-        let uniform = lens.windows(2).all(|w| w[0] == w[1]);
+        put_all(&self.arena[stretch], &mut out);
         let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements");
-        let lens = (!uniform || request.lens.is_some()).then(|| Lens::from_slice(&lens));
-        Ok(Response::Ok { values, lens })
+        Ok(Response::Ok { values, lens: lens.finish(request.lens.is_some()) })
     }
 
     fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, String> {
@@ -203,6 +262,7 @@ mod tests {
     use crate::kv::{CustomerId, Keys, ServerRequestId, Timestamp};
     use crate::wire::KvOp;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn request(op: KvOp, keys: &[u64], values: &[f32], lens: Option<&[u32]>) -> ServerRequest {
         ServerRequest {
@@ -256,6 +316,47 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn pulls_match_a_model_of_variable_lengths(
+            pushes in proptest::collection::vec(proptest::collection::btree_map(0u64..40, 1u32..4, 1..10), 1..8),
+            probe in proptest::collection::btree_set(0u64..44, 0..44),
+            ask_lens in any::<bool>(),
+        ) {
+            let mut store = KvStore::<f32>::new();
+            let mut model: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+            for (n, push) in pushes.iter().enumerate() {
+                // A key's length is fixed by its first push: keep it.
+                let lens: Vec<u32> = push.iter().map(|(k, &l)| model.get(k).map_or(l, |v| v.len() as u32)).collect();
+                let keys: Vec<u64> = push.keys().copied().collect();
+                let values: Vec<f32> = lens.iter().flat_map(|&l| (0..l).map(move |j| (n as u32 * 10 + j) as f32)).collect();
+                let applied = matches!(store.handle(&request(KvOp::Push, &keys, &values, Some(&lens))), Response::Ok { .. });
+                prop_assert!(applied);
+                let mut at = 0;
+                for (key, &len) in keys.iter().zip(&lens) {
+                    let entry = model.entry(*key).or_insert_with(|| vec![0.0; len as usize]);
+                    for slot in entry.iter_mut() {
+                        *slot += values[at];
+                        at += 1;
+                    }
+                }
+            }
+            let keys: Vec<u64> = probe.iter().copied().collect();
+            let asked: Vec<u32> = vec![0; keys.len()];
+            let pull = request(KvOp::Pull, &keys, &[], ask_lens.then_some(&asked[..]));
+            let Response::Ok { values, lens } = store.handle(&pull) else { panic!("pull refused") };
+            let expected: Vec<Vec<f32>> = keys.iter().map(|k| model.get(k).cloned().unwrap_or(vec![0.0])).collect();
+            prop_assert_eq!(values.to_vec::<f32>().unwrap(), expected.concat());
+            let expected_lens: Vec<u32> = expected.iter().map(|v| v.len() as u32).collect();
+            let uniform = expected_lens.windows(2).all(|w| w[0] == w[1]);
+            match lens {
+                Some(lens) => {
+                    prop_assert!(ask_lens || !uniform, "lens sent for a uniform pull nobody asked lens of");
+                    prop_assert_eq!(lens.to_vec(), expected_lens);
+                }
+                None => prop_assert!(!ask_lens && uniform, "lens missing"),
+            }
+        }
+
         #[test]
         fn sums_do_not_depend_on_arrival_order(
             pushes in proptest::collection::vec(
