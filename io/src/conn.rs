@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pslite_core::{Frame, FrameDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::driver::Inbound;
 use crate::handshake;
@@ -56,32 +58,45 @@ pub(crate) async fn read_loop(
     let mut decoder = FrameDecoder::new(frame_len_max);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
+        // Every frame this read completed goes to the driver in one
+        // message: one queue operation and at most one wake-up per read,
+        // however many small frames it held.
+        let mut frames = Vec::new();
+        let mut failed = None;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some((_, frame))) => {
-                    if inbound.send(Inbound::Frame(frame)).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(Some((_, frame))) => frames.push(frame),
                 Ok(None) => break,
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "closing connection after a bad frame");
-                    return;
+                    failed = Some(error);
+                    break;
                 }
             }
+        }
+        if !frames.is_empty() && inbound.send(Inbound::Frames(frames)).await.is_err() {
+            return;
+        }
+        if let Some(error) = failed {
+            tracing::warn!(%peer, %error, "closing connection after a bad frame");
+            return;
         }
         // Reserve what the current frame still needs (its header was
         // checked against the cap already), but at least one chunk.
         let wanted = decoder.bytes_wanted(buf.len()).max(READ_CHUNK_BYTES);
         buf.reserve(wanted);
-        let read = tokio::select! {
-            read = stream.read_buf(&mut buf) => read,
+        let ready = tokio::select! {
+            ready = stream.readable() => ready,
             // The node is gone: drop the connection rather than linger.
             () = inbound.closed() => return,
         };
+        // As in the writer: let ready tasks run first, so under load one
+        // read (and one message to the driver) takes more frames.
+        tokio::task::yield_now().await;
+        let read = ready.and_then(|()| stream.try_read_buf(&mut buf));
         match read {
             Ok(0) => return,
             Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => {
                 tracing::debug!(%peer, %error, "read failed");
                 return;
@@ -90,26 +105,73 @@ pub(crate) async fn read_loop(
     }
 }
 
-/// Connects to `addr` and writes every frame from `frames` until the
+/// Frames for one peer, handed from the driver to its writer in one
+/// message, with the queue room they take (released once written).
+pub(crate) struct Outgoing {
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) room: OwnedSemaphorePermit,
+}
+
+/// The driver's end of one outbound connection.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::UnboundedSender<Outgoing>,
+    /// Frames queued and not yet written: the backpressure bound.
+    room: Arc<Semaphore>,
+}
+
+impl Writer {
+    /// Spawns the writer task for `addr`.
+    pub(crate) fn spawn(
+        addr: SocketAddr,
+        token: Option<String>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(WRITE_QUEUE_FRAMES));
+        let task = tokio::spawn(write_loop(addr, token, rx, Arc::clone(&room), inbound));
+        (Self { queue, room }, task)
+    }
+
+    /// Whether the writer has stopped (its connection failed or closed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Queues `frames`, first waiting for room: a slow peer slows its
+    /// sender. False if the writer has stopped.
+    pub(crate) async fn send(&self, frames: Vec<Frame>) -> bool {
+        let wanted = u32::try_from(frames.len().min(WRITE_QUEUE_FRAMES)).expect("queue bound fits u32");
+        let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
+            return false;
+        };
+        self.queue.send(Outgoing { frames, room }).is_ok()
+    }
+}
+
+/// Connects to `addr` and writes every frame from `queue` until the
 /// channel closes (then flushes) or the connection fails (then reports it).
-pub(crate) async fn write_loop(
+async fn write_loop(
     addr: SocketAddr,
     token: Option<String>,
-    mut frames: mpsc::Receiver<Frame>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    room: Arc<Semaphore>,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    // The queue moves into the block, so it is closed as soon as the block
-    // ends: a driver blocked on a full queue wakes up (and sees the writer
-    // is gone) instead of waiting on a writer that waits on the driver.
-    let result = async move {
+    let result = async {
         let mut stream = crate::socket::connect(addr).await?;
         handshake::send_hello(&mut stream, token.as_deref()).await?;
         let mut batch = Batch::default();
-        while let Some(frame) = frames.recv().await {
-            batch.add(&frame);
+        while let Some(outgoing) = queue.recv().await {
+            batch.add(outgoing);
+            // Let the tasks that are ready run first: under load they queue
+            // more frames, and one write carries them all (a write costs
+            // the same for one small frame as for many). When nothing else
+            // is ready this returns at once, so an idle link adds no delay.
+            tokio::task::yield_now().await;
             while batch.len_bytes() < BATCH_BYTES_MAX && batch.frames < BATCH_FRAMES_MAX {
-                match frames.try_recv() {
-                    Ok(frame) => batch.add(&frame),
+                match queue.try_recv() {
+                    Ok(outgoing) => batch.add(outgoing),
                     Err(_) => break,
                 }
             }
@@ -119,6 +181,10 @@ pub(crate) async fn write_loop(
         Ok::<(), std::io::Error>(())
     }
     .await;
+    // Whatever happened, the driver must never wait on this queue again: a
+    // driver blocked for room wakes up and sees the writer is gone.
+    room.close();
+    queue.close();
     if let Err(error) = result {
         tracing::debug!(%addr, %error, "connection lost");
         // Best effort: a full inbound queue must not block this task; the
@@ -127,55 +193,109 @@ pub(crate) async fn write_loop(
     }
 }
 
-/// Frames gathered for one vectored write.
+/// Where the bytes of one vectored write come from, in order.
+enum Segment {
+    /// A range of the staging buffer (small parts, copied together).
+    Staged(std::ops::Range<usize>),
+    /// A large part, written in place.
+    Shared(Bytes),
+}
+
+/// Frames gathered for one vectored write. The staging buffer is kept
+/// between writes, so a stream of small frames allocates nothing.
 #[derive(Default)]
 struct Batch {
-    segments: VecDeque<Bytes>,
-    staging: BytesMut,
+    staging: Vec<u8>,
+    /// Bytes of `staging` not yet cut into a segment start here.
+    staged_from: usize,
+    segments: VecDeque<Segment>,
+    shared_bytes: usize,
     frames: usize,
+    /// Queue room of the frames gathered, released once they are written.
+    rooms: Vec<OwnedSemaphorePermit>,
 }
 
 impl Batch {
-    fn add(&mut self, frame: &Frame) {
+    fn add(&mut self, outgoing: Outgoing) {
+        for frame in &outgoing.frames {
+            self.add_frame(frame);
+        }
+        self.rooms.push(outgoing.room);
+    }
+
+    fn add_frame(&mut self, frame: &Frame) {
         self.frames += 1;
         self.staging.extend_from_slice(&frame.header);
         for part in &frame.parts {
             if part.len() <= COPY_PART_BYTES_MAX {
                 self.staging.extend_from_slice(part);
             } else {
-                if !self.staging.is_empty() {
-                    self.segments.push_back(self.staging.split().freeze());
-                }
-                self.segments.push_back(part.clone());
+                self.cut_staged();
+                self.shared_bytes += part.len();
+                self.segments.push_back(Segment::Shared(part.clone()));
             }
         }
     }
 
+    fn cut_staged(&mut self) {
+        if self.staging.len() > self.staged_from {
+            self.segments.push_back(Segment::Staged(self.staged_from..self.staging.len()));
+            self.staged_from = self.staging.len();
+        }
+    }
+
     fn len_bytes(&self) -> usize {
-        self.staging.len() + self.segments.iter().map(Bytes::len).sum::<usize>()
+        self.staging.len() + self.shared_bytes
     }
 
     async fn write_to(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
-        if !self.staging.is_empty() {
-            self.segments.push_back(self.staging.split().freeze());
-        }
+        self.cut_staged();
         while !self.segments.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self.segments.iter().take(64).map(|s| IoSlice::new(s)).collect();
+            let staging = &self.staging;
+            let slices: Vec<IoSlice<'_>> = self
+                .segments
+                .iter()
+                .take(64)
+                .map(|segment| match segment {
+                    Segment::Staged(range) => IoSlice::new(&staging[range.clone()]),
+                    Segment::Shared(bytes) => IoSlice::new(bytes),
+                })
+                .collect();
             let mut written = stream.write_vectored(&slices).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             while written > 0 {
                 let front = self.segments.front_mut().expect("written bytes come from segments");
-                let n = written.min(front.len());
-                front.advance(n);
-                written -= n;
-                if front.is_empty() {
+                let left = match front {
+                    Segment::Staged(range) => {
+                        let n = written.min(range.len());
+                        range.start += n;
+                        written -= n;
+                        range.len()
+                    }
+                    Segment::Shared(bytes) => {
+                        let n = written.min(bytes.len());
+                        bytes.advance(n);
+                        written -= n;
+                        bytes.len()
+                    }
+                };
+                if left == 0 {
                     self.segments.pop_front();
                 }
             }
         }
+        // Keep the staging buffer's memory for the next batch, unless one
+        // huge batch grew it: then give that back.
+        self.staging.clear();
+        if self.staging.capacity() > 2 * BATCH_BYTES_MAX {
+            self.staging = Vec::new();
+        }
+        self.staged_from = 0;
+        self.shared_bytes = 0;
         self.frames = 0;
+        self.rooms.clear();
         Ok(())
     }
 }

@@ -23,8 +23,8 @@ use crate::handle::{Command, Completion, Info, NodeEvent};
 /// What the connection tasks tell the driver.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    /// One complete frame.
-    Frame(Bytes),
+    /// Complete frames, in the order they arrived on one connection.
+    Frames(Vec<Bytes>),
     /// The connection we write to `addr` over failed.
     LinkLost(SocketAddr),
 }
@@ -44,7 +44,10 @@ pub(crate) struct Driver {
     pub(crate) simple_handler: Option<SimpleHandler>,
     pub(crate) info: watch::Sender<Info>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
-    writers: BTreeMap<SocketAddr, mpsc::Sender<Frame>>,
+    writers: BTreeMap<SocketAddr, conn::Writer>,
+    /// Frames of the current drain, per peer, sent once it ends: one queue
+    /// operation per peer and drain rather than per frame.
+    outgoing: BTreeMap<SocketAddr, Vec<Frame>>,
     /// Writer tasks, awaited at shutdown so the last frames (a barrier
     /// release, a Terminate) leave before the process may exit.
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -82,6 +85,7 @@ impl Driver {
             info,
             events,
             writers: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
             writer_tasks: Vec::new(),
             waiters: BTreeMap::new(),
             finished: BTreeMap::new(),
@@ -151,10 +155,12 @@ impl Driver {
 
     fn on_inbound(&mut self, input: Inbound) {
         match input {
-            Inbound::Frame(frame) => {
+            Inbound::Frames(frames) => {
                 let now = self.now();
-                if let Err(error) = self.node.handle_frame(now, frame) {
-                    tracing::warn!(%error, "dropped an undecodable frame");
+                for frame in frames {
+                    if let Err(error) = self.node.handle_frame(now, frame) {
+                        tracing::warn!(%error, "dropped an undecodable frame");
+                    }
                 }
             }
             Inbound::LinkLost(addr) => {
@@ -162,7 +168,7 @@ impl Driver {
                 // heartbeats decide what that means. A report from an old
                 // writer must not remove a newer one for the same peer: the
                 // failed writer has closed its queue, a live one has not.
-                if self.writers.get(&addr).is_some_and(mpsc::Sender::is_closed) {
+                if self.writers.get(&addr).is_some_and(conn::Writer::is_closed) {
                     self.writers.remove(&addr);
                 }
             }
@@ -247,7 +253,7 @@ impl Driver {
             let mut progressed = false;
             while let Some(transmit) = self.node.poll_transmit() {
                 progressed = true;
-                self.transmit(transmit.addr, transmit.frame).await;
+                self.outgoing.entry(transmit.addr).or_default().push(transmit.frame);
             }
             while let Some(event) = self.node.poll_event() {
                 progressed = true;
@@ -257,23 +263,25 @@ impl Driver {
                 break;
             }
         }
+        while let Some((addr, frames)) = self.outgoing.pop_first() {
+            self.transmit(addr, frames).await;
+        }
         self.publish_info();
     }
 
-    async fn transmit(&mut self, addr: SocketAddr, frame: Frame) {
-        let sender = match self.writers.get(&addr) {
-            Some(sender) if !sender.is_closed() => sender.clone(),
+    async fn transmit(&mut self, addr: SocketAddr, frames: Vec<Frame>) {
+        let writer = match self.writers.get(&addr) {
+            Some(writer) if !writer.is_closed() => writer.clone(),
             _ => {
-                let (tx, rx) = mpsc::channel(conn::WRITE_QUEUE_FRAMES);
                 self.writer_tasks.retain(|task| !task.is_finished());
-                let task = tokio::spawn(conn::write_loop(addr, self.token.clone(), rx, self.inbound_tx.clone()));
+                let (writer, task) = conn::Writer::spawn(addr, self.token.clone(), self.inbound_tx.clone());
                 self.writer_tasks.push(task);
-                self.writers.insert(addr, tx.clone());
-                tx
+                self.writers.insert(addr, writer.clone());
+                writer
             }
         };
         // Waiting here is the backpressure: a slow peer slows its sender.
-        if sender.send(frame).await.is_err() {
+        if !writer.send(frames).await {
             self.writers.remove(&addr);
         }
     }

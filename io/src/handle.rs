@@ -86,8 +86,10 @@ pub(crate) enum Command {
 
 /// Commands queued to the driver before callers wait.
 const COMMAND_QUEUE: usize = 1024;
-/// Frames queued from readers to the driver before readers wait.
-const INBOUND_QUEUE: usize = 4096;
+/// Reads queued from readers to the driver before readers wait; each
+/// carries the frames one read completed (at most a read's worth of small
+/// frames, or one large frame).
+const INBOUND_QUEUE: usize = 512;
 
 /// A running node. Clone it freely; the node lives until `finalize` or
 /// until every handle is dropped.
