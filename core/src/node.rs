@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::error::{ApiMisuse, RequestError};
@@ -147,6 +147,9 @@ pub(crate) enum RoleState {
     Worker,
 }
 
+/// Capacity of each metadata scratch buffer ([`Message::encode_with`]).
+const SCRATCH_BYTES: usize = 16 * 1024;
+
 /// The pslite protocol for one process. See the crate docs for the loop
 /// that drives it.
 #[derive(Debug)]
@@ -178,6 +181,9 @@ pub struct Node {
     /// Messages to ourselves (a scheduler in its own barrier, a group
     /// request that includes the sender), handled before returning.
     pub(crate) loopback: VecDeque<Message>,
+    /// Where frame metadata is written and split off from: one allocation
+    /// per many frames, not one per frame.
+    scratch: BytesMut,
     pub(crate) reliable: Reliable,
     /// Receipts not sent yet, by peer.
     pub(crate) acks_pending: BTreeMap<NodeId, Vec<u64>>,
@@ -227,6 +233,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             loopback: VecDeque::new(),
+            scratch: BytesMut::with_capacity(SCRATCH_BYTES),
             reliable: Reliable::default(),
             acks_pending: BTreeMap::new(),
             now_hint: now,
@@ -551,7 +558,7 @@ impl Node {
             None => 0,
         };
         let envelope = Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, seq };
-        let frame = message.encode(envelope);
+        let frame = message.encode_with(envelope, &mut self.scratch);
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
         let transmit = Transmit { to, addr, frame };

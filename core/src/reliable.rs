@@ -153,8 +153,8 @@ impl Reliable {
     pub(crate) fn forget_owner(&mut self, customer: CustomerId, ts: Timestamp) {
         let low = (customer, ts, NodeId::UNASSIGNED, 0);
         let high = (customer, ts, NodeId::from_raw(u32::MAX).expect("a server id"), u64::MAX);
-        let frames: Vec<(NodeId, u64)> = self.owned.range(low..=high).map(|&(_, _, peer, seq)| (peer, seq)).collect();
-        for (peer, seq) in frames {
+        // One search per frame (a request has a few) rather than a list.
+        while let Some(&(_, _, peer, seq)) = self.owned.range(low..=high).next() {
             self.owned.remove(&(customer, ts, peer, seq));
             if let Some(entry) = self.unacked.remove(&(peer, seq)) {
                 self.resend_queue.remove(&(entry.resend_at, peer, seq));

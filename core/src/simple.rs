@@ -6,13 +6,11 @@
 //! control commands between workers and servers; our training example uses
 //! it for progress reports to the scheduler.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use crate::error::{ApiMisuse, RequestError};
 use crate::id::{Group, NodeId, Role};
-use crate::kv::worker::{Pending, PendingKind};
+use crate::kv::worker::{Pending, PendingKind, Targets};
 use crate::kv::{CustomerId, SimpleReply, Timestamp};
 use crate::node::Node;
 use crate::time::Instant;
@@ -82,7 +80,10 @@ impl Node {
             return Err(ApiMisuse::EmptyTarget.into());
         }
         let ts = self.tracker.take(customer, ts)?;
-        let waiting: BTreeMap<NodeId, usize> = targets.iter().enumerate().map(|(slot, &id)| (id, slot)).collect();
+        let mut waiting = Targets::default();
+        for (slot, &id) in targets.iter().enumerate() {
+            waiting.push(id, slot);
+        }
         let kind = PendingKind::Simple { replies: vec![None; targets.len()] };
         self.tracker.insert(customer, ts, Pending::new(now + self.config.request_timeout, waiting, kind));
         for id in targets {

@@ -149,7 +149,8 @@ pub fn slice(ranges: &ServerRanges, list: &KvList) -> SmallVec<[Part; 4]> {
 /// Concatenates parts in the order given (rank order, hence key order).
 /// One part is returned as is, without copying. Lengths are emitted when
 /// any part has them or parts disagree on values per key.
-pub fn merge(parts: Vec<KvList>) -> Result<KvList, &'static str> {
+pub fn merge(parts: impl IntoIterator<Item = KvList>) -> Result<KvList, &'static str> {
+    let parts: SmallVec<[KvList; 2]> = parts.into_iter().collect();
     let Some(first) = parts.first() else {
         return Err("no parts to merge");
     };
@@ -255,7 +256,7 @@ mod tests {
             if keys.is_empty() {
                 prop_assert!(parts.is_empty());
             } else {
-                let merged = merge(parts.into_iter().map(|p| p.list).collect()).unwrap();
+                let merged = merge(parts.into_iter().map(|p| p.list)).unwrap();
                 prop_assert_eq!(merged.keys.to_vec(), keys);
                 prop_assert_eq!(merged.values.to_vec::<f32>().unwrap(), values);
                 if let Some(lens) = lens {

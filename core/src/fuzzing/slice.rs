@@ -52,7 +52,7 @@ fn slice_and_merge(ranges: &ServerRanges, list: &KvList) {
     if parts.is_empty() {
         return;
     }
-    let merged = slicing::merge(parts.into_iter().map(|p| p.list).collect()).expect("sliced parts merge");
+    let merged = slicing::merge(parts.into_iter().map(|p| p.list)).expect("sliced parts merge");
     assert_eq!(&merged, list, "merge(slice(list)) is not list");
 }
 

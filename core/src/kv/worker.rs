@@ -17,6 +17,7 @@ use crate::node::{Event, Node};
 use crate::slice::{self, KvList};
 use crate::time::Instant;
 use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, Message, HEADER_LEN};
+use smallvec::SmallVec;
 
 /// Requests this node waits on, by customer and timestamp.
 #[derive(Debug, Default)]
@@ -30,7 +31,7 @@ pub(crate) struct Tracker {
 pub(crate) struct Pending {
     deadline: Instant,
     /// Targets still to answer, with the slot their answer fills.
-    waiting: BTreeMap<NodeId, usize>,
+    waiting: Targets,
     kind: PendingKind,
 }
 
@@ -40,12 +41,38 @@ pub(crate) enum PendingKind {
         op: KvOp,
         dtype: DType,
         /// The keys each slot asked for, to check answers against.
-        asked: Vec<Keys>,
-        parts: Vec<Option<KvList>>,
+        asked: SmallVec<[Keys; 2]>,
+        parts: SmallVec<[Option<KvList>; 2]>,
     },
     Simple {
         replies: Vec<Option<SimpleReply>>,
     },
+}
+
+/// Who a request still waits on, each with the slot its answer fills: a
+/// list searched linearly, since a request goes to a few servers (one
+/// for most), and kept inline so tracking a request allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Targets(SmallVec<[(NodeId, usize); 2]>);
+
+impl Targets {
+    /// Adds `id` (not already waited on) for `slot`.
+    pub(crate) fn push(&mut self, id: NodeId, slot: usize) {
+        debug_assert!(self.get(id).is_none(), "one slot per target");
+        self.0.push((id, slot));
+    }
+
+    fn get(&self, id: NodeId) -> Option<&usize> {
+        self.0.iter().find(|(target, _)| *target == id).map(|(_, slot)| slot)
+    }
+
+    fn remove(&mut self, id: NodeId) {
+        self.0.retain(|(target, _)| *target != id);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Tracker {
@@ -107,12 +134,12 @@ impl Tracker {
 
     /// Pending requests waiting on `id`.
     fn waiting_on(&self, id: NodeId) -> Vec<(CustomerId, Timestamp)> {
-        self.pending.iter().filter(|(_, p)| p.waiting.contains_key(&id)).map(|(k, _)| *k).collect()
+        self.pending.iter().filter(|(_, p)| p.waiting.get(id).is_some()).map(|(k, _)| *k).collect()
     }
 }
 
 impl Pending {
-    pub(crate) fn new(deadline: Instant, waiting: BTreeMap<NodeId, usize>, kind: PendingKind) -> Self {
+    pub(crate) fn new(deadline: Instant, waiting: Targets, kind: PendingKind) -> Self {
         Self { deadline, waiting, kind }
     }
 }
@@ -198,14 +225,14 @@ impl Node {
             });
             return Ok(ts);
         }
-        let mut waiting = BTreeMap::new();
-        let mut asked = Vec::with_capacity(parts.len());
+        let mut waiting = Targets::default();
+        let mut asked = SmallVec::with_capacity(parts.len());
         for (slot, part) in parts.iter().enumerate() {
             let server = NodeId::server(part.rank);
             if !self.membership.is_alive(server) {
                 return Err(RequestError::PeerDead(server));
             }
-            waiting.insert(server, slot);
+            waiting.push(server, slot);
             asked.push(part.list.keys.clone());
         }
         let dtype = list.values.dtype();
@@ -222,7 +249,7 @@ impl Node {
             };
             self.send(NodeId::server(part.rank), Message::KvRequest(message));
         }
-        let kind = PendingKind::Kv { op, dtype, parts: vec![None; asked.len()], asked };
+        let kind = PendingKind::Kv { op, dtype, parts: smallvec::smallvec![None; asked.len()], asked };
         self.tracker.insert(customer, ts, Pending::new(now + self.config.request_timeout, waiting, kind));
         Ok(ts)
     }
@@ -242,8 +269,7 @@ impl Node {
             self.stats.unexpected_drops += 1;
             return;
         };
-        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts }) =
-            (pending.waiting.get(&from), &mut pending.kind)
+        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts }) = (pending.waiting.get(from), &mut pending.kind)
         else {
             self.stats.unexpected_drops += 1;
             return;
@@ -273,7 +299,7 @@ impl Node {
             }
             parts[slot] = Some(answer);
         }
-        pending.waiting.remove(&from);
+        pending.waiting.remove(from);
         if pending.waiting.is_empty() {
             self.complete_request(customer, ts);
         }
@@ -285,7 +311,7 @@ impl Node {
         let event = match pending.kind {
             PendingKind::Kv { op: KvOp::Push, .. } => Event::RequestDone { customer, ts },
             PendingKind::Kv { parts, .. } => {
-                let parts: Vec<KvList> = parts.into_iter().map(|p| p.expect("every slot answered")).collect();
+                let parts: SmallVec<[KvList; 2]> = parts.into_iter().map(|p| p.expect("every slot answered")).collect();
                 match slice::merge(parts) {
                     Ok(list) => Event::PullDone { customer, ts, keys: list.keys, values: list.values, lens: list.lens },
                     Err(reason) => Event::RequestFailed {
@@ -339,12 +365,12 @@ impl Node {
             self.stats.unexpected_drops += 1;
             return;
         };
-        let (Some(&slot), PendingKind::Simple { replies }) = (pending.waiting.get(&from), &mut pending.kind) else {
+        let (Some(&slot), PendingKind::Simple { replies }) = (pending.waiting.get(from), &mut pending.kind) else {
             self.stats.unexpected_drops += 1;
             return;
         };
         replies[slot] = Some(reply);
-        pending.waiting.remove(&from);
+        pending.waiting.remove(from);
         if pending.waiting.is_empty() {
             self.complete_request(customer, ts);
         }

@@ -210,6 +210,10 @@ const NODE_ENTRY_LEN: usize = 4 + 4 + ADDR_LEN + 8 + 1;
 const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
+/// Bytes of metadata of every message but a node table (which grows as it
+/// needs).
+const META_LEN_MAX: usize = 64;
+
 impl Message {
     /// The frame kind.
     pub fn kind(&self) -> Kind {
@@ -231,13 +235,22 @@ impl Message {
 
     /// Encodes into a frame. Payload sections are shared, not copied.
     pub fn encode(&self, envelope: Envelope) -> Frame {
-        // Room for every fixed layout but a node table, in one allocation.
-        let mut meta = BytesMut::with_capacity(64);
+        self.encode_with(envelope, &mut BytesMut::new())
+    }
+
+    /// [`encode`](Self::encode), writing the fixed metadata into `scratch`
+    /// and splitting it off: a sender that keeps one scratch buffer makes
+    /// one allocation per many frames instead of one per frame.
+    pub fn encode_with(&self, envelope: Envelope, scratch: &mut BytesMut) -> Frame {
+        // Room for every fixed layout but a node table; when the scratch
+        // buffer runs out this takes a new one of its original size.
+        scratch.reserve(META_LEN_MAX);
+        let meta = scratch;
         let mut parts: SmallVec<[Bytes; 4]> = SmallVec::new();
         match self {
             Self::Register(m) => {
                 meta.put_u8(m.role.to_wire());
-                put_addr(&mut meta, m.listen_addr);
+                put_addr(meta, m.listen_addr);
                 meta.put_u64_le(m.instance);
             }
             Self::NodeTable(m) => {
@@ -246,7 +259,7 @@ impl Message {
                 for n in &m.nodes {
                     meta.put_u32_le(n.id.get());
                     meta.put_u32_le(n.incarnation.0);
-                    put_addr(&mut meta, n.addr);
+                    put_addr(meta, n.addr);
                     meta.put_u64_le(n.instance);
                     meta.put_u8(u8::from(n.alive));
                 }
@@ -279,14 +292,7 @@ impl Message {
                     KvOp::Pull => 1,
                     KvOp::PushPull => 2,
                 };
-                put_kv_meta(
-                    &mut meta,
-                    [m.app, m.customer, m.ts, m.cmd as u32],
-                    op,
-                    &m.keys,
-                    &m.values,
-                    m.lens.as_ref(),
-                );
+                put_kv_meta(meta, [m.app, m.customer, m.ts, m.cmd as u32], op, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
             Self::KvResponse(m) => {
@@ -295,7 +301,7 @@ impl Message {
                     Some(e) => (1, e),
                     None => (0, &m.values),
                 };
-                put_kv_meta(&mut meta, [m.app, m.customer, m.ts, 0], status, &m.keys, values, m.lens.as_ref());
+                put_kv_meta(meta, [m.app, m.customer, m.ts, 0], status, &m.keys, values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, values, m.lens.as_ref());
             }
             Self::SimpleRequest(m) | Self::SimpleResponse(m) => {
@@ -306,7 +312,7 @@ impl Message {
                 parts.push(m.body.clone());
             }
         }
-        let meta = meta.freeze();
+        let meta = meta.split().freeze();
         let mut all: SmallVec<[Bytes; 4]> = smallvec![meta];
         all.extend(parts.into_iter().filter(|p| !p.is_empty()));
         let body_len: usize = all.iter().map(Bytes::len).sum();
