@@ -6,16 +6,29 @@
 //! cargo run --release --bin pslite-bench                          # the default table
 //! cargo run --release --bin pslite-bench -- --mode push --sizes 1KiB --in-flight 64
 //! cargo run --release --bin pslite-bench -- --kv-app              # 10M keys: one push, one pull
+//! cargo run --release --bin pslite-bench -- --processes           # scheduler, servers as child processes
+//! cargo run --release --bin pslite-bench -- --processes --kv-app  # with each process's peak RSS
 //! ```
+//!
+//! By default every node runs in this process (`LocalCluster`). With
+//! `--processes` the scheduler and each server are child processes of this
+//! binary, started with ps-lite's `DMLC_*` environment (what
+//! `pslite-launch` does); the workers, which are measured, stay here.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
-use pslite::{DType, Keys, KvWorker, LocalCluster, Values};
+use pslite::{CustomerId, DType, Keys, KvHandle, KvWorker, LocalCluster, NodeHandle, Role, Settings, Values};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+type BoxError = Box<dyn std::error::Error>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -58,6 +71,12 @@ struct Args {
     /// Keys for --kv-app.
     #[arg(long, default_value_t = 10_000_000)]
     kv_app_keys: u64,
+    /// Run the scheduler and each server as a child process (workers stay here).
+    #[arg(long)]
+    processes: bool,
+    /// Internal: be the node `DMLC_ROLE` names (a child of `--processes`).
+    #[arg(long, hide = true)]
+    serve: bool,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -276,17 +295,250 @@ fn size_name(size: usize) -> String {
     }
 }
 
-async fn table(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut settings = LocalCluster::settings(args.servers, args.workers);
-    settings.core.resend = !args.no_resend;
-    let cluster = LocalCluster::start_with(settings, Box::new(|_| Box::new(pslite::KvStore::<f32>::new()))).await?;
+/// How long the cluster may take to form, and to finalize, before the
+/// bench gives up (a child that hangs must not hang the bench).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const FINALIZE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the children are checked on.
+const CHILD_POLL: Duration = Duration::from_millis(50);
+/// The line a server child prints on its stdout after finalize.
+const PEAK_RSS_LINE: &str = "peak_rss_bytes=";
+
+/// The nodes the bench runs: all in this process, or the scheduler and
+/// servers as child processes with the workers here.
+enum Cluster {
+    InProcess(LocalCluster),
+    Processes { workers: Vec<NodeHandle>, children: Children },
+}
+
+impl Cluster {
+    async fn start(args: &Args, workers: u32) -> Result<Self, BoxError> {
+        if !args.processes {
+            let mut settings = LocalCluster::settings(args.servers, workers);
+            settings.core.resend = !args.no_resend;
+            let handle = Box::new(|_| Box::new(pslite::KvStore::<f32>::new()) as Box<dyn KvHandle>);
+            return Ok(Self::InProcess(LocalCluster::start_with(settings, handle).await?));
+        }
+        // Ask the OS for a free port, then release it for the scheduler
+        // (as pslite-launch does); if another process takes it first, the
+        // scheduler fails to bind and the bench fails loudly.
+        let port = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let env = [
+            ("DMLC_PS_ROOT_URI", "127.0.0.1".to_owned()),
+            ("DMLC_PS_ROOT_PORT", port.to_string()),
+            ("DMLC_NUM_SERVER", args.servers.to_string()),
+            ("DMLC_NUM_WORKER", workers.to_string()),
+            ("PS_RESEND", if args.no_resend { "0" } else { "1" }.to_owned()),
+        ];
+        // The workers read the same environment the children see (theirs
+        // plus this process's), so every node has the same settings; an
+        // invalid value fails here, before any child starts.
+        let settings = pslite::env::settings_from(|name| {
+            if name == "DMLC_ROLE" {
+                return Some("worker".to_owned());
+            }
+            env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+        })?;
+        let exe = std::env::current_exe()?;
+        let mut children = Children(Vec::new());
+        let roles = std::iter::once(("scheduler".to_owned(), "scheduler"))
+            .chain((0..args.servers).map(|i| (format!("server {i}"), "server")));
+        for (name, role) in roles {
+            let child = Command::new(&exe)
+                .arg("--serve")
+                .envs(env.iter().map(|(n, v)| (n, v)))
+                .env("DMLC_ROLE", role)
+                // The child exits when this end closes: no orphans even if
+                // the bench is killed outright.
+                .stdin(Stdio::piped())
+                .stdout(if role == "server" { Stdio::piped() } else { Stdio::inherit() })
+                .spawn()
+                .map_err(|error| format!("cannot start {name} ({}): {error}", exe.display()))?;
+            children.0.push((name, child));
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..workers {
+            nodes.push(pslite::start_with(settings.clone(), Vec::new(), None).await?);
+        }
+        let ready = async {
+            for node in &nodes {
+                node.wait_ready().await?;
+            }
+            Ok::<_, pslite::Error>(())
+        };
+        match children.watch(false, tokio::time::timeout(READY_TIMEOUT, ready)).await? {
+            Ok(ready) => ready?,
+            Err(_) => return Err(format!("the cluster did not form within {READY_TIMEOUT:?}").into()),
+        }
+        Ok(Self::Processes { workers: nodes, children })
+    }
+
+    fn in_process(&self) -> bool {
+        matches!(self, Self::InProcess(_))
+    }
+
+    fn workers(&self) -> usize {
+        match self {
+            Self::InProcess(cluster) => cluster.workers.len(),
+            Self::Processes { workers, .. } => workers.len(),
+        }
+    }
+
+    fn worker(&self, index: usize) -> KvWorker {
+        match self {
+            Self::InProcess(cluster) => cluster.worker(index),
+            Self::Processes { workers, .. } => KvWorker::new(workers[index].clone(), CustomerId::DEFAULT),
+        }
+    }
+
+    /// Runs `work`; with child processes, one that exits meanwhile is an
+    /// error instead of a hang.
+    async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, BoxError> {
+        match self {
+            Self::InProcess(_) => Ok(work.await),
+            Self::Processes { children, .. } => children.watch(false, work).await,
+        }
+    }
+
+    /// Finalizes every node (a barrier over all) and, with child
+    /// processes, waits for each; returns each server child's peak RSS.
+    async fn finalize(self) -> Result<Vec<u64>, BoxError> {
+        match self {
+            Self::InProcess(cluster) => {
+                cluster.finalize().await?;
+                Ok(Vec::new())
+            }
+            Self::Processes { workers, mut children } => {
+                let finals: Vec<_> =
+                    workers.into_iter().map(|node| tokio::spawn(async move { node.finalize().await })).collect();
+                let finalized = async {
+                    for task in finals {
+                        task.await??;
+                    }
+                    Ok::<_, BoxError>(())
+                };
+                match children.watch(true, tokio::time::timeout(FINALIZE_TIMEOUT, finalized)).await? {
+                    Ok(finalized) => finalized?,
+                    Err(_) => return Err(format!("the cluster did not finalize within {FINALIZE_TIMEOUT:?}").into()),
+                }
+                children.finish().await
+            }
+        }
+    }
+}
+
+/// The child processes, scheduler first. Dropping them kills and reaps
+/// whichever still run, so an error anywhere leaves no orphans.
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    /// Runs `work` while checking on the children: one that exits with an
+    /// error, or at all before finalize (`finalizing` false), ends it.
+    async fn watch<T>(&mut self, finalizing: bool, work: impl Future<Output = T>) -> Result<T, BoxError> {
+        let failed = async {
+            loop {
+                for (name, child) in &mut self.0 {
+                    match child.try_wait() {
+                        Ok(None) => {}
+                        Ok(Some(status)) if finalizing && status.success() => {}
+                        Ok(Some(status)) => return format!("{name} exited with {status} before the bench ended"),
+                        Err(error) => return format!("cannot check on {name}: {error}"),
+                    }
+                }
+                tokio::time::sleep(CHILD_POLL).await;
+            }
+        };
+        tokio::select! {
+            result = work => Ok(result),
+            failure = failed => Err(failure.into()),
+        }
+    }
+
+    /// Waits for every child to exit (0, or it is an error) and returns
+    /// the peak RSS each server printed.
+    async fn finish(&mut self) -> Result<Vec<u64>, BoxError> {
+        let deadline = Instant::now() + FINALIZE_TIMEOUT;
+        let mut peaks = Vec::new();
+        for (name, child) in &mut self.0 {
+            // Poll rather than `wait`, which would close the child's stdin
+            // (its cue to exit at once) before it printed its peak.
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("{name} did not exit after finalize").into());
+                }
+                tokio::time::sleep(CHILD_POLL).await;
+            };
+            if !status.success() {
+                return Err(format!("{name} exited with {status}").into());
+            }
+            if let Some(mut stdout) = child.stdout.take() {
+                let mut output = String::new();
+                stdout.read_to_string(&mut output)?;
+                let peak = output
+                    .lines()
+                    .find_map(|line| line.strip_prefix(PEAK_RSS_LINE))
+                    .and_then(|value| value.trim().parse().ok())
+                    .ok_or_else(|| format!("{name} printed no {PEAK_RSS_LINE}N line: {output:?}"))?;
+                peaks.push(peak);
+            }
+        }
+        self.0.clear();
+        Ok(peaks)
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child of `--processes`: the scheduler or a server, as `DMLC_ROLE`
+/// says. A server prints its peak RSS on stdout once finalized.
+async fn serve() -> Result<(), BoxError> {
+    tracing_subscriber::fmt().with_max_level(pslite::env::verbosity()).with_writer(std::io::stderr).init();
+    // The bench holds our stdin open; its end means the bench is gone.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        eprintln!("pslite-bench --serve: the bench process is gone; exiting");
+        std::process::exit(1);
+    });
+    let settings = Settings::from_env()?;
+    let role = settings.core.role;
+    let handles: Vec<(u32, Box<dyn KvHandle>)> = match role {
+        Role::Scheduler => Vec::new(),
+        Role::Server => vec![(0, Box::new(pslite::KvStore::<f32>::new()))],
+        Role::Worker => return Err("--serve runs a scheduler or a server, not a worker".into()),
+    };
+    let node = pslite::start_with(settings, handles, None).await?;
+    node.wait_ready().await?;
+    node.finalize().await?;
+    if role == Role::Server {
+        println!("{PEAK_RSS_LINE}{}", peak_rss_bytes());
+    }
+    Ok(())
+}
+
+async fn table(args: &Args) -> Result<(), BoxError> {
+    let mut cluster = Cluster::start(args, args.workers).await?;
     let duration = Duration::from_secs_f64(args.seconds);
     println!(
-        "{} server(s), {} worker(s), {} key(s)/request, resend {}; raw = one tokio TCP connection, same sizes and window",
+        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}; raw = one tokio TCP connection, same sizes and window",
         args.servers,
         args.workers,
         args.keys,
-        if args.no_resend { "off" } else { "on" }
+        if args.no_resend { "off" } else { "on" },
+        if cluster.in_process() {
+            "in one process"
+        } else {
+            "separate processes (scheduler and servers as children, workers here)"
+        },
     );
     println!(
         "{:<14} {:>6} {:>6} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} {:>8} {:>10} {:>9} | {:>6} {:>6}",
@@ -311,16 +563,21 @@ async fn table(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             row += 1;
             let window = args.in_flight.unwrap_or(if size >= 1 << 20 { 4 } else { 64 });
             let mut ours = Measured::default();
-            let tasks: Vec<_> = (0..cluster.workers.len())
-                .map(|i| {
-                    let worker = cluster.worker(i);
-                    let keys = args.keys;
-                    tokio::spawn(async move { run_pslite(worker, mode, size, keys, window, duration, (i, row)).await })
-                })
-                .collect();
-            for task in tasks {
-                ours.merge(task.await?);
+            // A JoinSet aborts its tasks when dropped, e.g. on an error.
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..cluster.workers() {
+                let worker = cluster.worker(i);
+                let keys = args.keys;
+                tasks.spawn(async move { run_pslite(worker, mode, size, keys, window, duration, (i, row)).await });
             }
+            cluster
+                .watch(async {
+                    while let Some(measured) = tasks.join_next().await {
+                        ours.merge(measured?);
+                    }
+                    Ok::<_, tokio::task::JoinError>(())
+                })
+                .await??;
             let mut raw = run_raw(mode, size, window, duration).await;
             let (up, down) =
                 (Measured::gbps(ours.bytes_up, ours.elapsed), Measured::gbps(ours.bytes_down, ours.elapsed));
@@ -362,11 +619,9 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-async fn kv_app(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn kv_app(args: &Args) -> Result<(), BoxError> {
     let n = args.kv_app_keys;
-    let mut settings = LocalCluster::settings(args.servers, args.workers.max(1));
-    settings.core.resend = !args.no_resend;
-    let cluster = LocalCluster::start_with(settings, Box::new(|_| Box::new(pslite::KvStore::<f32>::new()))).await?;
+    let mut cluster = Cluster::start(args, args.workers.max(1)).await?;
     let worker = cluster.worker(0);
     // Build the buffers directly as bytes: the zero-copy path (ZPush).
     let step = u64::MAX / n;
@@ -380,38 +635,70 @@ async fn kv_app(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let values = Values::from_bytes(DType::F32, value_bytes.freeze()).expect("whole values");
     let payload = (keys.as_bytes().len() + values.as_bytes().len()) as u64;
     let before = peak_rss_bytes();
-    let started = Instant::now();
-    let ts = worker.zpush(0, keys.clone(), values, None).await?;
-    worker.wait(ts).await?;
-    let push_time = started.elapsed();
-    let started = Instant::now();
-    let ts = worker.zpull(0, keys, DType::F32).await?;
-    let pulled = worker.wait_pull(ts).await?;
-    let pull_time = started.elapsed();
-    assert_eq!(pulled.values.len() as u64, n);
+    let (push_time, pull_time) = cluster
+        .watch(async {
+            let started = Instant::now();
+            let ts = worker.zpush(0, keys.clone(), values, None).await?;
+            worker.wait(ts).await?;
+            let push_time = started.elapsed();
+            let started = Instant::now();
+            let ts = worker.zpull(0, keys, DType::F32).await?;
+            let pulled = worker.wait_pull(ts).await?;
+            let pull_time = started.elapsed();
+            assert_eq!(pulled.values.len() as u64, n);
+            Ok::<_, pslite::Error>((push_time, pull_time))
+        })
+        .await??;
     let peak = peak_rss_bytes();
-    println!(
-        "kv_app: {n} f32 keys, {} server(s): push {:.0} ms, pull {:.0} ms, total {:.0} ms; payload {:.0} MB (keys + values); \
-         peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push, the whole cluster is in this process)",
-        args.servers,
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let times = format!(
+        "push {:.0} ms, pull {:.0} ms, total {:.0} ms; payload {:.0} MB (keys + values)",
         push_time.as_secs_f64() * 1e3,
         pull_time.as_secs_f64() * 1e3,
         (push_time + pull_time).as_secs_f64() * 1e3,
-        payload as f64 / 1e6,
-        peak as f64 / 1e6,
+        mb(payload),
+    );
+    if !cluster.in_process() {
+        println!("kv_app: {n} f32 keys, {} server(s), separate processes: {times}", args.servers);
+        let server_peaks = cluster.finalize().await?;
+        println!(
+            "worker peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push; this process)",
+            mb(peak),
+            peak as f64 / payload as f64,
+            mb(before),
+        );
+        for (index, peak) in server_peaks.into_iter().enumerate() {
+            println!("server {index} peak RSS {:.0} MB ({:.2}x payload)", mb(peak), peak as f64 / payload as f64);
+        }
+        return Ok(());
+    }
+    println!(
+        "kv_app: {n} f32 keys, {} server(s): {times}; \
+         peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push, the whole cluster is in this process)",
+        args.servers,
+        mb(peak),
         peak as f64 / payload as f64,
-        before as f64 / 1e6,
+        mb(before),
     );
     cluster.finalize().await?;
     Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.kv_app {
-        kv_app(&args).await
+    let (who, result) = if args.serve {
+        ("pslite-bench --serve", serve().await)
+    } else if args.kv_app {
+        ("pslite-bench", kv_app(&args).await)
     } else {
-        table(&args).await
+        ("pslite-bench", table(&args).await)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{who}: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
