@@ -15,6 +15,19 @@
 //! binary, started with ps-lite's `DMLC_*` environment (what
 //! `pslite-launch` does); the workers, which are measured, stay here.
 
+/// mimalloc rather than the system allocator: frames are allocated on one
+/// thread and freed on another, where glibc's malloc contends on arena
+/// locks and gives large buffers back to the OS only to fault them in
+/// again (both showed in profiles). The raw baseline runs in this process
+/// too, so it gets the same allocator.
+/// `--no-default-features` measures with the system allocator instead.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator this binary was built with, for the report.
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system allocator" };
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
@@ -59,9 +72,14 @@ struct Args {
     /// Workers.
     #[arg(long, default_value_t = 1)]
     workers: u32,
-    /// Seconds per row (each of pslite and raw).
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds per round (each of pslite and raw).
+    #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// Rounds per row, pslite and raw taking turns; each side reports its
+    /// median round, since one run on a shared machine varies by tens of
+    /// percent.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Turn ACK + resend off (PS_RESEND=0).
     #[arg(long)]
     no_resend: bool,
@@ -116,6 +134,13 @@ impl Measured {
         let index = ((self.latencies.len() - 1) as f64 * p).round() as usize;
         self.latencies[index]
     }
+    /// The round with the median request rate.
+    fn median(mut rounds: Vec<Self>) -> Self {
+        rounds.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let middle = rounds.len() / 2;
+        rounds.swap_remove(middle)
+    }
+
     fn merge(&mut self, other: Self) {
         self.requests += other.requests;
         self.bytes_up += other.bytes_up;
@@ -529,7 +554,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
     let mut cluster = Cluster::start(args, args.workers).await?;
     let duration = Duration::from_secs_f64(args.seconds);
     println!(
-        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}; raw = one tokio TCP connection, same sizes and window",
+        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}, {ALLOCATOR_NAME}; raw = one tokio TCP connection, same sizes and window",
         args.servers,
         args.workers,
         args.keys,
@@ -541,7 +566,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
         },
     );
     println!(
-        "{:<14} {:>6} {:>6} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} {:>8} {:>10} {:>9} | {:>6} {:>6}",
+        "{:<14} {:>6} {:>6} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} {:>8} {:>10} {:>9} | {:>6} {:>6} {:>11}",
         "mode",
         "size",
         "window",
@@ -555,30 +580,44 @@ async fn table(args: &Args) -> Result<(), BoxError> {
         "raw req/s",
         "raw p50",
         "ratio",
-        "req"
+        "req",
+        "rounds"
     );
     let mut row = 0;
     for &mode in &args.mode {
         for size in args.sizes.iter().map(|s| parse_size(s)) {
             row += 1;
             let window = args.in_flight.unwrap_or(if size >= 1 << 20 { 4 } else { 64 });
-            let mut ours = Measured::default();
-            // A JoinSet aborts its tasks when dropped, e.g. on an error.
-            let mut tasks = tokio::task::JoinSet::new();
-            for i in 0..cluster.workers() {
-                let worker = cluster.worker(i);
-                let keys = args.keys;
-                tasks.spawn(async move { run_pslite(worker, mode, size, keys, window, duration, (i, row)).await });
+            let mut ours_rounds = Vec::new();
+            let mut raw_rounds = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                let mut ours = Measured::default();
+                // A JoinSet aborts its tasks when dropped, e.g. on an error.
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..cluster.workers() {
+                    let worker = cluster.worker(i);
+                    let keys = args.keys;
+                    tasks.spawn(async move { run_pslite(worker, mode, size, keys, window, duration, (i, row)).await });
+                }
+                cluster
+                    .watch(async {
+                        while let Some(measured) = tasks.join_next().await {
+                            ours.merge(measured?);
+                        }
+                        Ok::<_, tokio::task::JoinError>(())
+                    })
+                    .await??;
+                ours_rounds.push(ours);
+                raw_rounds.push(run_raw(mode, size, window, duration).await);
             }
-            cluster
-                .watch(async {
-                    while let Some(measured) = tasks.join_next().await {
-                        ours.merge(measured?);
-                    }
-                    Ok::<_, tokio::task::JoinError>(())
-                })
-                .await??;
-            let mut raw = run_raw(mode, size, window, duration).await;
+            let round_ratios: Vec<f64> =
+                ours_rounds.iter().zip(&raw_rounds).map(|(ours, raw)| ours.rate() / raw.rate()).collect();
+            let spread = (
+                round_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                round_ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+            let mut ours = Measured::median(ours_rounds);
+            let mut raw = Measured::median(raw_rounds);
             let (up, down) =
                 (Measured::gbps(ours.bytes_up, ours.elapsed), Measured::gbps(ours.bytes_down, ours.elapsed));
             let (raw_up, raw_down) =
@@ -587,7 +626,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
             let byte_ratio = ratio(up.max(down), raw_up.max(raw_down));
             let request_ratio = ratio(ours.rate(), raw.rate());
             println!(
-                "{:<14} {:>6} {:>6} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} | {:>6.2} {:>6.2}",
+                "{:<14} {:>6} {:>6} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} | {:>6.2} {:>6.2} {:>11}",
                 format!("{mode:?}"),
                 size_name(size),
                 window,
@@ -602,10 +641,16 @@ async fn table(args: &Args) -> Result<(), BoxError> {
                 raw.percentile(0.5),
                 byte_ratio,
                 request_ratio,
+                format!("{:.2}-{:.2}", spread.0, spread.1),
             );
         }
     }
-    println!("ratio = pslite/raw payload GB/s (the busier direction); req = pslite/raw requests/s");
+    println!(
+        "each side: the median of {} round(s) of {:.1} s, pslite and raw taking turns; ratio = pslite/raw payload GB/s \
+         (the busier direction); req = pslite/raw requests/s; rounds = lowest-highest req ratio of a round with its raw turn",
+        args.repeat.max(1),
+        args.seconds
+    );
     cluster.finalize().await?;
     Ok(())
 }
@@ -659,7 +704,7 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
         mb(payload),
     );
     if !cluster.in_process() {
-        println!("kv_app: {n} f32 keys, {} server(s), separate processes: {times}", args.servers);
+        println!("kv_app: {n} f32 keys, {} server(s), separate processes, {ALLOCATOR_NAME}: {times}", args.servers);
         let server_peaks = cluster.finalize().await?;
         println!(
             "worker peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push; this process)",
@@ -673,7 +718,7 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
         return Ok(());
     }
     println!(
-        "kv_app: {n} f32 keys, {} server(s): {times}; \
+        "kv_app: {n} f32 keys, {} server(s), {ALLOCATOR_NAME}: {times}; \
          peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push, the whole cluster is in this process)",
         args.servers,
         mb(peak),
