@@ -51,8 +51,7 @@ fn slicing(criterion: &mut Criterion) {
             });
             group.bench_function(BenchmarkId::new("slice+merge", &parameter), |b| {
                 ledger.iter(b, &format!("slicing/slice+merge/{parameter}"), || {
-                    let parts = slice(&ranges, &list).into_iter().map(|part| part.list).collect();
-                    merge(parts).expect("parts of one list merge")
+                    merge(slice(&ranges, &list).into_iter().map(|part| part.list)).expect("parts of one list merge")
                 });
             });
         }
