@@ -664,7 +664,87 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// What one kv_app round measured.
+struct KvAppRound {
+    push: Duration,
+    pull: Duration,
+    /// Peak RSS of this process (the worker, or the whole cluster).
+    peak: u64,
+    /// Peak RSS of each server process (separate processes only).
+    server_peaks: Vec<u64>,
+}
+
+/// ps-lite's kv_app: `--repeat` rounds, each on a fresh cluster, then the
+/// median round. Rounds vary: the first after a pause is often slower, its
+/// memory freshly faulted in.
 async fn kv_app(args: &Args) -> Result<(), BoxError> {
+    let n = args.kv_app_keys;
+    let payload = n * (8 + 4);
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let where_ = if args.processes { "separate processes" } else { "one process" };
+    println!(
+        "kv_app: {n} f32 keys in one push, then one pull; {} server(s), {where_}, {ALLOCATOR_NAME}; payload {:.0} MB (keys + values)",
+        args.servers,
+        mb(payload)
+    );
+    let mut rounds = Vec::new();
+    for round in 1..=args.repeat.max(1) {
+        let r = kv_app_round(args).await?;
+        let peaks = if r.server_peaks.is_empty() {
+            format!("peak RSS {:.0} MB ({:.2}x payload, the whole cluster)", mb(r.peak), r.peak as f64 / payload as f64)
+        } else {
+            let servers: Vec<String> = r
+                .server_peaks
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| format!("server {i} {:.0} MB ({:.2}x)", mb(p), p as f64 / payload as f64))
+                .collect();
+            format!(
+                "peak RSS: worker {:.0} MB ({:.2}x), {}",
+                mb(r.peak),
+                r.peak as f64 / payload as f64,
+                servers.join(", ")
+            )
+        };
+        println!(
+            "round {round}: push {:.0} ms, pull {:.0} ms, total {:.0} ms; {peaks}",
+            r.push.as_secs_f64() * 1e3,
+            r.pull.as_secs_f64() * 1e3,
+            (r.push + r.pull).as_secs_f64() * 1e3,
+        );
+        rounds.push(r);
+    }
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let push = median(rounds.iter().map(|r| r.push).collect());
+    let pull = median(rounds.iter().map(|r| r.pull).collect());
+    let total = median(rounds.iter().map(|r| r.push + r.pull).collect());
+    // This process's peak is its first round's: later rounds start with
+    // what the allocator kept of earlier ones. Servers are fresh processes
+    // every round, so their highest peak counts.
+    let peak = rounds[0].peak;
+    let server_peak = rounds.iter().flat_map(|r| r.server_peaks.iter().copied()).max();
+    let peaks = match server_peak {
+        Some(server) => format!(
+            "peak RSS: worker {:.2}x (round 1), server {:.2}x (highest) the payload",
+            peak as f64 / payload as f64,
+            server as f64 / payload as f64
+        ),
+        None => format!("peak RSS {:.2}x the payload (round 1, whole cluster)", peak as f64 / payload as f64),
+    };
+    println!(
+        "median of {} round(s): push {:.0} ms, pull {:.0} ms, total {:.0} ms; {peaks}",
+        rounds.len(),
+        push.as_secs_f64() * 1e3,
+        pull.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+async fn kv_app_round(args: &Args) -> Result<KvAppRound, BoxError> {
     let n = args.kv_app_keys;
     let mut cluster = Cluster::start(args, args.workers.max(1)).await?;
     let worker = cluster.worker(0);
@@ -678,9 +758,9 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
     }
     let keys = Keys::from_bytes(key_bytes.freeze()).expect("whole keys");
     let values = Values::from_bytes(DType::F32, value_bytes.freeze()).expect("whole values");
-    let payload = (keys.as_bytes().len() + values.as_bytes().len()) as u64;
-    let before = peak_rss_bytes();
-    let (push_time, pull_time) = cluster
+    // Peak RSS counts from here: this round's buffers, not earlier rounds'.
+    reset_peak_rss();
+    let (push, pull) = cluster
         .watch(async {
             let started = Instant::now();
             let ts = worker.zpush(0, keys.clone(), values, None).await?;
@@ -695,38 +775,16 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
         })
         .await??;
     let peak = peak_rss_bytes();
-    let mb = |bytes: u64| bytes as f64 / 1e6;
-    let times = format!(
-        "push {:.0} ms, pull {:.0} ms, total {:.0} ms; payload {:.0} MB (keys + values)",
-        push_time.as_secs_f64() * 1e3,
-        pull_time.as_secs_f64() * 1e3,
-        (push_time + pull_time).as_secs_f64() * 1e3,
-        mb(payload),
-    );
-    if !cluster.in_process() {
-        println!("kv_app: {n} f32 keys, {} server(s), separate processes, {ALLOCATOR_NAME}: {times}", args.servers);
-        let server_peaks = cluster.finalize().await?;
-        println!(
-            "worker peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push; this process)",
-            mb(peak),
-            peak as f64 / payload as f64,
-            mb(before),
-        );
-        for (index, peak) in server_peaks.into_iter().enumerate() {
-            println!("server {index} peak RSS {:.0} MB ({:.2}x payload)", mb(peak), peak as f64 / payload as f64);
-        }
-        return Ok(());
+    let server_peaks = cluster.finalize().await?;
+    Ok(KvAppRound { push, pull, peak, server_peaks })
+}
+
+/// Resets this process's peak RSS (VmHWM) to its current RSS, so a round
+/// measures its own peak (Linux: writing 5 to /proc/self/clear_refs).
+fn reset_peak_rss() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("pslite-bench: could not reset the peak RSS ({error}); peaks include earlier rounds");
     }
-    println!(
-        "kv_app: {n} f32 keys, {} server(s), {ALLOCATOR_NAME}: {times}; \
-         peak RSS {:.0} MB ({:.2}x payload; {:.0} MB before the push, the whole cluster is in this process)",
-        args.servers,
-        mb(peak),
-        peak as f64 / payload as f64,
-        mb(before),
-    );
-    cluster.finalize().await?;
-    Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@
 //! merged into the array in one linear pass.
 //!
 //! A key costs 16 bytes here (its value and a packed run), so ten million
-//! scalar keys index in 160 MB next to their 40 MB of values.
+//! scalar keys index in 160 MB next to their 40 MB of values; while the
+//! index holds one push of keys of equal length, runs follow a formula and
+//! a key costs 8 bytes.
 
 use super::store::KeyMap;
 
@@ -31,40 +33,104 @@ const LONG: u64 = (1 << (64 - START_BITS)) - 1;
 
 /// A run in one word: the start in the low 40 bits, the length in the high
 /// 24. Runs of 16M elements or more (a huge dense key, rare) store `LONG`
-/// and keep their length in [`KeyIndex::long`], keyed by start, which is
-/// unique per run.
+/// and keep their length aside, keyed by start, which is unique per run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Packed(u64);
+
+impl Packed {
+    /// Packs `run`, handing a length too long to pack to `long`.
+    fn new(run: Run, long: &mut impl FnMut(usize, u32)) -> Self {
+        debug_assert!(run.start + run.len as usize <= ARENA_ELEMENTS_MAX);
+        let len = u64::from(run.len);
+        let len = if len >= LONG {
+            long(run.start, run.len);
+            LONG
+        } else {
+            len
+        };
+        Self(run.start as u64 | len << START_BITS)
+    }
+}
+
+/// The runs of a sorted key list, by position.
+#[derive(Clone, Debug)]
+enum Runs {
+    /// Run `i` is `len` elements from `first + i * len`. One push of new
+    /// keys of equal length stores its values in key order, so its runs
+    /// follow this formula; while the index holds just such a push (a
+    /// dense model's first push, ps-lite's kv_app) it costs no memory per
+    /// key for runs.
+    Even { first: usize, len: u32, count: usize },
+    /// One packed run per key.
+    Listed(Vec<Packed>),
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self::Even { first: 0, len: 0, count: 0 }
+    }
+}
+
+impl Runs {
+    fn len(&self) -> usize {
+        match self {
+            Self::Even { count, .. } => *count,
+            Self::Listed(runs) => runs.len(),
+        }
+    }
+
+    /// Appends `run`, leaving the formula for a list when it stops fitting.
+    fn push(&mut self, run: Run, capacity: usize, long: &mut impl FnMut(usize, u32)) {
+        match self {
+            Self::Even { count: 0, .. } => *self = Self::Even { first: run.start, len: run.len, count: 1 },
+            Self::Even { first, len, count } if run.len == *len && run.start == *first + *count * *len as usize => {
+                *count += 1;
+            }
+            Self::Even { .. } => {
+                let mut listed = std::mem::take(self).into_listed(capacity, long);
+                listed.push(Packed::new(run, long));
+                *self = Self::Listed(listed);
+            }
+            Self::Listed(runs) => runs.push(Packed::new(run, long)),
+        }
+    }
+
+    /// The runs as a list (with room for `capacity`).
+    fn into_listed(self, capacity: usize, long: &mut impl FnMut(usize, u32)) -> Vec<Packed> {
+        match self {
+            Self::Even { first, len, count } => {
+                let mut runs = Vec::with_capacity(capacity.max(count));
+                runs.extend((0..count).map(|i| Packed::new(Run { start: first + i * len as usize, len }, long)));
+                runs
+            }
+            Self::Listed(runs) => runs,
+        }
+    }
+}
 
 /// Keys new to the index, ascending, with their runs: built by a push,
 /// handed to [`KeyIndex::insert`].
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     keys: Vec<u64>,
-    runs: Vec<Packed>,
+    runs: Runs,
     long: Vec<(usize, u32)>,
+    capacity: usize,
 }
 
 impl Batch {
     /// Room for `n` new keys, so building a batch never reallocates.
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { keys: Vec::with_capacity(n), runs: Vec::with_capacity(n), long: Vec::new() }
+        Self { keys: Vec::with_capacity(n), runs: Runs::default(), long: Vec::new(), capacity: n }
     }
 
     /// Adds `key` (above every key already added) with its run, whose end
     /// the caller has checked against [`ARENA_ELEMENTS_MAX`].
     pub(crate) fn push(&mut self, key: u64, run: Run) {
         debug_assert!(self.keys.last().is_none_or(|&last| last < key), "batch keys ascend");
-        debug_assert!(run.start + run.len as usize <= ARENA_ELEMENTS_MAX);
-        let len = u64::from(run.len);
-        let len = if len >= LONG {
-            self.long.push((run.start, run.len));
-            LONG
-        } else {
-            len
-        };
         self.keys.push(key);
-        self.runs.push(Packed(run.start as u64 | len << START_BITS));
+        let long = &mut self.long;
+        self.runs.push(run, self.capacity, &mut |start, len| long.push((start, len)));
     }
 }
 
@@ -72,8 +138,9 @@ impl Batch {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyIndex {
     keys: Vec<u64>,
-    runs: Vec<Packed>,
+    runs: Runs,
     delta: KeyMap<Packed>,
+    /// Lengths of runs too long to pack, by start.
     long: KeyMap<u32>,
 }
 
@@ -93,13 +160,21 @@ impl KeyIndex {
         Run { start, len }
     }
 
+    /// The run of the `i`th key of the sorted array.
+    #[inline]
+    fn run_at(&self, i: usize) -> Run {
+        match &self.runs {
+            Runs::Even { first, len, .. } => Run { start: first + i * *len as usize, len: *len },
+            Runs::Listed(runs) => self.unpack(runs[i]),
+        }
+    }
+
     /// The run of `key`, by binary search and then the delta.
     pub(crate) fn get(&self, key: u64) -> Option<Run> {
-        let packed = match self.keys.binary_search(&key) {
-            Ok(i) => Some(self.runs[i]),
-            Err(_) => self.delta.get(&key).copied(),
-        };
-        packed.map(|p| self.unpack(p))
+        match self.keys.binary_search(&key) {
+            Ok(i) => Some(self.run_at(i)),
+            Err(_) => self.delta.get(&key).map(|&p| self.unpack(p)),
+        }
     }
 
     /// The run of `key`, searching forward from `cursor` (galloping), which
@@ -109,11 +184,9 @@ impl KeyIndex {
     pub(crate) fn find(&self, cursor: &mut Cursor, key: u64) -> Option<Run> {
         let keys = &self.keys;
         // The common step of a walk: the next key is the next entry.
-        if let Some(&next) = keys.get(cursor.0) {
-            if next == key {
-                cursor.0 += 1;
-                return Some(self.unpack(self.runs[cursor.0 - 1]));
-            }
+        if keys.get(cursor.0) == Some(&key) {
+            cursor.0 += 1;
+            return Some(self.run_at(cursor.0 - 1));
         }
         let from = if cursor.0 > 0 && keys[cursor.0 - 1] >= key { 0 } else { cursor.0 };
         // Gallop: double the span until its last key is not below `key`;
@@ -127,7 +200,7 @@ impl KeyIndex {
         let found = match keys[low..high].binary_search(&key) {
             Ok(i) => {
                 cursor.0 = low + i + 1;
-                return Some(self.unpack(self.runs[low + i]));
+                return Some(self.run_at(low + i));
             }
             Err(i) => low + i,
         };
@@ -141,17 +214,23 @@ impl KeyIndex {
 
     /// Adds the batch's keys, none of which is present yet.
     pub(crate) fn insert(&mut self, batch: Batch) {
-        let Batch { keys, runs, long } = batch;
+        let Batch { keys, runs, long, capacity: _ } = batch;
         self.long.extend(long.into_iter().map(|(start, len)| (start as u64, len)));
         if keys.is_empty() {
             return;
         }
+        debug_assert_eq!(keys.len(), runs.len());
         if self.keys.is_empty() && self.delta.is_empty() {
             // The first batch becomes the array as it is: no copy.
             self.keys = keys;
             self.runs = runs;
             return;
         }
+        let index_long = &mut self.long;
+        let mut long = |start: usize, len: u32| {
+            index_long.insert(start as u64, len);
+        };
+        let runs = runs.into_listed(0, &mut long);
         let waiting = self.delta.len() + keys.len();
         if waiting <= self.keys.len() / 8 {
             self.delta.extend(keys.into_iter().zip(runs));
@@ -161,26 +240,29 @@ impl KeyIndex {
         pending.sort_unstable_by_key(|&(key, _)| key);
         let pending = merge(pending, keys.into_iter().zip(runs).collect());
         let old_keys = std::mem::take(&mut self.keys);
-        let old_runs = std::mem::take(&mut self.runs);
-        self.keys.reserve_exact(old_keys.len() + pending.len());
-        self.runs.reserve_exact(old_keys.len() + pending.len());
+        let old_runs = std::mem::take(&mut self.runs).into_listed(0, &mut long);
+        let total = old_keys.len() + pending.len();
+        let mut new_keys = Vec::with_capacity(total);
+        let mut new_runs = Vec::with_capacity(total);
         let mut new = pending.into_iter().peekable();
         for (key, run) in old_keys.into_iter().zip(old_runs) {
             while let Some(&(next, next_run)) = new.peek() {
                 if next >= key {
                     break;
                 }
-                self.keys.push(next);
-                self.runs.push(next_run);
+                new_keys.push(next);
+                new_runs.push(next_run);
                 new.next();
             }
-            self.keys.push(key);
-            self.runs.push(run);
+            new_keys.push(key);
+            new_runs.push(run);
         }
         for (key, run) in new {
-            self.keys.push(key);
-            self.runs.push(run);
+            new_keys.push(key);
+            new_runs.push(run);
         }
+        self.keys = new_keys;
+        self.runs = Runs::Listed(new_runs);
     }
 }
 
@@ -213,21 +295,28 @@ mod tests {
     proptest! {
         #[test]
         fn index_agrees_with_a_map_whatever_the_batches(
-            batches in proptest::collection::vec(proptest::collection::btree_set(0u64..500, 0..60), 1..30),
+            batches in proptest::collection::vec(
+                (proptest::collection::btree_set(0u64..500, 0..60), proptest::option::of(prop_oneof![1u32..4, Just(LONG as u32 + 3)]), 0usize..3),
+                1..30),
             probes in proptest::collection::vec(0u64..520, 0..80),
         ) {
             let mut index = KeyIndex::default();
             let mut model = BTreeMap::new();
             let mut next = 0usize;
-            for batch in batches {
+            for (batch, even_len, gap_at) in batches {
                 let mut cursor = Cursor::default();
                 let mut new = Batch::default();
-                for key in batch {
+                for (i, key) in batch.into_iter().enumerate() {
                     let found = index.find(&mut cursor, key);
                     prop_assert_eq!(found, model.get(&key).copied());
                     if found.is_none() {
-                        // Every seventh run is too long to pack.
-                        let len = if key % 7 == 0 { (LONG as u32) + key as u32 } else { 1 + key as u32 % 5 };
+                        // Batches of one length, contiguous or with a gap,
+                        // and batches where every seventh run is too long
+                        // to pack.
+                        let len = even_len.unwrap_or(if key % 7 == 0 { (LONG as u32) + key as u32 } else { 1 + key as u32 % 5 });
+                        if i == gap_at + 1 {
+                            next += 1;
+                        }
                         let run = Run { start: next, len };
                         next += len as usize;
                         new.push(key, run);
