@@ -100,6 +100,7 @@ pub mod rng;
 pub mod scheduler;
 pub mod simple;
 pub mod slice;
+mod slotted;
 pub mod stats;
 pub mod time;
 pub mod timer;

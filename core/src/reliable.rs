@@ -23,6 +23,7 @@ use crate::id::{Incarnation, NodeId};
 use crate::kv::{CustomerId, Timestamp};
 use crate::node::Transmit;
 use crate::rng::Rng;
+use crate::slotted::SlottedMap;
 use crate::time::{Duration, Instant};
 
 /// Frames a receiver tracks above its watermark, per sender.
@@ -110,7 +111,8 @@ struct Unacked {
 #[derive(Debug, Default)]
 pub(crate) struct Reliable {
     next_seq: BTreeMap<(NodeId, Incarnation), u64>,
-    unacked: BTreeMap<(NodeId, u64), Unacked>,
+    /// Frames kept for resending (a few hundred bytes each): out of the tree.
+    unacked: SlottedMap<(NodeId, u64), Unacked>,
     resend_queue: BTreeSet<(Instant, NodeId, u64)>,
     received: BTreeMap<(NodeId, Incarnation), DedupWindow>,
     /// Unacknowledged frames by the request they carry, so an outcome
@@ -189,7 +191,7 @@ impl Reliable {
     /// (it died or was replaced): pending frames to it are dropped and its
     /// old streams closed. Returns the owners of the dropped frames.
     pub(crate) fn forget_peer(&mut self, peer: NodeId, incarnation: Incarnation) -> Vec<Owner> {
-        let seqs: Vec<u64> = self.unacked.range((peer, 0)..=(peer, u64::MAX)).map(|(&(_, s), _)| s).collect();
+        let seqs: Vec<u64> = self.unacked.keys_in((peer, 0)..=(peer, u64::MAX)).map(|&(_, s)| s).collect();
         let mut owners = Vec::new();
         for seq in seqs {
             if let Some(entry) = self.unacked.remove(&(peer, seq)) {

@@ -19,11 +19,14 @@ use crate::time::Instant;
 use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, Message, HEADER_LEN};
 use smallvec::SmallVec;
 
+use crate::slotted::SlottedMap;
+
 /// Requests this node waits on, by customer and timestamp.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     next_ts: BTreeMap<CustomerId, u32>,
-    pending: BTreeMap<(CustomerId, Timestamp), Pending>,
+    /// A request's state is a few hundred bytes: kept out of the tree.
+    pending: SlottedMap<(CustomerId, Timestamp), Pending>,
     deadlines: BTreeSet<(Instant, CustomerId, Timestamp)>,
 }
 
@@ -85,6 +88,15 @@ impl Tracker {
         self.pending.len()
     }
 
+    /// Every pending request, in key order.
+    pub(crate) fn keys(&self) -> Vec<(CustomerId, Timestamp)> {
+        self.pending.iter().map(|(key, _)| *key).collect()
+    }
+
+    pub(crate) fn get_mut(&mut self, customer: CustomerId, ts: Timestamp) -> Option<&mut Pending> {
+        self.pending.get_mut(&(customer, ts))
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|&(at, _, _)| at)
     }
@@ -136,7 +148,7 @@ impl Tracker {
         self.pending.contains_key(&(customer, ts))
     }
 
-    /// Pending requests waiting on `id`.
+    /// Pending requests waiting on `id`, in key order.
     fn waiting_on(&self, id: NodeId) -> Vec<(CustomerId, Timestamp)> {
         self.pending.iter().filter(|(_, p)| p.waiting.get(id).is_some()).map(|(k, _)| *k).collect()
     }
@@ -269,7 +281,7 @@ impl Node {
     pub(crate) fn on_kv_response(&mut self, _now: Instant, from: NodeId, response: KvResponseMsg) {
         let customer = CustomerId::new(response.app, response.customer);
         let ts = Timestamp(response.ts);
-        let Some(pending) = self.tracker.pending.get_mut(&(customer, ts)) else {
+        let Some(pending) = self.tracker.get_mut(customer, ts) else {
             self.stats.unexpected_drops += 1;
             return;
         };
@@ -348,7 +360,7 @@ impl Node {
     }
 
     pub(crate) fn tracker_fail_all(&mut self, error: &RequestError) {
-        let all: Vec<(CustomerId, Timestamp)> = self.tracker.pending.keys().copied().collect();
+        let all = self.tracker.keys();
         for (customer, ts) in all {
             self.fail_request(customer, ts, error.clone());
         }
@@ -365,7 +377,7 @@ impl Node {
 
     /// Records a SimpleApp answer.
     pub(crate) fn on_simple_reply(&mut self, from: NodeId, customer: CustomerId, ts: Timestamp, reply: SimpleReply) {
-        let Some(pending) = self.tracker.pending.get_mut(&(customer, ts)) else {
+        let Some(pending) = self.tracker.get_mut(customer, ts) else {
             self.stats.unexpected_drops += 1;
             return;
         };
