@@ -1,0 +1,100 @@
+//! `pslite-bench` keeps working: a short run of each mode, in one process
+//! and as separate processes, must finish, exit 0 and print rows whose
+//! figures parse. Nothing here judges speed (that is the bench's job, not
+//! a test's); it guards the tool the Performance figures come from.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Runs the bench with `args`, killing its process group if it outlives
+/// `bound`; returns its standard output after checking it exited 0.
+fn bench(args: &[&str], bound: Duration) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pslite-bench"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("pslite-bench starts");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send((child.wait(), out));
+    });
+    match rx.recv_timeout(bound) {
+        Ok((status, out)) => {
+            assert!(status.expect("wait for pslite-bench").success(), "pslite-bench {args:?} failed:\n{out}");
+            out
+        }
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            panic!("pslite-bench {args:?} did not finish within {bound:?}");
+        }
+    }
+}
+
+/// The requests/s of pslite and of raw on the row that starts with `mode`
+/// and `size`.
+fn rates(out: &str, mode: &str, size: &str) -> (f64, f64) {
+    let row = out
+        .lines()
+        .find(|line| {
+            let mut words = line.split_whitespace();
+            words.next() == Some(mode) && words.next() == Some(size)
+        })
+        .unwrap_or_else(|| panic!("no {mode} {size} row in:\n{out}"));
+    let columns: Vec<&str> = row.split('|').collect();
+    let req = |column: &str| -> f64 {
+        column.split_whitespace().nth(2).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad row {row:?}"))
+    };
+    (req(columns[1]), req(columns[2]))
+}
+
+#[test]
+fn the_table_measures_every_mode_beside_raw_tcp() {
+    let out = bench(
+        &["--mode", "push,pull,push-pull,push-then-pull", "--sizes", "1KiB", "--seconds", "0.05", "--repeat", "2"],
+        Duration::from_secs(120),
+    );
+    for mode in ["Push", "Pull", "PushPull", "PushThenPull"] {
+        let (ours, raw) = rates(&out, mode, "1KiB");
+        assert!(ours > 0.0 && raw > 0.0, "{mode}: no requests measured:\n{out}");
+    }
+    assert!(out.contains("in one process"), "{out}");
+    assert!(out.contains("median of 2 round(s)"), "{out}");
+}
+
+#[test]
+fn separate_processes_run_and_report_each_servers_peak_memory() {
+    let out = bench(
+        &[
+            "--processes",
+            "--servers",
+            "2",
+            "--mode",
+            "push-pull",
+            "--sizes",
+            "4KiB",
+            "--seconds",
+            "0.05",
+            "--repeat",
+            "1",
+        ],
+        Duration::from_secs(120),
+    );
+    let (ours, raw) = rates(&out, "PushPull", "4KiB");
+    assert!(ours > 0.0 && raw > 0.0, "{out}");
+    assert!(out.contains("separate processes"), "{out}");
+
+    let out = bench(
+        &["--processes", "--servers", "2", "--kv-app", "--kv-app-keys", "20000", "--repeat", "1"],
+        Duration::from_secs(120),
+    );
+    let round = out.lines().find(|l| l.starts_with("round 1:")).unwrap_or_else(|| panic!("no round line:\n{out}"));
+    assert!(round.contains("server 0") && round.contains("server 1"), "{round}");
+    assert!(out.contains("median of 1 round(s)"), "{out}");
+}
