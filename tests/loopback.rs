@@ -132,3 +132,47 @@ async fn pushes_nobody_waits_for_complete_and_an_unknown_wait_is_an_error() {
     ));
     bounded(cluster.finalize()).await.unwrap();
 }
+
+/// Many tasks share one customer, and half of their pushes are refused by
+/// the store (a key's length is fixed by its first push): every wait must
+/// report its own request's outcome, whether `wait` finds it already
+/// recorded or asks the node's task, and however the tasks interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_of_one_customer_each_get_their_own_outcome() {
+    let cluster = bounded(LocalCluster::start(1, 1)).await.unwrap();
+    let worker = cluster.worker(0);
+    bounded(async { worker.wait(worker.push(&[7], &[0.0f32]).await.unwrap()).await }).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                let mut accepted = 0u32;
+                for round in 0..30u32 {
+                    let mut issued = Vec::new();
+                    for i in 0..10u32 {
+                        // One value per key is accepted, two are refused.
+                        let refused = (task + round + i) % 2 == 0;
+                        let values: &[f32] = if refused { &[1.0, 1.0] } else { &[1.0] };
+                        issued.push((worker.push(&[7], values).await.unwrap(), refused));
+                        accepted += u32::from(!refused);
+                    }
+                    // The last first: by the time it is answered the others
+                    // mostly are too, and their waits find recorded outcomes.
+                    let (last, refused) = issued.pop().unwrap();
+                    assert_eq!(worker.wait(last).await.is_err(), refused, "task {task}, round {round}, last");
+                    for (i, (ts, refused)) in issued.into_iter().enumerate() {
+                        let outcome = worker.wait(ts).await;
+                        assert_eq!(outcome.is_err(), refused, "task {task}, round {round}, push {i}: {outcome:?}");
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += bounded(task).await.unwrap();
+    }
+    assert_eq!(bounded(worker.pull::<f32>(&[7])).await.unwrap(), vec![accepted as f32]);
+    bounded(cluster.finalize()).await.unwrap();
+}

@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::conn;
 use crate::error::Error;
 use crate::handle::{Command, Completion, Info, NodeEvent};
+use crate::outcomes::SharedOutcomes;
 
 /// What the connection tasks tell the driver.
 #[derive(Debug)]
@@ -54,13 +55,8 @@ pub(crate) struct Driver {
     /// release, a Terminate) leave before the process may exit.
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
     waiters: BTreeMap<(CustomerId, Timestamp), oneshot::Sender<Result<Completion, Error>>>,
-    /// Outcomes nobody waited for yet that carry something: values,
-    /// replies, errors.
-    finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
-    /// Plain successes nobody waited for yet, kept compactly so that
-    /// fire-and-forget pushes (ps-lite callers often never wait) cost no
-    /// memory per request.
-    succeeded: BTreeMap<CustomerId, Succeeded>,
+    /// Outcomes nobody waited for yet, shared with the handles.
+    outcomes: SharedOutcomes,
     barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     terminated_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
@@ -76,6 +72,7 @@ impl Driver {
         inbound_tx: mpsc::Sender<Inbound>,
         info: watch::Sender<Info>,
         events: broadcast::Sender<NodeEvent>,
+        outcomes: SharedOutcomes,
     ) -> Self {
         Self {
             node,
@@ -91,8 +88,7 @@ impl Driver {
             outgoing: BTreeMap::new(),
             writer_tasks: Vec::new(),
             waiters: BTreeMap::new(),
-            finished: BTreeMap::new(),
-            succeeded: BTreeMap::new(),
+            outcomes,
             barrier_waiters: BTreeMap::new(),
             ready_waiters: Vec::new(),
             terminated_waiters: Vec::new(),
@@ -205,10 +201,9 @@ impl Driver {
                 }
             }
             Command::Wait { customer, ts, reply } => {
-                if let Some(result) = self.finished.remove(&(customer, ts)) {
+                let taken = self.outcomes.lock().take(customer, ts);
+                if let Some(result) = taken {
                     let _ = reply.send(result);
-                } else if self.succeeded.get(&customer).is_some_and(|s| s.contains(ts)) {
-                    let _ = reply.send(Ok(Completion::Done));
                 } else if node.is_pending(customer, ts) {
                     self.waiters.insert((customer, ts), reply);
                 } else {
@@ -365,12 +360,9 @@ impl Driver {
             Some(waiter) => {
                 let _ = waiter.send(result);
             }
-            None if matches!(result, Ok(Completion::Done)) => {
-                let node = &self.node;
-                self.succeeded.entry(customer).or_default().insert(ts, |ts| node.is_pending(customer, ts));
-            }
             None => {
-                self.finished.insert((customer, ts), result);
+                let node = &self.node;
+                self.outcomes.lock().record(customer, ts, result, |ts| node.is_pending(customer, ts));
             }
         }
     }
@@ -423,37 +415,6 @@ impl Driver {
         }
         self.alive = None;
         self.publish_info();
-    }
-}
-
-/// Timestamps of one customer that succeeded without data: every one
-/// below `below` that is not in `finished` (and not pending), plus the
-/// few above it that completed out of order.
-#[derive(Debug, Default)]
-struct Succeeded {
-    below: u32,
-    above: std::collections::BTreeSet<u32>,
-    highest: Option<u32>,
-}
-
-impl Succeeded {
-    fn contains(&self, ts: Timestamp) -> bool {
-        ts.0 < self.below || self.above.contains(&ts.0)
-    }
-
-    /// Records `ts`, then moves the watermark over every timestamp that is
-    /// no longer pending (done, failed into `finished`, or taken by a
-    /// wait), so the set stays as small as the requests in flight.
-    fn insert(&mut self, ts: Timestamp, pending: impl Fn(Timestamp) -> bool) {
-        if ts.0 >= self.below {
-            self.above.insert(ts.0);
-        }
-        self.highest = Some(self.highest.map_or(ts.0, |h| h.max(ts.0)));
-        let highest = self.highest.unwrap_or(0);
-        while self.below <= highest && self.below < u32::MAX && !pending(Timestamp(self.below)) {
-            self.above.remove(&self.below);
-            self.below += 1;
-        }
     }
 }
 

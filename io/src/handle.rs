@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use pslite_core::{
@@ -18,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::driver::{Driver, SimpleHandler};
 use crate::error::{Error, Result};
+use crate::outcomes::SharedOutcomes;
 use crate::settings::Settings;
 
 /// How a request ended well.
@@ -84,6 +84,9 @@ pub(crate) enum Command {
     Stats { reply: oneshot::Sender<Stats> },
 }
 
+/// The next timestamp of one customer; see [`NodeHandle::issue`].
+pub(crate) type Clock = Arc<Mutex<u32>>;
+
 /// Commands queued to the driver before callers wait.
 const COMMAND_QUEUE: usize = 1024;
 /// Reads queued from readers to the driver before readers wait; each
@@ -99,7 +102,8 @@ pub struct NodeHandle {
     info: watch::Receiver<Info>,
     events: broadcast::Sender<NodeEvent>,
     local_addr: SocketAddr,
-    clocks: Arc<Mutex<BTreeMap<CustomerId, Arc<AtomicU32>>>>,
+    clocks: Arc<Mutex<BTreeMap<CustomerId, Clock>>>,
+    outcomes: SharedOutcomes,
     tasks: Arc<[tokio::task::AbortHandle; 2]>,
 }
 
@@ -153,7 +157,16 @@ pub async fn start_with(
     };
     let (info_tx, info_rx) = watch::channel(initial);
     let (events_tx, _) = broadcast::channel(256);
-    let mut driver = Driver::new(node, epoch, settings.token.clone(), inbound_tx.clone(), info_tx, events_tx.clone());
+    let outcomes = SharedOutcomes::default();
+    let mut driver = Driver::new(
+        node,
+        epoch,
+        settings.token.clone(),
+        inbound_tx.clone(),
+        info_tx,
+        events_tx.clone(),
+        outcomes.clone(),
+    );
     for (app, handle) in handles {
         driver.handles.insert(app, handle);
     }
@@ -190,6 +203,7 @@ pub async fn start_with(
         events: events_tx,
         local_addr: bound,
         clocks: Arc::default(),
+        outcomes,
         tasks,
     })
 }
@@ -223,19 +237,34 @@ impl NodeHandle {
 
     /// The timestamp counter of `customer`, shared by every handle of this
     /// node, so timestamps are unique per customer however many callers.
-    pub(crate) fn clock(&self, customer: CustomerId) -> Arc<AtomicU32> {
-        let mut clocks = self.clocks.lock().expect("clock table lock");
+    pub(crate) fn clock(&self, customer: CustomerId) -> Clock {
+        let mut clocks = self.clocks.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(clocks.entry(customer).or_default())
     }
 
-    /// Queues a KV request whose timestamp the caller took from `clock`.
-    pub(crate) async fn kv(&self, call: KvCall) -> Result<()> {
-        self.commands.send(Command::Kv { call }).await.map_err(|_| Error::Shutdown)
+    /// Queues the command `make` builds for the next timestamp of `clock`,
+    /// and returns that timestamp: no round trip to the node's task.
+    /// Taking the timestamp and queueing happen in one step under the
+    /// clock's lock (after room in the queue is reserved, so nothing waits
+    /// while holding it), so the task receives each customer's timestamps
+    /// in order, which the record of outcomes relies on.
+    pub(crate) async fn issue(&self, clock: &Clock, make: impl FnOnce(Timestamp) -> Command) -> Result<Timestamp> {
+        let permit = self.commands.reserve().await.map_err(|_| Error::Shutdown)?;
+        let mut next = clock.lock().unwrap_or_else(PoisonError::into_inner);
+        let ts = Timestamp(*next);
+        *next = next.wrapping_add(1);
+        permit.send(make(ts));
+        Ok(ts)
     }
 
     /// Waits for request `ts` of `customer`.
     pub async fn wait(&self, customer: CustomerId, ts: Timestamp) -> Result<Completion> {
-        self.call(|reply| Command::Wait { customer, ts, reply }).await?
+        // Already in: no need to ask the node's task.
+        let taken = self.outcomes.lock().take(customer, ts);
+        match taken {
+            Some(result) => result,
+            None => self.call(|reply| Command::Wait { customer, ts, reply }).await?,
+        }
     }
 
     /// Sends a SimpleApp request; returns its timestamp at once.
@@ -247,9 +276,8 @@ impl NodeHandle {
         body: Bytes,
     ) -> Result<Timestamp> {
         let target = target.into();
-        let ts = Timestamp(self.clock(customer).fetch_add(1, Ordering::Relaxed));
-        self.commands.send(Command::Simple { customer, ts, target, head, body }).await.map_err(|_| Error::Shutdown)?;
-        Ok(ts)
+        let clock = self.clock(customer);
+        self.issue(&clock, |ts| Command::Simple { customer, ts, target, head, body }).await
     }
 
     /// Sends a SimpleApp request and waits for every reply.

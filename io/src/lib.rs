@@ -25,6 +25,7 @@ mod error;
 mod handle;
 mod handshake;
 mod local;
+mod outcomes;
 mod server;
 mod settings;
 mod socket;

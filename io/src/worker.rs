@@ -7,13 +7,10 @@
 //! one customer, so several in one process never see each other's
 //! completions.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-
 use pslite_core::{CustomerId, DType, Element, Keys, KvCall, KvList, KvOp, Lens, Timestamp, Values};
 
 use crate::error::{Error, Result};
-use crate::handle::{Completion, NodeHandle};
+use crate::handle::{Clock, Command, Completion, NodeHandle};
 
 /// Pulled values with their keys.
 #[derive(Debug, Clone)]
@@ -47,7 +44,7 @@ fn not_a_pull() -> Error {
 pub struct KvWorker {
     node: NodeHandle,
     customer: CustomerId,
-    clock: Arc<AtomicU32>,
+    clock: Clock,
 }
 
 impl KvWorker {
@@ -116,9 +113,8 @@ impl KvWorker {
     async fn request(&self, cmd: i32, op: KvOp, keys: Keys, values: Values, lens: Option<Lens>) -> Result<Timestamp> {
         let list = KvList { keys, values, lens };
         pslite_core::slice::check_request(op, &list).map_err(pslite_core::RequestError::from)?;
-        let ts = Timestamp(self.clock.fetch_add(1, Ordering::Relaxed));
-        self.node.kv(KvCall { customer: self.customer, ts: Some(ts), cmd, op, list }).await?;
-        Ok(ts)
+        let customer = self.customer;
+        self.node.issue(&self.clock, |ts| Command::Kv { call: KvCall { customer, ts: Some(ts), cmd, op, list } }).await
     }
 
     /// Waits for request `ts`; an error if it failed.

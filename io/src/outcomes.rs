@@ -1,0 +1,100 @@
+//! Outcomes of requests that nobody waited for yet.
+//!
+//! The node's task records them; `wait` takes them. They are shared under
+//! a lock, so a `wait` whose outcome is already in returns at once instead
+//! of a round trip through the node's task (two task wake-ups per request
+//! in a pipelined worker). A `wait` that finds nothing asks the task, which
+//! alone knows whether the request is still pending.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pslite_core::{CustomerId, Timestamp};
+
+use crate::error::Error;
+use crate::handle::Completion;
+
+/// The outcomes of one node, shared by its task and its handles.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedOutcomes(Arc<Mutex<Outcomes>>);
+
+impl SharedOutcomes {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Outcomes> {
+        // Nothing here panics while holding the lock; if something did, the
+        // maps are still consistent, so carry on rather than panic again.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    /// Outcomes that carry something: values, replies, errors.
+    finished: BTreeMap<(CustomerId, Timestamp), Result<Completion, Error>>,
+    /// Plain successes, kept compactly so that fire-and-forget pushes
+    /// (ps-lite callers often never wait) cost no memory per request.
+    succeeded: BTreeMap<CustomerId, Succeeded>,
+}
+
+impl Outcomes {
+    /// The outcome of `ts`, if it is in (taken, unless a plain success).
+    pub(crate) fn take(&mut self, customer: CustomerId, ts: Timestamp) -> Option<Result<Completion, Error>> {
+        if let Some(result) = self.finished.remove(&(customer, ts)) {
+            return Some(result);
+        }
+        self.succeeded.get(&customer).is_some_and(|s| s.contains(ts)).then_some(Ok(Completion::Done))
+    }
+
+    /// Keeps the outcome of `ts` for a later `wait`. `pending` says which
+    /// timestamps of `customer` the node still works on; every timestamp
+    /// the node has been handed is either pending or recorded here.
+    pub(crate) fn record(
+        &mut self,
+        customer: CustomerId,
+        ts: Timestamp,
+        result: Result<Completion, Error>,
+        pending: impl Fn(Timestamp) -> bool,
+    ) {
+        if matches!(result, Ok(Completion::Done)) {
+            self.succeeded.entry(customer).or_default().insert(ts, pending);
+        } else {
+            self.finished.insert((customer, ts), result);
+        }
+    }
+}
+
+/// Timestamps of one customer that succeeded without data: every one
+/// below `below` that is not in `finished` (and not pending), plus the
+/// few above it that completed out of order.
+///
+/// The watermark may only pass timestamps the node was handed: handles
+/// issue a customer's timestamps and queue their requests in one step
+/// under the customer's clock lock (see `handle::Clock`), so the node
+/// receives them in order and every timestamp below one it completed was
+/// handed to it before.
+#[derive(Debug, Default)]
+struct Succeeded {
+    below: u32,
+    above: BTreeSet<u32>,
+    highest: Option<u32>,
+}
+
+impl Succeeded {
+    fn contains(&self, ts: Timestamp) -> bool {
+        ts.0 < self.below || self.above.contains(&ts.0)
+    }
+
+    /// Records `ts`, then moves the watermark over every timestamp that is
+    /// no longer pending (done, failed into `finished`, or taken by a
+    /// wait), so the set stays as small as the requests in flight.
+    fn insert(&mut self, ts: Timestamp, pending: impl Fn(Timestamp) -> bool) {
+        if ts.0 >= self.below {
+            self.above.insert(ts.0);
+        }
+        self.highest = Some(self.highest.map_or(ts.0, |h| h.max(ts.0)));
+        let highest = self.highest.unwrap_or(0);
+        while self.below <= highest && self.below < u32::MAX && !pending(Timestamp(self.below)) {
+            self.above.remove(&self.below);
+            self.below += 1;
+        }
+    }
+}
