@@ -15,19 +15,6 @@
 //! binary, started with ps-lite's `DMLC_*` environment (what
 //! `pslite-launch` does); the workers, which are measured, stay here.
 
-/// mimalloc rather than the system allocator: frames are allocated on one
-/// thread and freed on another, where glibc's malloc contends on arena
-/// locks and gives large buffers back to the OS only to fault them in
-/// again (both showed in profiles). The raw baseline runs in this process
-/// too, so it gets the same allocator.
-/// `--no-default-features` measures with the system allocator instead.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The allocator this binary was built with, for the report.
-const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system allocator" };
-
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
@@ -560,7 +547,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
     let mut cluster = Cluster::start(args, args.workers).await?;
     let duration = Duration::from_secs_f64(args.seconds);
     println!(
-        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}, {ALLOCATOR_NAME}; raw = one tokio TCP connection, same sizes and window",
+        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}; raw = one tokio TCP connection, same sizes and window",
         args.servers,
         args.workers,
         args.keys,
@@ -689,7 +676,7 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
     let mb = |bytes: u64| bytes as f64 / 1e6;
     let where_ = if args.processes { "separate processes" } else { "one process" };
     println!(
-        "kv_app: {n} f32 keys in one push, then one pull; {} server(s), {where_}, {ALLOCATOR_NAME}; payload {:.0} MB (keys + values)",
+        "kv_app: {n} f32 keys in one push, then one pull; {} server(s), {where_}; payload {:.0} MB (keys + values)",
         args.servers,
         mb(payload)
     );
