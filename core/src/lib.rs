@@ -95,6 +95,7 @@ pub mod kv;
 pub mod membership;
 pub mod node;
 pub mod range;
+pub mod recycle;
 pub mod reliable;
 pub mod rng;
 pub mod scheduler;

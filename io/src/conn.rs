@@ -11,6 +11,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
+use pslite_core::recycle::Recycler;
 use pslite_core::{Frame, FrameDecoder};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -106,32 +107,20 @@ pub(crate) async fn read_loop(
     }
 }
 
-/// A reader's buffer, and spares: earlier buffers whose frames may still be
-/// in use. Frames are cut out of the buffer without a copy, so while one
-/// lives its memory cannot be written again, and a large frame needs new
-/// memory; once every frame of an earlier buffer is dropped, that buffer
-/// serves again. This spares the allocator a large allocation and the
-/// kernel a page fault per page on every large frame (glibc's malloc hands
-/// large freed blocks back to the OS; 4 MiB pushes measured 0.84x raw with
-/// it before).
+/// A reader's buffer. Frames are cut out of it without a copy, so while
+/// one lives its memory cannot be written again and a large frame needs
+/// new memory; a [`Recycler`] serves earlier buffers whose frames are all
+/// dropped, instead of asking the allocator (and the kernel) afresh.
 struct ReadBuffer {
     buf: BytesMut,
-    /// Bytes allocated for `buf` (what a spare made of it could hold).
+    /// Bytes allocated for `buf` (what it can hold when reused).
     size: usize,
-    spares: VecDeque<(BytesMut, usize)>,
+    recycler: Recycler,
 }
-
-/// Buffers of at least this size are kept as spares.
-const SPARE_BYTES_MIN: usize = 1 << 20;
-/// Buffers above this size are not kept (a huge frame is rare; its memory
-/// goes back at once).
-const SPARE_BYTES_MAX: usize = 8 << 20;
-/// Spares kept per connection: a few frames in flight at once.
-const SPARES_MAX: usize = 4;
 
 impl Default for ReadBuffer {
     fn default() -> Self {
-        Self { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), size: READ_CHUNK_BYTES, spares: VecDeque::new() }
+        Self { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), size: READ_CHUNK_BYTES, recycler: Recycler::default() }
     }
 }
 
@@ -141,23 +130,12 @@ impl ReadBuffer {
         if self.buf.try_reclaim(wanted) {
             return;
         }
-        let needed = self.buf.len() + wanted;
-        let reusable = self.spares.iter_mut().position(|(spare, size)| *size >= needed && spare.try_reclaim(needed));
-        let (mut next, size) = match reusable.and_then(|i| self.spares.remove(i)) {
-            Some(spare) => spare,
-            None => (BytesMut::with_capacity(needed), needed),
-        };
+        let (mut next, size) = self.recycler.take(self.buf.len() + wanted);
         // The start of the next frame, already read (at most one read).
         next.extend_from_slice(&self.buf);
-        let mut previous = std::mem::replace(&mut self.buf, next);
+        let previous = std::mem::replace(&mut self.buf, next);
         let previous_size = std::mem::replace(&mut self.size, size);
-        previous.clear();
-        if (SPARE_BYTES_MIN..=SPARE_BYTES_MAX).contains(&previous_size) {
-            if self.spares.len() == SPARES_MAX {
-                self.spares.pop_front();
-            }
-            self.spares.push_back((previous, previous_size));
-        }
+        self.recycler.keep(previous, previous_size);
     }
 }
 
@@ -398,16 +376,16 @@ mod tests {
         let mut buffer = ReadBuffer::default();
         fill(&mut buffer, 0, 10);
         let small = buffer.buf.split_to(10).freeze();
-        let huge_len = SPARE_BYTES_MAX * 2;
+        let huge_len = pslite_core::recycle::SPARE_BYTES_MAX * 2;
         buffer.reserve(huge_len);
-        assert!(buffer.spares.is_empty(), "the first, small buffer is not a spare");
+        assert!(buffer.recycler.is_empty(), "the first, small buffer is not kept");
         fill(&mut buffer, 0, huge_len);
         let huge = buffer.buf.split_to(huge_len).freeze();
         // The huge frame holds its buffer: new memory, and the huge buffer
         // is let go rather than kept.
         buffer.reserve(huge_len);
         assert_ne!(buffer.buf.as_ptr(), huge.as_ptr());
-        assert!(buffer.spares.is_empty(), "a huge buffer is not a spare");
+        assert!(buffer.recycler.is_empty(), "a huge buffer is not kept");
         drop((small, huge));
     }
 }

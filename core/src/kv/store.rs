@@ -12,6 +12,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use crate::recycle::Recycler;
+
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
 use super::values::{add_all, put_all, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
@@ -94,6 +96,8 @@ pub struct KvStore<T: Element = f32> {
     index: KeyIndex,
     arena: Vec<T>,
     value_len_default: u32,
+    /// Buffers of earlier pull answers, to write later ones in.
+    recycler: Recycler,
 }
 
 impl<T: Element> Default for KvStore<T> {
@@ -110,7 +114,7 @@ impl<T: Element> KvStore<T> {
 
     /// An empty store; never-pushed keys pull as `len` zeros.
     pub fn with_value_len_default(len: u32) -> Self {
-        Self { index: KeyIndex::default(), arena: Vec::new(), value_len_default: len }
+        Self { index: KeyIndex::default(), arena: Vec::new(), value_len_default: len, recycler: Recycler::default() }
     }
 
     /// Number of keys stored.
@@ -196,10 +200,18 @@ impl<T: Element> KvStore<T> {
 
     /// The values of `keys`, zeros for keys never pushed.
     pub fn pull(&self, request: &ServerRequest) -> Result<Response, String> {
+        self.pull_into(request, &mut BytesMut::new()).map(|(response, _)| response)
+    }
+
+    /// [`pull`](Self::pull), writing the values into `out` and splitting
+    /// them off it, so the caller can give `out`'s memory a second life.
+    /// Also returns `out`'s capacity once written: the size of the memory
+    /// it was written in, if it had to grow.
+    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<(Response, usize), String> {
         if request.values.dtype() != T::DTYPE {
             return Err(format!("store holds {:?}, pull asks for {:?}", T::DTYPE, request.values.dtype()));
         }
-        let mut out = BytesMut::with_capacity(request.keys.len() * size_of::<T>());
+        out.reserve(request.keys.len() * size_of::<T>());
         let zeros = vec![T::default(); self.value_len_default as usize];
         let mut lens = PulledLens::default();
         // Keys pushed together sit side by side in the arena: copy each
@@ -211,20 +223,21 @@ impl<T: Element> KvStore<T> {
             match run {
                 Some(run) if run.start == stretch.end => stretch.end += run.len as usize,
                 Some(run) => {
-                    put_all(&self.arena[stretch], &mut out);
+                    put_all(&self.arena[stretch], out);
                     stretch = run.start..run.start + run.len as usize;
                 }
                 None => {
-                    put_all(&self.arena[stretch], &mut out);
+                    put_all(&self.arena[stretch], out);
                     stretch = 0..0;
-                    put_all(&zeros, &mut out);
+                    put_all(&zeros, out);
                 }
             }
             lens.push(run.map_or(self.value_len_default, |run| run.len));
         }
-        put_all(&self.arena[stretch], &mut out);
-        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements");
-        Ok(Response::Ok { values, lens: lens.finish(request.lens.is_some()) })
+        put_all(&self.arena[stretch], out);
+        let capacity = out.capacity();
+        let values = Values::from_bytes(T::DTYPE, out.split().freeze()).expect("whole elements");
+        Ok((Response::Ok { values, lens: lens.finish(request.lens.is_some()) }, capacity))
     }
 
     fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, String> {
@@ -249,7 +262,16 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
             }
         }
         if request.op.pulls() {
-            return self.pull(request).unwrap_or_else(Response::Refused);
+            // Answers leave as views of the buffer they were written in;
+            // once sent and dropped, the buffer serves a later answer.
+            let (mut out, size) = self.recycler.take(request.keys.len() * size_of::<T>());
+            return match self.pull_into(request, &mut out) {
+                Ok((response, capacity)) => {
+                    self.recycler.keep(out, size.max(capacity));
+                    response
+                }
+                Err(reason) => Response::Refused(reason),
+            };
         }
         Response::ack()
     }
@@ -300,6 +322,28 @@ mod tests {
         let refused = store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 1.0, 1.0], Some(&[1, 2])));
         assert!(matches!(refused, Response::Refused(reason) if reason.contains("key 2")));
         assert_eq!(pulled(&mut store, &[1, 2]), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_pull_answer_is_written_in_the_memory_of_an_earlier_one_once_dropped() {
+        let mut store = KvStore::<f32>::new();
+        let big = vec![1.5f32; 1 << 19]; // 2 MiB under one key
+        store.handle(&request(KvOp::Push, &[9], &big, None));
+        let values_of = |response: Response| match response {
+            Response::Ok { values, .. } => values,
+            Response::Refused(r) => panic!("{r}"),
+        };
+        let first = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        let second = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        // Both alive: two buffers.
+        assert_ne!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr());
+        let memory = first.as_bytes().as_ptr();
+        assert_eq!(first.to_vec::<f32>().unwrap(), big);
+        drop(first);
+        let third = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        assert_eq!(third.as_bytes().as_ptr(), memory);
+        assert_eq!(third.to_vec::<f32>().unwrap(), big);
+        assert_eq!(second.to_vec::<f32>().unwrap(), big, "an answer still held is never overwritten");
     }
 
     #[test]
