@@ -147,8 +147,10 @@ pub(crate) enum RoleState {
     Worker,
 }
 
-/// Capacity of each metadata scratch buffer ([`Message::encode_with`]).
-const SCRATCH_BYTES: usize = 16 * 1024;
+/// Capacity of each metadata scratch buffer ([`Message::encode_with`]):
+/// one allocation per about 60 frames. A frame kept for resending keeps
+/// its whole buffer, so it stays small.
+const SCRATCH_BYTES: usize = 4 * 1024;
 
 /// The pslite protocol for one process. See the crate docs for the loop
 /// that drives it.

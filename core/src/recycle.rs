@@ -11,7 +11,9 @@
 //! 0.92x with reuse).
 //!
 //! Only buffers of a useful size are kept, and only a few, so what a
-//! recycler holds is bounded: `SPARES_MAX * SPARE_BYTES_MAX`.
+//! recycler holds is bounded: `SPARES_MAX * SPARE_BYTES_MAX`. A spare serves
+//! only a need of at least half its size: a small answer cut from a large
+//! buffer would hold all of it for as long as the answer lives.
 
 use std::collections::VecDeque;
 
@@ -39,10 +41,14 @@ impl Clone for Recycler {
 }
 
 impl Recycler {
-    /// An empty buffer with room for `needed` bytes and the size it was
-    /// allocated with: a spare whose views are all dropped, else new.
+    /// An empty buffer with room for `needed` bytes, and the size it was
+    /// allocated with: a spare whose views are all dropped and that is at
+    /// most twice the need, else a new one of exactly `needed` bytes. A
+    /// buffer that is never written past `needed` keeps that size, which
+    /// is what [`keep`](Self::keep) must be told.
     pub fn take(&mut self, needed: usize) -> (BytesMut, usize) {
-        let reusable = self.spares.iter_mut().position(|(spare, size)| *size >= needed && spare.try_reclaim(needed));
+        let fits = |size: usize| needed <= size && size / 2 <= needed;
+        let reusable = self.spares.iter_mut().position(|(spare, size)| fits(*size) && spare.try_reclaim(needed));
         match reusable.and_then(|i| self.spares.remove(i)) {
             Some(spare) => spare,
             None => (BytesMut::with_capacity(needed), needed),
@@ -51,7 +57,8 @@ impl Recycler {
 
     /// Keeps `buffer` (allocated with `size` bytes; what it holds is
     /// discarded, views cut from it stay valid) to serve again once its
-    /// views are dropped, if it is of a size worth keeping.
+    /// views are dropped, if it is of a size worth keeping; the oldest
+    /// spare makes room.
     pub fn keep(&mut self, mut buffer: BytesMut, size: usize) {
         if !(SPARE_BYTES_MIN..=SPARE_BYTES_MAX).contains(&size) {
             return;
@@ -61,6 +68,16 @@ impl Recycler {
             self.spares.pop_front();
         }
         self.spares.push_back((buffer, size));
+    }
+
+    /// Bytes the spares hold.
+    pub fn held_bytes(&self) -> usize {
+        self.spares.iter().map(|(_, size)| size).sum()
+    }
+
+    /// Lets every spare go.
+    pub fn clear(&mut self) {
+        self.spares.clear();
     }
 
     /// Buffers held.
@@ -101,6 +118,18 @@ mod tests {
     }
 
     #[test]
+    fn a_small_need_does_not_take_a_large_spare() {
+        let mut recycler = Recycler::default();
+        recycler.keep(BytesMut::with_capacity(4 << 20), 4 << 20);
+        let (small, size) = recycler.take(4);
+        assert_eq!((small.capacity(), size), (4, 4), "a fresh buffer of the need");
+        assert_eq!(recycler.len(), 1);
+        let (large, size) = recycler.take(3 << 20);
+        assert_eq!(size, 4 << 20, "a need of at least half the spare takes it");
+        assert!(large.capacity() >= 3 << 20 && recycler.is_empty());
+    }
+
+    #[test]
     fn small_and_huge_buffers_are_not_kept_and_at_most_a_few_are() {
         let mut recycler = Recycler::default();
         let (small, size) = recycler.take(1000);
@@ -112,5 +141,8 @@ mod tests {
             recycler.keep(BytesMut::with_capacity(SPARE_BYTES_MIN), SPARE_BYTES_MIN);
         }
         assert_eq!(recycler.len(), SPARES_MAX);
+        assert_eq!(recycler.held_bytes(), SPARES_MAX * SPARE_BYTES_MIN);
+        recycler.clear();
+        assert!(recycler.is_empty());
     }
 }

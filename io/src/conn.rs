@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use bytes::{Buf, Bytes, BytesMut};
 use pslite_core::recycle::Recycler;
 use pslite_core::{Frame, FrameDecoder};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -66,6 +67,12 @@ pub(crate) async fn read_loop(
         let mut frames = Vec::new();
         let mut failed = None;
         loop {
+            if frames.len() == BATCH_FRAMES_MAX {
+                // The driver handles about this many frames per wake-up.
+                if inbound.send(Inbound::Frames(std::mem::take(&mut frames))).await.is_err() {
+                    return;
+                }
+            }
             match decoder.decode(buf) {
                 Ok(Some((_, frame))) => frames.push(frame),
                 Ok(None) => break,
@@ -118,6 +125,15 @@ struct ReadBuffer {
     recycler: Recycler,
 }
 
+/// Bytes all readers of this process may keep as spares: each keeps up to
+/// four buffers of up to 8 MiB, which over a hundred connections would be
+/// gigabytes held idle. A reader that would take the total past this lets
+/// its spares go.
+const READER_SPARE_BYTES_MAX: usize = 256 << 20;
+
+/// Bytes all readers keep as spares now.
+static READER_SPARE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 impl Default for ReadBuffer {
     fn default() -> Self {
         Self { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), size: READ_CHUNK_BYTES, recycler: Recycler::default() }
@@ -130,12 +146,29 @@ impl ReadBuffer {
         if self.buf.try_reclaim(wanted) {
             return;
         }
+        let held = self.recycler.held_bytes();
         let (mut next, size) = self.recycler.take(self.buf.len() + wanted);
         // The start of the next frame, already read (at most one read).
         next.extend_from_slice(&self.buf);
         let previous = std::mem::replace(&mut self.buf, next);
         let previous_size = std::mem::replace(&mut self.size, size);
         self.recycler.keep(previous, previous_size);
+        let now_held = self.recycler.held_bytes();
+        let total = if now_held >= held {
+            READER_SPARE_BYTES.fetch_add(now_held - held, Ordering::Relaxed) + (now_held - held)
+        } else {
+            READER_SPARE_BYTES.fetch_sub(held - now_held, Ordering::Relaxed) - (held - now_held)
+        };
+        if total > READER_SPARE_BYTES_MAX {
+            READER_SPARE_BYTES.fetch_sub(now_held, Ordering::Relaxed);
+            self.recycler.clear();
+        }
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        READER_SPARE_BYTES.fetch_sub(self.recycler.held_bytes(), Ordering::Relaxed);
     }
 }
 
@@ -172,14 +205,23 @@ impl Writer {
         self.queue.is_closed()
     }
 
-    /// Queues `frames`, first waiting for room: a slow peer slows its
-    /// sender. False if the writer has stopped.
+    /// Queues `frames`, first waiting for room for each part of at most a
+    /// batch's worth: a slow peer slows its sender, and the queue never
+    /// holds more than `WRITE_QUEUE_FRAMES` frames. False if the writer
+    /// has stopped.
     pub(crate) async fn send(&self, frames: Vec<Frame>) -> bool {
-        let wanted = u32::try_from(frames.len().min(WRITE_QUEUE_FRAMES)).expect("queue bound fits u32");
-        let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
-            return false;
-        };
-        self.queue.send(Outgoing { frames, room }).is_ok()
+        let mut frames = frames.into_iter().peekable();
+        while frames.peek().is_some() {
+            let part: Vec<Frame> = frames.by_ref().take(BATCH_FRAMES_MAX).collect();
+            let wanted = u32::try_from(part.len()).expect("a batch's frames fit u32");
+            let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
+                return false;
+            };
+            if self.queue.send(Outgoing { frames: part, room }).is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -387,5 +429,34 @@ mod tests {
         assert_ne!(buffer.buf.as_ptr(), huge.as_ptr());
         assert!(buffer.recycler.is_empty(), "a huge buffer is not kept");
         drop((small, huge));
+    }
+
+    /// A peer that stops reading holds up its sender: the driver's queue to
+    /// it takes at most `WRITE_QUEUE_FRAMES` frames however they are
+    /// handed over, so a send of many more never completes. (A slow
+    /// machine can only make the send look more blocked, never less.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_never_reads_holds_up_a_send_of_many_frames() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, wait_done) = tokio::sync::oneshot::channel::<()>();
+        let peer = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = wait_done.await;
+            drop(stream);
+        });
+        let (inbound, _inbound_rx) = mpsc::channel(8);
+        let (writer, task) = Writer::spawn(addr, None, inbound);
+        let frame = Frame {
+            header: [0; pslite_core::wire::HEADER_LEN],
+            parts: smallvec::smallvec![Bytes::from(vec![7u8; 1000])],
+        };
+        // 50 MB: far more than the queue plus the kernel's socket buffers.
+        let send = writer.send(vec![frame; 50_000]);
+        let outcome = tokio::time::timeout(std::time::Duration::from_millis(500), send).await;
+        assert!(outcome.is_err(), "the send completed: {outcome:?}");
+        task.abort();
+        let _ = done.send(());
+        peer.await.unwrap();
     }
 }

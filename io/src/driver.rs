@@ -33,7 +33,8 @@ pub(crate) enum Inbound {
 /// Answers SimpleApp requests on this node: `(head, body)` back.
 pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
 
-/// How many inputs of one kind are handled before the others get a turn.
+/// How many inputs of one kind (frames, or commands) are handled before
+/// the others, the timers and the writers get a turn.
 const INPUTS_PER_WAKE_MAX: usize = 1024;
 
 pub(crate) struct Driver {
@@ -130,10 +131,12 @@ impl Driver {
                 input = inbound.recv() => {
                     let Some(input) = input else { break };
                     self.read_clock();
-                    self.on_inbound(input);
-                    for _ in 1..INPUTS_PER_WAKE_MAX {
+                    // Counted in frames, not messages: one read can bring
+                    // hundreds of small frames.
+                    let mut handled = self.on_inbound(input);
+                    while handled < INPUTS_PER_WAKE_MAX {
                         match inbound.try_recv() {
-                            Ok(input) => self.on_inbound(input),
+                            Ok(input) => handled += self.on_inbound(input),
                             Err(_) => break,
                         }
                     }
@@ -162,15 +165,18 @@ impl Driver {
         self.shutdown().await;
     }
 
-    fn on_inbound(&mut self, input: Inbound) {
+    /// Handles one input; returns how many frames (or events) it held.
+    fn on_inbound(&mut self, input: Inbound) -> usize {
         match input {
             Inbound::Frames(frames) => {
                 let now = self.now();
+                let count = frames.len();
                 for frame in frames {
                     if let Err(error) = self.node.handle_frame(now, frame) {
                         tracing::warn!(%error, "dropped an undecodable frame");
                     }
                 }
+                count
             }
             Inbound::LinkLost(addr) => {
                 // Frames queued for it are gone; the core's timeouts and
@@ -180,6 +186,7 @@ impl Driver {
                 if self.writers.get(&addr).is_some_and(conn::Writer::is_closed) {
                     self.writers.remove(&addr);
                 }
+                1
             }
         }
     }

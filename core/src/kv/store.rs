@@ -58,6 +58,11 @@ impl RunLens {
     }
 }
 
+/// Longest key list whose answer is sized before it is written (to write
+/// it into a recycled buffer); longer ones are many small values, written
+/// into a new buffer.
+const ANSWER_SIZED_KEYS_MAX: usize = 4096;
+
 /// Values per key of a pull's answer: only a length while every key has
 /// the same, so the common uniform pull builds no list as long as its keys.
 #[derive(Default)]
@@ -200,14 +205,27 @@ impl<T: Element> KvStore<T> {
 
     /// The values of `keys`, zeros for keys never pushed.
     pub fn pull(&self, request: &ServerRequest) -> Result<Response, String> {
-        self.pull_into(request, &mut BytesMut::new()).map(|(response, _)| response)
+        self.pull_into(request, &mut BytesMut::new())
+    }
+
+    /// Bytes a pull of `request` answers with, if cheap to tell: a walk of
+    /// the index as long as the key list, done for short lists only.
+    fn answer_bytes(&self, request: &ServerRequest) -> Option<usize> {
+        if request.keys.len() > ANSWER_SIZED_KEYS_MAX {
+            return None;
+        }
+        let mut cursor = Cursor::default();
+        let elements: usize = request
+            .keys
+            .iter()
+            .map(|key| self.index.find(&mut cursor, key).map_or(self.value_len_default, |run| run.len) as usize)
+            .sum();
+        Some(elements * size_of::<T>())
     }
 
     /// [`pull`](Self::pull), writing the values into `out` and splitting
     /// them off it, so the caller can give `out`'s memory a second life.
-    /// Also returns `out`'s capacity once written: the size of the memory
-    /// it was written in, if it had to grow.
-    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<(Response, usize), String> {
+    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<Response, String> {
         if request.values.dtype() != T::DTYPE {
             return Err(format!("store holds {:?}, pull asks for {:?}", T::DTYPE, request.values.dtype()));
         }
@@ -235,9 +253,8 @@ impl<T: Element> KvStore<T> {
             lens.push(run.map_or(self.value_len_default, |run| run.len));
         }
         put_all(&self.arena[stretch], out);
-        let capacity = out.capacity();
         let values = Values::from_bytes(T::DTYPE, out.split().freeze()).expect("whole elements");
-        Ok((Response::Ok { values, lens: lens.finish(request.lens.is_some()) }, capacity))
+        Ok(Response::Ok { values, lens: lens.finish(request.lens.is_some()) })
     }
 
     fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, String> {
@@ -264,14 +281,15 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
         if request.op.pulls() {
             // Answers leave as views of the buffer they were written in;
             // once sent and dropped, the buffer serves a later answer.
-            let (mut out, size) = self.recycler.take(request.keys.len() * size_of::<T>());
-            return match self.pull_into(request, &mut out) {
-                Ok((response, capacity)) => {
-                    self.recycler.keep(out, size.max(capacity));
-                    response
-                }
-                Err(reason) => Response::Refused(reason),
+            // Only a buffer of the exact size is never written past its
+            // size, so only then is it kept.
+            let Some(bytes) = self.answer_bytes(request) else {
+                return self.pull(request).unwrap_or_else(Response::Refused);
             };
+            let (mut out, size) = self.recycler.take(bytes);
+            let response = self.pull_into(request, &mut out).unwrap_or_else(Response::Refused);
+            self.recycler.keep(out, size);
+            return response;
         }
         Response::ack()
     }
