@@ -63,14 +63,19 @@ impl Outcomes {
 }
 
 /// Timestamps of one customer that succeeded without data: every one
-/// below `below` that is not in `finished` (and not pending), plus the
-/// few above it that completed out of order.
+/// before `below` that is not in `finished` (and not pending), plus the
+/// few after it that completed out of order.
 ///
 /// The watermark may only pass timestamps the node was handed: handles
 /// issue a customer's timestamps and queue their requests in one step
-/// under the customer's clock lock (see `handle::Clock`), so the node
-/// receives them in order and every timestamp below one it completed was
+/// under the customer's clock lock (see `NodeHandle::issue`), so the node
+/// receives them in order and every timestamp before one it completed was
 /// handed to it before.
+///
+/// Timestamps are `u32` and wrap after 2^32 requests (hours at full
+/// speed), so "before" is serial-number order: `a` is before `b` when `b`
+/// is less than 2^31 steps ahead of it. The watermark moves on across the
+/// wrap.
 #[derive(Debug, Default)]
 struct Succeeded {
     below: u32,
@@ -78,23 +83,58 @@ struct Succeeded {
     highest: Option<u32>,
 }
 
+/// Whether `a` comes before `b` in serial-number order.
+fn before(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
+}
+
 impl Succeeded {
     fn contains(&self, ts: Timestamp) -> bool {
-        ts.0 < self.below || self.above.contains(&ts.0)
+        before(ts.0, self.below) || self.above.contains(&ts.0)
     }
 
     /// Records `ts`, then moves the watermark over every timestamp that is
     /// no longer pending (done, failed into `finished`, or taken by a
     /// wait), so the set stays as small as the requests in flight.
     fn insert(&mut self, ts: Timestamp, pending: impl Fn(Timestamp) -> bool) {
-        if ts.0 >= self.below {
+        if !before(ts.0, self.below) {
             self.above.insert(ts.0);
         }
-        self.highest = Some(self.highest.map_or(ts.0, |h| h.max(ts.0)));
-        let highest = self.highest.unwrap_or(0);
-        while self.below <= highest && self.below < u32::MAX && !pending(Timestamp(self.below)) {
+        let highest = match self.highest {
+            Some(h) if before(ts.0, h) => h,
+            _ => ts.0,
+        };
+        self.highest = Some(highest);
+        while !before(highest, self.below) && !pending(Timestamp(self.below)) {
             self.above.remove(&self.below);
-            self.below += 1;
+            self.below = self.below.wrapping_add(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_moves_on_across_the_wrap_of_timestamps() {
+        let start = u32::MAX - 2;
+        let mut succeeded = Succeeded { below: start, ..Succeeded::default() };
+        let pending = |ts: Timestamp| ts.0 == 3;
+        for ts in [start, u32::MAX - 1, u32::MAX, 0, 1, 2, 4] {
+            succeeded.insert(Timestamp(ts), pending);
+        }
+        // Every one up to 2 is done; 3 is still pending, 4 done after it.
+        assert_eq!(succeeded.below, 3);
+        for ts in [start, u32::MAX, 0, 2, 4] {
+            assert!(succeeded.contains(Timestamp(ts)), "{ts} succeeded");
+        }
+        assert!(!succeeded.contains(Timestamp(3)), "3 is pending");
+        assert!(!succeeded.contains(Timestamp(5)), "5 was never issued");
+        assert!(!succeeded.contains(Timestamp(1 << 30)), "far ahead is not done");
+        // 3 ends: the watermark passes it and 4.
+        succeeded.insert(Timestamp(3), |_| false);
+        assert_eq!(succeeded.below, 5);
+        assert!(succeeded.above.is_empty());
     }
 }

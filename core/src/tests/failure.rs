@@ -269,3 +269,37 @@ fn a_node_told_of_its_own_death_while_finalizing_emits_nothing_after_terminated(
     c.run_until(10_000, |c| c.events(w).any(|e| *e == Event::Terminated));
     assert_eq!(c.events(w).last(), Some(&Event::Terminated), "nothing follows Terminated");
 }
+
+#[test]
+fn a_table_that_lists_the_scheduler_does_not_make_it_two_targets_of_a_group_request() {
+    // Found in review: the scheduler is added to a group's targets directly,
+    // and a table entry for it made it a second target, which panicked on
+    // completion.
+    use crate::kv::CustomerId;
+    use crate::wire::message::Envelope;
+    use crate::wire::{Message, NodeTableMsg};
+    use bytes::Bytes;
+    let mut c = Cluster::new(1, 2, 33);
+    c.form();
+    let w = c.worker(0);
+    let me = c.node(w).id();
+    let mut nodes: Vec<_> = c.node(w).membership().iter().copied().collect();
+    let mut scheduler = nodes[0];
+    scheduler.id = NodeId::SCHEDULER;
+    nodes.insert(0, scheduler);
+    let epoch = c.node(w).membership().epoch() + 1;
+    let table = Message::NodeTable(NodeTableMsg { epoch, nodes });
+    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: me, seq: 0 };
+    c.inject(SCHEDULER, w, table.encode(envelope).to_bytes());
+    c.drive();
+    let customer = CustomerId::new(5, 0);
+    let ts = c
+        .with_node(w, |n, now| n.simple_request(now, customer, Group::ALL, 1, Bytes::new()))
+        .expect("simple request accepted");
+    let Event::SimpleDone { replies, .. } = c.wait(w, customer, ts) else { panic!("the group request failed") };
+    let from: Vec<NodeId> = replies.iter().map(|r| r.from).collect();
+    let mut distinct = from.clone();
+    distinct.dedup();
+    assert_eq!(from, distinct, "one reply per member");
+    assert_eq!(from.first(), Some(&NodeId::SCHEDULER));
+}
