@@ -1,8 +1,10 @@
 //! Starting a node and talking to its task.
 //!
 //! [`start`] binds the listener, builds the core `Node`, spawns the driver
-//! and returns a cloneable [`NodeHandle`]. Every method sends a command to
-//! the driver and awaits its answer, so callers never share the node.
+//! and returns a cloneable [`NodeHandle`]. Methods send commands to the
+//! driver, so callers never share the node: a request is queued without
+//! waiting for an answer, and `wait` asks the driver only when the
+//! request's outcome is not recorded yet (see `outcomes`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
