@@ -65,10 +65,15 @@ impl Membership {
 
     /// Replaces the table when `epoch` is newer; returns what changed, or
     /// `None` when the table was old and ignored.
+    ///
+    /// An entry for the scheduler is ignored: nodes reach it at its
+    /// configured address, and a table naming it (a corrupt one) would
+    /// make it, say, a second target of a group request.
     pub fn apply(&mut self, epoch: u64, nodes: Vec<NodeEntry>) -> Option<Vec<Change>> {
         if epoch <= self.epoch {
             return None;
         }
+        let nodes: Vec<NodeEntry> = nodes.into_iter().filter(|n| n.id != NodeId::SCHEDULER).collect();
         let mut changes = Vec::new();
         let first = self.epoch == 0;
         for entry in &nodes {

@@ -69,9 +69,7 @@ impl Node {
             Target::Node(id) if id == NodeId::SCHEDULER || id == self.id || self.membership.is_alive(id) => vec![id],
             Target::Node(id) => return Err(RequestError::PeerDead(id)),
             Target::Group(group) => {
-                // The scheduler is asked directly; a table that lists it
-                // too (a corrupt one) must not make it two targets.
-                let mut ids: Vec<NodeId> = self.membership.alive(group).filter(|&id| id != NodeId::SCHEDULER).collect();
+                let mut ids: Vec<NodeId> = self.membership.alive(group).collect();
                 if group.contains(Role::Scheduler) {
                     ids.insert(0, NodeId::SCHEDULER);
                 }

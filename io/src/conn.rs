@@ -154,13 +154,8 @@ impl ReadBuffer {
         let previous_size = std::mem::replace(&mut self.size, size);
         self.recycler.keep(previous, previous_size);
         let now_held = self.recycler.held_bytes();
-        let total = if now_held >= held {
-            READER_SPARE_BYTES.fetch_add(now_held - held, Ordering::Relaxed) + (now_held - held)
-        } else {
-            READER_SPARE_BYTES.fetch_sub(held - now_held, Ordering::Relaxed) - (held - now_held)
-        };
-        if total > READER_SPARE_BYTES_MAX {
-            READER_SPARE_BYTES.fetch_sub(now_held, Ordering::Relaxed);
+        if recount_spares(held, now_held) > READER_SPARE_BYTES_MAX {
+            recount_spares(now_held, 0);
             self.recycler.clear();
         }
     }
@@ -168,7 +163,17 @@ impl ReadBuffer {
 
 impl Drop for ReadBuffer {
     fn drop(&mut self) {
-        READER_SPARE_BYTES.fetch_sub(self.recycler.held_bytes(), Ordering::Relaxed);
+        recount_spares(self.recycler.held_bytes(), 0);
+    }
+}
+
+/// Moves one reader's count in [`READER_SPARE_BYTES`] from `from` bytes to
+/// `to`; returns the new total.
+fn recount_spares(from: usize, to: usize) -> usize {
+    if to >= from {
+        READER_SPARE_BYTES.fetch_add(to - from, Ordering::Relaxed) + (to - from)
+    } else {
+        READER_SPARE_BYTES.fetch_sub(from - to, Ordering::Relaxed) - (from - to)
     }
 }
 
@@ -209,10 +214,11 @@ impl Writer {
     /// batch's worth: a slow peer slows its sender, and the queue never
     /// holds more than `WRITE_QUEUE_FRAMES` frames. False if the writer
     /// has stopped.
-    pub(crate) async fn send(&self, frames: Vec<Frame>) -> bool {
-        let mut frames = frames.into_iter().peekable();
-        while frames.peek().is_some() {
-            let part: Vec<Frame> = frames.by_ref().take(BATCH_FRAMES_MAX).collect();
+    pub(crate) async fn send(&self, mut frames: Vec<Frame>) -> bool {
+        while !frames.is_empty() {
+            // The common case, a drain of at most a batch, goes as it is.
+            let rest = if frames.len() > BATCH_FRAMES_MAX { frames.split_off(BATCH_FRAMES_MAX) } else { Vec::new() };
+            let part = std::mem::replace(&mut frames, rest);
             let wanted = u32::try_from(part.len()).expect("a batch's frames fit u32");
             let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
                 return false;

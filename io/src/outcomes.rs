@@ -72,10 +72,9 @@ impl Outcomes {
 /// receives them in order and every timestamp before one it completed was
 /// handed to it before.
 ///
-/// Timestamps are `u32` and wrap after 2^32 requests (hours at full
-/// speed), so "before" is serial-number order: `a` is before `b` when `b`
-/// is less than 2^31 steps ahead of it. The watermark moves on across the
-/// wrap.
+/// Timestamps wrap after 2^32 requests (hours at full speed), so "before"
+/// is [`Timestamp::is_before`]'s serial-number order, and the watermark
+/// moves on across the wrap.
 #[derive(Debug, Default)]
 struct Succeeded {
     below: u32,
@@ -83,29 +82,24 @@ struct Succeeded {
     highest: Option<u32>,
 }
 
-/// Whether `a` comes before `b` in serial-number order.
-fn before(a: u32, b: u32) -> bool {
-    a != b && b.wrapping_sub(a) < 1 << 31
-}
-
 impl Succeeded {
     fn contains(&self, ts: Timestamp) -> bool {
-        before(ts.0, self.below) || self.above.contains(&ts.0)
+        ts.is_before(Timestamp(self.below)) || self.above.contains(&ts.0)
     }
 
     /// Records `ts`, then moves the watermark over every timestamp that is
     /// no longer pending (done, failed into `finished`, or taken by a
     /// wait), so the set stays as small as the requests in flight.
     fn insert(&mut self, ts: Timestamp, pending: impl Fn(Timestamp) -> bool) {
-        if !before(ts.0, self.below) {
+        if !ts.is_before(Timestamp(self.below)) {
             self.above.insert(ts.0);
         }
         let highest = match self.highest {
-            Some(h) if before(ts.0, h) => h,
+            Some(h) if ts.is_before(Timestamp(h)) => h,
             _ => ts.0,
         };
         self.highest = Some(highest);
-        while !before(highest, self.below) && !pending(Timestamp(self.below)) {
+        while !Timestamp(highest).is_before(Timestamp(self.below)) && !pending(Timestamp(self.below)) {
             self.above.remove(&self.below);
             self.below = self.below.wrapping_add(1);
         }

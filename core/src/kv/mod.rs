@@ -43,6 +43,15 @@ impl CustomerId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub u32);
 
+impl Timestamp {
+    /// Whether `self` comes before `other` in serial-number order, which
+    /// survives the wrap after 2^32 requests: `other` is less than 2^31
+    /// steps ahead.
+    pub fn is_before(self, other: Self) -> bool {
+        self != other && other.0.wrapping_sub(self.0) < 1 << 31
+    }
+}
+
 /// A push, pull or push_pull as one value, for [`Node::submit`](crate::Node::submit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCall {
@@ -139,4 +148,18 @@ pub struct SimpleReply {
     pub head: i32,
     /// Opaque body.
     pub body: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn timestamps_order_across_the_wrap() {
+        let t = |n| Timestamp(n);
+        assert!(t(1).is_before(t(2)) && !t(2).is_before(t(1)) && !t(2).is_before(t(2)));
+        assert!(t(u32::MAX).is_before(t(0)), "the wrap continues the order");
+        assert!(t(u32::MAX - 5).is_before(t(3)));
+        assert!(t(0).is_before(t((1 << 31) - 1)) && !t(0).is_before(t(1 << 31)), "at most half the circle ahead");
+    }
 }

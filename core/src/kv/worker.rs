@@ -126,7 +126,7 @@ impl Tracker {
             return Err(ApiMisuse::TimestampInUse { ts: ts.0 });
         }
         let next = self.next_ts.entry(customer).or_insert(0);
-        if ts.0.wrapping_sub(*next) < u32::MAX / 2 {
+        if !ts.is_before(Timestamp(*next)) {
             *next = ts.0.wrapping_add(1);
         }
         Ok(())

@@ -249,23 +249,16 @@ fn requests_from_a_worker_declared_dead_are_dropped_by_servers() {
 #[test]
 fn a_node_told_of_its_own_death_while_finalizing_emits_nothing_after_terminated() {
     // Found by node_inputs (corpus: regression-bbbc0bdc4490, regression-cc58af90d3cf).
-    use crate::wire::message::Envelope;
-    use crate::wire::{Message, NodeTableMsg};
     let mut c = Cluster::new(1, 2, 31);
     c.form();
     let w = c.worker(0);
     c.with_node(w, |n, now| n.finalize(now)).expect("finalize accepted");
     let me = c.node(w).id();
-    let mut nodes: Vec<_> = c.node(w).membership().iter().copied().collect();
-    for entry in &mut nodes {
-        if entry.id == me {
+    c.inject_table(w, |nodes| {
+        for entry in nodes.iter_mut().filter(|entry| entry.id == me) {
             entry.alive = false;
         }
-    }
-    let epoch = c.node(w).membership().epoch() + 1;
-    let table = Message::NodeTable(NodeTableMsg { epoch, nodes });
-    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: me, seq: 0 };
-    c.inject(SCHEDULER, w, table.encode(envelope).to_bytes());
+    });
     c.run_until(10_000, |c| c.events(w).any(|e| *e == Event::Terminated));
     assert_eq!(c.events(w).last(), Some(&Event::Terminated), "nothing follows Terminated");
 }
@@ -276,21 +269,15 @@ fn a_table_that_lists_the_scheduler_does_not_make_it_two_targets_of_a_group_requ
     // and a table entry for it made it a second target, which panicked on
     // completion.
     use crate::kv::CustomerId;
-    use crate::wire::message::Envelope;
-    use crate::wire::{Message, NodeTableMsg};
     use bytes::Bytes;
     let mut c = Cluster::new(1, 2, 33);
     c.form();
     let w = c.worker(0);
-    let me = c.node(w).id();
-    let mut nodes: Vec<_> = c.node(w).membership().iter().copied().collect();
-    let mut scheduler = nodes[0];
-    scheduler.id = NodeId::SCHEDULER;
-    nodes.insert(0, scheduler);
-    let epoch = c.node(w).membership().epoch() + 1;
-    let table = Message::NodeTable(NodeTableMsg { epoch, nodes });
-    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: me, seq: 0 };
-    c.inject(SCHEDULER, w, table.encode(envelope).to_bytes());
+    c.inject_table(w, |nodes| {
+        let mut scheduler = nodes[0];
+        scheduler.id = NodeId::SCHEDULER;
+        nodes.insert(0, scheduler);
+    });
     c.drive();
     let customer = CustomerId::new(5, 0);
     let ts = c

@@ -331,6 +331,20 @@ impl Cluster {
         self.in_flight.push(InFlight { deliver_at: self.now + delay, from, to, bytes });
     }
 
+    /// Sends node `to` the next node table from the scheduler: its current
+    /// table, changed by `edit`, as a faulty or forged scheduler would.
+    pub(crate) fn inject_table(&mut self, to: usize, edit: impl FnOnce(&mut Vec<wire::NodeEntry>)) {
+        let node = self.node_ref(to);
+        let receiver = node.id();
+        let epoch = node.membership().epoch() + 1;
+        let mut nodes: Vec<wire::NodeEntry> = node.membership().iter().copied().collect();
+        edit(&mut nodes);
+        let table = wire::Message::NodeTable(wire::NodeTableMsg { epoch, nodes });
+        let envelope =
+            wire::message::Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver, seq: 0 };
+        self.inject(SCHEDULER, to, table.encode(envelope).to_bytes());
+    }
+
     /// When node `i` first logged an event matching `pred`.
     pub(crate) fn event_at(&self, i: usize, pred: impl Fn(&Event) -> bool) -> Option<Instant> {
         self.events[i].iter().find(|(_, e)| pred(e)).map(|(at, _)| *at)
