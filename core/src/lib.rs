@@ -85,18 +85,24 @@
 //! assert_eq!(store.get(u64::MAX), Some(&[2.0f32][..]));
 //! ```
 
+mod barrier;
 pub mod config;
 pub mod error;
+pub mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod id;
 pub mod kv;
+mod liveness;
 pub mod membership;
 pub mod node;
+mod outbox;
 pub mod range;
 pub mod recycle;
 pub mod reliable;
+mod requests;
+mod responder;
 pub mod rng;
 pub mod scheduler;
 pub mod simple;

@@ -1,151 +1,50 @@
 //! The per-process state machine: ps-lite's Postoffice and Van logic
 //! without the threads.
 //!
-//! One type serves every role; what only one role has lives in
-//! [`RoleState`]. Inputs arrive through `handle_*`, commands return at once,
-//! and everything the node wants done comes out through `poll_*`. The
-//! protocol pieces are `impl Node` blocks in their own modules
-//! (`scheduler::*`, `kv::worker`, `kv::server`, `simple`, `liveness`), so
-//! each concept is read in one place while the state stays in one struct.
+//! One type serves every role. The protocol lives in components that own
+//! their state and never see the node (the module map in the crate docs
+//! says which owns what); the node keeps what ties them together:
+//!
+//! * **identity and time**: who this process is (id, incarnation, rank,
+//!   phase) and the `now` of the input being handled, taken once at each
+//!   entry and never moving backwards;
+//! * **routing**: every message a component writes to the [`Outbox`] is
+//!   addressed from the node table, numbered on its reliable stream,
+//!   encoded, and queued for the driver (or handed back to the node itself
+//!   through the loopback);
+//! * **dispatch**: each decoded message goes to the one component it
+//!   concerns;
+//! * **fan-out**: a membership change (a death, a replacement) reaches
+//!   every component that keeps state about peers, from one place.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::barrier::{Barriers, Purpose};
 use crate::config::Config;
 use crate::error::{ApiMisuse, RequestError};
+pub use crate::event::{BarrierTicket, Event, Phase, Transmit};
 use crate::id::{Group, Incarnation, NodeId, Rank, Role};
-use crate::kv::server::ServerState;
-use crate::kv::worker::Tracker;
-use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleRequest, Timestamp, Values};
+use crate::kv::{CustomerId, DType, Keys, KvCall, Lens, Response, ServerRequestId, Timestamp, Values};
+use crate::liveness::SchedulerWatch;
 use crate::membership::{Change, Membership};
+use crate::outbox::{Dest, Outbox};
 use crate::range::ServerRanges;
 use crate::reliable::{Admission, Owner, Reliable};
+use crate::requests::{Cluster, Requests};
+use crate::responder::{Limits, Responder};
 use crate::rng::Rng;
-use crate::scheduler::SchedulerState;
+use crate::scheduler::registry::{self, Registered};
+use crate::scheduler::Scheduler;
+use crate::simple::Target;
+use crate::slice::KvList;
 use crate::stats::Stats;
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
 use crate::wire::message::Envelope;
-use crate::wire::{BarrierOutcome, DecodeError, Frame, Header, Message, NodeTableMsg, RegisterMsg};
-
-/// A frame to send: the shell writes `frame` to `addr`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The receiving node ([`NodeId::UNASSIGNED`] if it has no id yet).
-    pub to: NodeId,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The encoded frame.
-    pub frame: Frame,
-}
-
-/// Where a node is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Waiting for the cluster to form.
-    Registering,
-    /// Running.
-    Ready,
-    /// Finished (after `finalize`, a `Terminate`, or a fatal loss).
-    Terminated,
-}
-
-/// Names one barrier this node entered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BarrierTicket {
-    /// The group.
-    pub group: Group,
-    /// This node's count of barriers on `group`, from 0.
-    pub generation: u64,
-}
-
-/// What happened, for the application.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    /// This node has its id and rank.
-    Registered {
-        /// The id.
-        id: NodeId,
-        /// The rank within its role.
-        rank: Rank,
-        /// Its incarnation (0 unless it replaced a dead node).
-        incarnation: Incarnation,
-    },
-    /// Every node is registered; requests may flow.
-    ClusterReady,
-    /// A push (or a request without data back) completed.
-    RequestDone {
-        /// The customer.
-        customer: CustomerId,
-        /// The request.
-        ts: Timestamp,
-    },
-    /// A pull or push_pull completed, with values in key order.
-    PullDone {
-        /// The customer.
-        customer: CustomerId,
-        /// The request.
-        ts: Timestamp,
-        /// The keys asked for.
-        keys: Keys,
-        /// Their values.
-        values: Values,
-        /// Per-key lengths, when they vary.
-        lens: Option<Lens>,
-    },
-    /// A request failed; it will never complete.
-    RequestFailed {
-        /// The customer.
-        customer: CustomerId,
-        /// The request.
-        ts: Timestamp,
-        /// Why.
-        error: RequestError,
-    },
-    /// A server must answer this with `respond`.
-    ServerRequest(ServerRequest),
-    /// This node must answer this with `simple_respond`.
-    SimpleRequest(SimpleRequest),
-    /// Every target answered a SimpleApp request.
-    SimpleDone {
-        /// The customer.
-        customer: CustomerId,
-        /// The request.
-        ts: Timestamp,
-        /// One reply per target, ordered by node id.
-        replies: Vec<SimpleReply>,
-    },
-    /// Every member arrived.
-    BarrierReleased(BarrierTicket),
-    /// The barrier cannot complete.
-    BarrierFailed(BarrierTicket, RequestError),
-    /// The scheduler declared a node dead.
-    NodeDead {
-        /// The node.
-        id: NodeId,
-        /// The incarnation that died.
-        incarnation: Incarnation,
-    },
-    /// A restarted process took a dead node's id.
-    NodeRecovered {
-        /// The id.
-        id: NodeId,
-        /// The new incarnation.
-        incarnation: Incarnation,
-    },
-    /// The node stopped; no more events follow.
-    Terminated,
-}
-
-/// State only one role has.
-#[derive(Debug)]
-pub(crate) enum RoleState {
-    Scheduler(Box<SchedulerState>),
-    Server,
-    Worker,
-}
+use crate::wire::{BarrierOutcome, DecodeError, Header, KvOp, Message, NodeTableMsg, RegisterMsg};
 
 /// Capacity of each metadata scratch buffer ([`Message::encode_with`]):
 /// one allocation per about 60 frames. A frame kept for resending keeps
@@ -156,50 +55,43 @@ const SCRATCH_BYTES: usize = 4 * 1024;
 /// that drives it.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) config: Config,
-    pub(crate) ranges: ServerRanges,
-    pub(crate) rng: Rng,
+    config: Config,
+    ranges: ServerRanges,
+    rng: Rng,
     /// Drawn once per process: tells our retries apart from a restart.
-    pub(crate) instance: u64,
-    pub(crate) id: NodeId,
-    pub(crate) incarnation: Incarnation,
-    pub(crate) rank: Option<Rank>,
-    pub(crate) phase: Phase,
-    pub(crate) membership: Membership,
-    pub(crate) timers: TimerTable,
-    pub(crate) role_state: RoleState,
-    pub(crate) tracker: Tracker,
-    pub(crate) server: ServerState,
-    /// Barriers entered and not yet ended.
-    pub(crate) barriers: BTreeMap<BarrierTicket, BarrierPurpose>,
-    /// Next generation per group.
-    pub(crate) barrier_generations: BTreeMap<Group, u64>,
-    pub(crate) scheduler_heard_at: Instant,
-    /// Whether the scheduler has been silent for `heartbeat_timeout`
-    /// (pending work is failed at every scan until it is heard again).
-    pub(crate) scheduler_lost: bool,
-    pub(crate) transmits: VecDeque<Transmit>,
-    pub(crate) events: VecDeque<Event>,
+    instance: u64,
+    id: NodeId,
+    incarnation: Incarnation,
+    rank: Option<Rank>,
+    phase: Phase,
+    /// The `now` of the input or command being handled (the latest seen).
+    now: Instant,
+    membership: Membership,
+    timers: TimerTable,
+    /// The scheduler's own sub-machine; `None` on every other role.
+    scheduler: Option<Box<Scheduler>>,
+    /// Whether the scheduler still answers (every role but the scheduler).
+    watch: SchedulerWatch,
+    /// Requests this node waits on. Every role has one: any node may send
+    /// SimpleApp requests, and workers send KV requests too.
+    requests: Requests,
+    /// Requests this node must answer: KV requests on a server, SimpleApp
+    /// requests on any role.
+    responder: Responder,
+    barriers: Barriers,
+    reliable: Reliable,
+    /// What components asked for, and the events for the application.
+    out: Outbox,
+    transmits: VecDeque<Transmit>,
     /// Messages to ourselves (a scheduler in its own barrier, a group
     /// request that includes the sender), handled before returning.
-    pub(crate) loopback: VecDeque<Message>,
+    loopback: VecDeque<Message>,
     /// Where frame metadata is written and split off from: one allocation
     /// per many frames, not one per frame.
     scratch: BytesMut,
-    pub(crate) reliable: Reliable,
     /// Receipts not sent yet, by peer.
-    pub(crate) acks_pending: BTreeMap<NodeId, Vec<u64>>,
-    /// The `now` of the input or command being handled: sends schedule
-    /// their resend from it without threading `now` through every helper.
-    pub(crate) now_hint: Instant,
-    pub(crate) stats: Stats,
-}
-
-/// Why a barrier was entered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BarrierPurpose {
-    User,
-    Finalize,
+    acks_pending: BTreeMap<NodeId, Vec<u64>>,
+    stats: Stats,
 }
 
 impl Node {
@@ -209,11 +101,6 @@ impl Node {
         let mut rng = Rng::new(seed);
         let instance = rng.next_u64() | 1;
         let role = config.role;
-        let role_state = match role {
-            Role::Scheduler => RoleState::Scheduler(Box::default()),
-            Role::Server => RoleState::Server,
-            Role::Worker => RoleState::Worker,
-        };
         let mut node = Self {
             ranges: config.server_ranges(),
             config,
@@ -223,31 +110,30 @@ impl Node {
             incarnation: Incarnation(0),
             rank: None,
             phase: Phase::Registering,
+            now,
             membership: Membership::default(),
             timers: TimerTable::default(),
-            role_state,
-            tracker: Tracker::default(),
-            server: ServerState::default(),
-            barriers: BTreeMap::new(),
-            barrier_generations: BTreeMap::new(),
-            scheduler_heard_at: now,
-            scheduler_lost: false,
+            scheduler: (role == Role::Scheduler).then(Box::default),
+            watch: SchedulerWatch::new(now),
+            requests: Requests::default(),
+            responder: Responder::default(),
+            barriers: Barriers::default(),
+            reliable: Reliable::default(),
+            out: Outbox::default(),
             transmits: VecDeque::new(),
-            events: VecDeque::new(),
             loopback: VecDeque::new(),
             scratch: BytesMut::with_capacity(SCRATCH_BYTES),
-            reliable: Reliable::default(),
             acks_pending: BTreeMap::new(),
-            now_hint: now,
             stats: Stats::default(),
         };
         if role == Role::Scheduler {
             node.id = NodeId::SCHEDULER;
             node.rank = Some(Rank(0));
-            node.events.push_back(Event::Registered { id: node.id, rank: Rank(0), incarnation: Incarnation(0) });
+            node.out.event(Event::Registered { id: node.id, rank: Rank(0), incarnation: Incarnation(0) });
         } else {
             node.send_register();
-            node.arm_register_retry(now);
+            node.arm_register_retry();
+            node.flush();
         }
         node
     }
@@ -258,8 +144,12 @@ impl Node {
     /// every frame the shell's `FrameDecoder` cuts out, then drain the
     /// `poll_*` outputs. Malformed frames are counted and returned as an
     /// error; the node's state is untouched by them.
+    ///
+    /// # Panics
+    ///
+    /// If `now` is earlier than the `now` of an earlier call.
     pub fn handle_frame(&mut self, now: Instant, frame: Bytes) -> Result<(), DecodeError> {
-        self.now_hint = now;
+        self.advance_to(now);
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         let decoded = Header::decode(&frame, self.config.frame_len_max)
@@ -304,35 +194,47 @@ impl Node {
                 }
             }
         }
-        self.handle_message(now, header.sender, message);
-        self.drain_loopback(now);
+        self.handle_message(header.sender, message);
+        self.drain_loopback();
         Ok(())
     }
 
     /// Fires the timers due at `now`. Call it when the instant from
     /// [`poll_timeout`](Self::poll_timeout) has come (early calls are
     /// harmless).
+    ///
+    /// # Panics
+    ///
+    /// If `now` is earlier than the `now` of an earlier call.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now_hint = now;
+        self.advance_to(now);
         if self.phase == Phase::Terminated {
             return;
         }
+        // Decided before any timer runs, as for the fixed timers: a
+        // deadline a scan sets now fires on the next call.
+        let barriers_due = self.scheduler.as_ref().and_then(|s| s.arrivals.next_deadline()).is_some_and(|at| at <= now);
         for timer in self.timers.expire(now) {
             match timer {
                 Timer::RegisterRetry => {
                     if self.phase == Phase::Registering && self.id == NodeId::UNASSIGNED {
                         self.send_register();
-                        self.arm_register_retry(now);
+                        self.arm_register_retry();
                     }
                 }
-                Timer::Heartbeat => self.on_heartbeat_timer(now),
-                Timer::LivenessScan => self.on_liveness_scan(now),
-                Timer::BarrierDeadline => self.on_barrier_deadline(now),
+                Timer::Heartbeat => self.on_heartbeat_timer(),
+                Timer::LivenessScan => self.on_liveness_scan(),
             }
+            self.flush();
         }
-        self.expire_requests(now);
-        self.expire_resends(now);
-        self.drain_loopback(now);
+        if let (true, Some(scheduler)) = (barriers_due, self.scheduler.as_mut()) {
+            scheduler.arrivals.on_timeout(now, &mut self.out);
+            self.flush();
+        }
+        self.requests.expire(now, &mut self.out);
+        self.flush();
+        self.expire_resends();
+        self.drain_loopback();
     }
 
     // ----- outputs -----
@@ -347,7 +249,7 @@ impl Node {
 
     /// The next event for the application, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.out.pop_event()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next;
@@ -356,7 +258,11 @@ impl Node {
         if self.phase == Phase::Terminated {
             return None;
         }
-        [self.timers.next(), self.tracker.next_deadline(), self.reliable.next_deadline()].into_iter().flatten().min()
+        let barriers = self.scheduler.as_ref().and_then(|s| s.arrivals.next_deadline());
+        [self.timers.next(), self.requests.next_deadline(), self.reliable.next_deadline(), barriers]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- commands available to every role -----
@@ -364,12 +270,131 @@ impl Node {
     /// Enters a barrier over `group`. `Event::BarrierReleased(ticket)` (or
     /// `BarrierFailed`) follows once every member arrived.
     pub fn barrier(&mut self, now: Instant, group: Group) -> Result<BarrierTicket, RequestError> {
-        self.enter_barrier(now, group, BarrierPurpose::User)
+        self.enter_barrier(now, group, Purpose::User)
     }
 
     /// A barrier over everyone, then termination: `Event::Terminated`.
     pub fn finalize(&mut self, now: Instant) -> Result<BarrierTicket, RequestError> {
-        self.enter_barrier(now, Group::ALL, BarrierPurpose::Finalize)
+        self.enter_barrier(now, Group::ALL, Purpose::Finalize)
+    }
+
+    /// Sends `head` and `body` to `target`. `Event::SimpleDone` follows with
+    /// one reply per target (ordered by id), or `RequestFailed`.
+    pub fn simple_request(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        target: impl Into<Target>,
+        head: i32,
+        body: Bytes,
+    ) -> Result<Timestamp, RequestError> {
+        self.simple_request_as(now, customer, None, target, head, body)
+    }
+
+    /// [`simple_request`](Self::simple_request) with a caller-chosen
+    /// timestamp (see [`Node::submit`]).
+    pub fn simple_request_as(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        ts: Option<Timestamp>,
+        target: impl Into<Target>,
+        head: i32,
+        body: Bytes,
+    ) -> Result<Timestamp, RequestError> {
+        self.advance_to(now);
+        self.ensure_ready()?;
+        let cluster = Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
+        let ts = self.requests.simple(now, customer, ts, target.into(), head, body, cluster, &mut self.out)?;
+        self.flush();
+        self.drain_loopback();
+        Ok(ts)
+    }
+
+    /// Answers a `SimpleRequest` with a head and a body.
+    pub fn simple_respond(
+        &mut self,
+        now: Instant,
+        id: ServerRequestId,
+        head: i32,
+        body: Bytes,
+    ) -> Result<(), RequestError> {
+        self.advance_to(now);
+        self.responder.simple_respond(id, head, body, &mut self.out)?;
+        self.flush();
+        self.drain_loopback();
+        Ok(())
+    }
+
+    // ----- worker commands -----
+
+    /// Pushes `values` for `keys` (ascending, unique). `lens`, when given,
+    /// holds the number of values of each key; otherwise every key gets
+    /// `values.len() / keys.len()` values. Returns at once;
+    /// `Event::RequestDone` or `RequestFailed` follows.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        values: Values,
+        lens: Option<Lens>,
+    ) -> Result<Timestamp, RequestError> {
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::Push, list: KvList { keys, values, lens } })
+    }
+
+    /// Pulls the values of `keys` as `dtype`. `Event::PullDone` follows.
+    pub fn pull(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        dtype: DType,
+    ) -> Result<Timestamp, RequestError> {
+        let list = KvList { keys, values: Values::empty(dtype), lens: None };
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::Pull, list })
+    }
+
+    /// Pushes, then pulls the result in one round trip. `Event::PullDone`
+    /// follows, with values that include this push.
+    pub fn push_pull(
+        &mut self,
+        now: Instant,
+        customer: CustomerId,
+        cmd: i32,
+        keys: Keys,
+        values: Values,
+        lens: Option<Lens>,
+    ) -> Result<Timestamp, RequestError> {
+        self.submit(now, KvCall { customer, ts: None, cmd, op: KvOp::PushPull, list: KvList { keys, values, lens } })
+    }
+
+    /// Push, pull or push_pull as one call. With `call.ts` set, the caller
+    /// chose the timestamp (a shell that hands out timestamps itself, so
+    /// callers need not wait for the node); it must not be pending.
+    pub fn submit(&mut self, now: Instant, call: KvCall) -> Result<Timestamp, RequestError> {
+        self.advance_to(now);
+        self.ensure_role(Role::Worker, "push/pull")?;
+        self.ensure_ready()?;
+        let cluster = Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
+        let ts = self.requests.submit(now, call, cluster, &mut self.out)?;
+        self.flush();
+        Ok(ts)
+    }
+
+    // ----- server commands -----
+
+    /// Answers a `ServerRequest`. Pulls (and push_pulls) must answer with
+    /// one value run per requested key; a refusal fails the worker's request.
+    pub fn respond(&mut self, now: Instant, id: ServerRequestId, response: Response) -> Result<(), RequestError> {
+        self.advance_to(now);
+        self.ensure_role(Role::Server, "respond")?;
+        let limits = self.limits();
+        self.responder.respond(id, response, limits, &self.membership, &mut self.out)?;
+        self.flush();
+        Ok(())
     }
 
     // ----- getters -----
@@ -431,17 +456,17 @@ impl Node {
 
     /// Requests this node still waits on (its own, as a client).
     pub fn requests_pending(&self) -> usize {
-        self.tracker.len()
+        self.requests.len()
     }
 
     /// Whether request `ts` of `customer` is still waiting for its outcome.
     pub fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
-        self.tracker.is_pending(customer, ts)
+        self.requests.is_pending(customer, ts)
     }
 
     /// Server and simple requests this node still has to answer.
     pub fn responses_pending(&self) -> usize {
-        self.server.len()
+        self.responder.len()
     }
 
     /// Frames sent and not yet acknowledged.
@@ -460,10 +485,7 @@ impl Node {
     /// afresh while the survivors went on). Checkers use it to compare
     /// tickets of different processes; 0 on other roles.
     pub fn barrier_generation_offset(&self, id: NodeId, group: Group) -> u64 {
-        match &self.role_state {
-            RoleState::Scheduler(state) => state.barriers.offset(id, group),
-            _ => 0,
-        }
+        self.scheduler.as_ref().map_or(0, |s| s.arrivals.offset(id, group))
     }
 
     /// Barriers entered and not ended.
@@ -471,7 +493,40 @@ impl Node {
         self.barriers.len()
     }
 
-    // ----- internals shared by the protocol modules -----
+    // ----- time, gates and routing -----
+
+    /// Takes the `now` of an entry point. Time must never run backwards: a
+    /// deadline computed from a later `now` would otherwise fire early or
+    /// late, and traces would not compare.
+    fn advance_to(&mut self, now: Instant) {
+        assert!(now >= self.now, "time ran backwards: {now:?} after {:?}", self.now);
+        self.now = now;
+    }
+
+    fn ensure_ready(&self) -> Result<(), RequestError> {
+        match self.phase {
+            Phase::Ready => Ok(()),
+            Phase::Registering => Err(ApiMisuse::NotReady.into()),
+            Phase::Terminated => Err(RequestError::Terminated),
+        }
+    }
+
+    fn ensure_role(&self, role: Role, command: &'static str) -> Result<(), RequestError> {
+        if self.config.role == role {
+            Ok(())
+        } else {
+            Err(ApiMisuse::WrongRole { command, role: self.config.role }.into())
+        }
+    }
+
+    /// What the responder checks requests against.
+    fn limits(&self) -> Limits {
+        Limits {
+            range: self.rank.and_then(|rank| self.ranges.get(rank)),
+            requests_pending_max: self.config.requests_pending_max,
+            frame_len_max: self.config.frame_len_max,
+        }
+    }
 
     /// Whether a frame's sender may talk to us; counts the ones dropped.
     fn accepts_from(&mut self, header: &Header) -> bool {
@@ -508,21 +563,85 @@ impl Node {
         }
     }
 
-    pub(crate) fn handle_message(&mut self, now: Instant, from: NodeId, message: Message) {
+    /// Hands one decoded message to the component it concerns.
+    fn handle_message(&mut self, from: NodeId, message: Message) {
+        let now = self.now;
         match message {
-            Message::Register(register) => self.on_register(now, register),
-            Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(now, table),
-            Message::Barrier { group, generation } => self.on_barrier_arrival(now, from, group, generation),
+            Message::Register(register) => self.on_register(register),
+            Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(table),
+            Message::Barrier { group, generation } => match self.scheduler.as_mut() {
+                Some(scheduler) => scheduler.arrivals.on_arrival(
+                    from,
+                    group,
+                    generation,
+                    &self.membership,
+                    self.config.barrier_policy,
+                    &mut self.out,
+                    &mut self.stats,
+                ),
+                None => self.stats.unexpected_drops += 1,
+            },
             Message::BarrierRelease { group, generation, outcome } if from == NodeId::SCHEDULER => {
-                self.on_barrier_release(now, BarrierTicket { group, generation }, outcome);
+                self.on_barrier_release(BarrierTicket { group, generation }, outcome);
             }
-            Message::Heartbeat => self.on_heartbeat(now, from),
-            Message::HeartbeatAck { epoch } if from == NodeId::SCHEDULER => self.on_heartbeat_ack(now, epoch),
+            Message::Heartbeat => match self.scheduler.as_mut() {
+                Some(scheduler) => {
+                    scheduler.heard_at.on_heartbeat(now, from, &self.membership, &mut self.out, &mut self.stats);
+                }
+                None => self.stats.unexpected_drops += 1,
+            },
+            Message::HeartbeatAck { epoch } if from == NodeId::SCHEDULER => {
+                if self.watch.on_heartbeat_ack(now, epoch, self.membership.epoch()) {
+                    // We missed a table; a repeated registration is answered with it.
+                    let register = self.register_message();
+                    self.out.send(NodeId::SCHEDULER, register);
+                }
+            }
             Message::Terminate if from == NodeId::SCHEDULER => self.terminate(),
-            Message::KvRequest(request) => self.on_kv_request(now, from, request),
-            Message::KvResponse(response) => self.on_kv_response(now, from, response),
-            Message::SimpleRequest(request) => self.on_simple_request(from, request),
-            Message::SimpleResponse(response) => self.on_simple_response(from, response),
+            Message::KvRequest(request) => {
+                if self.config.role == Role::Server && self.phase == Phase::Ready {
+                    let limits = self.limits();
+                    self.responder.on_kv_request(
+                        from,
+                        request,
+                        limits,
+                        &self.membership,
+                        &mut self.out,
+                        &mut self.stats,
+                    );
+                } else {
+                    self.stats.unexpected_drops += 1;
+                }
+            }
+            Message::KvResponse(response) => {
+                self.requests.on_kv_response(from, response, &mut self.out, &mut self.stats);
+            }
+            Message::SimpleRequest(request) => {
+                let incarnation = if from == self.id {
+                    Some(self.incarnation)
+                } else if from == NodeId::SCHEDULER {
+                    Some(Incarnation(0))
+                } else {
+                    self.membership.get(from).map(|e| e.incarnation)
+                };
+                match incarnation {
+                    Some(incarnation) => {
+                        let limits = self.limits();
+                        self.responder.on_simple_request(
+                            from,
+                            incarnation,
+                            request,
+                            limits,
+                            &mut self.out,
+                            &mut self.stats,
+                        );
+                    }
+                    None => self.stats.unknown_sender_drops += 1,
+                }
+            }
+            Message::SimpleResponse(response) => {
+                self.requests.on_simple_response(from, response, &mut self.out, &mut self.stats);
+            }
             Message::Ack { .. }
             | Message::NodeTable(_)
             | Message::BarrierRelease { .. }
@@ -531,29 +650,39 @@ impl Node {
                 self.stats.unexpected_drops += 1;
             }
         }
+        self.flush();
     }
 
-    /// Queues `message` for `to`; messages to ourselves go to the loopback.
-    pub(crate) fn send(&mut self, to: NodeId, message: Message) {
-        if to == self.id {
-            self.loopback.push_back(message);
-            return;
+    /// Sends what the components wrote to the outbox, in order, and stops
+    /// resending the frames of requests that have their outcome.
+    fn flush(&mut self) {
+        for (customer, ts) in self.out.take_settled() {
+            self.reliable.forget_owner(customer, ts);
         }
-        let addr = if to == NodeId::SCHEDULER {
-            self.config.scheduler_addr
-        } else {
-            match self.membership.get(to) {
-                Some(entry) => entry.addr,
-                None => {
-                    self.stats.unknown_sender_drops += 1;
-                    return;
+        while let Some((dest, message)) = self.out.pop_message() {
+            match dest {
+                Dest::Node(to) if to == self.id => self.loopback.push_back(message),
+                Dest::Node(to) => {
+                    let addr = if to == NodeId::SCHEDULER {
+                        self.config.scheduler_addr
+                    } else {
+                        match self.membership.get(to) {
+                            Some(entry) => entry.addr,
+                            None => {
+                                self.stats.unknown_sender_drops += 1;
+                                continue;
+                            }
+                        }
+                    };
+                    self.transmit(to, addr, message);
                 }
+                Dest::Addr(to, addr) => self.transmit(to, addr, message),
             }
-        };
-        self.send_to_addr(to, addr, message);
+        }
     }
 
-    pub(crate) fn send_to_addr(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
+    /// Numbers, encodes and queues one frame.
+    fn transmit(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
         let peer_incarnation = self.reliable_incarnation_of(to, &message);
         let seq = match peer_incarnation {
             Some(incarnation) => self.reliable.next_seq(to, incarnation),
@@ -570,7 +699,7 @@ impl Node {
                 Message::SimpleRequest(m) => Some((CustomerId::new(m.app, m.customer), Timestamp(m.ts))),
                 _ => None,
             };
-            self.reliable.track(self.now_hint, seq, transmit.clone(), owner, self.config.resend_timeout);
+            self.reliable.track(self.now, seq, transmit.clone(), owner, self.config.resend_timeout);
         }
         self.transmits.push_back(transmit);
     }
@@ -613,15 +742,16 @@ impl Node {
     fn flush_acks(&mut self) {
         for (to, seqs) in std::mem::take(&mut self.acks_pending) {
             for chunk in seqs.chunks(crate::wire::message::ACKS_PER_FRAME_MAX) {
-                self.send(to, Message::Ack { seqs: chunk.to_vec() });
+                self.out.send(to, Message::Ack { seqs: chunk.to_vec() });
             }
         }
+        self.flush();
     }
 
     /// Resends what is due; fails requests whose frames ran out of attempts.
-    fn expire_resends(&mut self, now: Instant) {
-        let expired =
-            self.reliable.expire(now, self.config.resend_timeout, self.config.resend_attempts_max, &mut self.rng);
+    fn expire_resends(&mut self) {
+        let config = &self.config;
+        let expired = self.reliable.expire(self.now, config.resend_timeout, config.resend_attempts_max, &mut self.rng);
         for transmit in expired.resend {
             self.stats.resends += 1;
             self.stats.frames_out += 1;
@@ -630,12 +760,13 @@ impl Node {
         }
         for (_, owner) in expired.failed {
             if let Some((customer, ts)) = owner {
-                self.fail_request(customer, ts, RequestError::ResendExhausted);
+                self.requests.fail(customer, ts, RequestError::ResendExhausted, &mut self.out);
             }
         }
+        self.flush();
     }
 
-    pub(crate) fn drain_loopback(&mut self, now: Instant) {
+    fn drain_loopback(&mut self) {
         // Bounded: each loopback message is handled once and handlers queue
         // at most a few more; the cap guards against a protocol bug looping.
         let mut budget = 1 << 16;
@@ -643,45 +774,79 @@ impl Node {
             assert!(budget > 0, "loopback did not settle: protocol loop");
             budget -= 1;
             let from = self.id;
-            self.handle_message(now, from, message);
+            self.handle_message(from, message);
         }
     }
 
-    pub(crate) fn ensure_ready(&self) -> Result<(), RequestError> {
-        match self.phase {
-            Phase::Ready => Ok(()),
-            Phase::Registering => Err(ApiMisuse::NotReady.into()),
-            Phase::Terminated => Err(RequestError::Terminated),
-        }
-    }
+    // ----- registration -----
 
-    pub(crate) fn ensure_role(&self, role: Role, command: &'static str) -> Result<(), RequestError> {
-        if self.config.role == role {
-            Ok(())
-        } else {
-            Err(ApiMisuse::WrongRole { command, role: self.config.role }.into())
-        }
-    }
-
-    // ----- registration (node side) -----
-
-    /// Retries are spread by a seeded jitter of up to a quarter interval,
-    /// so nodes started together do not register in lockstep forever.
-    fn arm_register_retry(&mut self, now: Instant) {
-        let interval = self.config.register_retry_interval;
-        let jitter = self.rng.jitter(interval / 4);
-        self.timers.set(Timer::RegisterRetry, now + interval + jitter);
+    fn register_message(&self) -> Message {
+        Message::Register(RegisterMsg {
+            role: self.config.role,
+            listen_addr: self.config.listen_addr,
+            instance: self.instance,
+        })
     }
 
     fn send_register(&mut self) {
-        let register =
-            RegisterMsg { role: self.config.role, listen_addr: self.config.listen_addr, instance: self.instance };
-        let addr = self.config.scheduler_addr;
-        self.send_to_addr(NodeId::SCHEDULER, addr, Message::Register(register));
+        let register = self.register_message();
+        self.out.send_to_addr(NodeId::SCHEDULER, self.config.scheduler_addr, register);
     }
 
-    fn on_node_table(&mut self, now: Instant, table: NodeTableMsg) {
-        if self.config.role == Role::Scheduler {
+    /// Retries are spread by a seeded jitter of up to a quarter interval,
+    /// so nodes started together do not register in lockstep forever.
+    fn arm_register_retry(&mut self) {
+        let interval = self.config.register_retry_interval;
+        let jitter = self.rng.jitter(interval / 4);
+        self.timers.set(Timer::RegisterRetry, self.now + interval + jitter);
+    }
+
+    /// Scheduler: a node registers, or a replacement asks for a dead
+    /// node's place.
+    fn on_register(&mut self, register: RegisterMsg) {
+        let now = self.now;
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        if register.role == Role::Scheduler {
+            self.stats.unexpected_drops += 1;
+            return;
+        }
+        let registered = if self.phase == Phase::Registering {
+            let counts = (self.config.num_servers, self.config.num_workers);
+            scheduler.registry.on_register_forming(register, counts, &mut self.membership)
+        } else {
+            scheduler.registry.on_register_running(register, &mut self.membership, &mut self.out)
+        };
+        match registered {
+            Registered::Waiting | Registered::Repeated => {}
+            Registered::Refused => self.stats.unexpected_drops += 1,
+            Registered::Formed => {
+                for node in self.membership.iter() {
+                    scheduler.heard_at.heard(node.id, now);
+                }
+                self.phase = Phase::Ready;
+                self.out.event(Event::ClusterReady);
+                registry::broadcast_table(&self.membership, &mut self.out);
+                self.start_liveness();
+                self.timers.stop(Timer::RegisterRetry);
+            }
+            Registered::Replaced { entry, predecessor } => {
+                self.reliable.forget_peer(entry.id, predecessor);
+                scheduler.heard_at.heard(entry.id, now);
+                self.out.event(Event::NodeRecovered { id: entry.id, incarnation: entry.incarnation });
+                registry::broadcast_table(&self.membership, &mut self.out);
+                let policy = self.config.barrier_policy;
+                scheduler.arrivals.on_member_recovered(entry.id, &self.membership, policy, &mut self.out);
+            }
+        }
+    }
+
+    /// Every other role: the scheduler's table, which gives us our id the
+    /// first time and tells of deaths and replacements afterwards.
+    fn on_node_table(&mut self, table: NodeTableMsg) {
+        if self.scheduler.is_some() {
             return;
         }
         // Our entry is the one with our process instance *and* our role: an
@@ -691,7 +856,7 @@ impl Node {
         let Some(changes) = self.membership.apply(table.epoch, table.nodes) else {
             return;
         };
-        self.scheduler_heard_at = now;
+        self.watch.heard(self.now);
         if self.phase == Phase::Registering {
             let Some(mine) = mine else {
                 return;
@@ -701,13 +866,9 @@ impl Node {
             self.rank = Some(mine.id.rank());
             self.phase = Phase::Ready;
             self.timers.stop(Timer::RegisterRetry);
-            self.events.push_back(Event::Registered {
-                id: mine.id,
-                rank: mine.id.rank(),
-                incarnation: mine.incarnation,
-            });
-            self.events.push_back(Event::ClusterReady);
-            self.start_liveness(now);
+            self.out.event(Event::Registered { id: mine.id, rank: mine.id.rank(), incarnation: mine.incarnation });
+            self.out.event(Event::ClusterReady);
+            self.start_liveness();
             return;
         }
         for change in changes {
@@ -724,90 +885,124 @@ impl Node {
                             break;
                         }
                     }
-                    self.events.push_back(Event::NodeDead { id, incarnation });
-                    self.tracker_peer_dead(id);
+                    self.out.event(Event::NodeDead { id, incarnation });
+                    self.requests.on_peer_dead(id, &mut self.out);
                 }
                 Change::Recovered(id, incarnation) => {
                     self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
-                    self.server.forget_from(id);
-                    self.events.push_back(Event::NodeRecovered { id, incarnation });
+                    self.responder.forget_from(id);
+                    self.out.event(Event::NodeRecovered { id, incarnation });
                     // The table that reported the death may have been missed
                     // or overtaken: requests to the old incarnation can never
                     // be answered, so they fail now, as on the death.
-                    self.tracker_peer_dead(id);
+                    self.requests.on_peer_dead(id, &mut self.out);
                 }
             }
         }
     }
 
-    // ----- barriers (node side) -----
+    // ----- liveness -----
 
-    fn enter_barrier(
-        &mut self,
-        now: Instant,
-        group: Group,
-        purpose: BarrierPurpose,
-    ) -> Result<BarrierTicket, RequestError> {
-        self.now_hint = now;
+    /// Arms the heartbeat timers once the node is part of a cluster.
+    fn start_liveness(&mut self) {
+        let now = self.now;
+        self.watch.heard(now);
+        if !self.config.heartbeats {
+            return;
+        }
+        if self.scheduler.is_none() {
+            self.watch.beat(&mut self.out);
+            self.timers.set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+        }
+        self.timers.set(Timer::LivenessScan, now + self.config.heartbeat_interval);
+    }
+
+    fn on_heartbeat_timer(&mut self) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        self.watch.beat(&mut self.out);
+        self.timers.set(Timer::Heartbeat, self.now + self.config.heartbeat_interval);
+    }
+
+    /// The scheduler looks for silent nodes; every other node checks the
+    /// scheduler is still there.
+    fn on_liveness_scan(&mut self) {
+        if self.phase != Phase::Ready || !self.config.heartbeats {
+            return;
+        }
+        let now = self.now;
+        self.timers.set(Timer::LivenessScan, now + self.config.heartbeat_interval);
+        let timeout = self.config.heartbeat_timeout;
+        let Some(scheduler) = self.scheduler.as_ref() else {
+            if self.watch.is_lost(now, timeout) {
+                self.fail_all_pending(RequestError::SchedulerLost);
+            }
+            return;
+        };
+        let silent = scheduler.heard_at.silent(now, timeout, &self.membership);
+        if silent.is_empty() {
+            return;
+        }
+        for mut entry in silent {
+            entry.alive = false;
+            self.membership.update(entry);
+            self.out.event(Event::NodeDead { id: entry.id, incarnation: entry.incarnation });
+            self.reliable.forget_peer(entry.id, entry.incarnation);
+            self.requests.on_peer_dead(entry.id, &mut self.out);
+            self.responder.forget_from(entry.id);
+            if let Some(scheduler) = self.scheduler.as_mut() {
+                scheduler.arrivals.on_member_died(now, entry.id, self.config.barrier_policy, &mut self.out);
+            }
+            // Before the next death changes the table: a failed barrier's
+            // news to a node declared dead later in this scan still goes
+            // out on that node's current stream.
+            self.flush();
+        }
+        registry::broadcast_table(&self.membership, &mut self.out);
+    }
+
+    // ----- barriers and termination -----
+
+    fn enter_barrier(&mut self, now: Instant, group: Group, purpose: Purpose) -> Result<BarrierTicket, RequestError> {
+        self.advance_to(now);
         self.ensure_ready()?;
         let role = self.config.role;
         if !group.contains(role) {
             return Err(ApiMisuse::NotInGroup { group, role }.into());
         }
-        if purpose == BarrierPurpose::Finalize && self.barriers.values().any(|p| *p == BarrierPurpose::Finalize) {
-            return Err(RequestError::Terminated);
-        }
-        let generation = self.barrier_generations.entry(group).or_insert(0);
-        let ticket = BarrierTicket { group, generation: *generation };
-        *generation += 1;
-        self.barriers.insert(ticket, purpose);
-        self.send(NodeId::SCHEDULER, Message::Barrier { group, generation: ticket.generation });
-        self.drain_loopback(now);
+        let ticket = self.barriers.enter(group, purpose, &mut self.out)?;
+        self.flush();
+        self.drain_loopback();
         Ok(ticket)
     }
 
-    fn on_barrier_release(&mut self, _now: Instant, ticket: BarrierTicket, outcome: BarrierOutcome) {
-        let Some(purpose) = self.barriers.remove(&ticket) else {
-            self.stats.unexpected_drops += 1;
+    fn on_barrier_release(&mut self, ticket: BarrierTicket, outcome: BarrierOutcome) {
+        let Some(purpose) = self.barriers.on_release(ticket, outcome, &mut self.out, &mut self.stats) else {
             return;
         };
-        match outcome {
-            BarrierOutcome::Released => self.events.push_back(Event::BarrierReleased(ticket)),
-            BarrierOutcome::MemberDied(id) => {
-                self.events.push_back(Event::BarrierFailed(ticket, RequestError::PeerDead(id)));
-            }
-        }
-        if purpose == BarrierPurpose::Finalize {
-            if self.config.role == Role::Scheduler && outcome == BarrierOutcome::Released {
-                let everyone: Vec<NodeId> = self.membership.alive(Group::ALL).collect();
-                for id in everyone {
-                    self.send(id, Message::Terminate);
+        if purpose == Purpose::Finalize {
+            if self.scheduler.is_some() && outcome == BarrierOutcome::Released {
+                for id in self.membership.alive(Group::ALL) {
+                    self.out.send(id, Message::Terminate);
                 }
             }
             self.terminate();
         }
     }
 
-    pub(crate) fn fail_barriers(&mut self, error: &RequestError) {
-        let barriers = std::mem::take(&mut self.barriers);
-        let finalizing = barriers.values().any(|p| *p == BarrierPurpose::Finalize);
-        for ticket in barriers.into_keys() {
-            self.events.push_back(Event::BarrierFailed(ticket, error.clone()));
-        }
-        if finalizing {
-            // The node was shutting down; it cannot finish the handshake,
-            // so it stops rather than wait for a barrier that will not come.
+    /// Fails every request and barrier this node waits on. A finalize
+    /// among them cannot finish its handshake, so the node stops rather
+    /// than wait for a barrier that will not come.
+    fn fail_all_pending(&mut self, error: RequestError) {
+        self.requests.fail_all(&error, &mut self.out);
+        if self.barriers.fail_all(&error, &mut self.out) {
             self.terminate();
         }
     }
 
-    pub(crate) fn fail_all_pending(&mut self, error: RequestError) {
-        self.tracker_fail_all(&error);
-        self.fail_barriers(&error);
-    }
-
     /// Stops the node: pending work fails, no timers, no more input.
-    pub(crate) fn terminate(&mut self) {
+    fn terminate(&mut self) {
         if self.phase == Phase::Terminated {
             return;
         }
@@ -815,6 +1010,6 @@ impl Node {
         // does not terminate a second time.
         self.phase = Phase::Terminated;
         self.fail_all_pending(RequestError::Terminated);
-        self.events.push_back(Event::Terminated);
+        self.out.event(Event::Terminated);
     }
 }

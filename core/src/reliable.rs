@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::event::Transmit;
 use crate::id::{Incarnation, NodeId};
 use crate::kv::{CustomerId, Timestamp};
-use crate::node::Transmit;
 use crate::rng::Rng;
 use crate::slotted::SlottedMap;
 use crate::time::{Duration, Instant};

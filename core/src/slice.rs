@@ -10,21 +10,10 @@
 use bytes::BytesMut;
 use smallvec::SmallVec;
 
-use crate::error::ApiMisuse;
 use crate::id::Rank;
+pub use crate::kv::list::{check_keys, check_lengths, check_request, KvList};
 use crate::kv::values::{Keys, Lens, Values};
 use crate::range::ServerRanges;
-
-/// Keys with their values and optional per-key lengths.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvList {
-    /// Strictly ascending keys.
-    pub keys: Keys,
-    /// Values: `k` per key, or `lens[i]` for key `i`.
-    pub values: Values,
-    /// Per-key lengths, for variable-length values.
-    pub lens: Option<Lens>,
-}
 
 /// One server's part of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,77 +24,6 @@ pub struct Part {
     pub offset: usize,
     /// The part.
     pub list: KvList,
-}
-
-/// Checks keys are strictly ascending.
-pub fn check_keys(keys: &Keys) -> Result<(), ApiMisuse> {
-    let mut previous: Option<u64> = None;
-    for (index, key) in keys.iter().enumerate() {
-        if let Some(previous) = previous {
-            if key == previous {
-                return Err(ApiMisuse::DuplicateKey { index, key });
-            }
-            if key < previous {
-                return Err(ApiMisuse::UnsortedKeys { index, key, previous });
-            }
-        }
-        previous = Some(key);
-    }
-    Ok(())
-}
-
-/// Checks that values fit keys: `lens` has one entry per key summing to the
-/// value count, or the value count is a multiple of the key count. Pulls
-/// (no values, no lens) are always consistent.
-pub fn check_lengths(list: &KvList) -> Result<(), ApiMisuse> {
-    let keys = list.keys.len() as u64;
-    let values = list.values.len() as u64;
-    match &list.lens {
-        Some(lens) => {
-            if lens.len() as u64 != keys {
-                return Err(ApiMisuse::LengthMismatch {
-                    what: "one length per key",
-                    expected: keys,
-                    got: lens.len() as u64,
-                });
-            }
-            if lens.total() != values {
-                return Err(ApiMisuse::LengthMismatch {
-                    what: "sum of lens vs values",
-                    expected: lens.total(),
-                    got: values,
-                });
-            }
-        }
-        None if keys == 0 && values != 0 => {
-            return Err(ApiMisuse::LengthMismatch { what: "values without keys", expected: 0, got: values });
-        }
-        None if keys != 0 && values % keys != 0 => {
-            return Err(ApiMisuse::LengthMismatch {
-                what: "values per key (value count must be a multiple of the key count)",
-                expected: values.next_multiple_of(keys),
-                got: values,
-            });
-        }
-        None => {}
-    }
-    Ok(())
-}
-
-/// Everything a caller can get wrong about a request, checked without a
-/// node: sorted unique keys, values that fit them, and values on a push.
-/// Shells call it to report mistakes before queueing anything.
-pub fn check_request(op: crate::wire::KvOp, list: &KvList) -> Result<(), ApiMisuse> {
-    check_keys(&list.keys)?;
-    check_lengths(list)?;
-    if op.pushes() && list.lens.is_none() && !list.keys.is_empty() && list.values.is_empty() {
-        return Err(ApiMisuse::LengthMismatch {
-            what: "a push needs values",
-            expected: list.keys.len() as u64,
-            got: 0,
-        });
-    }
-    Ok(())
 }
 
 /// Splits a checked list by server ranges. Parts come in rank order;
@@ -197,6 +115,7 @@ pub fn merge(parts: impl IntoIterator<Item = KvList>) -> Result<KvList, &'static
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiMisuse;
     use proptest::prelude::*;
 
     fn list(keys: &[u64], values: &[f32], lens: Option<&[u32]>) -> KvList {

@@ -3,7 +3,8 @@
 //! The core never sleeps: it records deadlines here, reports the earliest
 //! through `poll_timeout`, and the driver calls `handle_timeout` when that
 //! moment has come. Per-request deadlines are many and come and go, so the
-//! request trackers keep them in ordered sets of their own.
+//! request tracker keeps them in an ordered set of its own, and the
+//! scheduler's barrier deadlines live with its barriers.
 
 use crate::time::Instant;
 
@@ -16,11 +17,9 @@ pub enum Timer {
     Heartbeat,
     /// Scheduler: look for silent nodes. Others: check the scheduler is alive.
     LivenessScan,
-    /// Earliest barrier deadline of the scheduler's recovery policy.
-    BarrierDeadline,
 }
 
-const TIMERS: usize = 4;
+const TIMERS: usize = 3;
 
 impl Timer {
     const fn index(self) -> usize {
@@ -28,11 +27,10 @@ impl Timer {
             Self::RegisterRetry => 0,
             Self::Heartbeat => 1,
             Self::LivenessScan => 2,
-            Self::BarrierDeadline => 3,
         }
     }
 
-    const ALL: [Self; TIMERS] = [Self::RegisterRetry, Self::Heartbeat, Self::LivenessScan, Self::BarrierDeadline];
+    const ALL: [Self; TIMERS] = [Self::RegisterRetry, Self::Heartbeat, Self::LivenessScan];
 }
 
 /// Deadlines of the fixed timers.

@@ -6,15 +6,14 @@
 //! either exercise the same summing code.
 
 pub(crate) mod index;
-pub mod server;
+pub mod list;
 pub mod store;
 pub mod values;
-pub mod worker;
 
 use bytes::Bytes;
 
 use crate::id::{Incarnation, NodeId};
-use crate::wire::KvOp;
+pub use list::KvList;
 pub use values::{DType, Element, Keys, Lens, Values};
 
 /// One request tracker: an application and a customer within it, so that
@@ -52,6 +51,29 @@ impl Timestamp {
     }
 }
 
+/// What a KV request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvOp {
+    /// Apply values.
+    Push,
+    /// Return values.
+    Pull,
+    /// Apply values, then return the result.
+    PushPull,
+}
+
+impl KvOp {
+    /// Whether the request carries values to apply.
+    pub const fn pushes(self) -> bool {
+        matches!(self, Self::Push | Self::PushPull)
+    }
+
+    /// Whether the response carries values.
+    pub const fn pulls(self) -> bool {
+        matches!(self, Self::Pull | Self::PushPull)
+    }
+}
+
 /// A push, pull or push_pull as one value, for [`Node::submit`](crate::Node::submit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCall {
@@ -64,7 +86,7 @@ pub struct KvCall {
     /// What is asked.
     pub op: KvOp,
     /// Keys, values (empty for a pull; their dtype is what a pull expects) and lengths.
-    pub list: crate::slice::KvList,
+    pub list: KvList,
 }
 
 /// Identifies a request a server (or SimpleApp receiver) must answer.

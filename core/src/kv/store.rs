@@ -146,7 +146,7 @@ impl<T: Element> KvStore<T> {
         if values.dtype() != T::DTYPE {
             return Err(format!("store holds {:?}, push has {:?}", T::DTYPE, values.dtype()));
         }
-        crate::slice::check_keys(keys).map_err(|e| e.to_string())?;
+        super::list::check_keys(keys).map_err(|e| e.to_string())?;
         let lens = self.lens_of(request)?;
         // Check everything first, so a refused push changes nothing. Both
         // passes walk the sorted index forward, which costs little more

@@ -1,21 +1,19 @@
-//! The scheduler's half of the control plane: registration and ids
-//! ([`registry`]), group barriers ([`barrier`]) and heartbeats with failure
-//! detection ([`liveness`], which also holds the other nodes' half).
+//! The scheduler's sub-machine: registration and ids ([`registry`]), group
+//! barrier counting ([`barrier`]) and who was heard when ([`liveness`]).
+//!
+//! Only the scheduler node has one. Its parts read and change the
+//! authoritative membership table, which the node owns and passes in; the
+//! node fans out what follows from a change (a death, a replacement) to
+//! every component, this one included.
 
 pub mod barrier;
 pub mod liveness;
 pub mod registry;
 
-use std::collections::BTreeMap;
-
-use crate::id::NodeId;
-use crate::time::Instant;
-
 /// Everything only the scheduler keeps.
 #[derive(Debug, Default)]
-pub(crate) struct SchedulerState {
+pub(crate) struct Scheduler {
     pub(crate) registry: registry::Registry,
-    pub(crate) barriers: barrier::Barriers,
-    /// When each node was last heard from.
-    pub(crate) heard_at: BTreeMap<NodeId, Instant>,
+    pub(crate) arrivals: barrier::Arrivals,
+    pub(crate) heard_at: liveness::HeardAt,
 }

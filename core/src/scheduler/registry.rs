@@ -5,7 +5,7 @@
 //! When `num_servers` servers and `num_workers` workers are present it
 //! assigns ranks by sorting on `(role, listen address, instance)` — never by
 //! arrival order, so the same cluster gets the same ids however the network
-//! reorders — and broadcasts the table. Afterwards a `Register` from a new
+//! reorders — and installs the table. Afterwards a `Register` from a new
 //! instance takes the id of a dead node of its role with the next
 //! incarnation; a retry from a known instance just gets the table again.
 
@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::id::{Incarnation, NodeId, Rank, Role};
-use crate::node::{Event, Node, Phase, RoleState};
-use crate::time::Instant;
-use crate::timer::Timer;
+use crate::membership::Membership;
+use crate::outbox::Outbox;
 use crate::wire::{Message, NodeEntry, NodeTableMsg, RegisterMsg};
 
 /// Registrations before the cluster is complete.
@@ -25,68 +24,49 @@ pub(crate) struct Registry {
     waiting: BTreeMap<u64, RegisterMsg>,
 }
 
-impl Node {
-    pub(crate) fn on_register(&mut self, now: Instant, register: RegisterMsg) {
-        let RoleState::Scheduler(state) = &mut self.role_state else {
-            self.stats.unexpected_drops += 1;
-            return;
-        };
-        if register.role == Role::Scheduler {
-            self.stats.unexpected_drops += 1;
-            return;
-        }
-        if self.phase == Phase::Registering {
-            let (servers, workers) = (self.config.num_servers, self.config.num_workers);
-            let full = |waiting: &BTreeMap<u64, RegisterMsg>, role: Role| {
-                let have = waiting.values().filter(|r| r.role == role).count() as u32;
-                have >= if role == Role::Server { servers } else { workers }
-            };
-            let waiting = &mut state.registry.waiting;
-            if !waiting.contains_key(&register.instance) && full(waiting, register.role) {
-                // More nodes of this role than configured: not ours to place.
-                self.stats.unexpected_drops += 1;
-                return;
-            }
-            waiting.insert(register.instance, register);
-            if full(waiting, Role::Server) && full(waiting, Role::Worker) {
-                self.form_cluster(now);
-            }
-            return;
-        }
-        // Ready: a retry of a known instance, or a replacement.
-        let known = self.membership.iter().find(|n| n.instance == register.instance).copied();
-        if let Some(entry) = known {
-            self.send_table_to(entry.id, entry.addr);
-            return;
-        }
-        let dead = self.membership.iter().find(|n| !n.alive && n.id.role() == Some(register.role)).copied();
-        let Some(dead) = dead else {
-            self.stats.unexpected_drops += 1;
-            return;
-        };
-        let entry = NodeEntry {
-            id: dead.id,
-            incarnation: dead.incarnation.next(),
-            addr: register.listen_addr,
-            instance: register.instance,
-            alive: true,
-        };
-        self.membership.update(entry);
-        self.reliable.forget_peer(dead.id, dead.incarnation);
-        if let RoleState::Scheduler(state) = &mut self.role_state {
-            state.heard_at.insert(entry.id, now);
-        }
-        self.events.push_back(Event::NodeRecovered { id: entry.id, incarnation: entry.incarnation });
-        self.broadcast_table();
-        self.on_member_recovered(now, entry.id);
-    }
+/// What a registration changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// Collected; the cluster is not complete yet.
+    Waiting,
+    /// The cluster is complete: every node has its id in the installed table.
+    Formed,
+    /// A known process asked again; it was sent the table.
+    Repeated,
+    /// A new process took the place of dead `predecessor`: `entry` is in
+    /// the table now.
+    Replaced {
+        /// The new entry.
+        entry: NodeEntry,
+        /// The incarnation that died.
+        predecessor: Incarnation,
+    },
+    /// Not ours to place: a surplus node, or no dead node of its role.
+    Refused,
+}
 
-    /// Assigns ids to the complete set of registrations and announces them.
-    fn form_cluster(&mut self, now: Instant) {
-        let RoleState::Scheduler(state) = &mut self.role_state else {
-            return;
+impl Registry {
+    /// A registration while the cluster forms: collected, and once
+    /// complete, turned into the first table.
+    pub(crate) fn on_register_forming(
+        &mut self,
+        register: RegisterMsg,
+        (servers, workers): (u32, u32),
+        membership: &mut Membership,
+    ) -> Registered {
+        let full = |waiting: &BTreeMap<u64, RegisterMsg>, role: Role| {
+            let have = waiting.values().filter(|r| r.role == role).count() as u32;
+            have >= if role == Role::Server { servers } else { workers }
         };
-        let mut waiting: Vec<RegisterMsg> = std::mem::take(&mut state.registry.waiting).into_values().collect();
+        if !self.waiting.contains_key(&register.instance) && full(&self.waiting, register.role) {
+            // More nodes of this role than configured: not ours to place.
+            return Registered::Refused;
+        }
+        self.waiting.insert(register.instance, register);
+        if !(full(&self.waiting, Role::Server) && full(&self.waiting, Role::Worker)) {
+            return Registered::Waiting;
+        }
+        let mut waiting: Vec<RegisterMsg> = std::mem::take(&mut self.waiting).into_values().collect();
         waiting.sort_by_key(|r| (r.role, r.listen_addr, r.instance));
         let mut next_rank: BTreeMap<Role, u32> = BTreeMap::new();
         let mut nodes = Vec::with_capacity(waiting.len());
@@ -101,27 +81,124 @@ impl Node {
                 instance: register.instance,
                 alive: true,
             });
-            state.heard_at.insert(id, now);
         }
-        self.membership.install(nodes);
-        self.phase = Phase::Ready;
-        self.events.push_back(Event::ClusterReady);
-        self.broadcast_table();
-        self.start_liveness(now);
-        self.timers.stop(Timer::RegisterRetry);
+        membership.install(nodes);
+        Registered::Formed
     }
 
-    pub(crate) fn broadcast_table(&mut self) {
-        let targets: Vec<(NodeId, SocketAddr)> =
-            self.membership.iter().filter(|n| n.alive).map(|n| (n.id, n.addr)).collect();
-        for (id, addr) in targets {
-            self.send_table_to(id, addr);
+    /// A registration once the cluster runs: a retry of a known instance
+    /// (answered with the table), or a replacement of a dead node.
+    pub(crate) fn on_register_running(
+        &mut self,
+        register: RegisterMsg,
+        membership: &mut Membership,
+        out: &mut Outbox,
+    ) -> Registered {
+        let known = membership.iter().find(|n| n.instance == register.instance).copied();
+        if let Some(entry) = known {
+            send_table_to(membership, entry.id, entry.addr, out);
+            return Registered::Repeated;
         }
+        let dead = membership.iter().find(|n| !n.alive && n.id.role() == Some(register.role)).copied();
+        let Some(dead) = dead else {
+            return Registered::Refused;
+        };
+        let entry = NodeEntry {
+            id: dead.id,
+            incarnation: dead.incarnation.next(),
+            addr: register.listen_addr,
+            instance: register.instance,
+            alive: true,
+        };
+        membership.update(entry);
+        Registered::Replaced { entry, predecessor: dead.incarnation }
+    }
+}
+
+/// Sends the table to every live node.
+pub(crate) fn broadcast_table(membership: &Membership, out: &mut Outbox) {
+    for node in membership.iter().filter(|n| n.alive) {
+        send_table_to(membership, node.id, node.addr, out);
+    }
+}
+
+fn send_table_to(membership: &Membership, id: NodeId, addr: SocketAddr, out: &mut Outbox) {
+    let table = NodeTableMsg { epoch: membership.epoch(), nodes: membership.entries() };
+    // The receiver may not know its id yet; it finds itself by instance.
+    out.send_to_addr(id, addr, Message::NodeTable(table));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Dest;
+
+    fn register(role: Role, port: u16, instance: u64) -> RegisterMsg {
+        RegisterMsg { role, listen_addr: SocketAddr::from(([10, 0, 0, 1], port)), instance }
     }
 
-    fn send_table_to(&mut self, id: NodeId, addr: SocketAddr) {
-        let table = NodeTableMsg { epoch: self.membership.epoch(), nodes: self.membership.entries() };
-        // The receiver may not know its id yet; it finds itself by instance.
-        self.send_to_addr(id, addr, Message::NodeTable(table));
+    #[test]
+    fn ranks_follow_role_address_and_instance_whatever_the_arrival_order() {
+        let nodes = [register(Role::Worker, 5, 1), register(Role::Server, 9, 2), register(Role::Server, 3, 3)];
+        let mut tables = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let (mut registry, mut membership) = (Registry::default(), Membership::default());
+            let mut last = Registered::Waiting;
+            for &i in &order {
+                last = registry.on_register_forming(nodes[i].clone(), (2, 1), &mut membership);
+            }
+            assert_eq!(last, Registered::Formed);
+            tables.push(membership.entries());
+        }
+        assert!(tables.windows(2).all(|pair| pair[0] == pair[1]), "{tables:?}");
+        let by_instance: Vec<(u64, NodeId)> = tables[0].iter().map(|n| (n.instance, n.id)).collect();
+        let expected = [(3, NodeId::server(Rank(0))), (2, NodeId::server(Rank(1))), (1, NodeId::worker(Rank(0)))];
+        assert!(expected.iter().all(|pair| by_instance.contains(pair)), "{by_instance:?}");
+    }
+
+    #[test]
+    fn a_surplus_node_is_refused_while_forming() {
+        let (mut registry, mut membership) = (Registry::default(), Membership::default());
+        assert_eq!(
+            registry.on_register_forming(register(Role::Server, 1, 1), (1, 1), &mut membership),
+            Registered::Waiting
+        );
+        assert_eq!(
+            registry.on_register_forming(register(Role::Server, 2, 2), (1, 1), &mut membership),
+            Registered::Refused
+        );
+        assert_eq!(
+            registry.on_register_forming(register(Role::Server, 1, 1), (1, 1), &mut membership),
+            Registered::Waiting
+        );
+    }
+
+    #[test]
+    fn a_new_process_takes_a_dead_nodes_id_with_the_next_incarnation() {
+        let (mut registry, mut membership, mut out) = (Registry::default(), Membership::default(), Outbox::default());
+        registry.on_register_forming(register(Role::Server, 1, 1), (1, 1), &mut membership);
+        registry.on_register_forming(register(Role::Worker, 2, 2), (1, 1), &mut membership);
+        // No dead server: a newcomer has no place; a known instance gets the table.
+        assert_eq!(
+            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &mut out),
+            Registered::Refused
+        );
+        assert_eq!(
+            registry.on_register_running(register(Role::Worker, 2, 2), &mut membership, &mut out),
+            Registered::Repeated
+        );
+        assert!(
+            matches!(out.pop_message(), Some((Dest::Addr(id, _), Message::NodeTable(_))) if id == NodeId::worker(Rank(0)))
+        );
+        let server = NodeId::server(Rank(0));
+        let mut entry = *membership.get(server).unwrap();
+        entry.alive = false;
+        membership.update(entry);
+        let epoch = membership.epoch();
+        let replaced = registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &mut out);
+        let Registered::Replaced { entry, predecessor } = replaced else { panic!("{replaced:?}") };
+        assert_eq!((entry.id, entry.incarnation, predecessor), (server, Incarnation(1), Incarnation(0)));
+        assert_eq!(membership.get(server), Some(&entry));
+        assert_eq!(membership.epoch(), epoch + 1);
     }
 }

@@ -15,6 +15,7 @@ use super::header::{Header, Kind, HEADER_LEN};
 use super::DecodeError;
 use crate::id::{Group, Incarnation, NodeId, Role};
 use crate::kv::values::{DType, Keys, Lens, Values};
+pub use crate::kv::KvOp;
 
 /// A node asks the scheduler to join (or rejoin) the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,29 +60,6 @@ pub enum BarrierOutcome {
     Released,
     /// A member died (or did not recover in time).
     MemberDied(NodeId),
-}
-
-/// What a KV request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KvOp {
-    /// Apply values.
-    Push,
-    /// Return values.
-    Pull,
-    /// Apply values, then return the result.
-    PushPull,
-}
-
-impl KvOp {
-    /// Whether the request carries values to apply.
-    pub const fn pushes(self) -> bool {
-        matches!(self, Self::Push | Self::PushPull)
-    }
-
-    /// Whether the response carries values.
-    pub const fn pulls(self) -> bool {
-        matches!(self, Self::Pull | Self::PushPull)
-    }
 }
 
 /// A push, pull or push_pull slice for one server.

@@ -1,0 +1,122 @@
+//! What a node hands its driver: frames to send, events for the
+//! application, and the small value types those carry.
+//!
+//! A leaf module: every component writes these into the shared
+//! [`Outbox`](crate::outbox::Outbox), and the shells read them, so none of
+//! them may depend on the node or on a component.
+
+use std::net::SocketAddr;
+
+use crate::error::RequestError;
+use crate::id::{Group, Incarnation, NodeId, Rank};
+use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleRequest, Timestamp, Values};
+use crate::wire::Frame;
+
+/// A frame to send: the shell writes `frame` to `addr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The receiving node ([`NodeId::UNASSIGNED`] if it has no id yet).
+    pub to: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The encoded frame.
+    pub frame: Frame,
+}
+
+/// Where a node is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Waiting for the cluster to form.
+    Registering,
+    /// Running.
+    Ready,
+    /// Finished (after `finalize`, a `Terminate`, or a fatal loss).
+    Terminated,
+}
+
+/// Names one barrier this node entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BarrierTicket {
+    /// The group.
+    pub group: Group,
+    /// This node's count of barriers on `group`, from 0.
+    pub generation: u64,
+}
+
+/// What happened, for the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// This node has its id and rank.
+    Registered {
+        /// The id.
+        id: NodeId,
+        /// The rank within its role.
+        rank: Rank,
+        /// Its incarnation (0 unless it replaced a dead node).
+        incarnation: Incarnation,
+    },
+    /// Every node is registered; requests may flow.
+    ClusterReady,
+    /// A push (or a request without data back) completed.
+    RequestDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+    },
+    /// A pull or push_pull completed, with values in key order.
+    PullDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// The keys asked for.
+        keys: Keys,
+        /// Their values.
+        values: Values,
+        /// Per-key lengths, when they vary.
+        lens: Option<Lens>,
+    },
+    /// A request failed; it will never complete.
+    RequestFailed {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// Why.
+        error: RequestError,
+    },
+    /// A server must answer this with `respond`.
+    ServerRequest(ServerRequest),
+    /// This node must answer this with `simple_respond`.
+    SimpleRequest(SimpleRequest),
+    /// Every target answered a SimpleApp request.
+    SimpleDone {
+        /// The customer.
+        customer: CustomerId,
+        /// The request.
+        ts: Timestamp,
+        /// One reply per target, ordered by node id.
+        replies: Vec<SimpleReply>,
+    },
+    /// Every member arrived.
+    BarrierReleased(BarrierTicket),
+    /// The barrier cannot complete.
+    BarrierFailed(BarrierTicket, RequestError),
+    /// The scheduler declared a node dead.
+    NodeDead {
+        /// The node.
+        id: NodeId,
+        /// The incarnation that died.
+        incarnation: Incarnation,
+    },
+    /// A restarted process took a dead node's id.
+    NodeRecovered {
+        /// The id.
+        id: NodeId,
+        /// The new incarnation.
+        incarnation: Incarnation,
+    },
+    /// The node stopped; no more events follow.
+    Terminated,
+}
