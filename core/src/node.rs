@@ -320,7 +320,7 @@ impl Node {
         body: Bytes,
     ) -> Result<(), RequestError> {
         self.advance_to(now);
-        self.responder.simple_respond(id, head, body, &mut self.out)?;
+        self.responder.simple_respond(id, head, body, &self.membership, &mut self.out)?;
         self.flush();
         self.drain_loopback();
         Ok(())
@@ -833,12 +833,10 @@ impl Node {
                 self.timers.stop(Timer::RegisterRetry);
             }
             Registered::Replaced { entry, predecessor } => {
-                self.reliable.forget_peer(entry.id, predecessor);
+                debug_assert_eq!(entry.incarnation, predecessor.next());
                 scheduler.heard_at.heard(entry.id, now);
-                self.out.event(Event::NodeRecovered { id: entry.id, incarnation: entry.incarnation });
                 registry::broadcast_table(&self.membership, &mut self.out);
-                let policy = self.config.barrier_policy;
-                scheduler.arrivals.on_member_recovered(entry.id, &self.membership, policy, &mut self.out);
+                self.on_peer_replaced(entry.id, entry.incarnation);
             }
         }
     }
@@ -873,32 +871,56 @@ impl Node {
         }
         for change in changes {
             match change {
-                Change::Died(id, incarnation) => {
+                Change::Died(id, incarnation) if id == self.id => {
+                    // The scheduler gave up on us; our work cannot be
+                    // trusted by others any more.
                     self.reliable.forget_peer(id, incarnation);
-                    if id == self.id {
-                        // The scheduler gave up on us; our work cannot be
-                        // trusted by others any more.
-                        self.fail_all_pending(RequestError::PeerDead(id));
-                        if self.phase == Phase::Terminated {
-                            // That ended a pending finalize: nothing may
-                            // follow `Terminated`.
-                            break;
-                        }
+                    self.fail_all_pending(RequestError::PeerDead(id));
+                    if self.phase == Phase::Terminated {
+                        // That ended a pending finalize: nothing may
+                        // follow `Terminated`.
+                        break;
                     }
                     self.out.event(Event::NodeDead { id, incarnation });
-                    self.requests.on_peer_dead(id, &mut self.out);
                 }
-                Change::Recovered(id, incarnation) => {
-                    self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
-                    self.responder.forget_from(id);
-                    self.out.event(Event::NodeRecovered { id, incarnation });
-                    // The table that reported the death may have been missed
-                    // or overtaken: requests to the old incarnation can never
-                    // be answered, so they fail now, as on the death.
-                    self.requests.on_peer_dead(id, &mut self.out);
-                }
+                Change::Died(id, incarnation) => self.on_peer_died(id, incarnation),
+                // The table that reported the death may have been missed or
+                // overtaken: the replacement is news of the death as well.
+                Change::Recovered(id, incarnation) => self.on_peer_replaced(id, incarnation),
             }
         }
+    }
+
+    // ----- membership changes, fanned out -----
+
+    /// Incarnation `incarnation` of `id` was declared dead: every component
+    /// forgets what it kept for it. The one place for this, whether the
+    /// scheduler declared the death or a table told of it.
+    fn on_peer_died(&mut self, id: NodeId, incarnation: Incarnation) {
+        debug_assert_ne!(id, self.id, "our own death ends our work instead");
+        self.out.event(Event::NodeDead { id, incarnation });
+        self.reliable.forget_peer(id, incarnation);
+        self.requests.on_peer_dead(id, &mut self.out);
+        self.responder.forget_from(id);
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            scheduler.arrivals.on_member_died(self.now, id, self.config.barrier_policy, &mut self.out);
+        }
+        // Before the next change moves the table on: what a component
+        // queued goes out on the stream it was meant for.
+        self.flush();
+    }
+
+    /// A new process holds `id` as `incarnation`: what was kept for the
+    /// earlier ones is gone, and waits on them can never be answered.
+    fn on_peer_replaced(&mut self, id: NodeId, incarnation: Incarnation) {
+        self.out.event(Event::NodeRecovered { id, incarnation });
+        self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
+        self.requests.on_peer_dead(id, &mut self.out);
+        self.responder.forget_from(id);
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            scheduler.arrivals.on_member_recovered(id, &self.membership, self.config.barrier_policy, &mut self.out);
+        }
+        self.flush();
     }
 
     // ----- liveness -----
@@ -947,17 +969,7 @@ impl Node {
         for mut entry in silent {
             entry.alive = false;
             self.membership.update(entry);
-            self.out.event(Event::NodeDead { id: entry.id, incarnation: entry.incarnation });
-            self.reliable.forget_peer(entry.id, entry.incarnation);
-            self.requests.on_peer_dead(entry.id, &mut self.out);
-            self.responder.forget_from(entry.id);
-            if let Some(scheduler) = self.scheduler.as_mut() {
-                scheduler.arrivals.on_member_died(now, entry.id, self.config.barrier_policy, &mut self.out);
-            }
-            // Before the next death changes the table: a failed barrier's
-            // news to a node declared dead later in this scan still goes
-            // out on that node's current stream.
-            self.flush();
+            self.on_peer_died(entry.id, entry.incarnation);
         }
         registry::broadcast_table(&self.membership, &mut self.out);
     }

@@ -112,7 +112,9 @@ impl Responder {
         }));
     }
 
-    /// The application's answer to a [`ServerRequest`].
+    /// The application's answer to a [`ServerRequest`]. An answer for a
+    /// requester that died or was replaced meanwhile is dropped: nobody
+    /// waits for it, and a slow handle did nothing wrong.
     pub(crate) fn respond(
         &mut self,
         id: ServerRequestId,
@@ -123,7 +125,9 @@ impl Responder {
     ) -> Result<(), RequestError> {
         match self.pending.get(&id) {
             Some(Answer::Kv(_)) => {}
-            _ => return Err(ApiMisuse::UnknownRequest.into()),
+            Some(Answer::Simple) => return Err(ApiMisuse::UnknownRequest.into()),
+            None if requester_gone(id, membership) => return Ok(()),
+            None => return Err(ApiMisuse::UnknownRequest.into()),
         }
         self.pending.remove(&id);
         send_kv_response(id, response, limits, membership, out);
@@ -159,22 +163,33 @@ impl Responder {
         out.event(Event::SimpleRequest(SimpleRequest { id, head: request.head, body: request.body }));
     }
 
-    /// The application's answer to a [`SimpleRequest`].
+    /// The application's answer to a [`SimpleRequest`]; dropped, as in
+    /// [`respond`](Self::respond), when the requester is gone.
     pub(crate) fn simple_respond(
         &mut self,
         id: ServerRequestId,
         head: i32,
         body: Bytes,
+        membership: &Membership,
         out: &mut Outbox,
     ) -> Result<(), RequestError> {
-        if self.pending.get(&id) != Some(&Answer::Simple) {
-            return Err(ApiMisuse::UnknownRequest.into());
+        match self.pending.get(&id) {
+            Some(Answer::Simple) => {}
+            Some(Answer::Kv(_)) => return Err(ApiMisuse::UnknownRequest.into()),
+            None if requester_gone(id, membership) => return Ok(()),
+            None => return Err(ApiMisuse::UnknownRequest.into()),
         }
         self.pending.remove(&id);
         let message = SimpleMsg { app: id.customer.app, customer: id.customer.customer, ts: id.ts.0, head, body };
         out.send(id.from, Message::SimpleResponse(message));
         Ok(())
     }
+}
+
+/// Whether the process that sent request `id` died or was replaced. The
+/// scheduler and this node itself are not in the table and never go.
+fn requester_gone(id: ServerRequestId, membership: &Membership) -> bool {
+    membership.get(id.from).is_some_and(|entry| !entry.alive || entry.incarnation != id.incarnation)
 }
 
 fn check_request(list: &KvList, op: KvOp, range: Option<KeyRange>) -> Result<(), String> {
@@ -200,9 +215,9 @@ fn send_kv_response(
     membership: &Membership,
     out: &mut Outbox,
 ) {
-    if membership.get(id.from).map(|e| e.incarnation) != Some(id.incarnation) {
-        // The requester was replaced meanwhile: the answer is for a
-        // process that no longer exists.
+    if requester_gone(id, membership) || membership.get(id.from).is_none() {
+        // The requester died or was replaced meanwhile: the answer is for
+        // a process that no longer exists.
         return;
     }
     // An answer the requester would refuse as too large (or that could
