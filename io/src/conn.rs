@@ -20,8 +20,8 @@ use tokio::net::TcpStream;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::driver::Inbound;
 use crate::handshake;
+use crate::msg::{Inbound, Outgoing};
 
 /// Bytes read per `read` call at least (grows to fit a large frame).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -175,13 +175,6 @@ fn recount_spares(from: usize, to: usize) -> usize {
     } else {
         READER_SPARE_BYTES.fetch_sub(from - to, Ordering::Relaxed) - (from - to)
     }
-}
-
-/// Frames for one peer, handed from the driver to its writer in one
-/// message, with the queue room they take (released once written).
-pub(crate) struct Outgoing {
-    pub(crate) frames: Vec<Frame>,
-    pub(crate) room: OwnedSemaphorePermit,
 }
 
 /// The driver's end of one outbound connection.

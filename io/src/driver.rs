@@ -11,27 +11,14 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pslite_core::{
-    BarrierTicket, CustomerId, Event, Frame, Group, Instant, KvHandle, Node, Phase, RequestError, SimpleRequest,
-    Timestamp,
+    BarrierTicket, CustomerId, Event, Frame, Group, Instant, KvHandle, Node, Phase, RequestError, Timestamp,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
-use crate::handle::{Command, Completion, Info, NodeEvent};
+use crate::msg::{Command, Completion, Inbound, Info, NodeEvent, SimpleHandler};
 use crate::outcomes::SharedOutcomes;
-
-/// What the connection tasks tell the driver.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// Complete frames, in the order they arrived on one connection.
-    Frames(Vec<Bytes>),
-    /// The connection we write to `addr` over failed.
-    LinkLost(SocketAddr),
-}
-
-/// Answers SimpleApp requests on this node: `(head, body)` back.
-pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
 
 /// How many inputs of one kind (frames, or commands) are handled before
 /// the others, the timers and the writers get a turn.

@@ -11,80 +11,14 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use pslite_core::{
-    CustomerId, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Role, SimpleReply, Stats, Target, Timestamp,
-    Values,
-};
+use pslite_core::{CustomerId, Group, KvHandle, Role, SimpleReply, Stats, Target, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::driver::{Driver, SimpleHandler};
+use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::msg::{Command, Completion, Info, NodeEvent, SimpleHandler};
 use crate::outcomes::SharedOutcomes;
 use crate::settings::Settings;
-
-/// How a request ended well.
-#[derive(Debug, Clone)]
-pub enum Completion {
-    /// A push (or anything without data back) completed.
-    Done,
-    /// A pull or push_pull completed.
-    Pulled {
-        /// The keys asked for.
-        keys: Keys,
-        /// Their values.
-        values: Values,
-        /// Per-key lengths, when they vary.
-        lens: Option<Lens>,
-    },
-    /// Every target of a SimpleApp request answered.
-    Simple(Vec<SimpleReply>),
-}
-
-/// Membership news for the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeEvent {
-    /// A node was declared dead.
-    Dead(NodeId),
-    /// A replacement took a dead node's id.
-    Recovered(NodeId),
-    /// This node terminated.
-    Terminated,
-}
-
-/// ps-lite's NodeInfo: who this node is and what it knows of the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Info {
-    /// This node's id (`NodeId::UNASSIGNED` until registered).
-    pub id: NodeId,
-    /// Rank within its role, once registered.
-    pub rank: Option<Rank>,
-    /// Role.
-    pub role: Role,
-    /// Life phase.
-    pub phase: Phase,
-    /// Configured servers.
-    pub num_servers: u32,
-    /// Configured workers.
-    pub num_workers: u32,
-    /// Servers currently alive.
-    pub alive_servers: u32,
-    /// Workers currently alive.
-    pub alive_workers: u32,
-}
-
-/// Commands carry timestamps chosen by the handle, so callers never wait
-/// for the driver to learn them; a failure is reported to `wait`.
-pub(crate) enum Command {
-    Kv { call: KvCall },
-    Simple { customer: CustomerId, ts: Timestamp, target: Target, head: i32, body: Bytes },
-    Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
-    Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
-    Finalize { reply: oneshot::Sender<Result<()>> },
-    WaitReady { reply: oneshot::Sender<Result<()>> },
-    SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
-    SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
-    Stats { reply: oneshot::Sender<Stats> },
-}
 
 /// The next timestamp of one customer; see [`NodeHandle::issue`].
 pub(crate) type Clock = Arc<Mutex<u32>>;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pslite_core::{CustomerId, Timestamp};
 
 use crate::error::Error;
-use crate::handle::Completion;
+use crate::msg::Completion;
 
 /// The outcomes of one node, shared by its task and its handles.
 #[derive(Clone, Debug, Default)]

@@ -10,7 +10,8 @@
 use pslite_core::{CustomerId, DType, Element, Keys, KvCall, KvList, KvOp, Lens, Timestamp, Values};
 
 use crate::error::{Error, Result};
-use crate::handle::{Clock, Command, Completion, NodeHandle};
+use crate::handle::{Clock, NodeHandle};
+use crate::msg::{Command, Completion};
 
 /// Pulled values with their keys.
 #[derive(Debug, Clone)]

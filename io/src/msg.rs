@@ -1,0 +1,103 @@
+//! The messages a node's tasks send each other.
+//!
+//! Handles send [`Command`]s to the driver and hear back on the channels
+//! inside them ([`Completion`]s, plus [`Info`] and [`NodeEvent`] on the
+//! node's watch and broadcast channels); readers and writers send the
+//! driver [`Inbound`]; the driver hands each writer its frames as
+//! [`Outgoing`]. The types live here, apart from the tasks, so that every
+//! task module depends on the messages and none on another task's module:
+//! this module imports nothing of the crate but its error type.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use pslite_core::{
+    CustomerId, Frame, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Role, SimpleReply, SimpleRequest,
+    Stats, Target, Timestamp, Values,
+};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::error::Result;
+
+/// How a request ended well.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// A push (or anything without data back) completed.
+    Done,
+    /// A pull or push_pull completed.
+    Pulled {
+        /// The keys asked for.
+        keys: Keys,
+        /// Their values.
+        values: Values,
+        /// Per-key lengths, when they vary.
+        lens: Option<Lens>,
+    },
+    /// Every target of a SimpleApp request answered.
+    Simple(Vec<SimpleReply>),
+}
+
+/// Membership news for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node was declared dead.
+    Dead(NodeId),
+    /// A replacement took a dead node's id.
+    Recovered(NodeId),
+    /// This node terminated.
+    Terminated,
+}
+
+/// ps-lite's NodeInfo: who this node is and what it knows of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// This node's id (`NodeId::UNASSIGNED` until registered).
+    pub id: NodeId,
+    /// Rank within its role, once registered.
+    pub rank: Option<Rank>,
+    /// Role.
+    pub role: Role,
+    /// Life phase.
+    pub phase: Phase,
+    /// Configured servers.
+    pub num_servers: u32,
+    /// Configured workers.
+    pub num_workers: u32,
+    /// Servers currently alive.
+    pub alive_servers: u32,
+    /// Workers currently alive.
+    pub alive_workers: u32,
+}
+
+/// Answers SimpleApp requests on this node: `(head, body)` back.
+pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
+
+/// Commands carry timestamps chosen by the handle, so callers never wait
+/// for the driver to learn them; a failure is reported to `wait`.
+pub(crate) enum Command {
+    Kv { call: KvCall },
+    Simple { customer: CustomerId, ts: Timestamp, target: Target, head: i32, body: Bytes },
+    Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
+    Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
+    Finalize { reply: oneshot::Sender<Result<()>> },
+    WaitReady { reply: oneshot::Sender<Result<()>> },
+    SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
+    SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
+    Stats { reply: oneshot::Sender<Stats> },
+}
+
+/// What the connection tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// Complete frames, in the order they arrived on one connection.
+    Frames(Vec<Bytes>),
+    /// The connection we write to `addr` over failed.
+    LinkLost(SocketAddr),
+}
+
+/// Frames for one peer, handed from the driver to its writer in one
+/// message, with the queue room they take (released once written).
+pub(crate) struct Outgoing {
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) room: OwnedSemaphorePermit,
+}
