@@ -1,34 +1,25 @@
-//! Starting a node and talking to its task.
+//! The user API of a running node: [`NodeHandle`].
 //!
-//! [`start`] binds the listener, builds the core `Node`, spawns the driver
-//! and returns a cloneable [`NodeHandle`]. Methods send commands to the
-//! driver, so callers never share the node: a request is queued without
-//! waiting for an answer, and `wait` asks the driver only when the
-//! request's outcome is not recorded yet (see `outcomes`).
+//! A handle talks to the node's driver only through commands (see `msg`),
+//! so callers never share the node: a request is queued without waiting
+//! for an answer, and `wait` asks the driver only when the request's
+//! outcome is not recorded yet (see `outcomes`). Starting a node is in
+//! `start`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use pslite_core::{CustomerId, Group, KvHandle, Role, SimpleReply, Stats, Target, Timestamp};
+use pslite_core::{CustomerId, Group, KvHandle, SimpleReply, Stats, Target, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::msg::{Command, Completion, Info, NodeEvent, SimpleHandler};
 use crate::outcomes::SharedOutcomes;
-use crate::settings::Settings;
 
 /// The next timestamp of one customer; see [`NodeHandle::issue`].
 pub(crate) type Clock = Arc<Mutex<u32>>;
-
-/// Commands queued to the driver before callers wait.
-const COMMAND_QUEUE: usize = 1024;
-/// Reads queued from readers to the driver before readers wait; each
-/// carries the frames one read completed (at most a read's worth of small
-/// frames, or one large frame).
-const INBOUND_QUEUE: usize = 512;
 
 /// A running node. Clone it freely; the node lives until `finalize` or
 /// until every handle is dropped.
@@ -43,123 +34,20 @@ pub struct NodeHandle {
     tasks: Arc<[tokio::task::AbortHandle; 2]>,
 }
 
-/// Binds, builds the node and spawns its tasks on the current runtime.
-/// Returns once the listener is bound (registration continues in the
-/// background; see [`NodeHandle::wait_ready`]).
-pub async fn start(settings: Settings) -> Result<NodeHandle> {
-    start_with(settings, Vec::new(), None).await
-}
-
-/// [`start`] with server handles (by app id) and a SimpleApp handler
-/// installed before the node can receive anything.
-pub async fn start_with(
-    settings: Settings,
-    handles: Vec<(u32, Box<dyn KvHandle>)>,
-    simple_handler: Option<SimpleHandler>,
-) -> Result<NodeHandle> {
-    settings.check()?;
-    let mut core = settings.core.clone();
-    let bind = if core.role == Role::Scheduler { core.scheduler_addr } else { settings.bind_addr };
-    let listener = crate::socket::listen(bind)?;
-    let bound = listener.local_addr()?;
-    if core.role == Role::Scheduler {
-        // Port 0 asked the OS for one; the scheduler's address is what it got.
-        core.scheduler_addr = bound;
-    }
-    let advertised_ip = match settings.advertise_host {
-        Some(ip) => ip,
-        None if bound.ip().is_unspecified() => route_ip_towards(core.scheduler_addr)?,
-        None => bound.ip(),
-    };
-    core.listen_addr = SocketAddr::new(advertised_ip, bound.port());
-    let config = core.build()?;
-    let seed = settings.seed.unwrap_or_else(entropy_seed);
-    tracing::info!(role = %config.role, listen = %config.listen_addr, seed = format!("{seed:#x}"), "starting node");
-    let epoch = tokio::time::Instant::now();
-    let frame_len_max = config.frame_len_max;
-    let role = config.role;
-    let node = pslite_core::Node::new(config, seed, pslite_core::Instant::ZERO);
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let initial = Info {
-        id: node.id(),
-        rank: node.rank(),
-        role,
-        phase: node.phase(),
-        num_servers: node.num_servers(),
-        num_workers: node.num_workers(),
-        alive_servers: 0,
-        alive_workers: 0,
-    };
-    let (info_tx, info_rx) = watch::channel(initial);
-    let (events_tx, _) = broadcast::channel(256);
-    let outcomes = SharedOutcomes::default();
-    let mut driver = Driver::new(
-        node,
-        epoch,
-        settings.token.clone(),
-        inbound_tx.clone(),
-        info_tx,
-        events_tx.clone(),
-        outcomes.clone(),
-    );
-    for (app, handle) in handles {
-        driver.handles.insert(app, handle);
-    }
-    driver.simple_handler = simple_handler;
-    let accept_token = settings.token;
-    let accept_inbound = inbound_tx;
-    // The driver holds the sender; when it ends, the listener stops too.
-    let (driver_alive, mut driver_gone) = oneshot::channel::<()>();
-    driver.alive = Some(driver_alive);
-    let accept_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if let Err(error) = crate::socket::configure(&stream) {
-                            tracing::debug!(%peer, %error, "could not configure socket");
-                        }
-                        tokio::spawn(crate::conn::read_loop(
-                            stream, peer, accept_token.clone(), frame_len_max, accept_inbound.clone(),
-                        ));
-                    }
-                    Err(error) => tracing::warn!(%error, "accept failed"),
-                },
-                // The node is gone: stop accepting.
-                _ = &mut driver_gone => return,
-            }
-        }
-    });
-    let driver_task = tokio::spawn(driver.run(command_rx, inbound_rx));
-    let tasks = Arc::new([driver_task.abort_handle(), accept_task.abort_handle()]);
-    Ok(NodeHandle {
-        commands: command_tx,
-        info: info_rx,
-        events: events_tx,
-        local_addr: bound,
-        clocks: Arc::default(),
-        outcomes,
-        tasks,
-    })
-}
-
-/// The local address of the route to `target`: what a node bound to a
-/// wildcard address advertises. No packet is sent.
-fn route_ip_towards(target: SocketAddr) -> std::io::Result<IpAddr> {
-    let any: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let probe = UdpSocket::bind(any)?;
-    probe.connect(target)?;
-    Ok(probe.local_addr()?.ip())
-}
-
-/// A seed from the OS's randomness (via the std hasher's random keys).
-fn entropy_seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
-}
-
 impl NodeHandle {
+    /// A handle on the node whose tasks [`start_with`](crate::start_with)
+    /// spawned: the driver's and the accept loop's, aborted by [`abort`](Self::abort).
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        info: watch::Receiver<Info>,
+        events: broadcast::Sender<NodeEvent>,
+        local_addr: SocketAddr,
+        outcomes: SharedOutcomes,
+        tasks: [tokio::task::AbortHandle; 2],
+    ) -> Self {
+        Self { commands, info, events, local_addr, clocks: Arc::default(), outcomes, tasks: Arc::new(tasks) }
+    }
+
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| Error::Shutdown)?;

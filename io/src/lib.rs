@@ -30,12 +30,14 @@ mod outcomes;
 mod server;
 mod settings;
 mod socket;
+mod start;
 mod worker;
 
 pub use error::{Error, Result};
-pub use handle::{start, start_with, NodeHandle};
+pub use handle::NodeHandle;
 pub use local::{HandleFactory, LocalCluster};
 pub use msg::{Completion, Info, NodeEvent, SimpleHandler};
 pub use server::KvServer;
 pub use settings::{Settings, TOKEN_LEN_MAX};
+pub use start::{start, start_with};
 pub use worker::{KvWorker, Pulled};

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use pslite_core::{CustomerId, KvHandle, KvStore, Rank, Role};
 
 use crate::error::Result;
-use crate::handle::{start_with, NodeHandle};
+use crate::handle::NodeHandle;
 use crate::settings::Settings;
+use crate::start::start_with;
 use crate::worker::KvWorker;
 
 /// Builds the server handle of each server rank.

@@ -3,8 +3,9 @@
 use pslite_core::KvHandle;
 
 use crate::error::Result;
-use crate::handle::{start_with, NodeHandle};
+use crate::handle::NodeHandle;
 use crate::settings::Settings;
+use crate::start::start_with;
 
 /// A server node running `handle` for application 0 (install handles for
 /// other application ids with [`NodeHandle::set_handle`]).
