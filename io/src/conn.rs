@@ -44,6 +44,7 @@ pub(crate) async fn read_loop(
     token: Option<String>,
     frame_len_max: u32,
     inbound: mpsc::Sender<Inbound>,
+    spares: ReaderSpares,
 ) {
     // A peer that connects and says nothing must not hold a task forever.
     match tokio::time::timeout(HELLO_TIMEOUT, handshake::expect_hello(&mut stream, token.as_deref())).await {
@@ -58,7 +59,7 @@ pub(crate) async fn read_loop(
         }
     }
     let mut decoder = FrameDecoder::new(frame_len_max);
-    let mut buffer = ReadBuffer::default();
+    let mut buffer = ReadBuffer::new(spares);
     loop {
         let buf = &mut buffer.buf;
         // Every frame this read completed goes to the driver in one
@@ -123,24 +124,45 @@ struct ReadBuffer {
     /// Bytes allocated for `buf` (what it can hold when reused).
     size: usize,
     recycler: Recycler,
+    /// The node's count, which `recycler`'s spares are part of.
+    spares: ReaderSpares,
 }
 
-/// Bytes all readers of this process may keep as spares: each keeps up to
-/// four buffers of up to 8 MiB, which over a hundred connections would be
-/// gigabytes held idle. A reader that would take the total past this lets
-/// its spares go.
+/// Bytes the readers of one node may keep as spares together: each keeps
+/// up to four buffers of up to 8 MiB, which over a hundred connections
+/// would be gigabytes held idle. A reader that would take its node's total
+/// past this lets its spares go. Nodes do not share it: each node in a
+/// process may hold this much.
 const READER_SPARE_BYTES_MAX: usize = 256 << 20;
 
-/// Bytes all readers keep as spares now.
-static READER_SPARE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes the readers of one node keep as spares now. Each node makes one
+/// at start-up and its accept loop gives every reader a clone, so nodes in
+/// one process (a `LocalCluster`, a test) never use up each other's room.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReaderSpares(Arc<AtomicUsize>);
 
-impl Default for ReadBuffer {
-    fn default() -> Self {
-        Self { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), size: READ_CHUNK_BYTES, recycler: Recycler::default() }
+impl ReaderSpares {
+    /// Moves one reader's part of the count from `from` bytes to `to`;
+    /// returns the new total.
+    fn recount(&self, from: usize, to: usize) -> usize {
+        if to >= from {
+            self.0.fetch_add(to - from, Ordering::Relaxed) + (to - from)
+        } else {
+            self.0.fetch_sub(from - to, Ordering::Relaxed) - (from - to)
+        }
     }
 }
 
 impl ReadBuffer {
+    fn new(spares: ReaderSpares) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            size: READ_CHUNK_BYTES,
+            recycler: Recycler::default(),
+            spares,
+        }
+    }
+
     /// Makes room for `wanted` more bytes after what the buffer holds.
     fn reserve(&mut self, wanted: usize) {
         if self.buf.try_reclaim(wanted) {
@@ -154,8 +176,8 @@ impl ReadBuffer {
         let previous_size = std::mem::replace(&mut self.size, size);
         self.recycler.keep(previous, previous_size);
         let now_held = self.recycler.held_bytes();
-        if recount_spares(held, now_held) > READER_SPARE_BYTES_MAX {
-            recount_spares(now_held, 0);
+        if self.spares.recount(held, now_held) > READER_SPARE_BYTES_MAX {
+            self.spares.recount(now_held, 0);
             self.recycler.clear();
         }
     }
@@ -163,17 +185,7 @@ impl ReadBuffer {
 
 impl Drop for ReadBuffer {
     fn drop(&mut self) {
-        recount_spares(self.recycler.held_bytes(), 0);
-    }
-}
-
-/// Moves one reader's count in [`READER_SPARE_BYTES`] from `from` bytes to
-/// `to`; returns the new total.
-fn recount_spares(from: usize, to: usize) -> usize {
-    if to >= from {
-        READER_SPARE_BYTES.fetch_add(to - from, Ordering::Relaxed) + (to - from)
-    } else {
-        READER_SPARE_BYTES.fetch_sub(from - to, Ordering::Relaxed) - (from - to)
+        self.spares.recount(self.recycler.held_bytes(), 0);
     }
 }
 
@@ -388,7 +400,7 @@ mod tests {
     fn a_buffer_serves_again_once_its_frames_are_dropped_and_pending_bytes_survive() {
         // Reads never go past the room reserved, so neither does `fill`.
         let frame_len = 2 << 20;
-        let mut buffer = ReadBuffer::default();
+        let mut buffer = ReadBuffer::new(ReaderSpares::default());
         buffer.reserve(frame_len + 100);
         fill(&mut buffer, 0, frame_len + 100);
         let first = buffer.buf.split_to(frame_len).freeze();
@@ -414,7 +426,7 @@ mod tests {
 
     #[test]
     fn small_and_huge_buffers_are_not_kept() {
-        let mut buffer = ReadBuffer::default();
+        let mut buffer = ReadBuffer::new(ReaderSpares::default());
         fill(&mut buffer, 0, 10);
         let small = buffer.buf.split_to(10).freeze();
         let huge_len = pslite_core::recycle::SPARE_BYTES_MAX * 2;
@@ -428,6 +440,40 @@ mod tests {
         assert_ne!(buffer.buf.as_ptr(), huge.as_ptr());
         assert!(buffer.recycler.is_empty(), "a huge buffer is not kept");
         drop((small, huge));
+    }
+
+    /// Whether a reader on `spares` keeps a spare: reads a large frame,
+    /// and while it lives reads the next, which leaves the first buffer
+    /// spare. Returns whether it was kept, and the count while it was.
+    fn keeps_a_spare(spares: &ReaderSpares) -> (bool, usize) {
+        let frame_len = 2 << 20;
+        let mut buffer = ReadBuffer::new(spares.clone());
+        buffer.reserve(frame_len);
+        fill(&mut buffer, 0, frame_len);
+        let frame = buffer.buf.split_to(frame_len).freeze();
+        buffer.reserve(frame_len);
+        let counted = spares.0.load(Ordering::Relaxed);
+        let kept = !buffer.recycler.is_empty();
+        drop((buffer, frame));
+        (kept, counted)
+    }
+
+    #[test]
+    fn the_spare_room_is_per_node() {
+        // One node's readers hold all the spares they may...
+        let full = ReaderSpares::default();
+        full.recount(0, READER_SPARE_BYTES_MAX);
+        let (kept, counted) = keeps_a_spare(&full);
+        assert!(!kept, "a spare past the node's room is let go");
+        assert_eq!(counted, READER_SPARE_BYTES_MAX);
+        // ...and a reader of another node keeps its spare all the same.
+        let other = ReaderSpares::default();
+        let (kept, counted) = keeps_a_spare(&other);
+        assert!(kept, "another node's readers have their own room");
+        assert!(counted > 0 && counted <= pslite_core::recycle::SPARE_BYTES_MAX, "{counted}");
+        // A reader that ends takes its spares off its node's count.
+        assert_eq!(other.0.load(Ordering::Relaxed), 0);
+        assert_eq!(full.0.load(Ordering::Relaxed), READER_SPARE_BYTES_MAX);
     }
 
     /// A peer that stops reading holds up its sender: the driver's queue to

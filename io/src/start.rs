@@ -13,6 +13,7 @@ use pslite_core::{KvHandle, Role};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::conn::ReaderSpares;
 use crate::driver::Driver;
 use crate::error::Result;
 use crate::handle::NodeHandle;
@@ -94,19 +95,23 @@ pub async fn start_with(
     // The driver holds the sender; when it ends, the listener stops too.
     let (driver_alive, driver_gone) = oneshot::channel::<()>();
     driver.alive = Some(driver_alive);
-    let accept_task = tokio::spawn(accept_loop(listener, settings.token, frame_len_max, inbound_tx, driver_gone));
+    // This node's readers share one count of spare buffers; see `conn`.
+    let spares = ReaderSpares::default();
+    let accept_task =
+        tokio::spawn(accept_loop(listener, settings.token, frame_len_max, inbound_tx, spares, driver_gone));
     let driver_task = tokio::spawn(driver.run(command_rx, inbound_rx));
     let tasks = [driver_task.abort_handle(), accept_task.abort_handle()];
     Ok(NodeHandle::new(command_tx, info_rx, events_tx, bound, outcomes, tasks))
 }
 
 /// Accepts connections and spawns a reader for each, until the driver
-/// ends (`driver_gone` resolves).
+/// ends (`driver_gone` resolves). The readers share the node's `spares`.
 async fn accept_loop(
     listener: TcpListener,
     token: Option<String>,
     frame_len_max: u32,
     inbound: mpsc::Sender<Inbound>,
+    spares: ReaderSpares,
     mut driver_gone: oneshot::Receiver<()>,
 ) {
     loop {
@@ -116,7 +121,8 @@ async fn accept_loop(
                     if let Err(error) = crate::socket::configure(&stream) {
                         tracing::debug!(%peer, %error, "could not configure socket");
                     }
-                    tokio::spawn(crate::conn::read_loop(stream, peer, token.clone(), frame_len_max, inbound.clone()));
+                    let reader = crate::conn::read_loop(stream, peer, token.clone(), frame_len_max, inbound.clone(), spares.clone());
+                    tokio::spawn(reader);
                 }
                 Err(error) => tracing::warn!(%error, "accept failed"),
             },
