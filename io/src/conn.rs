@@ -5,19 +5,23 @@
 //! opened, and reads what peers send over connections they opened. The
 //! sender's identity is in every frame header, so nothing needs to be
 //! learnt from the connection itself, and the two directions never contend.
+//!
+//! Readers are spawned by the accept loop (`start`) and share their node's
+//! count of spare buffers; writers are spawned by the driver, which hands
+//! them frames through a [`Writer`]. Both report to the driver only with
+//! the messages in `msg`.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pslite_core::recycle::Recycler;
 use pslite_core::{Frame, FrameDecoder};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::handshake;

@@ -5,6 +5,11 @@
 //! then drains the node's outputs: frames to per-peer writers, events to
 //! waiting callers and to the server handles. The shell makes no protocol
 //! decisions; it only moves bytes and wakes callers.
+//!
+//! `start` builds and spawns it. Handles reach it only through the
+//! commands in `msg` (and read the outcomes it records, see `outcomes`);
+//! it spawns the writers in `conn` and hears from them and from the
+//! readers through `msg` too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -17,6 +17,13 @@
 //! # Ok(()) }
 //! ```
 
+// Inside, from the bottom up (tests/module_graph.rs keeps it acyclic):
+// `error`, `settings` and `socket` need nothing of the crate, `env` and
+// `handshake` only the settings; `msg` holds the messages between tasks;
+// `outcomes` the results nobody waited for yet; `conn` the reader and
+// writer tasks; `driver` the node task; `handle` the user API; `start`
+// start-up and the accept loop; `worker`, `server`, `local` and
+// `blocking` the APIs built on them.
 pub mod blocking;
 mod conn;
 mod driver;
