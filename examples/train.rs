@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pslite::learn::data::{read_libsvm, Dataset, PlantedModel, SyntheticConfig};
-use pslite::learn::job::{self, FinalReport, JobConfig, MaxDelay, Monitor, MonitorState, WorkerSummary};
-use pslite::learn::optim::{Optimizer, OptimizerStore};
-use pslite::learn::plot::Plot;
 use pslite::{CustomerId, Group, KvHandle, KvWorker, LocalCluster, Rank, Role, Settings};
+use pslite_learn::data::{read_libsvm, Dataset, PlantedModel, SyntheticConfig};
+use pslite_learn::job::{self, FinalReport, JobConfig, MaxDelay, Monitor, MonitorState, WorkerSummary};
+use pslite_learn::optim::{Optimizer, OptimizerStore};
+use pslite_learn::plot::Plot;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -4,11 +4,7 @@
 //! re-exports the public API: the sans-IO protocol core
 //! ([`pslite_core`]: ids, configuration, keys and values, the default
 //! `KvStore` handle) and the production shell ([`pslite_io`]: nodes over
-//! TCP, `KvWorker`, `LocalCluster`, `DMLC_*` configuration). [`learn`]
-//! holds the machine-learning pieces of the training example: data,
-//! sparse logistic regression, server-side optimizers, metrics, plots.
-
-pub mod learn;
+//! TCP, `KvWorker`, `LocalCluster`, `DMLC_*` configuration).
 
 pub use pslite_core::{self as core, *};
 pub use pslite_io::{self as io, *};

@@ -2,6 +2,10 @@
 //! regression trained by asynchronous SGD. Everything here is pure
 //! computation; the network is the caller's business.
 //!
+//! It is a workspace crate of its own, never published, rather than a
+//! module of `pslite`: the library that users depend on should not compile
+//! an example's parser, plotter and optimizers.
+//!
 //! - [`data`]: examples, a libsvm reader, a seeded synthetic problem with a
 //!   planted model (the accuracy ceiling), train/held-out splits and
 //!   per-worker shards.
@@ -17,7 +21,7 @@
 //! the weights and gradients travel by pull and push):
 //!
 //! ```
-//! use pslite::learn::{data::SyntheticConfig, metrics, model::Batch, optim::OptimizerStore};
+//! use pslite_learn::{data::SyntheticConfig, metrics, model::Batch, optim::OptimizerStore};
 //!
 //! let synthetic = SyntheticConfig { examples: 2_000, ..SyntheticConfig::default() }.generate().unwrap();
 //! let (train, held_out) = synthetic.dataset.split(500, 1);

@@ -158,7 +158,7 @@ pub fn log_loss_of_margin(margin: f64, label: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::learn::data::Example;
+    use crate::data::Example;
     use proptest::prelude::*;
 
     fn example(features: &[(u64, f32)], label: f32) -> Example {

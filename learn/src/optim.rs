@@ -364,9 +364,9 @@ impl Rule for Ftrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::learn::data::Example;
-    use crate::learn::model::Batch;
-    use crate::learn::testing::{pull, push, request};
+    use crate::data::Example;
+    use crate::model::Batch;
+    use crate::testing::{pull, push, request};
     use pslite_core::{KvOp, Lens};
 
     fn store(name: &str) -> OptimizerStore {
@@ -518,18 +518,18 @@ mod tests {
             let loss_at_end = whole.loss_and_gradient(&weights).unwrap().loss;
             assert!(loss_at_end < loss_at_start / 4.0, "{name}: {loss_at_start} -> {loss_at_end}");
             let probabilities = whole.probabilities(&weights).unwrap();
-            assert_eq!(crate::learn::metrics::accuracy(&probabilities, whole.labels()), Ok(1.0), "{name}");
+            assert_eq!(crate::metrics::accuracy(&probabilities, whole.labels()), Ok(1.0), "{name}");
         }
     }
 
     /// Ten million keys in one store: run in release mode,
-    /// `cargo test -p pslite --release --lib -- --ignored ten_million --nocapture`.
+    /// `cargo test -p pslite-learn --release --lib -- --ignored ten_million --nocapture`.
     #[test]
     #[ignore = "large; run in release mode"]
     fn ten_million_keys_fit_and_keep_their_weights() {
         let keys_len: u64 = 10_000_000;
         let batch_len: u64 = 100_000;
-        let key = |i: u64| crate::learn::data::feature_key(i);
+        let key = |i: u64| crate::data::feature_key(i);
         let mut store = store("ftrl");
         let started = std::time::Instant::now();
         for start in (0..keys_len).step_by(batch_len as usize) {

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use pslite::learn::data::SyntheticConfig;
-use pslite::learn::job::{self, JobConfig, MaxDelay};
-use pslite::learn::optim::OptimizerStore;
-use pslite::{LocalCluster, Rank};
+use pslite_core::Rank;
+use pslite_io::LocalCluster;
+use pslite_learn::data::SyntheticConfig;
+use pslite_learn::job::{self, JobConfig, MaxDelay};
+use pslite_learn::optim::OptimizerStore;
 
 const BOUND: Duration = Duration::from_secs(120);
 
