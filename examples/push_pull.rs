@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --example push_pull
-//! cargo run --bin pslite-launch -- --servers 2 --workers 2 -- target/debug/examples/push_pull
+//! cargo run -p pslite-tools --bin pslite-launch -- --servers 2 --workers 2 -- target/debug/examples/push_pull
 //! ```
 
 use pslite::{CustomerId, KvStore, KvWorker, LocalCluster, Role, Settings};

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// Where cargo put the example binaries of this test build.
+/// Where cargo put the example binaries of this test build. They belong to
+/// package `pslite`, not this one, so only a test run that includes it
+/// (`cargo test --workspace`) builds them into the shared target directory.
 fn example(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().expect("test binary path");
     dir.pop();
@@ -20,7 +22,7 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn launch_runs_every_role_as_a_process_and_all_exit_zero() {
     let binary = example("push_pull");
-    assert!(binary.exists(), "{} is missing: run the whole `cargo test` (it builds the examples)", binary.display());
+    assert!(binary.exists(), "{} is missing: run `cargo test --workspace` (it builds the examples)", binary.display());
     let child = Command::new(env!("CARGO_BIN_EXE_pslite-launch"))
         .args(["--servers", "2", "--workers", "2", "--"])
         .arg(&binary)
@@ -51,7 +53,7 @@ pub fn finished_within(mut child: std::process::Child, bound: Duration) -> std::
 #[test]
 fn the_training_example_runs_as_one_process_per_node_through_the_launcher() {
     let binary = example("train");
-    assert!(binary.exists(), "{} is missing: run the whole `cargo test` (it builds the examples)", binary.display());
+    assert!(binary.exists(), "{} is missing: run `cargo test --workspace` (it builds the examples)", binary.display());
     let out = std::env::temp_dir().join(format!("pslite-train-launch-{}", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_pslite-launch"))
         .args(["--servers", "2", "--workers", "2", "--"])

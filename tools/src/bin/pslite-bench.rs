@@ -3,11 +3,11 @@
 //! sizes, message count and in-flight window, as a ratio.
 //!
 //! ```text
-//! cargo run --release --bin pslite-bench                          # the default table
-//! cargo run --release --bin pslite-bench -- --mode push --sizes 1KiB --in-flight 64
-//! cargo run --release --bin pslite-bench -- --kv-app              # 10M keys: one push, one pull
-//! cargo run --release --bin pslite-bench -- --processes           # scheduler, servers as child processes
-//! cargo run --release --bin pslite-bench -- --processes --kv-app  # with each process's peak RSS
+//! cargo run --release -p pslite-tools --bin pslite-bench                          # the default table
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --mode push --sizes 1KiB --in-flight 64
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --kv-app              # 10M keys: one push, one pull
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --processes           # scheduler, servers as child processes
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --processes --kv-app  # with each process's peak RSS
 //! ```
 //!
 //! By default every node runs in this process (`LocalCluster`). With
