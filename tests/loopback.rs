@@ -128,7 +128,9 @@ async fn pushes_nobody_waits_for_complete_and_an_unknown_wait_is_an_error() {
     let never = pslite::Timestamp(1_000_000);
     assert!(matches!(
         bounded(worker.wait(never)).await,
-        Err(pslite::Error::Request(pslite::RequestError::ApiMisuse(pslite::ApiMisuse::UnknownRequest)))
+        Err(pslite::Error::Request(pslite::RequestError::ApiMisuse(pslite::ApiMisuse::UnknownTimestamp {
+            ts: 1_000_000
+        })))
     ));
     bounded(cluster.finalize()).await.unwrap();
 }

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Deref;
 
 use crate::id::Role;
-use crate::range::{KeyRange, ServerRanges};
+use crate::range::{KeyRange, RangesError, ServerRanges};
 use crate::time::Duration;
 
 /// What a barrier does when one of its members dies before arriving.
@@ -111,9 +111,17 @@ pub enum ConfigError {
         /// The smallest usable cap.
         min: u32,
     },
-    /// Explicit ranges do not fit the cluster.
+    /// Explicit ranges, but not one per server.
+    #[error("server_ranges: {ranges} ranges given for {servers} servers")]
+    RangeCount {
+        /// Ranges given.
+        ranges: usize,
+        /// Servers configured.
+        servers: u32,
+    },
+    /// Explicit ranges that do not partition the key space.
     #[error("server_ranges: {0}")]
-    Ranges(String),
+    Ranges(#[from] RangesError),
     /// A value from the environment could not be used.
     #[error("{variable}: {problem}")]
     Environment {
@@ -210,13 +218,9 @@ impl ConfigBuilder {
         }
         if let Some(ranges) = &self.server_ranges {
             if ranges.len() != self.num_servers as usize {
-                return Err(ConfigError::Ranges(format!(
-                    "{} ranges given for {} servers",
-                    ranges.len(),
-                    self.num_servers
-                )));
+                return Err(ConfigError::RangeCount { ranges: ranges.len(), servers: self.num_servers });
             }
-            ServerRanges::from_ranges(ranges.clone()).map_err(|e| ConfigError::Ranges(e.to_string()))?;
+            ServerRanges::from_ranges(ranges.clone())?;
         }
         Ok(Config { settings: self })
     }
@@ -288,6 +292,9 @@ mod tests {
         assert!(matches!(b.build().unwrap_err(), ConfigError::FrameLenTooSmall { .. }));
         let mut b = builder().cluster(2, 1);
         b.server_ranges = Some(vec![KeyRange::FULL]);
+        assert_eq!(b.build().unwrap_err(), ConfigError::RangeCount { ranges: 1, servers: 2 });
+        let mut b = builder().cluster(2, 1);
+        b.server_ranges = Some(vec![KeyRange::FULL, KeyRange::FULL]);
         assert!(matches!(b.build().unwrap_err(), ConfigError::Ranges(_)));
     }
 }

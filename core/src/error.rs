@@ -33,16 +33,34 @@ pub enum RequestError {
         reason: String,
     },
     /// A server answered with something that does not fit the request.
-    #[error("bad response from {server}: {reason}")]
+    #[error("bad response from {server}: {mismatch}")]
     BadResponse {
-        /// The server.
+        /// The server ([`NodeId::UNASSIGNED`] when the parts of several
+        /// servers do not fit together).
         server: NodeId,
         /// What did not fit.
-        reason: &'static str,
+        mismatch: Mismatch,
     },
     /// The caller used the API wrongly.
     #[error(transparent)]
     ApiMisuse(#[from] ApiMisuse),
+}
+
+/// How a pull's answer fails to fit what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// A server echoed other keys than it was asked for.
+    #[error("keys differ from the keys asked for")]
+    Keys,
+    /// Values of another element type than asked for.
+    #[error("values of another type than asked for")]
+    ValueType,
+    /// Values (or lengths) that do not fit the keys.
+    #[error("values do not fit the keys")]
+    Lengths,
+    /// Nothing to merge: no server answered with a part.
+    #[error("no parts to merge")]
+    NoParts,
 }
 
 /// A caller mistake, caught before anything is sent.
@@ -124,9 +142,26 @@ pub enum ApiMisuse {
         /// The timestamp.
         ts: u32,
     },
-    /// `respond` named a request that is not pending.
+    /// `respond` or `simple_respond` named a request that was never
+    /// surfaced, was already answered, or is of the other kind.
     #[error("no pending server request matches")]
     UnknownRequest,
+    /// A wait on a timestamp that was never issued, or whose outcome an
+    /// earlier wait already took: nothing would ever complete it.
+    #[error("timestamp {ts} names no request to wait for")]
+    UnknownTimestamp {
+        /// The timestamp.
+        ts: u32,
+    },
+    /// A wait for one kind of outcome on a request of another kind (say,
+    /// `wait_pull` on a push).
+    #[error("request {ts} is no {expected}")]
+    WrongKind {
+        /// The timestamp.
+        ts: u32,
+        /// What the wait expected: "pull" or "SimpleApp request".
+        expected: &'static str,
+    },
     /// A simple request targets no node.
     #[error("no live node in the target")]
     EmptyTarget,

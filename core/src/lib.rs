@@ -11,7 +11,9 @@
 //!
 //! ## The run-loop contract
 //!
-//! 1. Create a node with [`Node::new`]`(config, seed, now)`.
+//! 1. Create a node with [`Node::new`]`(config, seed, now)`. Every later
+//!    `now` passed in must be no earlier than the one before (the node
+//!    asserts it): pass a monotonic clock's reading, not wall-clock time.
 //! 2. Feed it inputs: every complete frame from the network with
 //!    [`Node::handle_frame`] (cut frames out of a byte stream with
 //!    [`wire::FrameDecoder`]), and [`Node::handle_timeout`] when the instant
@@ -26,6 +28,33 @@
 //!
 //! The node never blocks and never waits; a driver that follows the
 //! contract cannot deadlock it.
+//!
+//! ## Module map
+//!
+//! The protocol lives in components that own their state and never see
+//! the node; the node ties them together. Components write what they want
+//! sent and reported to a shared outbox, and the node routes it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`node`] | [`Node`]: identity, the current time, routing (addresses, reliable streams, encoding, loopback), dispatch of each message to its component, and the one fan-out of a peer's death or replacement |
+//! | `requests` | requests this node waits on as a client: timestamps, slicing, tracking, deadlines, completion (KV and SimpleApp) |
+//! | `responder` | requests this node must answer: checks, the pending table, answers |
+//! | `barrier` | barriers this node entered, and what their end means |
+//! | `liveness` | this node's heartbeats and its watch on the scheduler |
+//! | [`scheduler`] | the scheduler's sub-machine: [`registry`](scheduler::registry) (ids, replacements), [`barrier`](scheduler::barrier) (arrival counting, recovery deadlines), [`liveness`](scheduler::liveness) (who was heard when) |
+//! | [`reliable`] | sequence numbers, ACKs, resends with backoff, duplicate windows |
+//! | [`membership`] | the node table as last heard, and what changed between two |
+//! | `outbox` | messages, events and settled requests, from components to the node |
+//! | [`event`] | what a node hands its driver: [`Event`], [`Transmit`], [`Phase`], [`BarrierTicket`] |
+//! | [`timer`] | the node's fixed timers |
+//! | [`kv`], [`slice`], [`range`] | keys, values and lists; the default store; cutting lists by server range and merging answers |
+//! | [`wire`] | the frame codec and its limits |
+//! | [`config`], [`error`], [`id`], [`stats`], [`time`], [`rng`], [`recycle`] | values every part shares |
+//!
+//! Components import value modules, never `node`; `core/tests/architecture.rs`
+//! fails if one does, if anything but `node.rs` implements [`Node`], or if
+//! the modules' imports form a cycle.
 //!
 //! ## Example
 //!
@@ -117,16 +146,16 @@ pub mod wire;
 mod tests;
 
 pub use config::{BarrierPolicy, Config, ConfigBuilder, ConfigError};
-pub use error::{ApiMisuse, RequestError};
+pub use error::{ApiMisuse, Mismatch, RequestError};
 pub use id::{Group, Incarnation, NodeId, Rank, Role};
-pub use kv::store::KvStore;
+pub use kv::store::{KvStore, StoreError};
 pub use kv::{
-    CustomerId, DType, Element, Keys, KvCall, KvHandle, Lens, Response, ServerRequest, ServerRequestId, SimpleReply,
-    SimpleRequest, Timestamp, Values,
+    CustomerId, DType, Element, Keys, KvCall, KvHandle, Lens, Refusal, Response, ServerRequest, ServerRequestId,
+    SimpleReply, SimpleRequest, Timestamp, Values,
 };
 pub use membership::Membership;
 pub use node::{BarrierTicket, Event, Node, Phase, Transmit};
-pub use range::{KeyRange, ServerRanges};
+pub use range::{KeyRange, RangesError, ServerRanges};
 pub use rng::Rng;
 pub use simple::Target;
 pub use slice::KvList;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::config::Config;
-use crate::error::{ApiMisuse, RequestError};
+use crate::error::{ApiMisuse, Mismatch, RequestError};
 use crate::event::Event;
 use crate::id::{NodeId, Role};
 use crate::kv::{CustomerId, DType, Keys, KvCall, SimpleReply, Timestamp, Values};
@@ -332,16 +332,16 @@ impl Requests {
             let problem_keys = echoed && response.keys != asked[slot];
             let answer = KvList { keys: asked[slot].clone(), values: response.values, lens: response.lens };
             let problem = if problem_keys {
-                Some("keys differ from the keys asked for")
+                Some(Mismatch::Keys)
             } else if answer.values.dtype() != *dtype {
-                Some("values of another type than asked for")
+                Some(Mismatch::ValueType)
             } else if slice::check_lengths(&answer).is_err() {
-                Some("values do not fit the keys")
+                Some(Mismatch::Lengths)
             } else {
                 None
             };
-            if let Some(reason) = problem {
-                self.fail(customer, ts, RequestError::BadResponse { server: from, reason }, out);
+            if let Some(mismatch) = problem {
+                self.fail(customer, ts, RequestError::BadResponse { server: from, mismatch }, out);
                 return;
             }
             parts[slot] = Some(answer);
@@ -387,10 +387,10 @@ impl Requests {
                 let parts: SmallVec<[KvList; 2]> = parts.into_iter().map(|p| p.expect("every slot answered")).collect();
                 match slice::merge(parts) {
                     Ok(list) => Event::PullDone { customer, ts, keys: list.keys, values: list.values, lens: list.lens },
-                    Err(reason) => Event::RequestFailed {
+                    Err(mismatch) => Event::RequestFailed {
                         customer,
                         ts,
-                        error: RequestError::BadResponse { server: NodeId::UNASSIGNED, reason },
+                        error: RequestError::BadResponse { server: NodeId::UNASSIGNED, mismatch },
                     },
                 }
             }

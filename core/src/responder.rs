@@ -16,7 +16,9 @@ use bytes::Bytes;
 use crate::error::{ApiMisuse, RequestError};
 use crate::event::Event;
 use crate::id::{Incarnation, NodeId};
-use crate::kv::{CustomerId, DType, Keys, Response, ServerRequest, ServerRequestId, SimpleRequest, Timestamp, Values};
+use crate::kv::{
+    CustomerId, DType, Keys, Refusal, Response, ServerRequest, ServerRequestId, SimpleRequest, Timestamp, Values,
+};
 use crate::membership::Membership;
 use crate::outbox::Outbox;
 use crate::range::KeyRange;
@@ -97,8 +99,7 @@ impl Responder {
             return;
         }
         if self.pending.len() >= limits.requests_pending_max as usize {
-            let refusal = Response::Refused("server has too many pending requests".to_owned());
-            send_kv_response(id, refusal, limits, membership, out);
+            send_kv_response(id, Response::Refused(Refusal::TooManyPending), limits, membership, out);
             return;
         }
         self.pending.insert(id, Answer::Kv(request.op));
@@ -192,17 +193,17 @@ fn requester_gone(id: ServerRequestId, membership: &Membership) -> bool {
     membership.get(id.from).is_some_and(|entry| !entry.alive || entry.incarnation != id.incarnation)
 }
 
-fn check_request(list: &KvList, op: KvOp, range: Option<KeyRange>) -> Result<(), String> {
-    slice::check_keys(&list.keys).map_err(|e| e.to_string())?;
+fn check_request(list: &KvList, op: KvOp, range: Option<KeyRange>) -> Result<(), Refusal> {
+    slice::check_keys(&list.keys)?;
     if op.pushes() {
-        slice::check_lengths(list).map_err(|e| e.to_string())?;
+        slice::check_lengths(list)?;
     } else if !list.values.is_empty() || list.lens.is_some() {
-        return Err("a pull carries no values".to_owned());
+        return Err(Refusal::PullWithValues);
     }
-    let range = range.ok_or("server has no range")?;
+    let range = range.ok_or(Refusal::NoRange)?;
     if let (Some(first), Some(last)) = (list.keys.iter().next(), list.keys.iter().last()) {
         if !range.contains(first) || !range.contains(last) {
-            return Err(format!("keys outside this server's range {range:?}"));
+            return Err(Refusal::OutOfRange { range });
         }
     }
     Ok(())
@@ -225,10 +226,10 @@ fn send_kv_response(
     let frame_len_max = u64::from(limits.frame_len_max);
     let too_large = matches!(&response, Response::Ok { values, lens }
         if (values.as_bytes().len() + lens.as_ref().map_or(0, |l| l.as_bytes().len()) + 256) as u64 > frame_len_max);
-    let response = if too_large { Response::Refused("the answer exceeds frame_len_max".to_owned()) } else { response };
+    let response = if too_large { Response::Refused(Refusal::AnswerTooLarge) } else { response };
     let (error, values, lens) = match response {
         Response::Ok { values, lens } => (None, values, lens),
-        Response::Refused(reason) => (Some(reason), Values::empty(DType::U8), None),
+        Response::Refused(reason) => (Some(reason.to_string()), Values::empty(DType::U8), None),
     };
     let message = KvResponseMsg {
         app: id.customer.app,

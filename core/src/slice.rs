@@ -10,6 +10,7 @@
 use bytes::BytesMut;
 use smallvec::SmallVec;
 
+use crate::error::Mismatch;
 use crate::id::Rank;
 pub use crate::kv::list::{check_keys, check_lengths, check_request, KvList};
 use crate::kv::values::{Keys, Lens, Values};
@@ -67,17 +68,17 @@ pub fn slice(ranges: &ServerRanges, list: &KvList) -> SmallVec<[Part; 4]> {
 /// Concatenates parts in the order given (rank order, hence key order).
 /// One part is returned as is, without copying. Lengths are emitted when
 /// any part has them or parts disagree on values per key.
-pub fn merge(parts: impl IntoIterator<Item = KvList>) -> Result<KvList, &'static str> {
+pub fn merge(parts: impl IntoIterator<Item = KvList>) -> Result<KvList, Mismatch> {
     let parts: SmallVec<[KvList; 2]> = parts.into_iter().collect();
     let Some(first) = parts.first() else {
-        return Err("no parts to merge");
+        return Err(Mismatch::NoParts);
     };
     let dtype = first.values.dtype();
     if parts.iter().any(|p| p.values.dtype() != dtype) {
-        return Err("parts have different value types");
+        return Err(Mismatch::ValueType);
     }
     for part in &parts {
-        check_lengths(part).map_err(|_| "a part's values do not fit its keys")?;
+        check_lengths(part).map_err(|_| Mismatch::Lengths)?;
     }
     if parts.len() == 1 {
         return Ok(parts.into_iter().next().expect("one part"));

@@ -208,7 +208,8 @@ impl Driver {
                 } else {
                     // Never issued, or its outcome was already taken by an
                     // earlier wait: nothing would ever answer.
-                    let _ = reply.send(Err(RequestError::ApiMisuse(pslite_core::ApiMisuse::UnknownRequest).into()));
+                    let misuse = pslite_core::ApiMisuse::UnknownTimestamp { ts: ts.0 };
+                    let _ = reply.send(Err(RequestError::ApiMisuse(misuse).into()));
                 }
             }
             Command::Barrier { group, reply } => match node.barrier(now, group) {
@@ -313,7 +314,7 @@ impl Driver {
                 let app = request.id.customer.app;
                 let response = match self.handles.get_mut(&app) {
                     Some(handle) => handle.handle(&request),
-                    None => pslite_core::Response::Refused(format!("no handle for app {app}")),
+                    None => pslite_core::Response::Refused(pslite_core::Refusal::NoHandle { app }),
                 };
                 let now = self.now();
                 if let Err(error) = self.node.respond(now, request.id, response) {

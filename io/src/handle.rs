@@ -116,7 +116,8 @@ impl NodeHandle {
         match self.wait(customer, ts).await? {
             Completion::Simple(replies) => Ok(replies),
             Completion::Done | Completion::Pulled { .. } => {
-                Err(Error::Request(pslite_core::ApiMisuse::UnknownRequest.into()))
+                let misuse = pslite_core::ApiMisuse::WrongKind { ts: ts.0, expected: "SimpleApp request" };
+                Err(Error::Request(misuse.into()))
             }
         }
     }

@@ -30,14 +30,14 @@ impl Pulled {
         self.values.to_vec().ok_or({
             Error::Request(pslite_core::RequestError::BadResponse {
                 server: pslite_core::NodeId::UNASSIGNED,
-                reason: "values of another type than asked for",
+                mismatch: pslite_core::Mismatch::ValueType,
             })
         })
     }
 }
 
-fn not_a_pull() -> Error {
-    Error::Request(pslite_core::ApiMisuse::UnknownRequest.into())
+fn not_a_pull(ts: Timestamp) -> Error {
+    Error::Request(pslite_core::ApiMisuse::WrongKind { ts: ts.0, expected: "pull" }.into())
 }
 
 /// A worker-side customer of a node.
@@ -127,7 +127,7 @@ impl KvWorker {
     pub async fn wait_pull(&self, ts: Timestamp) -> Result<Pulled> {
         match self.node.wait(self.customer, ts).await? {
             Completion::Pulled { keys, values, lens } => Ok(Pulled { keys, values, lens }),
-            Completion::Done | Completion::Simple(_) => Err(not_a_pull()),
+            Completion::Done | Completion::Simple(_) => Err(not_a_pull(ts)),
         }
     }
 }

@@ -17,7 +17,7 @@ use pslite_core::{CustomerId, DType, Keys, NodeId, SimpleRequest, Values};
 use pslite_io::{KvWorker, NodeHandle};
 
 use super::data::Dataset;
-use super::metrics::{self, Evaluation};
+use super::metrics::{self, Evaluation, MetricError};
 use super::model::Batch;
 use super::optim::{Optimizer, CMD_GRADIENT};
 
@@ -164,21 +164,27 @@ pub async fn run_worker(worker: &KvWorker, shard: &Dataset, config: &JobConfig) 
 fn bad_weights() -> pslite_io::Error {
     pslite_io::Error::Request(pslite_core::RequestError::BadResponse {
         server: NodeId::UNASSIGNED,
-        reason: "pulled weights do not match the keys",
+        mismatch: pslite_core::Mismatch::Lengths,
     })
 }
 
+/// Why the held-out set could not be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    /// Pulling the weights failed, or they did not fit the keys.
+    #[error(transparent)]
+    Pull(#[from] pslite_io::Error),
+    /// The metrics are undefined for this set (empty, say).
+    #[error("held-out set cannot be evaluated: {0}")]
+    Metric(#[from] MetricError),
+}
+
 /// Pulls the current weights of `held_out`'s keys and evaluates them.
-pub async fn evaluate_remote(worker: &KvWorker, held_out: &Dataset) -> pslite_io::Result<Evaluation> {
+pub async fn evaluate_remote(worker: &KvWorker, held_out: &Dataset) -> Result<Evaluation, EvaluateError> {
     let batch = Batch::new(&held_out.examples);
     let weights: Vec<f32> = worker.pull(batch.keys()).await?;
     let probabilities = batch.probabilities(&weights).map_err(|_| bad_weights())?;
-    metrics::evaluate(&probabilities, batch.labels()).map_err(|_| {
-        pslite_io::Error::Request(pslite_core::RequestError::BadResponse {
-            server: NodeId::UNASSIGNED,
-            reason: "held-out set cannot be evaluated",
-        })
-    })
+    Ok(metrics::evaluate(&probabilities, batch.labels())?)
 }
 
 #[derive(Default)]

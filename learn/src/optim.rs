@@ -25,7 +25,7 @@
 use std::str::FromStr;
 
 use pslite_core::kv::store::KeyMap;
-use pslite_core::{DType, KvHandle, Response, ServerRequest, Values};
+use pslite_core::{DType, KvHandle, Refusal, Response, ServerRequest, Values};
 
 /// The request command for gradients. Other commands are reserved and
 /// refused, so that a later command (say, "set weights") cannot be
@@ -286,13 +286,13 @@ impl OptimizerStore {
 impl KvHandle for OptimizerStore {
     fn handle(&mut self, request: &ServerRequest) -> Response {
         if let Some(reason) = Self::refusal(request) {
-            return Response::Refused(reason);
+            return Response::Refused(Refusal::Handle(reason));
         }
         let keys = request.keys.to_vec();
         if request.op.pushes() {
             let gradients: Vec<f32> = request.values.iter::<f32>().collect();
             if let Err(reason) = self.push(&keys, &gradients) {
-                return Response::Refused(reason);
+                return Response::Refused(Refusal::Handle(reason));
             }
         }
         if request.op.pulls() {
@@ -375,7 +375,7 @@ mod tests {
 
     fn refusal(response: Response) -> String {
         match response {
-            Response::Refused(reason) => reason,
+            Response::Refused(reason) => reason.to_string(),
             Response::Ok { .. } => panic!("expected a refusal"),
         }
     }

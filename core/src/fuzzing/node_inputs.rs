@@ -605,7 +605,7 @@ impl World {
         };
         let response = match how {
             0 | 1 => self.store.handle(&request),
-            2 => Response::Refused("no".to_owned()),
+            2 => Response::Refused(crate::kv::Refusal::Handle("no".to_owned())),
             _ => {
                 let count = d.below(KEYS_MAX);
                 Response::Ok { values: any_values(d, count), lens: lens_of(d, count) }

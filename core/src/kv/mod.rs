@@ -12,8 +12,11 @@ pub mod values;
 
 use bytes::Bytes;
 
+use crate::error::ApiMisuse;
 use crate::id::{Incarnation, NodeId};
+use crate::range::KeyRange;
 pub use list::KvList;
+pub use store::StoreError;
 pub use values::{DType, Element, Keys, Lens, Values};
 
 /// One request tracker: an application and a customer within it, so that
@@ -130,7 +133,50 @@ pub enum Response {
         lens: Option<Lens>,
     },
     /// The handle refused; the worker's request fails with this reason.
-    Refused(String),
+    Refused(Refusal),
+}
+
+/// Why a server refused a request. It crosses the wire as its text, and
+/// the worker's request fails with that text
+/// ([`RequestError::Refused`](crate::RequestError::Refused)): the worker
+/// cannot trust a remote's reason to be one of ours, so it keeps it as
+/// the words it was sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The keys or values do not fit together (checked again on the
+    /// server: the request came from the wire).
+    #[error(transparent)]
+    Malformed(#[from] ApiMisuse),
+    /// A pull carried values.
+    #[error("a pull carries no values")]
+    PullWithValues,
+    /// This node owns no key range.
+    #[error("server has no range")]
+    NoRange,
+    /// Keys outside this server's range.
+    #[error("keys outside this server's range {range:?}")]
+    OutOfRange {
+        /// This server's range.
+        range: KeyRange,
+    },
+    /// `requests_pending_max` requests already wait for an answer.
+    #[error("server has too many pending requests")]
+    TooManyPending,
+    /// The answer would not fit in one frame (`frame_len_max`).
+    #[error("the answer exceeds frame_len_max")]
+    AnswerTooLarge,
+    /// No handle serves the request's app.
+    #[error("no handle for app {app}")]
+    NoHandle {
+        /// The app.
+        app: u32,
+    },
+    /// The default store could not apply or answer the request.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A user handle's own reason.
+    #[error("{0}")]
+    Handle(String),
 }
 
 impl Response {

@@ -12,10 +12,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use crate::error::ApiMisuse;
 use crate::recycle::Recycler;
 
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
-use super::values::{add_all, put_all, Element, Lens, Values};
+use super::values::{add_all, put_all, DType, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
 
 /// A fast, fixed (hence deterministic) hasher for integer keys:
@@ -140,13 +141,13 @@ impl<T: Element> KvStore<T> {
     /// Adds `values` (`lens[i]` per key, or an equal share) to the keys.
     /// Checks everything before changing anything, so a refused push leaves
     /// the store as it was.
-    pub fn push(&mut self, request: &ServerRequest) -> Result<(), String> {
+    pub fn push(&mut self, request: &ServerRequest) -> Result<(), StoreError> {
         let keys = &request.keys;
         let values = &request.values;
         if values.dtype() != T::DTYPE {
-            return Err(format!("store holds {:?}, push has {:?}", T::DTYPE, values.dtype()));
+            return Err(StoreError::PushType { held: T::DTYPE, pushed: values.dtype() });
         }
-        super::list::check_keys(keys).map_err(|e| e.to_string())?;
+        super::list::check_keys(keys)?;
         let lens = self.lens_of(request)?;
         // Check everything first, so a refused push changes nothing. Both
         // passes walk the sorted index forward, which costs little more
@@ -156,7 +157,7 @@ impl<T: Element> KvStore<T> {
         for (i, key) in keys.iter().enumerate() {
             match self.index.find(&mut cursor, key) {
                 Some(run) if run.len != lens.get(i) => {
-                    return Err(format!("key {key} holds {} values, push has {}", run.len, lens.get(i)));
+                    return Err(StoreError::LengthChanged { key, held: run.len, pushed: lens.get(i) });
                 }
                 Some(_) => {}
                 None => {
@@ -166,7 +167,7 @@ impl<T: Element> KvStore<T> {
             }
         }
         if self.arena.len() + new_elements > ARENA_ELEMENTS_MAX {
-            return Err(format!("store full: {} values held, the limit is {ARENA_ELEMENTS_MAX}", self.arena.len()));
+            return Err(StoreError::Full { held: self.arena.len(), max: ARENA_ELEMENTS_MAX });
         }
         self.arena.reserve_exact(new_elements);
         let size = size_of::<T>();
@@ -204,7 +205,7 @@ impl<T: Element> KvStore<T> {
     }
 
     /// The values of `keys`, zeros for keys never pushed.
-    pub fn pull(&self, request: &ServerRequest) -> Result<Response, String> {
+    pub fn pull(&self, request: &ServerRequest) -> Result<Response, StoreError> {
         self.pull_into(request, &mut BytesMut::new())
     }
 
@@ -225,9 +226,9 @@ impl<T: Element> KvStore<T> {
 
     /// [`pull`](Self::pull), writing the values into `out` and splitting
     /// them off it, so the caller can give `out`'s memory a second life.
-    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<Response, String> {
+    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<Response, StoreError> {
         if request.values.dtype() != T::DTYPE {
-            return Err(format!("store holds {:?}, pull asks for {:?}", T::DTYPE, request.values.dtype()));
+            return Err(StoreError::PullType { held: T::DTYPE, asked: request.values.dtype() });
         }
         out.reserve(request.keys.len() * size_of::<T>());
         let zeros = vec![T::default(); self.value_len_default as usize];
@@ -257,25 +258,78 @@ impl<T: Element> KvStore<T> {
         Ok(Response::Ok { values, lens: lens.finish(request.lens.is_some()) })
     }
 
-    fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, String> {
+    fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, StoreError> {
         let keys = request.keys.len();
         match &request.lens {
             Some(lens) if lens.len() == keys && lens.total() == request.values.len() as u64 => {
                 Ok(RunLens::Listed(lens.clone()))
             }
-            Some(_) => Err("lens do not fit keys and values".to_owned()),
+            Some(_) => Err(StoreError::LensMismatch),
             None if keys == 0 => Ok(RunLens::Equal(0)),
             None if request.values.len() % keys == 0 => Ok(RunLens::Equal((request.values.len() / keys) as u32)),
-            None => Err(format!("{} values do not divide among {keys} keys", request.values.len())),
+            None => Err(StoreError::Uneven { values: request.values.len(), keys }),
         }
     }
+}
+
+/// Why the default store refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A push of another element type than the store holds.
+    #[error("store holds {held:?}, push has {pushed:?}")]
+    PushType {
+        /// What the store holds.
+        held: DType,
+        /// What the push carries.
+        pushed: DType,
+    },
+    /// A pull asking for another element type than the store holds.
+    #[error("store holds {held:?}, pull asks for {asked:?}")]
+    PullType {
+        /// What the store holds.
+        held: DType,
+        /// What the pull asks for.
+        asked: DType,
+    },
+    /// A key's value count differs from what it was first pushed with.
+    #[error("key {key} holds {held} values, push has {pushed}")]
+    LengthChanged {
+        /// The key.
+        key: u64,
+        /// Values the store holds for it.
+        held: u32,
+        /// Values the push has for it.
+        pushed: u32,
+    },
+    /// The store's value arena is at its limit.
+    #[error("store full: {held} values held, the limit is {max}")]
+    Full {
+        /// Values held.
+        held: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Per-key lengths that do not fit the keys and values.
+    #[error("lens do not fit keys and values")]
+    LensMismatch,
+    /// A value count that is no multiple of the key count.
+    #[error("{values} values do not divide among {keys} keys")]
+    Uneven {
+        /// Values given.
+        values: usize,
+        /// Keys given.
+        keys: usize,
+    },
+    /// Keys that are not strictly ascending.
+    #[error(transparent)]
+    Keys(#[from] ApiMisuse),
 }
 
 impl<T: Element + Send> KvHandle for KvStore<T> {
     fn handle(&mut self, request: &ServerRequest) -> Response {
         if request.op.pushes() {
-            if let Err(reason) = self.push(request) {
-                return Response::Refused(reason);
+            if let Err(error) = self.push(request) {
+                return Response::Refused(error.into());
             }
         }
         if request.op.pulls() {
@@ -284,10 +338,10 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
             // Only a buffer of the exact size is never written past its
             // size, so only then is it kept.
             let Some(bytes) = self.answer_bytes(request) else {
-                return self.pull(request).unwrap_or_else(Response::Refused);
+                return self.pull(request).unwrap_or_else(|error| Response::Refused(error.into()));
             };
             let (mut out, size) = self.recycler.take(bytes);
-            let response = self.pull_into(request, &mut out).unwrap_or_else(Response::Refused);
+            let response = self.pull_into(request, &mut out).unwrap_or_else(|error| Response::Refused(error.into()));
             self.recycler.keep(out, size);
             return response;
         }
@@ -299,7 +353,7 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
 mod tests {
     use super::*;
     use crate::id::{Incarnation, NodeId};
-    use crate::kv::{CustomerId, Keys, ServerRequestId, Timestamp};
+    use crate::kv::{CustomerId, Keys, Refusal, ServerRequestId, Timestamp};
     use crate::wire::KvOp;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
@@ -338,7 +392,7 @@ mod tests {
         let mut store = KvStore::<f32>::new();
         store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 2.0], None));
         let refused = store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 1.0, 1.0], Some(&[1, 2])));
-        assert!(matches!(refused, Response::Refused(reason) if reason.contains("key 2")));
+        assert!(matches!(refused, Response::Refused(Refusal::Store(StoreError::LengthChanged { key: 2, .. }))));
         assert_eq!(pulled(&mut store, &[1, 2]), vec![1.0, 2.0]);
     }
 
