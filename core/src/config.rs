@@ -255,6 +255,22 @@ impl Config {
     pub fn into_builder(self) -> ConfigBuilder {
         self.settings
     }
+
+    /// The longest the scheduler takes to declare a crashed node dead,
+    /// counted from the crash: `heartbeat_timeout + heartbeat_interval`.
+    ///
+    /// A node that crashes at `t` sent its last heartbeat no earlier than
+    /// `t - heartbeat_interval`, so it has been silent for
+    /// `heartbeat_timeout` by `t + heartbeat_timeout` at the latest; the
+    /// scheduler scans for silent nodes every `heartbeat_interval`, so the
+    /// next scan, no later than `t + heartbeat_timeout +
+    /// heartbeat_interval`, declares the death. A wait on the dead node ends
+    /// when the news reaches the waiter, one network delay after that (and a
+    /// heartbeat still on the wire at the crash can add one more): callers
+    /// add their network's delays on top of this.
+    pub fn failure_detection_bound(&self) -> Duration {
+        self.heartbeat_timeout + self.heartbeat_interval
+    }
 }
 
 impl Deref for Config {

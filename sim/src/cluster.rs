@@ -150,6 +150,10 @@ pub struct SimNode {
     pub crashed_at: Option<Instant>,
     /// Whether a restart is scheduled.
     pub restart_pending: bool,
+    /// Whether the node answers the KV and SimpleApp requests it gets by
+    /// itself (its server handle and echo); when off, they wait in the
+    /// event log for a scenario test to answer by hand.
+    pub serving: bool,
 }
 
 impl SimNode {
@@ -167,6 +171,7 @@ impl SimNode {
             held: VecDeque::new(),
             crashed_at: None,
             restart_pending: false,
+            serving: true,
         }
     }
 

@@ -225,8 +225,9 @@ impl Sim {
         id
     }
 
-    fn heal(&mut self, id: u64) {
-        if self.net.partitions_active() == 0 {
+    /// Ends partition `id` now; nothing when it has ended already.
+    pub fn heal(&mut self, id: u64) {
+        if self.net.partitions_active() == 0 || !self.net.partition_active(id) {
             return;
         }
         self.net.heal(id);

@@ -16,7 +16,8 @@
 //!
 //! Modules: [`setup`] (what a run is), [`sim`] (the event loop and the
 //! nodes' drain), [`queue`], [`network`], [`faults`] (the plan) and the
-//! injector that carries it out, [`cluster`] (slots, processes, clocks), the
+//! injector that carries it out, the scripted faults and hand commands of
+//! scenario tests, [`cluster`] (slots, processes, clocks), the
 //! workers' [`workload`], the [`checker`], the [`trace`] and [`replay`].
 //!
 //! ## Design notes
@@ -55,6 +56,7 @@ mod liveness;
 pub mod network;
 pub mod queue;
 pub mod replay;
+mod scripted;
 pub mod setup;
 pub mod sim;
 pub mod trace;

@@ -70,7 +70,7 @@ impl Sim {
         }
         // Whole for a while, as an operator would wait: a node that just
         // resumed may still hold news (a death, a table) that breaks it.
-        let settle = self.setup.timing.heartbeat_timeout + self.setup.timing.heartbeat_interval;
+        let settle = self.nodes[SCHEDULER_SLOT].config.failure_detection_bound();
         let since = *self.whole_since.get_or_insert(self.now);
         if !self.scripts_done() || self.now < since + settle {
             return;

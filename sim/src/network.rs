@@ -165,6 +165,21 @@ impl Network {
         self.duplicate_probability = 0.0;
     }
 
+    /// From now on, loses each frame with probability `loss` and
+    /// duplicates it with probability `duplication` (scenario tests turn
+    /// these on and off mid-run). Delays do not change: [`send`](Self::send)
+    /// draws both chances whatever the probabilities.
+    pub fn set_frame_faults(&mut self, loss: f64, duplication: f64) {
+        assert!((0.0..=1.0).contains(&loss) && (0.0..=1.0).contains(&duplication), "probabilities");
+        self.loss_probability = loss;
+        self.duplicate_probability = duplication;
+    }
+
+    /// Whether partition `id` still cuts its links.
+    pub fn partition_active(&self, id: u64) -> bool {
+        self.partitions.contains_key(&id)
+    }
+
     /// Partitions active now.
     pub fn partitions_active(&self) -> usize {
         self.partitions.len()

@@ -158,6 +158,29 @@ impl EventQueue {
         self.heap.peek().map(|s| s.at)
     }
 
+    /// Pending events, earliest first (ties in insertion order).
+    pub fn iter(&self) -> impl Iterator<Item = (Instant, &SimEvent)> {
+        let mut all: Vec<&Scheduled> = self.heap.iter().collect();
+        all.sort_unstable_by_key(|s| (s.at, s.seq));
+        all.into_iter().map(|s| (s.at, &s.event))
+    }
+
+    /// Removes the pending events for which `remove` holds, earliest first;
+    /// returns them. What stays keeps its time and its place among ties.
+    pub fn remove_where(&mut self, mut remove: impl FnMut(&SimEvent) -> bool) -> Vec<(Instant, SimEvent)> {
+        let mut all = std::mem::take(&mut self.heap).into_vec();
+        all.sort_unstable_by_key(|s| (s.at, s.seq));
+        let mut removed = Vec::new();
+        for scheduled in all {
+            if remove(&scheduled.event) {
+                removed.push((scheduled.at, scheduled.event));
+            } else {
+                self.heap.push(scheduled);
+            }
+        }
+        removed
+    }
+
     /// Events pending.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -184,5 +207,21 @@ mod tests {
         q.push(t(1), SimEvent::WorkloadStep { slot: 4, generation: 0 });
         let order: Vec<Slot> = std::iter::from_fn(|| q.pop()).map(|(_, e)| e.slot().unwrap()).collect();
         assert_eq!(order, vec![2, 4, 1, 3]);
+    }
+
+    #[test]
+    fn removing_events_keeps_the_order_of_the_rest() {
+        let mut q = EventQueue::new(16);
+        let t = |ms| Instant::ZERO + Duration::from_millis(ms);
+        for (ms, slot) in [(5, 1), (1, 2), (5, 3), (1, 4), (3, 5)] {
+            q.push(t(ms), SimEvent::WorkloadStep { slot, generation: 0 });
+        }
+        let removed: Vec<Slot> =
+            q.remove_where(|e| e.slot().is_some_and(|s| s % 2 == 0)).iter().map(|(_, e)| e.slot().unwrap()).collect();
+        assert_eq!(removed, vec![2, 4]);
+        let listed: Vec<Slot> = q.iter().map(|(_, e)| e.slot().unwrap()).collect();
+        assert_eq!(listed, vec![5, 1, 3]);
+        let order: Vec<Slot> = std::iter::from_fn(|| q.pop()).map(|(_, e)| e.slot().unwrap()).collect();
+        assert_eq!(order, vec![5, 1, 3]);
     }
 }

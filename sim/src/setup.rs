@@ -3,7 +3,7 @@
 //! swarm mode ([`Setup::swarm`]), or written by hand for scenario tests
 //! ([`Setup::scenario`]).
 
-use pslite_core::{BarrierPolicy, Duration, Rng, ServerRanges};
+use pslite_core::{BarrierPolicy, ConfigBuilder, Duration, Rng, ServerRanges};
 
 use crate::cluster::Timing;
 use crate::faults::{FaultClasses, FaultPlan};
@@ -81,6 +81,15 @@ pub struct Setup {
     /// Whether a failed request or barrier is itself a failure: meant for
     /// runs without faults, where nothing should ever fail.
     pub strict: bool,
+    /// Whether every process starts by itself within the first
+    /// milliseconds (the scheduler at zero). Scenario tests that choose the
+    /// order and the moments of the starts turn this off and call
+    /// [`Sim::start`](crate::Sim::start).
+    pub autostart: bool,
+    /// Changes to every node's configuration beyond the timings and the
+    /// barrier policy above (resend settings, limits, heartbeats off), for
+    /// scenario tests. The checker's bounds follow the changed settings.
+    pub configure: Option<fn(ConfigBuilder) -> ConfigBuilder>,
 }
 
 impl Setup {
@@ -116,6 +125,8 @@ impl Setup {
             record_events: false,
             strict,
             swarm: Some(options),
+            autostart: true,
+            configure: None,
         }
     }
 
@@ -137,6 +148,8 @@ impl Setup {
             record_events: true,
             swarm: None,
             strict: false,
+            autostart: true,
+            configure: None,
         }
     }
 

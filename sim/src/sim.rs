@@ -73,6 +73,15 @@ pub struct Sim {
     /// (a timer that fires without moving on is a core bug, not a livelock
     /// to wait out).
     timer_spin: Vec<(Instant, u32)>,
+    /// Whether a scenario test ran commands on nodes by hand: requests,
+    /// barriers and pushes the checker was never told about may exist.
+    pub(crate) hand_driven: bool,
+    /// Whether a scenario test put frames of its own on the wire: tables
+    /// may lie and peers may be named at addresses no slot has.
+    pub(crate) forged: bool,
+    /// Stores that applied a push the checker was never told about: their
+    /// contents are no longer the model's.
+    pub(crate) stores_unmodelled: std::collections::BTreeSet<StoreId>,
 }
 
 /// Timer fires of one node at one instant before it counts as spinning.
@@ -86,7 +95,10 @@ impl Sim {
     /// Builds the cluster; processes start within the first milliseconds.
     pub fn new(setup: Setup) -> Self {
         let seed = setup.seed;
-        let config = base_config(setup.servers, setup.workers, setup.timing, setup.barrier_policy);
+        let mut config = base_config(setup.servers, setup.workers, setup.timing, setup.barrier_policy);
+        if let Some(configure) = setup.configure {
+            config = configure(config.into_builder()).build().expect("the scenario's configuration is valid");
+        }
         let ranges = config.server_ranges();
         let mut clocks = Rng::new(Rng::derive_seed(seed, stream::CLOCKS));
         let drift = setup.plan.classes.contains(FaultClass::ClockDrift);
@@ -106,7 +118,7 @@ impl Sim {
             .map(|(rank, script)| WorkerRun::new(script, Rng::derive_seed(seed, stream::THINK + rank)))
             .collect();
         assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
-        let bounds = bounds_for(&setup);
+        let bounds = bounds_for(&setup, &config);
         let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
         let mut sim = Self {
             now: Instant::ZERO,
@@ -131,11 +143,14 @@ impl Sim {
             whole_since: None,
             stats: RunStats::default(),
             timer_spin: Vec::new(),
+            hand_driven: false,
+            forged: false,
+            stores_unmodelled: std::collections::BTreeSet::new(),
             setup,
         };
         sim.timer_spin = vec![(Instant::FAR_FUTURE, 0); sim.nodes.len()];
         let mut starts = Rng::new(Rng::derive_seed(seed, stream::STARTS));
-        for slot in 0..sim.nodes.len() {
+        for slot in (0..sim.nodes.len()).filter(|_| sim.setup.autostart) {
             let at =
                 if slot == SCHEDULER_SLOT { Instant::ZERO } else { Instant::ZERO + starts.jitter(START_SPREAD_MAX) };
             sim.queue.push(at, SimEvent::Fault(FaultAction::Restart(slot)));
@@ -414,8 +429,18 @@ impl Sim {
     fn transmit(&mut self, from: Slot, transmit: Transmit) {
         let bytes = transmit.frame.to_bytes();
         let Some(to) = self.slot_of(transmit.addr) else {
-            panic!("slot {from} sent to {}, which is no node's address", transmit.addr);
+            // Only a forged table can name an address no slot has.
+            assert!(self.forged, "slot {from} sent to {}, which is no node's address", transmit.addr);
+            let header = header_of(&bytes);
+            self.record(Some(from), What::SendDropped { to: Slot::MAX, header, why: Dropped::NoSuchAddress }, None);
+            return;
         };
+        self.send_frame(from, to, bytes);
+    }
+
+    /// Hands `bytes` to the network from `from` to the process now running
+    /// in `to`, and schedules its arrival (or records its loss).
+    pub(crate) fn send_frame(&mut self, from: Slot, to: Slot, bytes: Bytes) {
         let to_life = self.nodes[to].life().unwrap_or(u32::MAX);
         match self.net.send(self.now, from, to) {
             Ok(arrival) => {
@@ -459,6 +484,9 @@ impl Sim {
             Event::ServerRequest(request) => {
                 let note = Note::ServerRequest { from: request.id.from, ts: request.id.ts.0, op: op_name(&request) };
                 self.record(Some(slot), What::Node(note), None);
+                if !self.nodes[slot].serving {
+                    return;
+                }
                 let p = self.setup.plan.slow_handle_probability;
                 if p > 0.0 && self.handler_rng.chance(p) {
                     let delay =
@@ -469,6 +497,10 @@ impl Sim {
                 } else {
                     self.answer_kv(slot, request, false);
                 }
+            }
+            Event::SimpleRequest(request) if !self.nodes[slot].serving => {
+                let note = Note::SimpleRequest { from: request.id.from, ts: request.id.ts.0 };
+                self.record(Some(slot), What::Node(note), None);
             }
             Event::SimpleRequest(request) => self.answer_simple(slot, request),
             Event::NodeDead { id, incarnation } => {
@@ -492,6 +524,9 @@ impl Sim {
             }
             Event::PullDone { customer, ts, keys, values, lens } => {
                 self.record(Some(slot), What::Node(Note::Done { app: customer.app, ts: ts.0 }), None);
+                if self.unmodelled_request(slot, customer, ts) {
+                    return;
+                }
                 let keys = keys.to_vec();
                 let Some(values) = values.to_vec::<f32>().filter(|v| v.len() == keys.len() && lens.is_none()) else {
                     let what = format!("pulls: worker slot {slot} ts {} got values that are not one f32 per key", ts.0);
@@ -530,7 +565,13 @@ impl Sim {
         let response = store.handle(&request);
         let key = RequestKey::from(request.id);
         let mut check: Check = Ok(());
-        if matches!(response, Response::Ok { .. }) {
+        // A request made by hand is outside the model: the store that
+        // applies it no longer holds the model's sums.
+        let modelled = !self.hand_driven || self.checker.knows_request(key);
+        if !modelled && request.op.pushes() {
+            self.stores_unmodelled.insert(store_id);
+        }
+        if modelled && matches!(response, Response::Ok { .. }) {
             if request.op.pushes() {
                 let values = request.values.to_vec::<f32>().unwrap_or_default();
                 check = self.checker.push_applied(store_id, server, key, &request.keys.to_vec(), &values);
@@ -539,7 +580,7 @@ impl Sim {
                 check = self.checker.pull_served(store_id, server, key);
             }
         }
-        if check.is_ok() {
+        if check.is_ok() && !self.stores_unmodelled.contains(&store_id) {
             check = self.checker.check_store(store_id, app, store, &self.setup.workload.keys);
         }
         let answered = process.node.respond(now, request.id, response);
@@ -582,7 +623,8 @@ impl Sim {
         }
         let mut check = self.checker.check_ranges(id, node.server_ranges());
         let epoch = node.membership().epoch();
-        if check.is_ok() && epoch != process.epoch_checked && epoch > 0 {
+        // A forged table is the test's own; only the scheduler's are checked.
+        if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {
             process.epoch_checked = epoch;
             let entries: Vec<_> = node.membership().iter().copied().collect();
             check = self.checker.check_table(id, epoch, entries);
@@ -706,26 +748,26 @@ impl Sim {
     }
 }
 
-/// The checker's time limits for `setup`.
-fn bounds_for(setup: &Setup) -> Bounds {
-    let timing = setup.timing;
+/// The checker's time limits for `setup`, whose nodes run `config`.
+fn bounds_for(setup: &Setup, config: &pslite_core::Config) -> Bounds {
     // A node's own timers run at its clock's rate: a thousandth covers any
     // drift the swarm draws (at most a few hundred parts per million).
-    let drift_slack = timing.request_timeout / 1000;
+    let drift_slack = config.request_timeout / 1000;
+    let detection = config.failure_detection_bound();
     let slack = Duration::from_millis(2);
     Bounds {
-        request: timing.request_timeout + drift_slack + slack,
+        request: config.request_timeout + drift_slack + slack,
         // Detection (the last heartbeat may arrive one delay after the
         // crash, then heartbeat_timeout, then up to one scan interval), and
         // one more delay for the table that announces it.
-        crash: timing.heartbeat_timeout + timing.heartbeat_interval + 2 * setup.plan.delay_max() + slack,
+        crash: detection + 2 * setup.plan.delay_max() + slack,
         crash_checked: !setup.plan.loses_frames(),
         barrier_recovery: match setup.barrier_policy {
             BarrierPolicy::FailOnDeath => None,
             BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
         },
-        lost_scan: timing.heartbeat_interval + slack,
-        lost_after: timing.heartbeat_timeout + 2 * timing.heartbeat_interval + slack,
+        lost_scan: config.heartbeat_interval + slack,
+        lost_after: detection + config.heartbeat_interval + slack,
         scheduler_slot: SCHEDULER_SLOT,
     }
 }
@@ -764,14 +806,14 @@ fn op_name(request: &ServerRequest) -> &'static str {
     }
 }
 
-fn header_of(bytes: &Bytes) -> [u8; pslite_core::wire::HEADER_LEN] {
+pub(crate) fn header_of(bytes: &Bytes) -> [u8; pslite_core::wire::HEADER_LEN] {
     let mut header = [0u8; pslite_core::wire::HEADER_LEN];
     let n = bytes.len().min(header.len());
     header[..n].copy_from_slice(&bytes[..n]);
     header
 }
 
-fn deliver_what(d: &Delivery, dropped: Option<Dropped>) -> What {
+pub(crate) fn deliver_what(d: &Delivery, dropped: Option<Dropped>) -> What {
     What::Deliver {
         from: d.from,
         header: header_of(&d.bytes),

@@ -62,6 +62,12 @@ pub enum Dropped {
     Lost,
     /// The receiver is paused; the frame waits for it.
     Held,
+    /// A scenario test took it off the wire ([`Sim::drop_frames`]).
+    ///
+    /// [`Sim::drop_frames`]: crate::Sim::drop_frames
+    ByHand,
+    /// It was sent to an address no slot has (a forged table can name one).
+    NoSuchAddress,
 }
 
 /// A short account of one node output or command.
@@ -128,6 +134,10 @@ pub enum What {
     Reset { to: Slot },
     /// The safety phase ended; faults heal.
     Liveness,
+    /// A scenario test put a frame of its own on the wire to `to`.
+    Injected { to: Slot, header: [u8; HEADER_LEN] },
+    /// A scenario test ran a command on the node by hand.
+    ByHand,
 }
 
 impl What {
@@ -146,6 +156,8 @@ impl What {
             Self::Clog { .. } => 11,
             Self::Reset { .. } => 12,
             Self::Liveness => 13,
+            Self::Injected { .. } => 14,
+            Self::ByHand => 15,
         }
     }
 }
@@ -199,7 +211,7 @@ impl Trace {
                 fp.bytes(header);
                 fp.u64(dropped.map_or(0, |d| d as u64 + 1));
             }
-            What::SendDropped { to, header, .. } => {
+            What::SendDropped { to, header, .. } | What::Injected { to, header } => {
                 fp.u64(*to as u64);
                 fp.bytes(header);
             }
@@ -290,6 +302,8 @@ impl fmt::Display for Entry {
             What::Clog { to, until } => write!(f, "CLOG -> [{to}] until {until:?}"),
             What::Reset { to } => write!(f, "RESET connection -> [{to}]"),
             What::Liveness => write!(f, "LIVENESS: faults heal, crashed nodes restart"),
+            What::Injected { to, header } => write!(f, "-> [{to}] {} INJECTED by hand", describe_header(header)),
+            What::ByHand => write!(f, "COMMAND by hand"),
         }
     }
 }

@@ -235,6 +235,9 @@ impl Sim {
 
     /// A request of the worker in `slot` ended.
     pub(crate) fn request_ended(&mut self, slot: Slot, customer: CustomerId, ts: Timestamp, ended: Ended) {
+        if self.unmodelled_request(slot, customer, ts) {
+            return;
+        }
         let index = self.worker_index(slot);
         let process = self.nodes[slot].process.as_ref().expect("events come from a running process");
         let Some((id, incarnation)) = process.identity else {
@@ -262,6 +265,23 @@ impl Sim {
         self.schedule_step(slot, Duration::ZERO);
     }
 
+    /// Whether request `ts` of `customer` that just ended at `slot` is one
+    /// a scenario test made by hand ([`Sim::with_node`]), which the checker
+    /// never saw: only workers' requests issued through [`Sim::issue`] are
+    /// modelled.
+    pub(crate) fn unmodelled_request(&self, slot: Slot, customer: CustomerId, ts: Timestamp) -> bool {
+        if !self.hand_driven {
+            return false;
+        }
+        if self.nodes[slot].role != pslite_core::Role::Worker {
+            return true;
+        }
+        let Some((node, incarnation)) = self.nodes[slot].process.as_ref().and_then(|p| p.identity) else {
+            return false;
+        };
+        !self.checker.knows_request(RequestKey { node, incarnation, customer, ts })
+    }
+
     /// `ticket` of node `id` in the scheduler's numbering of generations:
     /// a replacement numbers its barriers from 0 while the survivors went
     /// on, and the checker compares tickets across processes.
@@ -286,12 +306,17 @@ impl Sim {
         let Some((id, incarnation)) = process.identity else {
             return;
         };
+        // A barrier entered by hand is outside the model (its tickets are
+        // kept only for barriers the checker was told about).
+        let modelled = !self.hand_driven || self.barrier_tickets.contains_key(&(id, incarnation, ticket));
         let global = self
             .barrier_tickets
             .remove(&(id, incarnation, ticket))
             .unwrap_or_else(|| self.scheduler_ticket(id, ticket));
-        let check = self.checker.barrier_ended(self.now, id, incarnation, global, error.is_none());
-        self.report(check);
+        if modelled {
+            let check = self.checker.barrier_ended(self.now, id, incarnation, global, error.is_none());
+            self.report(check);
+        }
         // A finalize barrier may end in Terminated when the Terminate frame
         // overtakes the release; that is the shutdown, not a failure.
         if let Some(error) = error.as_ref().filter(|e| self.setup.strict && **e != RequestError::Terminated) {

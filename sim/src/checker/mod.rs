@@ -28,10 +28,19 @@
 //!   barrier, or was declared dead by the scheduler while it waited.
 //! * **Bounded waiting**: every request ends within `request_timeout` (plus
 //!   pauses of its own node); a request or barrier that depends on a
-//!   crashed node ends within `heartbeat_timeout + heartbeat_interval +
-//!   2 × delay_max` of the crash, extended past any pause, clog, partition
-//!   or reset that touches the requester, the crashed node or the
-//!   scheduler (those can legitimately hide a death for a while).
+//!   crashed node ends within the failure-detection bound
+//!   ([`Config::failure_detection_bound`]) plus `2 × delay_max` of the
+//!   crash, extended past any pause, clog, partition or reset that touches
+//!   the requester, the crashed node or the scheduler (those can
+//!   legitimately hide a death for a while).
+//!
+//! Scenario tests may also drive nodes by hand and forge frames
+//! ([`Sim::with_node`](crate::Sim::with_node),
+//! [`Sim::inject_frame`](crate::Sim::inject_frame)); what they do that way
+//! is outside the model, and the simulator holds only what the checker was
+//! told about to it.
+//!
+//! [`Config::failure_detection_bound`]: pslite_core::Config::failure_detection_bound
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -189,8 +198,8 @@ pub enum Completion<'a> {
 pub struct Bounds {
     /// Longest life of any request, slack included.
     pub request: Duration,
-    /// Longest wait on a crashed node, from the crash (heartbeat timeout +
-    /// interval + two network delays + slack).
+    /// Longest wait on a crashed node, from the crash (the failure-detection
+    /// bound, two network delays and slack).
     pub crash: Duration,
     /// Whether crash bounds are checked (not when frames can be lost: then
     /// a death announcement can be lost too).
@@ -691,6 +700,19 @@ impl Checker {
             ));
         }
         Ok(())
+    }
+
+    /// Whether `request` was issued through the checker: requests a test
+    /// made by hand on a node are outside the model.
+    pub fn knows_request(&self, request: RequestKey) -> bool {
+        self.requests.contains_key(&request)
+    }
+
+    /// Frames may be lost from now on (a scenario test dropped some or
+    /// turned loss on): a death's announcement can be lost too, so crash
+    /// bounds are no longer checked, as for plans that lose frames.
+    pub fn frames_lost(&mut self) {
+        self.bounds.crash_checked = false;
     }
 
     /// Requests issued and not ended, for `pending` reports.
