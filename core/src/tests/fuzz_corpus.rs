@@ -520,32 +520,6 @@ fn kv_response_reason_of_another_dtype_is_refused() {
 }
 
 #[test]
-fn pull_of_variable_length_values_completes() {
-    // Found by node_inputs: a server answers without echoing keys, but the
-    // decoder wanted one length per *present* key, so every response with
-    // lengths was refused by the worker and the pull could only time out
-    // (corpus: regression-response-lens-without-keys).
-    let mut c = super::harness::Cluster::new(2, 1, 7);
-    c.form();
-    let w = c.worker(0);
-    let keys = Keys::from_slice(&[1, 2, u64::MAX]);
-    let lens = Some(Lens::from_slice(&[1, 2, 3]));
-    let values = Values::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let ts = c
-        .with_node(w, |n, now| n.push(now, CustomerId::DEFAULT, 0, keys.clone(), values.clone(), lens.clone()))
-        .expect("push accepted");
-    assert!(matches!(c.wait(w, CustomerId::DEFAULT, ts), Event::RequestDone { .. }));
-    let ts = c.with_node(w, |n, now| n.pull(now, CustomerId::DEFAULT, 0, keys.clone(), DType::F32)).expect("pull");
-    match c.wait(w, CustomerId::DEFAULT, ts) {
-        Event::PullDone { values: pulled, lens: pulled_lens, .. } => {
-            assert_eq!(pulled, values);
-            assert_eq!(pulled_lens, lens);
-        }
-        other => panic!("pull did not complete: {other:?}"),
-    }
-}
-
-#[test]
 fn node_takes_no_id_of_another_role() {
     // Found by node_inputs: a node found itself in the scheduler's table by
     // process instance alone, so a table listing a server's instance under

@@ -1,0 +1,160 @@
+//! Well-formed but hostile frames from members of the cluster: whatever a
+//! buggy or malicious peer sends, a node must not panic.
+//!
+//! The codec's own tests feed garbage to the decoder; this goes one step
+//! further and delivers every kind of message, with any content, to
+//! running nodes that have requests in flight, so the protocol handlers
+//! meet answers to nothing, answers that do not fit, tables that lie and
+//! requests for keys the server does not own.
+
+use std::net::SocketAddr;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use pslite_core::wire::message::Envelope;
+use pslite_core::wire::{
+    BarrierOutcome, KvOp, KvRequestMsg, KvResponseMsg, Message, NodeEntry, NodeTableMsg, RegisterMsg, SimpleMsg,
+};
+use pslite_core::{CustomerId, DType, Group, Incarnation, Keys, Lens, NodeId, Role, Values};
+
+use super::*;
+
+/// An id a registered node can have, mostly ones of this cluster.
+fn member_id() -> impl Strategy<Value = NodeId> {
+    prop_oneof![
+        Just(NodeId::SCHEDULER),
+        (8u32..14).prop_map(|raw| NodeId::from_raw(raw).expect("8 and up are ids")),
+        (8u32..).prop_map(|raw| NodeId::from_raw(raw).expect("8 and up are ids")),
+    ]
+}
+
+/// Addresses of this cluster's slots, and anywhere else.
+fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (0u8..4).prop_map(|low| SocketAddr::from(([10, 0, 0, low + 1], 7000))),
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(SocketAddr::from),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(SocketAddr::from),
+    ]
+}
+
+/// Numbers near the ones in use (epochs, generations, sequence numbers),
+/// or anything.
+fn small_or_any() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..8, any::<u64>()]
+}
+
+fn group() -> impl Strategy<Value = Group> {
+    (1u8..=7).prop_map(|bits| Group::from_bits(bits).expect("1..=7 are groups"))
+}
+
+fn values() -> impl Strategy<Value = Values> {
+    let dtype = prop_oneof![Just(DType::F32), Just(DType::F64), Just(DType::I32), Just(DType::I64), Just(DType::U8)];
+    (dtype, vec(any::<u8>(), 0..48)).prop_map(|(dtype, mut raw)| {
+        raw.truncate(raw.len() / dtype.size() * dtype.size());
+        Values::from_bytes(dtype, Bytes::from(raw)).expect("whole elements")
+    })
+}
+
+/// Keys, sorted or not, with optional lengths that may not add up.
+fn keys_and_lens() -> impl Strategy<Value = (Keys, Option<Lens>)> {
+    vec(any::<u64>(), 0..12).prop_flat_map(|keys| {
+        let n = keys.len();
+        let lens = proptest::option::of(vec(any::<u32>(), n).prop_map(|l| Lens::from_slice(&l)));
+        (Just(Keys::from_slice(&keys)), lens)
+    })
+}
+
+/// Request-shaped ids pulled into a small range, so hostile answers hit
+/// requests that are really pending.
+fn ids() -> impl Strategy<Value = (u32, u32, u32)> {
+    (0u32..2, 0u32..2, 0u32..4)
+}
+
+fn simple() -> impl Strategy<Value = SimpleMsg> {
+    (ids(), any::<i32>(), vec(any::<u8>(), 0..32)).prop_map(|((app, customer, ts), head, body)| SimpleMsg {
+        app,
+        customer,
+        ts,
+        head,
+        body: Bytes::from(body),
+    })
+}
+
+/// Any message a member could send.
+fn message() -> impl Strategy<Value = Message> {
+    let role = prop_oneof![Just(Role::Scheduler), Just(Role::Server), Just(Role::Worker)];
+    let entry = (member_id(), prop_oneof![0u32..3, any::<u32>()], socket_addr(), any::<u64>(), any::<bool>()).prop_map(
+        |(id, incarnation, addr, instance, alive)| NodeEntry {
+            id,
+            incarnation: Incarnation(incarnation),
+            addr,
+            instance,
+            alive,
+        },
+    );
+    let op = prop_oneof![Just(KvOp::Push), Just(KvOp::Pull), Just(KvOp::PushPull)];
+    let kv_request = (ids(), any::<i32>(), op, keys_and_lens(), values()).prop_map(
+        |((app, customer, ts), cmd, op, (keys, lens), values)| {
+            Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens })
+        },
+    );
+    let kv_response = (ids(), proptest::option::of(".{0,16}"), keys_and_lens(), values()).prop_map(
+        |((app, customer, ts), error, (keys, lens), values)| {
+            // A refusal carries its reason where the values would be.
+            let values = if error.is_some() { Values::empty(DType::U8) } else { values };
+            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens })
+        },
+    );
+    prop_oneof![
+        (role, socket_addr(), any::<u64>()).prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg {
+            role,
+            listen_addr,
+            instance
+        })),
+        (small_or_any(), vec(entry, 0..8)).prop_map(|(epoch, nodes)| Message::NodeTable(NodeTableMsg { epoch, nodes })),
+        (group(), small_or_any()).prop_map(|(group, generation)| Message::Barrier { group, generation }),
+        (group(), small_or_any(), proptest::option::of(member_id())).prop_map(|(group, generation, dead)| {
+            let outcome = dead.map_or(BarrierOutcome::Released, BarrierOutcome::MemberDied);
+            Message::BarrierRelease { group, generation, outcome }
+        }),
+        Just(Message::Heartbeat),
+        small_or_any().prop_map(|epoch| Message::HeartbeatAck { epoch }),
+        vec(small_or_any(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
+        Just(Message::Terminate),
+        kv_request,
+        kv_response,
+        simple().prop_map(Message::SimpleRequest),
+        simple().prop_map(Message::SimpleResponse),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn no_message_from_a_member_panics_a_node(
+        seed in 0u64..1000,
+        frames in vec((0usize..4, 0usize..4, message()), 1..12),
+    ) {
+        let mut sim = ready(setup(seed, 2, 1));
+        let w = sim.worker_slot(0);
+        // Requests of both customers and both apps are pending when the
+        // hostile frames land.
+        for customer in [CustomerId::new(0, 0), CustomerId::new(1, 1)] {
+            let keys = Keys::from_slice(&[1, u64::MAX]);
+            sim.with_node(w, |n, now| n.pull(now, customer, 0, keys.clone(), DType::F32)).expect("pull");
+            sim.with_node(w, |n, now| n.push(now, customer, 0, keys.clone(), Values::from_slice(&[1.0f32, 2.0]), None))
+                .expect("push");
+            sim.with_node(w, |n, now| n.simple_request(now, customer, Group::ALL, 7, Bytes::new()))
+                .expect("simple request");
+        }
+        for (from, to, message) in frames {
+            let sender = sim.node(from).expect("running").id();
+            let receiver = sim.node(to).expect("running").id();
+            let envelope = Envelope { sender, incarnation: Incarnation(0), receiver, seq: 0 };
+            sim.inject_frame(from, to, message.encode(envelope).to_bytes());
+        }
+        sim.run_for(Duration::from_secs(8));
+        prop_assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    }
+}
