@@ -13,6 +13,20 @@
 //! that fit the request, bounded pending work, monotonic phase, stable id,
 //! silence after termination, frames that decode, and a next timeout that
 //! is never in the past after `handle_timeout`.
+//!
+//! This is a fuzz-input network, not a scenario harness, and it does not
+//! drive the simulator's cluster on purpose. Scenarios run on
+//! `pslite-sim`, where a seed draws delays and faults, virtual time moves
+//! from event to event, and a checker holds the cluster to a model; here
+//! the input bytes are the only source of choice: each byte picks the next
+//! action, which frame of the pool is delivered, duplicated or dropped, and
+//! when time moves, so the fuzzer's mutations map one to one onto
+//! schedules and a corpus file replays the same run forever. It also does
+//! what a cluster model must not: frames of raw bytes, senders that were
+//! never registered, restarts at any step. And it lives in the core
+//! (behind the `fuzzing` feature) because the cargo-fuzz target and the
+//! corpus replay in `core`'s own tests build it without the simulator,
+//! which itself depends on the core.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
