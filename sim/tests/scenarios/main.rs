@@ -248,3 +248,22 @@ fn a_scripted_scenario_replays_exactly_and_its_seed_matters() {
     assert_eq!(first, scripted_run(0x5c21), "one seed, one run, scripted controls included");
     assert_ne!(first.0, scripted_run(0x5c22).0, "another seed, another run");
 }
+
+#[test]
+fn an_isolated_node_hears_nothing_until_the_cut_heals() {
+    let mut sim = ready(setup(0x150, 1, 1));
+    let w = sim.worker_slot(0);
+    let interval = sim.config(w).heartbeat_interval;
+    let cut = sim.isolate(w, PATIENCE);
+    let (heard, sent) = {
+        let stats = sim.node(w).unwrap().stats();
+        (stats.frames_in, stats.frames_out)
+    };
+    sim.run_for(interval * 5);
+    assert_eq!(sim.node(w).unwrap().stats().frames_in, heard, "nothing reaches an isolated node");
+    assert!(sim.node(w).unwrap().stats().frames_out > sent, "it kept sending heartbeats into the cut");
+    sim.heal(cut);
+    sim.run_for(interval * 5);
+    assert!(sim.node(w).unwrap().stats().frames_in > heard, "frames flow again once the cut heals");
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
