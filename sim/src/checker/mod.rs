@@ -215,7 +215,8 @@ pub struct Bounds {
     /// not the crash bound, limits its waits.
     pub lost_scan: Duration,
     /// How long after being declared dead a node has surely lost the
-    /// scheduler (heartbeat timeout + interval + slack).
+    /// scheduler (the failure-detection bound, one more interval for its
+    /// own scan, and slack).
     pub lost_after: Duration,
     /// The scheduler's slot.
     pub scheduler_slot: Slot,
