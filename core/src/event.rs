@@ -2,7 +2,7 @@
 //! application, and the small value types those carry.
 //!
 //! A leaf module: every component writes these into the shared
-//! [`Outbox`](crate::outbox::Outbox), and the shells read them, so none of
+//! outbox, and the shells read them, so none of
 //! them may depend on the node or on a component.
 
 use std::net::SocketAddr;

@@ -48,7 +48,7 @@
 //! | `outbox` | messages, events and settled requests, from components to the node |
 //! | [`event`] | what a node hands its driver: [`Event`], [`Transmit`], [`Phase`], [`BarrierTicket`] |
 //! | [`timer`] | the node's fixed timers |
-//! | [`kv`], [`slice`], [`range`] | keys, values and lists; the default store; cutting lists by server range and merging answers |
+//! | [`kv`], [`slice`](mod@slice), [`range`] | keys, values and lists; the default store; cutting lists by server range and merging answers |
 //! | [`wire`] | the frame codec and its limits |
 //! | [`config`], [`error`], [`id`], [`stats`], [`time`], [`rng`], [`recycle`] | values every part shares |
 //!

@@ -8,7 +8,7 @@
 //! * **identity and time**: who this process is (id, incarnation, rank,
 //!   phase) and the `now` of the input being handled, taken once at each
 //!   entry and never moving backwards;
-//! * **routing**: every message a component writes to the [`Outbox`] is
+//! * **routing**: every message a component writes to the outbox is
 //!   addressed from the node table, numbered on its reliable stream,
 //!   encoded, and queued for the driver (or handed back to the node itself
 //!   through the loopback);

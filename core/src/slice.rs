@@ -5,7 +5,7 @@
 //! binary search; value parts are sub-ranges of the caller's buffer (no
 //! copy). Servers whose range holds no key get no message, as in ps-lite.
 //! Unlike ps-lite's `DefaultSlicer`, which aborts on bad input, every
-//! inconsistency is an [`ApiMisuse`] naming what is wrong.
+//! inconsistency is an [`ApiMisuse`](crate::ApiMisuse) naming what is wrong.
 
 use bytes::BytesMut;
 use smallvec::SmallVec;

@@ -1,9 +1,11 @@
 //! The key-value application: workers push and pull, servers answer.
 //!
-//! The worker half (request tracking) lives in [`worker`], the server half
-//! (pending requests awaiting `respond`) in [`server`]; [`store`] is the
-//! default handle that both the io shell and the simulator run, so tests of
-//! either exercise the same summing code.
+//! This module holds the values both halves share: keys, values and lists
+//! ([`list`], [`values`]), ids, and what a server answers ([`Response`],
+//! [`Refusal`]). The worker half (request tracking) and the server half
+//! (pending requests awaiting `respond`) are components of the node;
+//! [`store`] is the default handle that both the io shell and the
+//! simulator run, so tests of either exercise the same summing code.
 
 pub(crate) mod index;
 pub mod list;

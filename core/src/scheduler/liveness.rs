@@ -6,10 +6,9 @@
 //! `heartbeat_timeout` is declared dead (the node fans the death out and
 //! broadcasts the new table, which fails requests waiting on it everywhere).
 //!
-//! Bounds, from a crash at `t`: the scheduler declares the node dead by
-//! `t + heartbeat_timeout + heartbeat_interval` (the last heartbeat was sent
-//! no earlier than `t - heartbeat_interval`, and scans run every interval);
-//! requests waiting on it fail one network delay later.
+//! The bound on how late a crash is declared is
+//! [`Config::failure_detection_bound`](crate::Config::failure_detection_bound);
+//! requests waiting on the crashed node fail one network delay after it.
 
 use std::collections::BTreeMap;
 

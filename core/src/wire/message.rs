@@ -1,7 +1,7 @@
 //! Message bodies: what each frame kind carries and how it is laid out.
 //!
 //! Metadata is a fixed little-endian layout per kind, read through a
-//! bounds-checked [`Reader`]; payload sections follow it and are sliced out
+//! bounds-checked `Reader`; payload sections follow it and are sliced out
 //! of the frame buffer, never copied. Every count read from the wire is
 //! checked against the bytes actually present before anything is allocated.
 
