@@ -141,5 +141,11 @@ fn push_request(value_bytes: usize) -> Message {
 }
 
 fn envelope() -> Envelope {
-    Envelope { sender: NodeId::worker(Rank(0)), incarnation: Incarnation(0), receiver: NodeId::server(Rank(0)), seq: 1 }
+    Envelope {
+        sender: NodeId::worker(Rank(0)),
+        incarnation: Incarnation(0),
+        receiver: NodeId::server(Rank(0)),
+        receiver_incarnation: Incarnation(0),
+        seq: 1,
+    }
 }

@@ -31,8 +31,13 @@ async fn work(worker: &KvWorker, servers: u32, workers: u32) -> pslite::Result<(
         let ts = worker.push(&keys, &ones).await?;
         worker.wait(ts).await?;
     }
-    // Everyone has pushed once the barrier over workers releases.
-    worker.node().barrier(pslite::Group::WORKERS).await?;
+    // Everyone has pushed once the barrier over workers releases; without
+    // a dead worker's pushes the sums cannot be checked.
+    let released = worker.node().barrier(pslite::Group::WORKERS).await?;
+    if !released.is_complete() {
+        eprintln!("workers {:?} died before the barrier: sums not checked", released.missing);
+        return Ok(());
+    }
     let sums: Vec<f32> = worker.pull(&keys).await?;
     let expected = (ROUNDS * workers) as f32;
     if sums.iter().any(|&s| s != expected) {
@@ -57,7 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for task in tasks {
             task.await??;
         }
-        cluster.finalize().await?;
+        let released = cluster.finalize().await?;
+        assert!(released.is_complete(), "nobody dies in a local cluster");
         println!("push_pull: {workers} workers x {ROUNDS} rounds over {servers} servers: sums exact");
         return Ok(());
     }
@@ -73,6 +79,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else if role != Role::Scheduler {
         // Servers serve until the final barrier.
     }
-    node.finalize().await?;
+    let released = node.finalize().await?;
+    if !released.is_complete() {
+        eprintln!("finished without {:?}: dead, and not replaced within PS_RECOVERY_TIMEOUT", released.missing);
+    }
     Ok(())
 }

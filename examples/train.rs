@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pslite::{CustomerId, Group, KvHandle, KvWorker, LocalCluster, Rank, Role, Settings};
+use pslite::{CustomerId, Group, KvHandle, KvWorker, LocalCluster, Rank, Released, Role, Settings};
 use pslite_learn::data::{read_libsvm, Dataset, PlantedModel, SyntheticConfig};
 use pslite_learn::job::{self, FinalReport, JobConfig, MaxDelay, Monitor, MonitorState, WorkerSummary};
 use pslite_learn::optim::{Optimizer, OptimizerStore};
@@ -212,8 +212,16 @@ async fn run_local(args: Args) -> Result<(), BoxError> {
     }
     report_final(&cluster.worker(0), &data, &summaries).await?;
     display.await??;
-    cluster.finalize().await?;
+    warn_missing(cluster.finalize().await?);
     Ok(())
+}
+
+/// A job can finish without members that died and were not replaced
+/// within the recovery timeout; say so rather than finish silently.
+fn warn_missing(released: Released) {
+    if !released.is_complete() {
+        eprintln!("finished without {:?}: dead, and not replaced within PS_RECOVERY_TIMEOUT", released.missing);
+    }
 }
 
 /// One node of a cluster started by a launcher (DMLC_ROLE is set).
@@ -229,12 +237,12 @@ async fn run_role(args: Args) -> Result<(), BoxError> {
             let data = load(&args)?;
             let total = data.train.len() as u64 * u64::from(args.epochs);
             monitor(watcher, args, total).await?;
-            node.finalize().await?;
+            warn_missing(node.finalize().await?);
         }
         Role::Server => {
             let node = pslite::start_with(settings, vec![(0, server_handle(args.optimizer))], None).await?;
             node.wait_ready().await?;
-            node.finalize().await?;
+            warn_missing(node.finalize().await?);
         }
         Role::Worker => {
             let node = pslite::start(settings).await?;
@@ -245,11 +253,11 @@ async fn run_role(args: Args) -> Result<(), BoxError> {
             let worker = KvWorker::new(node.clone(), CustomerId::DEFAULT);
             let summary = job::run_worker(&worker, &shard, &job_config(&args)).await?;
             // Everyone's pushes are in once the workers' barrier releases.
-            node.barrier(Group::WORKERS).await?;
+            warn_missing(node.barrier(Group::WORKERS).await?);
             if rank == 0 {
                 report_final(&worker, &data, &[summary]).await?;
             }
-            node.finalize().await?;
+            warn_missing(node.finalize().await?);
         }
     }
     Ok(())

@@ -14,5 +14,5 @@ fn blocking_worker_pushes_waits_and_pulls() {
     assert_eq!(worker.push_pull(&keys, &[1.0f32, 1.0, 1.0]).unwrap(), vec![2.0, 3.0, 4.0]);
     // A caller mistake is an error, not a panic.
     assert!(worker.push(&[2, 1], &[1.0f32, 1.0]).is_err());
-    runtime.block_on(cluster.finalize()).unwrap();
+    assert!(runtime.block_on(cluster.finalize()).unwrap().is_complete(), "nobody was missing");
 }

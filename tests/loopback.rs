@@ -39,7 +39,7 @@ async fn local_cluster_sums_pushes_across_range_boundaries() {
     let mut ids: Vec<u32> = infos.iter().map(|i| i.id.get()).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 8, 9, 10, 11, 13]);
-    bounded(cluster.finalize()).await.unwrap();
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ async fn variable_lengths_zero_copy_and_two_customers_on_one_node() {
     assert_eq!(pulled.to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0]);
     assert_eq!(pulled.lens.map(|l| l.to_vec()), Some(lens.to_vec()));
     assert_eq!(bounded(second.pull::<f32>(&[1])).await.unwrap(), vec![9.0]);
-    bounded(cluster.finalize()).await.unwrap();
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +89,7 @@ async fn simple_app_reaches_every_member_of_a_group() {
     assert!(replies.iter().all(|r| r.head == 40 && r.body == "hi"));
     let everyone = bounded(worker.simple(CustomerId::new(1, 0), Group::ALL, 1, Bytes::new())).await.unwrap();
     assert_eq!(everyone.len(), 5, "scheduler, 2 servers, 2 workers (the sender included)");
-    bounded(cluster.finalize()).await.unwrap();
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +132,7 @@ async fn pushes_nobody_waits_for_complete_and_an_unknown_wait_is_an_error() {
             ts: 1_000_000
         })))
     ));
-    bounded(cluster.finalize()).await.unwrap();
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 
 /// Many tasks share one customer, and half of their pushes are refused by
@@ -176,5 +176,5 @@ async fn concurrent_callers_of_one_customer_each_get_their_own_outcome() {
         accepted += bounded(task).await.unwrap();
     }
     assert_eq!(bounded(worker.pull::<f32>(&[7])).await.unwrap(), vec![accepted as f32]);
-    bounded(cluster.finalize()).await.unwrap();
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }

@@ -3,9 +3,11 @@
 //! Each node numbers its barriers per group (the generation), so two
 //! back-to-back barriers on one group can never be mixed up; the
 //! scheduler counts arrivals per `(group, generation)` (see
-//! [`crate::scheduler::barrier`]). A barrier ends when the scheduler
-//! releases or fails it, or when this node gives up on the cluster; a
-//! finalize barrier's end stops the node either way.
+//! [`crate::scheduler::barrier`], which also says what deaths do). The
+//! numbering starts where the scheduler says when the node registers: 0
+//! in a new cluster, where the survivors are for a replacement. A barrier
+//! ends when the scheduler releases or fails it, or when this node gives
+//! up on the cluster; a finalize barrier's end stops the node either way.
 
 use std::collections::BTreeMap;
 
@@ -50,8 +52,21 @@ impl Barriers {
         let ticket = BarrierTicket { group, generation: *generation };
         *generation += 1;
         self.entered.insert(ticket, purpose);
-        out.send(NodeId::SCHEDULER, Message::Barrier { group, generation: ticket.generation });
+        let finalize = purpose == Purpose::Finalize;
+        out.send(NodeId::SCHEDULER, Message::Barrier { group, generation: ticket.generation, finalize });
         Ok(ticket)
+    }
+
+    /// Continues each group's numbering from the scheduler's (a replacement
+    /// joins where the survivors are). Only before any barrier is entered.
+    pub(crate) fn start_at(&mut self, generations: &[(Group, u64)]) {
+        debug_assert!(self.entered.is_empty() && self.generations.is_empty(), "set once, at registration");
+        self.generations.extend(generations.iter().copied());
+    }
+
+    /// The generation the next barrier over `group` will have.
+    pub(crate) fn next_generation(&self, group: Group) -> u64 {
+        self.generations.get(&group).copied().unwrap_or(0)
     }
 
     /// The scheduler ended `ticket`. Returns its purpose, or `None` for a
@@ -68,7 +83,8 @@ impl Barriers {
             return None;
         };
         match outcome {
-            BarrierOutcome::Released => out.event(Event::BarrierReleased(ticket)),
+            BarrierOutcome::Released => out.event(Event::BarrierReleased { ticket, missing: Vec::new() }),
+            BarrierOutcome::ReleasedWithout(missing) => out.event(Event::BarrierReleased { ticket, missing }),
             BarrierOutcome::MemberDied(id) => {
                 out.event(Event::BarrierFailed(ticket, RequestError::PeerDead(id)));
             }
@@ -113,7 +129,33 @@ mod tests {
         let sent: Vec<(Dest, Message)> = out.messages().cloned().collect();
         assert_eq!(sent.len(), 3);
         assert!(sent.iter().all(|(dest, _)| *dest == Dest::Node(NodeId::SCHEDULER)));
-        assert_eq!(sent[2].1, Message::Barrier { group: Group::WORKERS, generation: 1 });
+        assert_eq!(sent[2].1, Message::Barrier { group: Group::WORKERS, generation: 1, finalize: false });
+    }
+
+    #[test]
+    fn a_replacement_numbers_its_barriers_from_where_the_scheduler_says() {
+        let mut barriers = Barriers::default();
+        let mut out = Outbox::default();
+        barriers.start_at(&[(Group::WORKERS, 4)]);
+        assert_eq!(barriers.next_generation(Group::WORKERS), 4);
+        assert_eq!(barriers.next_generation(Group::ALL), 0);
+        let ticket = barriers.enter(Group::ALL, Purpose::Finalize, &mut out).unwrap();
+        assert_eq!(ticket.generation, 0);
+        assert_eq!(barriers.enter(Group::WORKERS, Purpose::User, &mut out).unwrap().generation, 4);
+        let sent: Vec<Message> = out.messages().map(|(_, m)| m.clone()).collect();
+        assert_eq!(sent[0], Message::Barrier { group: Group::ALL, generation: 0, finalize: true });
+    }
+
+    #[test]
+    fn a_release_without_dead_members_names_them() {
+        let mut barriers = Barriers::default();
+        let mut out = Outbox::default();
+        let mut stats = Stats::default();
+        let ticket = barriers.enter(Group::WORKERS, Purpose::User, &mut out).unwrap();
+        let dead = NodeId::worker(crate::id::Rank(1));
+        let outcome = BarrierOutcome::ReleasedWithout(vec![dead]);
+        assert_eq!(barriers.on_release(ticket, outcome, &mut out, &mut stats), Some(Purpose::User));
+        assert_eq!(out.pop_event(), Some(Event::BarrierReleased { ticket, missing: vec![dead] }));
     }
 
     #[test]

@@ -13,18 +13,34 @@ use crate::id::Role;
 use crate::range::{KeyRange, RangesError, ServerRanges};
 use crate::time::Duration;
 
-/// What a barrier does when one of its members dies before arriving.
+/// What an ordinary barrier does when one of its members dies before
+/// arriving (`finalize` always waits for recovery). The scheduler's
+/// barrier module documents the semantics in full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarrierPolicy {
-    /// Fail the barrier for everyone waiting (the default: a dead member
-    /// usually means the step cannot be completed as planned).
+    /// Fail the barrier for everyone waiting: for jobs where a step
+    /// without every member means nothing.
     FailOnDeath,
-    /// Keep waiting for the member to be replaced, but at most `timeout`
-    /// after the death; then fail.
-    WaitForRecovery {
-        /// How long to wait for the replacement.
-        timeout: Duration,
-    },
+    /// Wait for the member's replacement up to `recovery_timeout` after
+    /// the death, then release among the live members and report who was
+    /// missing. The default: a standard job survives a death, and a
+    /// restarted process rejoins at the barrier the survivors wait in.
+    WaitForRecovery,
+    /// Release among the live members at once, reporting who was missing.
+    Elastic,
+}
+
+impl std::str::FromStr for BarrierPolicy {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(Self::FailOnDeath),
+            "wait" => Ok(Self::WaitForRecovery),
+            "elastic" => Ok(Self::Elastic),
+            _ => Err("one of fail, wait, elastic"),
+        }
+    }
 }
 
 /// Settings before validation. Every field is public; [`build`](Self::build)
@@ -60,13 +76,22 @@ pub struct ConfigBuilder {
     pub request_timeout: Duration,
     /// How often an unanswered registration is repeated.
     pub register_retry_interval: Duration,
+    /// How long a node tries to register before it gives up and stops
+    /// (`PS_REGISTER_TIMEOUT`). Long enough for launchers that start every
+    /// role at once, short enough that nothing waits forever on a
+    /// scheduler that is not there.
+    pub register_timeout: Duration,
+    /// How long a barrier (and `finalize`, always) waits for a dead
+    /// member's replacement before it goes on without it
+    /// (`PS_RECOVERY_TIMEOUT`).
+    pub recovery_timeout: Duration,
     /// Largest frame accepted from the wire, header included.
     pub frame_len_max: u32,
     /// Most keys one request may carry.
     pub keys_per_request_max: u32,
     /// Requests a node may have outstanding at once.
     pub requests_pending_max: u32,
-    /// What barriers do when a member dies.
+    /// What ordinary barriers do when a member dies (`PS_BARRIER_POLICY`).
     pub barrier_policy: BarrierPolicy,
     /// Explicit key ranges, one per server in rank order; `None` splits the
     /// key space equally.
@@ -111,6 +136,14 @@ pub enum ConfigError {
         /// The smallest usable cap.
         min: u32,
     },
+    /// The registration timeout would not allow a single retry.
+    #[error("register_timeout ({timeout:?}) must be at least register_retry_interval ({retry:?})")]
+    RegisterTimeoutTooShort {
+        /// The retry interval.
+        retry: Duration,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// Explicit ranges, but not one per server.
     #[error("server_ranges: {ranges} ranges given for {servers} servers")]
     RangeCount {
@@ -152,10 +185,12 @@ impl ConfigBuilder {
             resend_attempts_max: 10,
             request_timeout: Duration::from_secs(120),
             register_retry_interval: Duration::from_millis(500),
+            register_timeout: Duration::from_secs(300),
+            recovery_timeout: Duration::from_secs(60),
             frame_len_max: 1 << 30,
             keys_per_request_max: 1 << 27,
             requests_pending_max: 1 << 16,
-            barrier_policy: BarrierPolicy::FailOnDeath,
+            barrier_policy: BarrierPolicy::WaitForRecovery,
             server_ranges: None,
         }
     }
@@ -193,6 +228,7 @@ impl ConfigBuilder {
             ("resend_timeout", self.resend_timeout),
             ("request_timeout", self.request_timeout),
             ("register_retry_interval", self.register_retry_interval),
+            ("register_timeout", self.register_timeout),
         ] {
             if duration.is_zero() {
                 return Err(ConfigError::ZeroLimit { field });
@@ -211,6 +247,12 @@ impl ConfigBuilder {
             return Err(ConfigError::HeartbeatTimeoutTooShort {
                 interval: self.heartbeat_interval,
                 timeout: self.heartbeat_timeout,
+            });
+        }
+        if self.register_timeout < self.register_retry_interval {
+            return Err(ConfigError::RegisterTimeoutTooShort {
+                retry: self.register_retry_interval,
+                timeout: self.register_timeout,
             });
         }
         if self.frame_len_max < FRAME_LEN_MIN {

@@ -99,8 +99,15 @@ pub enum Event {
         /// One reply per target, ordered by node id.
         replies: Vec<SimpleReply>,
     },
-    /// Every member arrived.
-    BarrierReleased(BarrierTicket),
+    /// The barrier was released: every member arrived, or (`missing` not
+    /// empty) the policy went on without dead members that were not
+    /// replaced in time.
+    BarrierReleased {
+        /// The barrier.
+        ticket: BarrierTicket,
+        /// Members that never arrived, in id order; empty when all did.
+        missing: Vec<NodeId>,
+    },
     /// The barrier cannot complete.
     BarrierFailed(BarrierTicket, RequestError),
     /// The scheduler declared a node dead.
@@ -116,6 +123,12 @@ pub enum Event {
         id: NodeId,
         /// The new incarnation.
         incarnation: Incarnation,
+    },
+    /// No scheduler answered within `register_timeout`; the node stops
+    /// (`Terminated` follows).
+    RegistrationFailed {
+        /// Where the scheduler was expected.
+        scheduler: SocketAddr,
     },
     /// The node stopped; no more events follow.
     Terminated,

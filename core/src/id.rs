@@ -168,6 +168,11 @@ impl Group {
         self.0
     }
 
+    /// Every group, in order of their bits.
+    pub fn all() -> impl Iterator<Item = Self> {
+        (1..=7).filter_map(Self::from_bits)
+    }
+
     /// A group from raw bits; `None` when empty or with unknown bits.
     pub const fn from_bits(bits: u8) -> Option<Self> {
         if bits == 0 || bits & !7 != 0 {

@@ -36,6 +36,7 @@ use crate::reliable::{Admission, Owner, Reliable};
 use crate::requests::{Cluster, Requests};
 use crate::responder::{Limits, Responder};
 use crate::rng::Rng;
+use crate::scheduler::barrier::Rules;
 use crate::scheduler::registry::{self, Registered};
 use crate::scheduler::Scheduler;
 use crate::simple::Target;
@@ -66,6 +67,8 @@ pub struct Node {
     phase: Phase,
     /// The `now` of the input or command being handled (the latest seen).
     now: Instant,
+    /// When an unregistered node gives up on the scheduler.
+    register_deadline: Instant,
     membership: Membership,
     timers: TimerTable,
     /// The scheduler's own sub-machine; `None` on every other role.
@@ -101,6 +104,7 @@ impl Node {
         let mut rng = Rng::new(seed);
         let instance = rng.next_u64() | 1;
         let role = config.role;
+        let register_deadline = now + config.register_timeout;
         let mut node = Self {
             ranges: config.server_ranges(),
             config,
@@ -111,6 +115,7 @@ impl Node {
             rank: None,
             phase: Phase::Registering,
             now,
+            register_deadline,
             membership: Membership::default(),
             timers: TimerTable::default(),
             scheduler: (role == Role::Scheduler).then(Box::default),
@@ -218,8 +223,13 @@ impl Node {
             match timer {
                 Timer::RegisterRetry => {
                     if self.phase == Phase::Registering && self.id == NodeId::UNASSIGNED {
-                        self.send_register();
-                        self.arm_register_retry();
+                        if now >= self.register_deadline {
+                            self.out.event(Event::RegistrationFailed { scheduler: self.config.scheduler_addr });
+                            self.terminate();
+                        } else {
+                            self.send_register();
+                            self.arm_register_retry();
+                        }
                     }
                 }
                 Timer::Heartbeat => self.on_heartbeat_timer(),
@@ -227,8 +237,9 @@ impl Node {
             }
             self.flush();
         }
+        let rules = self.rules();
         if let (true, Some(scheduler)) = (barriers_due, self.scheduler.as_mut()) {
-            scheduler.arrivals.on_timeout(now, &mut self.out);
+            scheduler.arrivals.on_timeout(now, &self.membership, rules, &mut self.out);
             self.flush();
         }
         self.requests.expire(now, &mut self.out);
@@ -480,12 +491,12 @@ impl Node {
         self.reliable.windows_len()
     }
 
-    /// Scheduler only: what `id`'s barrier generation 0 on `group` is in
-    /// the scheduler's numbering (non-zero for a replacement, which counts
-    /// afresh while the survivors went on). Checkers use it to compare
-    /// tickets of different processes; 0 on other roles.
-    pub fn barrier_generation_offset(&self, id: NodeId, group: Group) -> u64 {
-        self.scheduler.as_ref().map_or(0, |s| s.arrivals.offset(id, group))
+    /// The generation this node's next barrier over `group` will have. 0
+    /// in a new cluster; for a replacement, where the survivors were when
+    /// it registered, so a program that resumes can tell how many barriers
+    /// the cluster passed without it.
+    pub fn next_barrier_generation(&self, group: Group) -> u64 {
+        self.barriers.next_generation(group)
     }
 
     /// Barriers entered and not ended.
@@ -519,6 +530,11 @@ impl Node {
         }
     }
 
+    /// What the scheduler's barrier counter needs of the configuration.
+    fn rules(&self) -> Rules {
+        Rules { policy: self.config.barrier_policy, recovery_timeout: self.config.recovery_timeout }
+    }
+
     /// What the responder checks requests against.
     fn limits(&self) -> Limits {
         Limits {
@@ -533,9 +549,17 @@ impl Node {
         if self.phase == Phase::Terminated {
             return false;
         }
-        if header.receiver != NodeId::UNASSIGNED && self.id != NodeId::UNASSIGNED && header.receiver != self.id {
-            self.stats.misrouted_drops += 1;
-            return false;
+        if header.receiver != NodeId::UNASSIGNED && self.id != NodeId::UNASSIGNED {
+            if header.receiver != self.id {
+                self.stats.misrouted_drops += 1;
+                return false;
+            }
+            if header.receiver_incarnation != self.incarnation {
+                // Meant for a former process with our id: a resend that
+                // outlived it, or a sender with an old table.
+                self.stats.stale_receiver_drops += 1;
+                return false;
+            }
         }
         let sender = header.sender;
         if sender == NodeId::SCHEDULER || sender == NodeId::UNASSIGNED {
@@ -569,18 +593,20 @@ impl Node {
         match message {
             Message::Register(register) => self.on_register(register),
             Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(table),
-            Message::Barrier { group, generation } => match self.scheduler.as_mut() {
-                Some(scheduler) => scheduler.arrivals.on_arrival(
-                    from,
-                    group,
-                    generation,
-                    &self.membership,
-                    self.config.barrier_policy,
-                    &mut self.out,
-                    &mut self.stats,
-                ),
-                None => self.stats.unexpected_drops += 1,
-            },
+            Message::Barrier { group, generation, finalize } => {
+                let rules = self.rules();
+                match self.scheduler.as_mut() {
+                    Some(scheduler) => scheduler.arrivals.on_arrival(
+                        now,
+                        (from, group, generation, finalize),
+                        &self.membership,
+                        rules,
+                        &mut self.out,
+                        &mut self.stats,
+                    ),
+                    None => self.stats.unexpected_drops += 1,
+                }
+            }
             Message::BarrierRelease { group, generation, outcome } if from == NodeId::SCHEDULER => {
                 self.on_barrier_release(BarrierTicket { group, generation }, outcome);
             }
@@ -688,7 +714,12 @@ impl Node {
             Some(incarnation) => self.reliable.next_seq(to, incarnation),
             None => 0,
         };
-        let envelope = Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, seq };
+        let receiver_incarnation = match self.membership.get(to) {
+            Some(entry) => entry.incarnation,
+            None => Incarnation(0),
+        };
+        let envelope =
+            Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, receiver_incarnation, seq };
         let frame = message.encode_with(envelope, &mut self.scratch);
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
@@ -794,11 +825,13 @@ impl Node {
     }
 
     /// Retries are spread by a seeded jitter of up to a quarter interval,
-    /// so nodes started together do not register in lockstep forever.
+    /// so nodes started together do not register in lockstep forever. The
+    /// last one fires at the deadline, which ends the attempt.
     fn arm_register_retry(&mut self) {
         let interval = self.config.register_retry_interval;
         let jitter = self.rng.jitter(interval / 4);
-        self.timers.set(Timer::RegisterRetry, self.now + interval + jitter);
+        let at = (self.now + interval + jitter).min(self.register_deadline);
+        self.timers.set(Timer::RegisterRetry, at);
     }
 
     /// Scheduler: a node registers, or a replacement asks for a dead
@@ -817,7 +850,7 @@ impl Node {
             let counts = (self.config.num_servers, self.config.num_workers);
             scheduler.registry.on_register_forming(register, counts, &mut self.membership)
         } else {
-            scheduler.registry.on_register_running(register, &mut self.membership, &mut self.out)
+            scheduler.registry.on_register_running(register, &mut self.membership, &scheduler.arrivals, &mut self.out)
         };
         match registered {
             Registered::Waiting | Registered::Repeated => {}
@@ -828,15 +861,20 @@ impl Node {
                 }
                 self.phase = Phase::Ready;
                 self.out.event(Event::ClusterReady);
-                registry::broadcast_table(&self.membership, &mut self.out);
+                registry::broadcast_table(&self.membership, &scheduler.arrivals, &mut self.out);
                 self.start_liveness();
                 self.timers.stop(Timer::RegisterRetry);
             }
             Registered::Replaced { entry, predecessor } => {
                 debug_assert_eq!(entry.incarnation, predecessor.next());
                 scheduler.heard_at.heard(entry.id, now);
-                registry::broadcast_table(&self.membership, &mut self.out);
+                // The fan-out first: the replacement's table says where
+                // the survivors' barriers are once its predecessor's
+                // arrivals no longer count.
                 self.on_peer_replaced(entry.id, entry.incarnation);
+                if let Some(scheduler) = self.scheduler.as_ref() {
+                    registry::broadcast_table(&self.membership, &scheduler.arrivals, &mut self.out);
+                }
             }
         }
     }
@@ -863,6 +901,7 @@ impl Node {
             self.incarnation = mine.incarnation;
             self.rank = Some(mine.id.rank());
             self.phase = Phase::Ready;
+            self.barriers.start_at(&table.generations);
             self.timers.stop(Timer::RegisterRetry);
             self.out.event(Event::Registered { id: mine.id, rank: mine.id.rank(), incarnation: mine.incarnation });
             self.out.event(Event::ClusterReady);
@@ -902,8 +941,9 @@ impl Node {
         self.reliable.forget_peer(id, incarnation);
         self.requests.on_peer_dead(id, &mut self.out);
         self.responder.forget_from(id);
+        let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
-            scheduler.arrivals.on_member_died(self.now, id, self.config.barrier_policy, &mut self.out);
+            scheduler.arrivals.on_member_died(self.now, id, &self.membership, rules, &mut self.out);
         }
         // Before the next change moves the table on: what a component
         // queued goes out on the stream it was meant for.
@@ -917,8 +957,9 @@ impl Node {
         self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
         self.requests.on_peer_dead(id, &mut self.out);
         self.responder.forget_from(id);
+        let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
-            scheduler.arrivals.on_member_recovered(id, &self.membership, self.config.barrier_policy, &mut self.out);
+            scheduler.arrivals.on_member_recovered(self.now, id, &self.membership, rules);
         }
         self.flush();
     }
@@ -971,7 +1012,9 @@ impl Node {
             self.membership.update(entry);
             self.on_peer_died(entry.id, entry.incarnation);
         }
-        registry::broadcast_table(&self.membership, &mut self.out);
+        if let Some(scheduler) = self.scheduler.as_ref() {
+            registry::broadcast_table(&self.membership, &scheduler.arrivals, &mut self.out);
+        }
     }
 
     // ----- barriers and termination -----
@@ -990,11 +1033,12 @@ impl Node {
     }
 
     fn on_barrier_release(&mut self, ticket: BarrierTicket, outcome: BarrierOutcome) {
+        let released = !matches!(outcome, BarrierOutcome::MemberDied(_));
         let Some(purpose) = self.barriers.on_release(ticket, outcome, &mut self.out, &mut self.stats) else {
             return;
         };
         if purpose == Purpose::Finalize {
-            if self.scheduler.is_some() && outcome == BarrierOutcome::Released {
+            if self.scheduler.is_some() && released {
                 for id in self.membership.alive(Group::ALL) {
                     self.out.send(id, Message::Terminate);
                 }

@@ -22,6 +22,8 @@ pub struct Stats {
     pub dead_sender_drops: u64,
     /// Frames addressed to another node.
     pub misrouted_drops: u64,
+    /// Frames addressed to a former incarnation of this node's id.
+    pub stale_receiver_drops: u64,
     /// Well-formed frames that make no sense in our state (a response to
     /// nothing, a scheduler message from a non-scheduler, …).
     pub unexpected_drops: u64,

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
-use crate::msg::{Command, Completion, Inbound, Info, NodeEvent, SimpleHandler};
+use crate::msg::{Command, Completion, Inbound, Info, NodeEvent, Released, SimpleHandler};
 use crate::outcomes::SharedOutcomes;
 
 /// How many inputs of one kind (frames, or commands) are handled before
@@ -50,9 +50,15 @@ pub(crate) struct Driver {
     waiters: BTreeMap<(CustomerId, Timestamp), oneshot::Sender<Result<Completion, Error>>>,
     /// Outcomes nobody waited for yet, shared with the handles.
     outcomes: SharedOutcomes,
-    barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<(), Error>>>,
+    barrier_waiters: BTreeMap<BarrierTicket, oneshot::Sender<Result<Released, Error>>>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
-    terminated_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    terminated_waiters: Vec<oneshot::Sender<Result<Released, Error>>>,
+    /// This node's finalize barrier, once entered.
+    finalize_ticket: Option<BarrierTicket>,
+    /// How the finalize barrier ended, for every `finalize` caller.
+    finalized: Option<Result<Released, RequestError>>,
+    /// Set when no scheduler answered in time: `wait_ready` says so.
+    registration_failed: Option<SocketAddr>,
     /// Dropped when the driver ends, which stops the listener.
     pub(crate) alive: Option<oneshot::Sender<()>>,
 }
@@ -85,6 +91,9 @@ impl Driver {
             barrier_waiters: BTreeMap::new(),
             ready_waiters: Vec::new(),
             terminated_waiters: Vec::new(),
+            finalize_ticket: None,
+            finalized: None,
+            registration_failed: None,
             alive: None,
         }
     }
@@ -221,9 +230,12 @@ impl Driver {
                 }
             },
             Command::Finalize { reply } => match node.finalize(now) {
-                Ok(_) => self.terminated_waiters.push(reply),
+                Ok(ticket) => {
+                    self.finalize_ticket = Some(ticket);
+                    self.terminated_waiters.push(reply);
+                }
                 Err(_) if node.phase() == Phase::Terminated => {
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(self.finalize_outcome());
                 }
                 // Already finalizing: wait with the first caller.
                 Err(RequestError::Terminated) => self.terminated_waiters.push(reply),
@@ -238,7 +250,7 @@ impl Driver {
                 }
                 Phase::Registering => self.ready_waiters.push(reply),
                 Phase::Terminated => {
-                    let _ = reply.send(Err(Error::Shutdown));
+                    let _ = reply.send(Err(self.not_ready()));
                 }
             },
             Command::SetHandle { app, handle, reply } => {
@@ -331,14 +343,30 @@ impl Driver {
                     tracing::error!(%error, "simple_respond failed");
                 }
             }
-            Event::BarrierReleased(ticket) => {
-                if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
-                    let _ = waiter.send(Ok(()));
+            Event::BarrierReleased { ticket, missing } => {
+                if missing.is_empty() {
+                    tracing::debug!(?ticket, "barrier released");
+                } else {
+                    tracing::warn!(?ticket, ?missing, "barrier released without dead members");
+                }
+                if self.finalize_ticket == Some(ticket) {
+                    self.finalized = Some(Ok(Released { missing }));
+                } else if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
+                    let _ = waiter.send(Ok(Released { missing }));
                 }
             }
             Event::BarrierFailed(ticket, error) => {
-                if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
+                if self.finalize_ticket == Some(ticket) {
+                    self.finalized = Some(Err(error));
+                } else if let Some(waiter) = self.barrier_waiters.remove(&ticket) {
                     let _ = waiter.send(Err(error.into()));
+                }
+            }
+            Event::RegistrationFailed { scheduler } => {
+                tracing::error!(%scheduler, "no scheduler answered; giving up");
+                self.registration_failed = Some(scheduler);
+                for waiter in self.ready_waiters.drain(..) {
+                    let _ = waiter.send(Err(Error::RegistrationFailed { scheduler }));
                 }
             }
             Event::NodeDead { id, incarnation } => {
@@ -395,8 +423,8 @@ impl Driver {
         for (_, waiter) in std::mem::take(&mut self.barrier_waiters) {
             let _ = waiter.send(Err(RequestError::Terminated.into()));
         }
-        for waiter in self.ready_waiters.drain(..) {
-            let _ = waiter.send(Err(Error::Shutdown));
+        for waiter in std::mem::take(&mut self.ready_waiters) {
+            let _ = waiter.send(Err(self.not_ready()));
         }
         // Dropping the senders ends each writer after it flushed its queue.
         self.writers.clear();
@@ -410,11 +438,30 @@ impl Driver {
             }
         })
         .await;
-        for waiter in self.terminated_waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
+        for waiter in std::mem::take(&mut self.terminated_waiters) {
+            let _ = waiter.send(self.finalize_outcome());
         }
         self.alive = None;
         self.publish_info();
+    }
+
+    /// What `finalize` callers learn once the node stopped. A finalize cut
+    /// short by the scheduler's `Terminate` (the release itself was lost)
+    /// counts as released, with nobody known to be missing.
+    fn finalize_outcome(&self) -> Result<Released, Error> {
+        match &self.finalized {
+            Some(Ok(released)) => Ok(released.clone()),
+            Some(Err(RequestError::Terminated)) | None => Ok(Released::default()),
+            Some(Err(error)) => Err(error.clone().into()),
+        }
+    }
+
+    /// Why a node that stopped never became ready.
+    fn not_ready(&self) -> Error {
+        match self.registration_failed {
+            Some(scheduler) => Error::RegistrationFailed { scheduler },
+            None => Error::Shutdown,
+        }
     }
 }
 

@@ -20,6 +20,12 @@ pub enum Error {
     /// The node has shut down; its handles no longer work.
     #[error("the node has shut down")]
     Shutdown,
+    /// No scheduler answered within `register_timeout`.
+    #[error("no scheduler answered at {scheduler} within the registration timeout (PS_REGISTER_TIMEOUT)")]
+    RegistrationFailed {
+        /// Where the scheduler was expected.
+        scheduler: std::net::SocketAddr,
+    },
 }
 
 /// Shorthand for results of this crate.

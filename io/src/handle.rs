@@ -15,7 +15,7 @@ use pslite_core::{CustomerId, Group, KvHandle, SimpleReply, Stats, Target, Times
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::msg::{Command, Completion, Info, NodeEvent, SimpleHandler};
+use crate::msg::{Command, Completion, Info, NodeEvent, Released, SimpleHandler};
 use crate::outcomes::SharedOutcomes;
 
 /// The next timestamp of one customer; see [`NodeHandle::issue`].
@@ -122,16 +122,23 @@ impl NodeHandle {
         }
     }
 
-    /// A barrier over `group`; returns when every member arrived.
-    pub async fn barrier(&self, group: Group) -> Result<()> {
+    /// A barrier over `group`; returns when it is released: when every
+    /// member arrived, or (under the barrier policy) without dead members
+    /// that were not replaced in time, which the report names. An error
+    /// when the policy fails barriers on a death, or the cluster is lost.
+    pub async fn barrier(&self, group: Group) -> Result<Released> {
         self.call(|reply| Command::Barrier { group, reply }).await?
     }
 
     /// A barrier over everyone, then shutdown. Returns once terminated.
-    pub async fn finalize(&self) -> Result<()> {
+    ///
+    /// A dead member's replacement is waited for up to `recovery_timeout`
+    /// (`PS_RECOVERY_TIMEOUT`); after that the job finishes among the
+    /// survivors, and the report names who was missing.
+    pub async fn finalize(&self) -> Result<Released> {
         match self.call(|reply| Command::Finalize { reply }).await {
             Ok(result) => result,
-            Err(Error::Shutdown) => Ok(()),
+            Err(Error::Shutdown) => Ok(Released::default()),
             Err(error) => Err(error),
         }
     }

@@ -43,7 +43,7 @@ mod worker;
 pub use error::{Error, Result};
 pub use handle::NodeHandle;
 pub use local::{HandleFactory, LocalCluster};
-pub use msg::{Completion, Info, NodeEvent, SimpleHandler};
+pub use msg::{Completion, Info, NodeEvent, Released, SimpleHandler};
 pub use server::KvServer;
 pub use settings::{Settings, TOKEN_LEN_MAX};
 pub use start::{start, start_with};

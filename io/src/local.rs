@@ -9,6 +9,7 @@ use pslite_core::{CustomerId, KvHandle, KvStore, Rank, Role};
 
 use crate::error::Result;
 use crate::handle::NodeHandle;
+use crate::msg::Released;
 use crate::settings::Settings;
 use crate::start::start_with;
 use crate::worker::KvWorker;
@@ -77,8 +78,9 @@ impl LocalCluster {
         KvWorker::new(self.workers[index].clone(), CustomerId::DEFAULT)
     }
 
-    /// Finalizes every node (a barrier over all, then shutdown).
-    pub async fn finalize(self) -> Result<()> {
+    /// Finalizes every node (a barrier over all, then shutdown). The
+    /// report names the members any node saw missing.
+    pub async fn finalize(self) -> Result<Released> {
         let finals: Vec<_> = self
             .nodes()
             .map(|node| {
@@ -86,9 +88,12 @@ impl LocalCluster {
                 tokio::spawn(async move { node.finalize().await })
             })
             .collect();
+        let mut missing = Vec::new();
         for task in finals {
-            task.await.expect("finalize task panicked")?;
+            missing.extend(task.await.expect("finalize task panicked")?.missing);
         }
-        Ok(())
+        missing.sort_unstable();
+        missing.dedup();
+        Ok(Released { missing })
     }
 }

@@ -37,6 +37,24 @@ pub enum Completion {
     Simple(Vec<SimpleReply>),
 }
 
+/// How a barrier (or `finalize`) ended when it was released: with every
+/// member, or without the dead members its policy stopped waiting for.
+/// Those are named, so a program can tell a complete step (or job) from
+/// one that went on without someone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "a barrier may be released without dead members; the report says who"]
+pub struct Released {
+    /// Members that never arrived, in id order; empty when all did.
+    pub missing: Vec<NodeId>,
+}
+
+impl Released {
+    /// Whether every member arrived.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
 /// Membership news for the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeEvent {
@@ -78,8 +96,8 @@ pub(crate) enum Command {
     Kv { call: KvCall },
     Simple { customer: CustomerId, ts: Timestamp, target: Target, head: i32, body: Bytes },
     Wait { customer: CustomerId, ts: Timestamp, reply: oneshot::Sender<Result<Completion>> },
-    Barrier { group: Group, reply: oneshot::Sender<Result<()>> },
-    Finalize { reply: oneshot::Sender<Result<()>> },
+    Barrier { group: Group, reply: oneshot::Sender<Result<Released>> },
+    Finalize { reply: oneshot::Sender<Result<Released>> },
     WaitReady { reply: oneshot::Sender<Result<()>> },
     SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
     SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },

@@ -4,6 +4,7 @@ use pslite_core::KvHandle;
 
 use crate::error::Result;
 use crate::handle::NodeHandle;
+use crate::msg::Released;
 use crate::settings::Settings;
 use crate::start::start_with;
 
@@ -27,7 +28,7 @@ impl KvServer {
     }
 
     /// Serves until every node finalizes.
-    pub async fn finalize(&self) -> Result<()> {
+    pub async fn finalize(&self) -> Result<Released> {
         self.node.finalize().await
     }
 }

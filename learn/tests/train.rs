@@ -58,7 +58,7 @@ async fn train_once(max_delay: MaxDelay) {
         planted.log_loss
     );
     assert!(after.accuracy > after.majority_rate, "better than always guessing the common label");
-    tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap();
+    assert!(tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap().is_complete());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

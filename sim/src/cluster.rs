@@ -35,6 +35,9 @@ pub struct Timing {
     pub request_timeout: Duration,
     /// `Config::register_retry_interval`.
     pub register_retry_interval: Duration,
+    /// `Config::recovery_timeout`: how long barriers that wait for a dead
+    /// member's replacement wait.
+    pub recovery_timeout: Duration,
 }
 
 impl Default for Timing {
@@ -46,6 +49,7 @@ impl Default for Timing {
             heartbeat_timeout: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(5),
             register_retry_interval: Duration::from_millis(100),
+            recovery_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -57,6 +61,7 @@ pub fn base_config(servers: u32, workers: u32, timing: Timing, barrier_policy: B
         .heartbeat(timing.heartbeat_interval, timing.heartbeat_timeout);
     builder.request_timeout = timing.request_timeout;
     builder.register_retry_interval = timing.register_retry_interval;
+    builder.recovery_timeout = timing.recovery_timeout;
     builder.barrier_policy = barrier_policy;
     builder.frame_len_max = 1 << 20;
     builder.requests_pending_max = 256;

@@ -4,9 +4,9 @@
 //! seed, so one sweep covers calm seeds (few or no faults) and hostile ones
 //! (crashes, pauses and clogs all at once); a fixed mix would test only one
 //! point of that space. Every fault class can be switched off on its own
-//! ([`FaultClasses`]); the classes the core cannot survive yet are outside
-//! [`FaultClasses::DEFAULT`] and need `--faults all`. Scenario tests write a
-//! plan by hand, usually starting from [`FaultPlan::calm`].
+//! ([`FaultClasses`]); [`FaultClasses::DEFAULT`] holds every one of them.
+//! Scenario tests write a plan by hand, usually starting from
+//! [`FaultPlan::calm`].
 
 use std::fmt;
 
@@ -89,13 +89,11 @@ impl FaultClasses {
     pub const NONE: Self = Self(0);
     /// Every class.
     pub const ALL: Self = Self((1 << FaultClass::ALL.len()) - 1);
-    /// Every class but worker crashes. Loss, duplication, resets and
-    /// partitions are survived through reliable delivery. A restarted
-    /// worker still trips the barrier checks in some seeds (a replacement's
-    /// barrier generations are mapped onto the survivors', and combined
-    /// with loss and pauses that mapping can disagree with what the worker
-    /// was told), so `crash-worker` stays opt-in until that is settled.
-    pub const DEFAULT: Self = Self(Self::ALL.0 & !FaultClass::CrashWorker.bit());
+    /// Every class: loss, duplication, resets and partitions are survived
+    /// through reliable delivery, and crashed servers and workers are
+    /// replaced by restarted processes that rejoin the running job (a
+    /// worker where the survivors' barriers are).
+    pub const DEFAULT: Self = Self::ALL;
 
     /// Whether `class` is in the set.
     pub const fn contains(self, class: FaultClass) -> bool {
@@ -141,8 +139,6 @@ impl FaultClasses {
     pub fn to_arg(self) -> String {
         if self == Self::DEFAULT {
             "default".to_owned()
-        } else if self == Self::ALL {
-            "all".to_owned()
         } else if self == Self::NONE {
             "none".to_owned()
         } else {
@@ -458,7 +454,7 @@ mod tests {
         }
         assert!(FaultClasses::parse("pause,bogus").unwrap_err().contains("bogus"));
         assert!(FaultClasses::DEFAULT.contains(FaultClass::Loss));
-        assert!(!FaultClasses::DEFAULT.contains(FaultClass::CrashWorker));
+        assert!(FaultClasses::DEFAULT.contains(FaultClass::CrashWorker));
         assert!(FaultClasses::DEFAULT.contains(FaultClass::CrashServer));
     }
 

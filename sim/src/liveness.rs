@@ -90,9 +90,8 @@ impl Sim {
                     let note =
                         Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: true };
                     self.record(Some(slot), What::Node(note), None);
-                    let global = self.scheduler_ticket(id, ticket);
-                    self.barrier_tickets.insert((id, incarnation, ticket), global);
-                    let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
+                    self.barrier_tickets.insert((id, incarnation, ticket));
+                    let check = self.checker.barrier_entered(self.now, slot, id, incarnation, ticket, true);
                     self.report(check);
                 }
                 Err(error) => {

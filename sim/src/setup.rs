@@ -102,11 +102,12 @@ impl Setup {
         } else {
             (1 + shape.below(4) as u32, 1 + shape.below(4) as u32)
         };
-        let barrier_policy = if shape.chance(0.25) {
-            BarrierPolicy::WaitForRecovery { timeout: Duration::from_millis(100 + shape.below(2900)) }
-        } else {
-            BarrierPolicy::FailOnDeath
+        let barrier_policy = match shape.below(4) {
+            0 => BarrierPolicy::FailOnDeath,
+            1 => BarrierPolicy::Elastic,
+            _ => BarrierPolicy::WaitForRecovery,
         };
+        let timing = Timing { recovery_timeout: Duration::from_millis(100 + shape.below(2900)), ..Timing::default() };
         let plan = FaultPlan::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::PLAN)), options.faults);
         let ranges = ServerRanges::equal(servers);
         let workload =
@@ -116,7 +117,7 @@ impl Setup {
             seed,
             servers,
             workers,
-            timing: Timing::default(),
+            timing,
             barrier_policy,
             plan,
             workload,
@@ -158,7 +159,7 @@ impl Setup {
         let ops: Vec<usize> = self.workload.scripts.iter().map(|s| s.ops.len()).collect();
         format!(
             "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers\n  \
-             timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}\n  \
+             timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}, recovery {:?}\n  \
              workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
             self.seed,
             self.servers,
@@ -167,6 +168,7 @@ impl Setup {
             self.timing.heartbeat_timeout,
             self.timing.request_timeout,
             self.barrier_policy,
+            self.timing.recovery_timeout,
             self.workload.keys.len(),
             self.workload.apps,
             self.plan

@@ -14,8 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use pslite_core::{
-    BarrierPolicy, Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role,
-    ServerRanges, ServerRequest, SimpleRequest, Transmit,
+    Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role, ServerRanges,
+    ServerRequest, SimpleRequest, Transmit,
 };
 
 use crate::checker::{Bounds, Check, Checker, Completion, RequestKey, StoreId, Violation};
@@ -51,11 +51,9 @@ pub struct Sim {
     handler_rng: Rng,
     pub(crate) workers: Vec<WorkerRun>,
     pub(crate) checker: Checker,
-    /// Each process's barrier tickets in the scheduler's numbering, fixed
-    /// when it entered: a replacement's numbering may change later while
-    /// the process it replaced is still running.
-    pub(crate) barrier_tickets:
-        std::collections::BTreeMap<(NodeId, Incarnation, pslite_core::BarrierTicket), pslite_core::BarrierTicket>,
+    /// Barriers the checker was told about, per process: the others were
+    /// entered by hand in a scenario and are outside the model.
+    pub(crate) barrier_tickets: std::collections::BTreeSet<(NodeId, Incarnation, pslite_core::BarrierTicket)>,
     pub(crate) trace: Trace,
     pub(crate) phase: RunPhase,
     pub(crate) failure: Option<Failure>,
@@ -130,7 +128,7 @@ impl Sim {
             handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
             workers,
             checker,
-            barrier_tickets: std::collections::BTreeMap::new(),
+            barrier_tickets: std::collections::BTreeSet::new(),
             trace: Trace::new(setup.limits.trace_len_max, setup.trace_all),
             phase: RunPhase::Safety,
             failure: None,
@@ -472,8 +470,18 @@ impl Sim {
         match event {
             Event::Registered { id, incarnation, .. } => {
                 self.record(Some(slot), What::Node(Note::Registered(id, incarnation)), None);
+                let worker = self.nodes[slot].role == Role::Worker;
                 let process = self.nodes[slot].process.as_mut().expect("events come from a running process");
                 process.identity = Some((id, incarnation));
+                if worker {
+                    let start = process.node.next_barrier_generation(pslite_core::Group::WORKERS);
+                    let index = self.worker_index(slot);
+                    let (skipped, owed) = self.workers[index].resume(start);
+                    if skipped > 0 || owed > 0 {
+                        let note = Note::Resumed { generation: start, skipped, owed };
+                        self.record(Some(slot), What::Node(note), None);
+                    }
+                }
             }
             Event::ClusterReady => {
                 self.record(Some(slot), What::Node(Note::ClusterReady), None);
@@ -516,8 +524,12 @@ impl Sim {
                 }
             }
             Event::Terminated => self.record(Some(slot), What::Node(Note::Terminated), None),
-            Event::BarrierReleased(ticket) => self.barrier_ended(slot, ticket, None),
-            Event::BarrierFailed(ticket, error) => self.barrier_ended(slot, ticket, Some(error)),
+            Event::BarrierReleased { ticket, missing } => self.barrier_ended(slot, ticket, Ok(missing)),
+            Event::BarrierFailed(ticket, error) => self.barrier_ended(slot, ticket, Err(error)),
+            Event::RegistrationFailed { scheduler } => {
+                let what = format!("registration: slot {slot} found no scheduler at {scheduler}");
+                self.fail(FailureKind::Liveness, what);
+            }
             Event::RequestDone { customer, ts } => {
                 self.record(Some(slot), What::Node(Note::Done { app: customer.app, ts: ts.0 }), None);
                 self.request_ended(slot, customer, ts, Ended::Done);
@@ -762,10 +774,9 @@ fn bounds_for(setup: &Setup, config: &pslite_core::Config) -> Bounds {
         // one more delay for the table that announces it.
         crash: detection + 2 * setup.plan.delay_max() + slack,
         crash_checked: !setup.plan.loses_frames(),
-        barrier_recovery: match setup.barrier_policy {
-            BarrierPolicy::FailOnDeath => None,
-            BarrierPolicy::WaitForRecovery { timeout } => Some(timeout),
-        },
+        resend: config.resend_timeout + config.resend_timeout / 4,
+        recovery: config.recovery_timeout,
+        barrier_policy: setup.barrier_policy,
         lost_scan: config.heartbeat_interval + slack,
         lost_after: detection + config.heartbeat_interval + slack,
         scheduler_slot: SCHEDULER_SLOT,

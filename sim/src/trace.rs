@@ -94,7 +94,11 @@ pub enum Note {
     /// Barrier entered.
     BarrierEntered { group: Group, generation: u64, finalize: bool },
     /// Barrier released.
-    BarrierReleased { group: Group, generation: u64 },
+    BarrierReleased { group: Group, generation: u64, missing: Vec<NodeId> },
+    /// A replacement worker took up its slot's script where the cluster's
+    /// barriers are: it skips barriers finished without it, or enters
+    /// again those its predecessor was in (see `WorkerRun::resume`).
+    Resumed { generation: u64, skipped: u64, owed: u64 },
     /// Barrier failed.
     BarrierFailed { group: Group, generation: u64, error: RequestError },
     /// `Event::NodeDead`.

@@ -39,6 +39,17 @@ pub(crate) struct WorkerRun {
     pub(crate) next: usize,
     pub(crate) outstanding: BTreeMap<(CustomerId, Timestamp), Outstanding>,
     pub(crate) barrier: Option<BarrierTicket>,
+    /// The cluster's generation the script's next barrier operation stands
+    /// for (the slot's, carried across processes).
+    script_generation: u64,
+    /// The generation the current process's next barrier takes. Ahead of
+    /// the script, the script's barriers up to it are passed over (the
+    /// cluster finished them without this slot); behind it, the process
+    /// enters barriers again before the script goes on (its predecessor
+    /// was in them, and a predecessor's arrival does not count for its
+    /// replacement). Either way each member has as many barriers left as
+    /// the others.
+    process_generation: u64,
     step_generation: u64,
     step_at: Option<Instant>,
     /// No operation is issued before this: the worker is thinking.
@@ -53,6 +64,8 @@ impl WorkerRun {
             next: 0,
             outstanding: BTreeMap::new(),
             barrier: None,
+            script_generation: 0,
+            process_generation: 0,
             step_generation: 0,
             step_at: None,
             think_until: Instant::ZERO,
@@ -62,7 +75,18 @@ impl WorkerRun {
 
     /// Whether every operation was issued and has ended.
     pub(crate) fn done(&self) -> bool {
-        self.next == self.script.ops.len() && self.outstanding.is_empty() && self.barrier.is_none()
+        self.next == self.script.ops.len()
+            && self.outstanding.is_empty()
+            && self.barrier.is_none()
+            && self.process_generation >= self.script_generation
+    }
+
+    /// A new process took the slot, its next barrier at `start` (where the
+    /// scheduler says the cluster is). Returns how many of the script's
+    /// barriers it will pass over and how many it will enter again.
+    pub(crate) fn resume(&mut self, start: u64) -> (u64, u64) {
+        self.process_generation = start;
+        (start.saturating_sub(self.script_generation), self.script_generation.saturating_sub(start))
     }
 
     /// Forgets what the crashed process had in flight.
@@ -114,13 +138,29 @@ impl Sim {
         let window = self.workers[index].script.window;
         loop {
             let run = &self.workers[index];
-            if run.barrier.is_some() || run.next == run.script.ops.len() {
+            if run.barrier.is_some() {
+                return;
+            }
+            if run.process_generation < run.script_generation {
+                if run.outstanding.is_empty() {
+                    let _ = self.enter_barrier(slot);
+                }
+                return;
+            }
+            if run.next == run.script.ops.len() {
                 return;
             }
             let op = run.script.ops[run.next].clone();
+            if op == Op::Barrier && run.process_generation > run.script_generation {
+                let run = &mut self.workers[index];
+                run.script_generation += 1;
+                run.next += 1;
+                continue;
+            }
             if op == Op::Barrier {
                 if run.outstanding.is_empty() {
                     self.workers[index].next += 1;
+                    self.workers[index].script_generation += 1;
                     // A refused barrier (the node is shutting down) is
                     // part of the run: the script moves on.
                     let _ = self.enter_barrier(slot);
@@ -217,10 +257,16 @@ impl Sim {
             Ok(ticket) => {
                 let note = Note::BarrierEntered { group: ticket.group, generation: ticket.generation, finalize: false };
                 self.record(Some(slot), What::Node(note), None);
-                self.workers[index].barrier = Some(ticket);
-                let global = self.scheduler_ticket(id, ticket);
-                self.barrier_tickets.insert((id, incarnation, ticket), global);
-                let check = self.checker.barrier_entered(self.now, slot, id, incarnation, global);
+                let run = &mut self.workers[index];
+                run.barrier = Some(ticket);
+                let aligned = ticket.generation == run.process_generation;
+                run.process_generation = ticket.generation + 1;
+                if !aligned && !self.hand_driven {
+                    let what = format!("barriers: slot {slot} entered {ticket:?} out of its script's numbering");
+                    self.fail(FailureKind::Correctness, what);
+                }
+                self.barrier_tickets.insert((id, incarnation, ticket));
+                let check = self.checker.barrier_entered(self.now, slot, id, incarnation, ticket, false);
                 self.report(check);
                 self.drain(slot);
                 Ok(ticket)
@@ -282,25 +328,18 @@ impl Sim {
         !self.checker.knows_request(RequestKey { node, incarnation, customer, ts })
     }
 
-    /// `ticket` of node `id` in the scheduler's numbering of generations:
-    /// a replacement numbers its barriers from 0 while the survivors went
-    /// on, and the checker compares tickets across processes.
-    pub(crate) fn scheduler_ticket(&self, id: NodeId, ticket: BarrierTicket) -> BarrierTicket {
-        let offset = self.nodes[crate::cluster::SCHEDULER_SLOT]
-            .process
-            .as_ref()
-            .map_or(0, |scheduler| scheduler.node.barrier_generation_offset(id, ticket.group));
-        BarrierTicket { group: ticket.group, generation: ticket.generation + offset }
-    }
-
-    /// A barrier of the node in `slot` ended: released, or failed with `error`.
-    pub(crate) fn barrier_ended(&mut self, slot: Slot, ticket: BarrierTicket, error: Option<RequestError>) {
-        let note = match &error {
-            None => Note::BarrierReleased { group: ticket.group, generation: ticket.generation },
-            Some(error) => {
+    /// A barrier of the node in `slot` ended: released (without the
+    /// members named), or failed with an error.
+    pub(crate) fn barrier_ended(&mut self, slot: Slot, ticket: BarrierTicket, end: Result<Vec<NodeId>, RequestError>) {
+        let note = match &end {
+            Ok(missing) => {
+                Note::BarrierReleased { group: ticket.group, generation: ticket.generation, missing: missing.clone() }
+            }
+            Err(error) => {
                 Note::BarrierFailed { group: ticket.group, generation: ticket.generation, error: error.clone() }
             }
         };
+        let error = end.as_ref().err().cloned();
         self.record(Some(slot), What::Node(note), None);
         let process = self.nodes[slot].process.as_ref().expect("events come from a running process");
         let Some((id, incarnation)) = process.identity else {
@@ -308,13 +347,9 @@ impl Sim {
         };
         // A barrier entered by hand is outside the model (its tickets are
         // kept only for barriers the checker was told about).
-        let modelled = !self.hand_driven || self.barrier_tickets.contains_key(&(id, incarnation, ticket));
-        let global = self
-            .barrier_tickets
-            .remove(&(id, incarnation, ticket))
-            .unwrap_or_else(|| self.scheduler_ticket(id, ticket));
+        let modelled = self.barrier_tickets.remove(&(id, incarnation, ticket)) || !self.hand_driven;
         if modelled {
-            let check = self.checker.barrier_ended(self.now, id, incarnation, global, error.is_none());
+            let check = self.checker.barrier_ended(self.now, id, incarnation, ticket, end.ok().as_deref());
             self.report(check);
         }
         // A finalize barrier may end in Terminated when the Terminate frame

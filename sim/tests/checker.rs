@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, NodeId, Rank, RequestError,
-    ServerRanges, Timestamp,
+    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, NodeId, Rank,
+    RequestError, ServerRanges, Timestamp,
 };
 use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
 use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
@@ -27,7 +27,9 @@ fn checker() -> Checker {
         request: Duration::from_secs(5),
         crash: Duration::from_millis(1200),
         crash_checked: true,
-        barrier_recovery: None,
+        resend: Duration::from_millis(1250),
+        recovery: Duration::from_secs(2),
+        barrier_policy: BarrierPolicy::WaitForRecovery,
         lost_scan: Duration::from_millis(102),
         lost_after: Duration::from_millis(1202),
         scheduler_slot: 0,
@@ -174,19 +176,39 @@ fn a_barrier_released_before_a_member_entered_is_reported() {
     let ticket = BarrierTicket { group: Group::WORKERS, generation: 0 };
     // W1 never entered and was never dead.
     let mut c = checker();
-    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
-    let what = violation(c.barrier_ended(at(1), W0, Incarnation(0), ticket, true));
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    let what = violation(c.barrier_ended(at(1), W0, Incarnation(0), ticket, Some(&[])));
     assert!(what.contains("before member 11 entered"), "{what}");
     // Both entered.
     let mut c = checker();
-    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
-    c.barrier_entered(at(0), WORKER_SLOT + 1, W1, Incarnation(0), ticket).unwrap();
-    c.barrier_ended(at(1), W0, Incarnation(0), ticket, true).expect("every member entered");
-    // W1 was declared dead while W0 waited: released among the living.
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    c.barrier_entered(at(0), WORKER_SLOT + 1, W1, Incarnation(0), ticket, false).unwrap();
+    c.barrier_ended(at(1), W0, Incarnation(0), ticket, Some(&[])).expect("every member entered");
+    // W1 was declared dead while W0 waited: released among the living, and
+    // the release names it.
     let mut c = checker();
-    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket).unwrap();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
     c.node_declared_dead(at(1), W1, Incarnation(0));
-    c.barrier_ended(at(2), W0, Incarnation(0), ticket, true).expect("the missing member was dead");
+    let what = violation(c.barrier_ended(at(2), W0, Incarnation(0), ticket, Some(&[])));
+    assert!(what.contains("without naming it missing"), "{what}");
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    c.node_declared_dead(at(1), W1, Incarnation(0));
+    c.barrier_ended(at(2), W0, Incarnation(0), ticket, Some(&[W1])).expect("the missing member was dead");
+}
+
+#[test]
+fn a_barrier_released_without_a_live_member_is_reported() {
+    let ticket = BarrierTicket { group: Group::WORKERS, generation: 0 };
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    let what = violation(c.barrier_ended(at(1), W0, Incarnation(0), ticket, Some(&[W1])));
+    assert!(what.contains("which was alive throughout"), "{what}");
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    c.barrier_entered(at(0), WORKER_SLOT + 1, W1, Incarnation(0), ticket, false).unwrap();
+    let what = violation(c.barrier_ended(at(1), W0, Incarnation(0), ticket, Some(&[S0])));
+    assert!(what.contains("no member"), "{what}");
 }
 
 #[test]

@@ -2,9 +2,8 @@
 //!
 //! `PSLITE_SIM_SEEDS` sets how many seeds each sweep runs (default 200)
 //! and `PSLITE_SEED` the first one (default 0), so a CI job can sweep a
-//! fresh range every time and a failure names its seed. Only the fault
-//! classes the core survives today are on (`FaultClasses::DEFAULT`); the
-//! binary's `--faults all` runs the rest.
+//! fresh range every time and a failure names its seed. Every fault class
+//! is on (`FaultClasses::DEFAULT`), worker crashes included.
 
 use pslite_sim::{Outcome, Setup, Sim, SwarmOptions};
 

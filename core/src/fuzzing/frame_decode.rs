@@ -113,8 +113,13 @@ fn check_frame(header: &Header, frame: &Bytes, frame_len_max: u32) {
     let Ok(message) = Message::decode(header, frame) else {
         return;
     };
-    let envelope =
-        Envelope { sender: header.sender, incarnation: header.incarnation, receiver: header.receiver, seq: header.seq };
+    let envelope = Envelope {
+        sender: header.sender,
+        incarnation: header.incarnation,
+        receiver: header.receiver,
+        receiver_incarnation: header.receiver_incarnation,
+        seq: header.seq,
+    };
     let again = message.encode(envelope).to_bytes();
     assert_eq!(again, frame, "{message:?} re-encodes to other bytes than it was decoded from");
 }

@@ -223,7 +223,8 @@ impl World {
         builder.keys_per_request_max = KEYS_MAX as u32 - 2;
         builder.frame_len_max = FRAME_LEN_MIN;
         if d.chance() {
-            builder.barrier_policy = BarrierPolicy::WaitForRecovery { timeout: Duration::from_secs(2) };
+            builder.barrier_policy = BarrierPolicy::WaitForRecovery;
+            builder.recovery_timeout = Duration::from_secs(2);
         }
         let config = builder.build().expect("fuzz config is valid");
         let probes = [
@@ -315,6 +316,7 @@ impl World {
                 sender: self.sender(d, target),
                 incarnation: Incarnation(d.below(2) as u32),
                 receiver: NodeId::UNASSIGNED,
+                receiver_incarnation: Incarnation(0),
                 seq: 0,
             };
             let mut frame = BytesMut::from(&header.encode()[..]);
@@ -329,6 +331,7 @@ impl World {
             sender: self.sender(d, target),
             incarnation: Incarnation(d.pick(&[0, 0, 0, 1, u32::MAX])),
             receiver: d.pick(&[NodeId::UNASSIGNED, self.probes[target].node.id(), NodeId::worker(Rank(7))]),
+            receiver_incarnation: self.probes[target].node.incarnation(),
             seq: d.pick(&[0, 1, u64::MAX]),
         };
         let frame = message.encode(envelope).to_bytes();
@@ -419,7 +422,7 @@ impl World {
         match d.below(12) {
             0 => Message::Register(self.register(d)),
             1 => Message::NodeTable(self.table(d, target)),
-            2 => Message::Barrier { group: d.pick(&GROUPS), generation: d.below(3) as u64 },
+            2 => Message::Barrier { group: d.pick(&GROUPS), generation: d.below(3) as u64, finalize: false },
             3 => Message::BarrierRelease {
                 group: d.pick(&GROUPS),
                 generation: d.below(3) as u64,
@@ -481,7 +484,7 @@ impl World {
             nodes.pop();
         }
         let epoch = self.probes[target].node.membership().epoch() + d.pick(&[1, 1, 1, 0, 2]);
-        NodeTableMsg { epoch, nodes }
+        NodeTableMsg { epoch, nodes, generations: Vec::new() }
     }
 
     /// A response naming one of the target's open requests when it has
@@ -527,6 +530,7 @@ impl World {
                     sender: NodeId::UNASSIGNED,
                     incarnation: Incarnation(0),
                     receiver: NodeId::SCHEDULER,
+                    receiver_incarnation: Incarnation(0),
                     seq: 0,
                 };
                 self.handle_frame(SCHEDULER, Message::Register(register).encode(envelope).to_bytes());
@@ -538,6 +542,7 @@ impl World {
                 sender: NodeId::SCHEDULER,
                 incarnation: Incarnation(0),
                 receiver: NodeId::UNASSIGNED,
+                receiver_incarnation: Incarnation(0),
                 seq: 0,
             };
             self.handle_frame(target, Message::NodeTable(table).encode(envelope).to_bytes());
@@ -776,10 +781,13 @@ impl Probe {
                 }
                 self.simple_to_answer.push_back(request);
             }
-            Event::BarrierReleased(ticket) | Event::BarrierFailed(ticket, _) => {
+            Event::BarrierReleased { ticket, .. } | Event::BarrierFailed(ticket, _) => {
                 assert!(self.barriers.remove(&ticket), "barrier {ticket:?} ended but was not entered or ended twice");
             }
             Event::NodeDead { .. } | Event::NodeRecovered { .. } => {}
+            Event::RegistrationFailed { .. } => {
+                assert_eq!(self.node.phase(), Phase::Terminated, "giving up on registration stops the node");
+            }
             Event::Terminated => {
                 assert_eq!(self.node.phase(), Phase::Terminated);
                 self.terminated = true;
@@ -852,11 +860,12 @@ fn event_kind(event: &Event) -> usize {
         Event::ServerRequest(_) => 5,
         Event::SimpleRequest(_) => 6,
         Event::SimpleDone { .. } => 7,
-        Event::BarrierReleased(_) => 8,
+        Event::BarrierReleased { .. } => 8,
         Event::BarrierFailed(..) => 9,
         Event::NodeDead { .. } => 10,
         Event::NodeRecovered { .. } => 11,
         Event::Terminated => 12,
+        Event::RegistrationFailed { .. } => 13,
     }
 }
 

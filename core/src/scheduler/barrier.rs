@@ -1,19 +1,51 @@
-//! Group barriers, counted by the scheduler.
+//! Group barriers, counted by the scheduler, and what a member's death
+//! does to them.
 //!
-//! Each node numbers its barriers per group (the generation), so two
-//! back-to-back barriers on one group can never be mixed up: arrivals are
-//! counted per `(group, generation)`. A barrier is released when every
-//! member of the group has arrived (the scheduler too, when the group
-//! includes it). When a member dies first, [`BarrierPolicy`] decides: fail
-//! at once (the default), or wait for the replacement up to a bound. A
-//! failed generation is remembered (boundedly) so members that arrive
-//! later learn of the failure instead of waiting forever.
+//! Generations are the scheduler's: every node numbers its barriers per
+//! group from the generation the scheduler gave it when it registered (0
+//! in a fresh cluster), so arrivals are counted per `(group, generation)`
+//! and back-to-back barriers never mix. A barrier is released when every
+//! member it waits for has arrived (the scheduler too, when the group
+//! includes it).
 //!
-//! A replacement process starts counting its generations from 0 while the
-//! survivors' count went on, so the scheduler keeps, per replaced node and
-//! group, the offset between the two: the replacement's first barrier is
-//! the first one the survivors have not finished. Without it the two sides
-//! would wait at different generations forever.
+//! ## When a member dies
+//!
+//! Which members a barrier waits for is the policy's choice
+//! ([`BarrierPolicy`]):
+//!
+//! * `FailOnDeath`: a death fails every open barrier of the dead member's
+//!   groups; members that arrive later get the same failure.
+//! * `WaitForRecovery` (the default): the barrier waits for a dead member's
+//!   replacement up to `recovery_timeout` after the death was declared,
+//!   then is released among the live members. The release tells every
+//!   member who was missing (`ReleasedWithout`). A standard job therefore
+//!   survives a death: a restarted process rejoins at the barrier the
+//!   survivors wait in, and a process that never comes back costs the
+//!   survivors one timeout, not the job.
+//! * `Elastic`: the barrier is released among the live members at once,
+//!   with the same report.
+//!
+//! `finalize` always waits for recovery, whatever the policy: ending the
+//! job for everyone because one process died is never what a job wants,
+//! and the report says who did not finish.
+//!
+//! ## Where a replacement starts
+//!
+//! A replacement's first barrier on a group is the one the survivors have
+//! not finished: the open barrier of the group if there is one (its
+//! predecessor's arrival there no longer counts; the replacement arrives
+//! itself), else the next generation after the last one that ended. The
+//! scheduler sends it that generation in the table that gives it its id,
+//! so its own numbering continues from there. Barriers the survivors
+//! finished without it are behind it; an application that resumes work
+//! reads where the cluster is ([`Node::next_barrier_generation`]) and
+//! skips or redoes the steps in between, as its semantics need.
+//!
+//! An arrival at a generation that already ended (a member that had not
+//! arrived when a barrier failed) is answered with the recorded outcome,
+//! remembered for the last `ENDED_REMEMBERED_MAX` generations.
+//!
+//! [`Node::next_barrier_generation`]: crate::Node::next_barrier_generation
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,60 +54,51 @@ use crate::id::{Group, NodeId, Role};
 use crate::membership::Membership;
 use crate::outbox::Outbox;
 use crate::stats::Stats;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::{BarrierOutcome, Message};
 
-/// Failed generations remembered for late arrivals.
-const FAILED_REMEMBERED_MAX: usize = 1024;
+/// Ended generations whose outcome is remembered for late arrivals.
+const ENDED_REMEMBERED_MAX: usize = 1024;
+
+/// What the barrier counter needs to know of the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules {
+    /// What an ordinary barrier does on a death.
+    pub(crate) policy: BarrierPolicy,
+    /// How long a waiting barrier waits for a replacement.
+    pub(crate) recovery_timeout: Duration,
+}
 
 /// The scheduler's count of every barrier.
 #[derive(Debug, Default)]
 pub(crate) struct Arrivals {
     open: BTreeMap<(Group, u64), OpenBarrier>,
-    failed: BTreeMap<(Group, u64), NodeId>,
-    /// Per group, one past the newest generation released or failed.
+    /// How recent generations ended, for members that arrive late.
+    ended: BTreeMap<(Group, u64), BarrierOutcome>,
+    /// Per group, one past the newest generation that ended.
     ended_below: BTreeMap<Group, u64>,
-    /// Per replacement and group: the scheduler's generation of the
-    /// replacement's generation 0. Bounded by nodes × groups.
-    offsets: BTreeMap<(NodeId, Group), u64>,
-    /// The earliest deadline of an open barrier (`WaitForRecovery`),
-    /// recomputed whenever one may have changed.
+    /// Members declared dead and not replaced yet, with when.
+    dead_since: BTreeMap<NodeId, Instant>,
+    /// When a waiting barrier next stops waiting for a dead member.
     deadline: Option<Instant>,
-}
-
-impl Arrivals {
-    pub(crate) fn offset(&self, id: NodeId, group: Group) -> u64 {
-        self.offsets.get(&(id, group)).copied().unwrap_or(0)
-    }
-
-    /// The generation `id` calls `generation` in the scheduler's numbering.
-    fn generation_of(&self, id: NodeId, group: Group, generation: u64) -> u64 {
-        generation.checked_sub(self.offset(id, group)).expect("arrivals are counted under the sender's current offset")
-    }
-
-    fn record_end(&mut self, (group, generation): (Group, u64)) {
-        let below = self.ended_below.entry(group).or_insert(0);
-        *below = (*below).max(generation.saturating_add(1));
-    }
 }
 
 #[derive(Debug, Default)]
 struct OpenBarrier {
     arrived: BTreeSet<NodeId>,
-    /// Under `WaitForRecovery`: when to give up on a dead member.
-    deadline: Option<(Instant, NodeId)>,
+    /// Some arrival came from `finalize`.
+    finalize: bool,
 }
 
 impl Arrivals {
-    /// `from` arrived at its barrier `generation` over `group`.
+    /// `from` arrived at barrier `generation` over `group`.
     #[allow(clippy::too_many_arguments)] // the arrival, and what it is counted against
     pub(crate) fn on_arrival(
         &mut self,
-        from: NodeId,
-        group: Group,
-        generation: u64,
+        now: Instant,
+        (from, group, generation, finalize): (NodeId, Group, u64, bool),
         membership: &Membership,
-        policy: BarrierPolicy,
+        rules: Rules,
         out: &mut Outbox,
         stats: &mut Stats,
     ) {
@@ -84,114 +107,127 @@ impl Arrivals {
             stats.unexpected_drops += 1;
             return;
         }
-        let Some(global) = generation.checked_add(self.offset(from, group)) else {
-            stats.unexpected_drops += 1;
-            return;
-        };
-        let key = (group, global);
-        if let Some(&dead) = self.failed.get(&key) {
-            out.send(from, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
+        if from != NodeId::SCHEDULER && !membership.is_alive(from) {
+            // Declared dead (a process cut off, not crashed): its arrival
+            // would open or complete barriers the survivors left behind.
+            stats.dead_sender_drops += 1;
             return;
         }
-        self.open.entry(key).or_default().arrived.insert(from);
-        self.try_release(key, membership, policy, out);
+        let key = (group, generation);
+        if let Some(outcome) = self.ended.get(&key) {
+            out.send(from, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
+            return;
+        }
+        let open = self.open.entry(key).or_default();
+        open.arrived.insert(from);
+        open.finalize |= finalize;
+        self.try_release(now, key, membership, rules, out);
+        self.rearm(now, membership, rules);
+    }
+
+    /// The next generation a node registering as `id` enters on each group
+    /// of its role: where the survivors are.
+    pub(crate) fn generations_for(&self, id: NodeId) -> Vec<(Group, u64)> {
+        let Some(role) = id.role() else {
+            return Vec::new();
+        };
+        Group::all()
+            .filter(|group| group.contains(role))
+            .map(|group| {
+                let ended_below = self.ended_below.get(&group).copied().unwrap_or(0);
+                let first_open = self.open.range((group, ended_below)..=(group, u64::MAX)).next().map(|(k, _)| k.1);
+                (group, first_open.unwrap_or(ended_below))
+            })
+            .filter(|&(_, generation)| generation > 0)
+            .collect()
+    }
+
+    /// Whether barrier `key` waits for `id`, a member of its group, at `now`.
+    fn waits_for(&self, now: Instant, key: (Group, u64), id: NodeId, membership: &Membership, rules: Rules) -> bool {
+        if membership.is_alive(id) {
+            return true;
+        }
+        let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
+        let waits = finalize || rules.policy == BarrierPolicy::WaitForRecovery;
+        waits && self.dead_since.get(&id).is_some_and(|&since| now < since + rules.recovery_timeout)
     }
 
     /// Releases `key` if every member it waits for has arrived.
-    fn try_release(&mut self, key: (Group, u64), membership: &Membership, policy: BarrierPolicy, out: &mut Outbox) {
+    fn try_release(
+        &mut self,
+        now: Instant,
+        key: (Group, u64),
+        membership: &Membership,
+        rules: Rules,
+        out: &mut Outbox,
+    ) {
         let (group, generation) = key;
-        let wait_for_recovery = matches!(policy, BarrierPolicy::WaitForRecovery { .. });
-        let mut required: BTreeSet<NodeId> =
-            if wait_for_recovery { membership.members(group).collect() } else { membership.alive(group).collect() };
-        if group.contains(Role::Scheduler) {
-            required.insert(NodeId::SCHEDULER);
-        }
         let Some(open) = self.open.get(&key) else {
             return;
         };
-        if !required.is_subset(&open.arrived) {
+        if group.contains(Role::Scheduler) && !open.arrived.contains(&NodeId::SCHEDULER) {
+            return;
+        }
+        let members: Vec<NodeId> = membership.members(group).collect();
+        let pending =
+            members.iter().any(|&id| !open.arrived.contains(&id) && self.waits_for(now, key, id, membership, rules));
+        if pending {
             return;
         }
         let open = self.open.remove(&key).expect("checked above");
-        self.record_end(key);
+        let missing: Vec<NodeId> = members.into_iter().filter(|id| !open.arrived.contains(id)).collect();
+        let outcome =
+            if missing.is_empty() { BarrierOutcome::Released } else { BarrierOutcome::ReleasedWithout(missing) };
+        self.end(key, &outcome);
         for id in open.arrived {
-            let generation = self.generation_of(id, group, generation);
-            out.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::Released });
+            out.send(id, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
         }
-        self.rearm();
     }
 
-    /// A member died: fail or start waiting, as the policy says.
-    pub(crate) fn on_member_died(&mut self, now: Instant, dead: NodeId, policy: BarrierPolicy, out: &mut Outbox) {
+    /// A member was declared dead: fail its barriers, or count its absence
+    /// from now, as the policy says.
+    pub(crate) fn on_member_died(
+        &mut self,
+        now: Instant,
+        dead: NodeId,
+        membership: &Membership,
+        rules: Rules,
+        out: &mut Outbox,
+    ) {
         let Some(role) = dead.role() else {
             return;
         };
+        self.dead_since.insert(dead, now);
         let affected: Vec<(Group, u64)> = self.open.keys().filter(|(group, _)| group.contains(role)).copied().collect();
-        match policy {
-            BarrierPolicy::FailOnDeath => {
-                for key in affected {
-                    self.fail(key, dead, out);
-                }
-            }
-            BarrierPolicy::WaitForRecovery { timeout } => {
-                for key in affected {
-                    if let Some(open) = self.open.get_mut(&key) {
-                        if !open.arrived.contains(&dead) && open.deadline.is_none() {
-                            open.deadline = Some((now + timeout, dead));
-                        }
-                    }
-                }
-                self.rearm();
+        for key in affected {
+            let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
+            if rules.policy == BarrierPolicy::FailOnDeath && !finalize {
+                self.fail(key, dead, out);
+            } else {
+                self.try_release(now, key, membership, rules, out);
             }
         }
+        self.rearm(now, membership, rules);
     }
 
-    /// A replacement registered: barriers waiting for it may go on once it
-    /// arrives, and its generations are mapped onto the survivors'.
-    pub(crate) fn on_member_recovered(
-        &mut self,
-        id: NodeId,
-        membership: &Membership,
-        policy: BarrierPolicy,
-        out: &mut Outbox,
-    ) {
-        let Some(role) = id.role() else {
-            return;
-        };
-        // An arrival of the old process does not speak for the new one,
-        // which numbers its barriers afresh and will arrive itself.
+    /// A replacement registered as `id`: barriers waiting for it wait for
+    /// its own arrival, since its predecessor's no longer speaks for it.
+    /// (Nothing is released here: there is one more member to wait for.)
+    pub(crate) fn on_member_recovered(&mut self, now: Instant, id: NodeId, membership: &Membership, rules: Rules) {
+        self.dead_since.remove(&id);
         for open in self.open.values_mut() {
             open.arrived.remove(&id);
         }
-        for bits in 1..=7 {
-            let group = Group::from_bits(bits).expect("1..=7 are groups");
-            if !group.contains(role) {
-                continue;
-            }
-            let first_open = self.open.range((group, 0)..=(group, u64::MAX)).next().map(|(k, _)| k.1);
-            let base = first_open.unwrap_or_else(|| self.ended_below.get(&group).copied().unwrap_or(0));
-            self.offsets.insert((id, group), base);
-        }
-        let keys: Vec<(Group, u64)> = self.open.keys().copied().collect();
-        for key in keys {
-            self.try_release(key, membership, policy, out);
-        }
+        self.rearm(now, membership, rules);
     }
 
-    /// Gives up on the dead members whose deadline has come.
-    pub(crate) fn on_timeout(&mut self, now: Instant, out: &mut Outbox) {
-        if self.deadline.is_none_or(|at| at > now) {
-            return;
+    /// Stops waiting for the dead members whose time is up.
+    pub(crate) fn on_timeout(&mut self, now: Instant, membership: &Membership, rules: Rules, out: &mut Outbox) {
+        let keys: Vec<(Group, u64)> = self.open.keys().copied().collect();
+        for key in keys {
+            self.try_release(now, key, membership, rules, out);
         }
-        let expired: Vec<((Group, u64), NodeId)> = self
-            .open
-            .iter()
-            .filter_map(|(key, open)| open.deadline.filter(|(at, _)| *at <= now).map(|(_, dead)| (*key, dead)))
-            .collect();
-        for (key, dead) in expired {
-            self.fail(key, dead, out);
-        }
-        self.rearm();
+        self.rearm(now, membership, rules);
     }
 
     /// When [`on_timeout`](Self::on_timeout) has work next.
@@ -203,20 +239,45 @@ impl Arrivals {
         let Some(open) = self.open.remove(&key) else {
             return;
         };
-        self.failed.insert(key, dead);
-        self.record_end(key);
-        while self.failed.len() > FAILED_REMEMBERED_MAX {
-            self.failed.pop_first();
-        }
+        let outcome = BarrierOutcome::MemberDied(dead);
+        self.end(key, &outcome);
         let (group, generation) = key;
         for id in open.arrived {
-            let generation = self.generation_of(id, group, generation);
-            out.send(id, Message::BarrierRelease { group, generation, outcome: BarrierOutcome::MemberDied(dead) });
+            out.send(id, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
         }
     }
 
-    fn rearm(&mut self) {
-        self.deadline = self.open.values().filter_map(|o| o.deadline.map(|(at, _)| at)).min();
+    fn end(&mut self, (group, generation): (Group, u64), outcome: &BarrierOutcome) {
+        self.ended.insert((group, generation), outcome.clone());
+        while self.ended.len() > ENDED_REMEMBERED_MAX {
+            self.ended.pop_first();
+        }
+        let below = self.ended_below.entry(group).or_insert(0);
+        *below = (*below).max(generation.saturating_add(1));
+    }
+
+    /// The earliest moment after `now` an open barrier stops waiting for a
+    /// dead member.
+    fn rearm(&mut self, now: Instant, membership: &Membership, rules: Rules) {
+        let mut deadline: Option<Instant> = None;
+        for (&(group, _), open) in &self.open {
+            let waits = open.finalize || rules.policy == BarrierPolicy::WaitForRecovery;
+            if !waits {
+                continue;
+            }
+            for id in membership.members(group) {
+                if open.arrived.contains(&id) {
+                    continue;
+                }
+                if let Some(&since) = self.dead_since.get(&id) {
+                    let at = since + rules.recovery_timeout;
+                    if at > now {
+                        deadline = Some(deadline.map_or(at, |d| d.min(at)));
+                    }
+                }
+            }
+        }
+        self.deadline = deadline;
     }
 }
 
@@ -264,76 +325,170 @@ mod tests {
 
     const W0: NodeId = NodeId::worker(Rank(0));
     const W1: NodeId = NodeId::worker(Rank(1));
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn rules(policy: BarrierPolicy) -> Rules {
+        Rules { policy, recovery_timeout: TIMEOUT }
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    fn recover(membership: &mut Membership, id: NodeId) {
+        let mut entry = *membership.get(id).unwrap();
+        entry.alive = true;
+        entry.incarnation = entry.incarnation.next();
+        membership.update(entry);
+    }
+
+    /// An arrival at `generation` of the workers' barrier.
+    fn arrive(
+        arrivals: &mut Arrivals,
+        now: Instant,
+        id: NodeId,
+        generation: u64,
+        membership: &Membership,
+        policy: BarrierPolicy,
+        out: &mut Outbox,
+    ) {
+        let mut stats = Stats::default();
+        arrivals.on_arrival(now, (id, Group::WORKERS, generation, false), membership, rules(policy), out, &mut stats);
+        assert_eq!(stats, Stats::default(), "arrival counted as a drop");
+    }
 
     #[test]
     fn a_barrier_is_released_when_the_last_member_arrives() {
         let membership = workers(2);
         let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
-        let policy = BarrierPolicy::FailOnDeath;
-        arrivals.on_arrival(W0, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
+        let policy = BarrierPolicy::WaitForRecovery;
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
         assert!(releases(&mut out).is_empty());
-        arrivals.on_arrival(W1, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
+        arrive(&mut arrivals, at(1), W1, 0, &membership, policy, &mut out);
         let released = BarrierOutcome::Released;
-        assert_eq!(releases(&mut out), vec![(W0, 0, released), (W1, 0, released)]);
+        assert_eq!(releases(&mut out), vec![(W0, 0, released.clone()), (W1, 0, released)]);
         // A server is no member of the workers' barrier.
-        arrivals.on_arrival(NodeId::server(Rank(0)), Group::WORKERS, 1, &membership, policy, &mut out, &mut stats);
+        let server = (NodeId::server(Rank(0)), Group::WORKERS, 1, false);
+        arrivals.on_arrival(at(2), server, &membership, rules(policy), &mut out, &mut stats);
         assert_eq!(stats.unexpected_drops, 1);
+        // The next node to register starts after what ended.
+        assert_eq!(
+            arrivals.generations_for(W1),
+            vec![(Group::WORKERS, 1), (Group::SERVERS | Group::WORKERS, 0)]
+                .into_iter()
+                .filter(|g| g.1 > 0)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn under_fail_on_death_a_death_fails_the_barrier_and_late_arrivals_learn_of_it() {
+        let mut membership = workers(3);
+        let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
+        let policy = BarrierPolicy::FailOnDeath;
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
+        kill(&mut membership, W1);
+        arrivals.on_member_died(at(1), W1, &membership, rules(policy), &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::MemberDied(W1))]);
+        let w2 = NodeId::worker(Rank(2));
+        arrive(&mut arrivals, at(2), w2, 0, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(w2, 0, BarrierOutcome::MemberDied(W1))]);
+    }
+
+    #[test]
+    fn a_dead_members_arrival_is_dropped() {
+        let mut membership = workers(2);
+        let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
+        kill(&mut membership, W1);
+        let arrival = (W1, Group::WORKERS, 0, false);
+        arrivals.on_arrival(at(0), arrival, &membership, rules(BarrierPolicy::Elastic), &mut out, &mut stats);
+        assert_eq!(stats.dead_sender_drops, 1);
+        assert!(releases(&mut out).is_empty());
+        assert_eq!(arrivals.generations_for(W1), Vec::new(), "nothing was opened");
+    }
+
+    #[test]
+    fn under_elastic_a_death_releases_the_barrier_among_the_live_at_once() {
+        let mut membership = workers(2);
+        let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
+        let policy = BarrierPolicy::Elastic;
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
+        kill(&mut membership, W1);
+        arrivals.on_member_died(at(1), W1, &membership, rules(policy), &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::ReleasedWithout(vec![W1]))]);
+        assert_eq!(arrivals.next_deadline(), None);
+        // A later barrier does not wait for the dead member either.
+        arrive(&mut arrivals, at(2), W0, 1, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 1, BarrierOutcome::ReleasedWithout(vec![W1]))]);
+    }
+
+    #[test]
+    fn under_wait_for_recovery_a_replacement_completes_the_barrier_the_survivors_wait_in() {
+        let mut membership = workers(2);
+        let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
+        let policy = BarrierPolicy::WaitForRecovery;
+        // Generation 0 completes; at generation 1 worker 1 arrives, then dies.
+        for id in [W0, W1] {
+            arrive(&mut arrivals, at(0), id, 0, &membership, policy, &mut out);
+        }
+        releases(&mut out);
+        arrive(&mut arrivals, at(1), W1, 1, &membership, policy, &mut out);
+        kill(&mut membership, W1);
+        arrivals.on_member_died(at(2), W1, &membership, rules(policy), &mut out);
+        assert!(releases(&mut out).is_empty(), "its arrival still counts, and W0 is not there yet");
+        // The replacement registers: its predecessor's arrival no longer
+        // counts, and it starts in the open barrier.
+        recover(&mut membership, W1);
+        arrivals.on_member_recovered(at(3), W1, &membership, rules(policy));
+        assert_eq!(arrivals.generations_for(W1), vec![(Group::WORKERS, 1)]);
+        arrive(&mut arrivals, at(4), W0, 1, &membership, policy, &mut out);
+        assert!(releases(&mut out).is_empty(), "waits for the replacement's own arrival");
+        arrive(&mut arrivals, at(5), W1, 1, &membership, policy, &mut out);
+        let released = BarrierOutcome::Released;
+        assert_eq!(releases(&mut out), vec![(W0, 1, released.clone()), (W1, 1, released)]);
+        assert_eq!(arrivals.next_deadline(), None);
+    }
+
+    #[test]
+    fn under_wait_for_recovery_the_barrier_goes_on_without_the_dead_at_the_deadline() {
+        let mut membership = workers(2);
+        let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
+        let policy = BarrierPolicy::WaitForRecovery;
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
+        kill(&mut membership, W1);
+        arrivals.on_member_died(at(1000), W1, &membership, rules(policy), &mut out);
+        assert_eq!(arrivals.next_deadline(), Some(at(1000) + TIMEOUT));
+        arrivals.on_timeout(at(5999), &membership, rules(policy), &mut out);
+        assert!(releases(&mut out).is_empty());
+        arrivals.on_timeout(at(6000), &membership, rules(policy), &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::ReleasedWithout(vec![W1]))]);
+        assert_eq!(arrivals.next_deadline(), None);
+        // A member that arrives late is told how it ended.
+        let w2_membership = membership.clone();
+        let mut stats = Stats::default();
+        arrivals.on_arrival(
+            at(7000),
+            (W0, Group::WORKERS, 0, false),
+            &w2_membership,
+            rules(policy),
+            &mut out,
+            &mut stats,
+        );
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::ReleasedWithout(vec![W1]))]);
+    }
+
+    #[test]
+    fn finalize_waits_for_recovery_whatever_the_policy() {
         let mut membership = workers(2);
         let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
         let policy = BarrierPolicy::FailOnDeath;
-        arrivals.on_arrival(W0, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
+        let finalize = (W0, Group::WORKERS, 0, true);
+        arrivals.on_arrival(at(0), finalize, &membership, rules(policy), &mut out, &mut stats);
         kill(&mut membership, W1);
-        arrivals.on_member_died(Instant::ZERO, W1, policy, &mut out);
-        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::MemberDied(W1))]);
-        arrivals.on_arrival(W1, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
-        assert_eq!(releases(&mut out), vec![(W1, 0, BarrierOutcome::MemberDied(W1))]);
-    }
-
-    #[test]
-    fn under_wait_for_recovery_a_replacement_completes_the_barrier_at_its_own_generation() {
-        let mut membership = workers(2);
-        let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
-        let timeout = Duration::from_secs(5);
-        let policy = BarrierPolicy::WaitForRecovery { timeout };
-        // Generation 0 completes; at generation 1 worker 1 dies before arriving.
-        for id in [W0, W1] {
-            arrivals.on_arrival(id, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
-        }
-        releases(&mut out);
-        arrivals.on_arrival(W0, Group::WORKERS, 1, &membership, policy, &mut out, &mut stats);
-        kill(&mut membership, W1);
-        arrivals.on_member_died(Instant::ZERO, W1, policy, &mut out);
-        assert_eq!(arrivals.next_deadline(), Some(Instant::ZERO + timeout));
-        // The replacement counts from 0, which maps onto the open generation 1.
-        let mut entry = *membership.get(W1).unwrap();
-        entry.alive = true;
-        entry.incarnation = Incarnation(1);
-        membership.update(entry);
-        arrivals.on_member_recovered(W1, &membership, policy, &mut out);
-        assert_eq!(arrivals.offset(W1, Group::WORKERS), 1);
-        arrivals.on_arrival(W1, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
-        let released = BarrierOutcome::Released;
-        assert_eq!(releases(&mut out), vec![(W0, 1, released), (W1, 0, released)]);
-        assert_eq!(arrivals.next_deadline(), None);
-    }
-
-    #[test]
-    fn under_wait_for_recovery_the_barrier_fails_at_the_deadline() {
-        let mut membership = workers(2);
-        let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
-        let timeout = Duration::from_secs(5);
-        let policy = BarrierPolicy::WaitForRecovery { timeout };
-        arrivals.on_arrival(W0, Group::WORKERS, 0, &membership, policy, &mut out, &mut stats);
-        kill(&mut membership, W1);
-        arrivals.on_member_died(Instant::ZERO, W1, policy, &mut out);
-        arrivals.on_timeout(Instant::ZERO + Duration::from_millis(4999), &mut out);
-        assert!(releases(&mut out).is_empty());
-        arrivals.on_timeout(Instant::ZERO + timeout, &mut out);
-        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::MemberDied(W1))]);
-        assert_eq!(arrivals.next_deadline(), None);
+        arrivals.on_member_died(at(0), W1, &membership, rules(policy), &mut out);
+        assert!(releases(&mut out).is_empty(), "a finalize neither fails nor goes on at the death");
+        assert_eq!(arrivals.next_deadline(), Some(at(0) + TIMEOUT));
+        arrivals.on_timeout(at(0) + TIMEOUT, &membership, rules(policy), &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::ReleasedWithout(vec![W1]))]);
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use super::barrier::Arrivals;
 use crate::id::{Incarnation, NodeId, Rank, Role};
 use crate::membership::Membership;
 use crate::outbox::Outbox;
@@ -92,11 +93,12 @@ impl Registry {
         &mut self,
         register: RegisterMsg,
         membership: &mut Membership,
+        arrivals: &Arrivals,
         out: &mut Outbox,
     ) -> Registered {
         let known = membership.iter().find(|n| n.instance == register.instance).copied();
         if let Some(entry) = known {
-            send_table_to(membership, entry.id, entry.addr, out);
+            send_table_to(membership, arrivals, entry.id, entry.addr, out);
             return Registered::Repeated;
         }
         let dead = membership.iter().find(|n| !n.alive && n.id.role() == Some(register.role)).copied();
@@ -116,14 +118,17 @@ impl Registry {
 }
 
 /// Sends the table to every live node.
-pub(crate) fn broadcast_table(membership: &Membership, out: &mut Outbox) {
+pub(crate) fn broadcast_table(membership: &Membership, arrivals: &Arrivals, out: &mut Outbox) {
     for node in membership.iter().filter(|n| n.alive) {
-        send_table_to(membership, node.id, node.addr, out);
+        send_table_to(membership, arrivals, node.id, node.addr, out);
     }
 }
 
-fn send_table_to(membership: &Membership, id: NodeId, addr: SocketAddr, out: &mut Outbox) {
-    let table = NodeTableMsg { epoch: membership.epoch(), nodes: membership.entries() };
+/// Sends the table to `id`, with the barrier generations it starts at
+/// should the table be the one that registers it.
+fn send_table_to(membership: &Membership, arrivals: &Arrivals, id: NodeId, addr: SocketAddr, out: &mut Outbox) {
+    let generations = arrivals.generations_for(id);
+    let table = NodeTableMsg { epoch: membership.epoch(), nodes: membership.entries(), generations };
     // The receiver may not know its id yet; it finds itself by instance.
     out.send_to_addr(id, addr, Message::NodeTable(table));
 }
@@ -180,11 +185,11 @@ mod tests {
         registry.on_register_forming(register(Role::Worker, 2, 2), (1, 1), &mut membership);
         // No dead server: a newcomer has no place; a known instance gets the table.
         assert_eq!(
-            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &mut out),
+            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &Arrivals::default(), &mut out),
             Registered::Refused
         );
         assert_eq!(
-            registry.on_register_running(register(Role::Worker, 2, 2), &mut membership, &mut out),
+            registry.on_register_running(register(Role::Worker, 2, 2), &mut membership, &Arrivals::default(), &mut out),
             Registered::Repeated
         );
         assert!(
@@ -195,7 +200,8 @@ mod tests {
         entry.alive = false;
         membership.update(entry);
         let epoch = membership.epoch();
-        let replaced = registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &mut out);
+        let replaced =
+            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &Arrivals::default(), &mut out);
         let Registered::Replaced { entry, predecessor } = replaced else { panic!("{replaced:?}") };
         assert_eq!((entry.id, entry.incarnation, predecessor), (server, Incarnation(1), Incarnation(0)));
         assert_eq!(membership.get(server), Some(&entry));

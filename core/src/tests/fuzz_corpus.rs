@@ -134,9 +134,10 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
                     entry(NodeId::server(Rank(0)), v4, 78),
                     NodeEntry { alive: false, incarnation: Incarnation(2), ..entry(NodeId::worker(Rank(0)), v6, 77) },
                 ],
+                generations: vec![(Group::WORKERS, 4)],
             }),
         ),
-        ("barrier", Message::Barrier { group: Group::ALL, generation: 5 }),
+        ("barrier", Message::Barrier { group: Group::ALL, generation: 5, finalize: true }),
         (
             "barrier-released",
             Message::BarrierRelease { group: Group::WORKERS, generation: 5, outcome: BarrierOutcome::Released },
@@ -175,7 +176,13 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
 }
 
 fn encoded(message: &Message, sender: NodeId) -> Vec<u8> {
-    let envelope = Envelope { sender, incarnation: Incarnation(1), receiver: NodeId::SCHEDULER, seq: 3 };
+    let envelope = Envelope {
+        sender,
+        incarnation: Incarnation(1),
+        receiver: NodeId::SCHEDULER,
+        receiver_incarnation: Incarnation(0),
+        seq: 3,
+    };
     message.encode(envelope).to_bytes().to_vec()
 }
 
@@ -536,9 +543,16 @@ fn node_takes_no_id_of_another_role() {
     let table = |id: NodeId, epoch| {
         let entry =
             NodeEntry { id, incarnation: Incarnation(0), addr: scheduler, instance: register.instance, alive: true };
-        let envelope =
-            Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: NodeId::UNASSIGNED, seq: 0 };
-        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![entry] }).encode(envelope).to_bytes()
+        let envelope = Envelope {
+            sender: NodeId::SCHEDULER,
+            incarnation: Incarnation(0),
+            receiver: NodeId::UNASSIGNED,
+            receiver_incarnation: Incarnation(0),
+            seq: 0,
+        };
+        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![entry], generations: Vec::new() })
+            .encode(envelope)
+            .to_bytes()
     };
     server.handle_frame(Instant::ZERO, table(NodeId::worker(Rank(0)), 1)).expect("table decodes");
     assert_eq!((server.phase(), server.id()), (Phase::Registering, NodeId::UNASSIGNED));

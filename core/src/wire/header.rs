@@ -1,6 +1,6 @@
 //! The fixed frame header.
 //!
-//! Layout (little-endian, 32 bytes):
+//! Layout (little-endian, 40 bytes):
 //!
 //! | offset | size | field                                           |
 //! |-------:|-----:|-------------------------------------------------|
@@ -12,20 +12,25 @@
 //! | 12     | 4    | sender node id (0 before registration)          |
 //! | 16     | 4    | sender incarnation                              |
 //! | 20     | 4    | receiver node id (0 when unknown)               |
-//! | 24     | 8    | sequence number for reliable delivery (0: none) |
+//! | 24     | 4    | receiver incarnation                            |
+//! | 28     | 4    | reserved, must be zero                          |
+//! | 32     | 8    | sequence number for reliable delivery (0: none) |
 //!
 //! Identity lives in the header rather than the body so a receiver can drop
-//! a stale incarnation's frame without decoding its body.
+//! a stale incarnation's frame without decoding its body. Both ends are
+//! named: the sender's incarnation lets a receiver drop what a former
+//! process sent, and the receiver's lets a replacement drop what was meant
+//! for its predecessor (a resend that outlived it, say).
 
 use super::DecodeError;
 use crate::id::{Incarnation, NodeId};
 
 /// Bytes in a header.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 40;
 /// `PSLT` in little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSLT");
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Message kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +96,9 @@ pub struct Header {
     pub incarnation: Incarnation,
     /// Intended receiver, [`NodeId::UNASSIGNED`] when not known yet.
     pub receiver: NodeId,
+    /// The incarnation of `receiver` the frame is meant for (0 when the
+    /// receiver is not known yet).
+    pub receiver_incarnation: Incarnation,
     /// Reliable-delivery sequence number; 0 for frames that are not acked.
     pub seq: u64,
 }
@@ -107,7 +115,8 @@ impl Header {
         out[12..16].copy_from_slice(&self.sender.get().to_le_bytes());
         out[16..20].copy_from_slice(&self.incarnation.0.to_le_bytes());
         out[20..24].copy_from_slice(&self.receiver.get().to_le_bytes());
-        out[24..32].copy_from_slice(&self.seq.to_le_bytes());
+        out[24..28].copy_from_slice(&self.receiver_incarnation.0.to_le_bytes());
+        out[32..40].copy_from_slice(&self.seq.to_le_bytes());
         out
     }
 
@@ -138,14 +147,18 @@ impl Header {
         let node = |field: &'static str, raw: u32| {
             NodeId::from_raw(raw).ok_or(DecodeError::InvalidField { field, value: u64::from(raw) })
         };
+        if u32_at(28) != 0 {
+            return Err(DecodeError::ReservedNotZero);
+        }
         let mut seq_raw = [0u8; 8];
-        seq_raw.copy_from_slice(&bytes[24..32]);
+        seq_raw.copy_from_slice(&bytes[32..40]);
         Ok(Self {
             kind,
             body_len,
             sender: node("sender", u32_at(12))?,
             incarnation: Incarnation(u32_at(16)),
             receiver: node("receiver", u32_at(20))?,
+            receiver_incarnation: Incarnation(u32_at(24)),
             seq: u64::from_le_bytes(seq_raw),
         })
     }

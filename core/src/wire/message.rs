@@ -51,14 +51,23 @@ pub struct NodeTableMsg {
     pub epoch: u64,
     /// Every server and worker, ordered by id.
     pub nodes: Vec<NodeEntry>,
+    /// The recipient's next barrier generation on each group it belongs
+    /// to, in the scheduler's numbering. A node reads it once, when the
+    /// table gives it its id: a replacement joins the barriers where the
+    /// survivors are, not at 0.
+    pub generations: Vec<(Group, u64)>,
 }
 
 /// How a barrier ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BarrierOutcome {
     /// Every member arrived.
     Released,
-    /// A member died (or did not recover in time).
+    /// Released among the live members; these dead members never arrived
+    /// (the policy released without them, at once or after waiting for
+    /// their replacements).
+    ReleasedWithout(Vec<NodeId>),
+    /// A member died, and the policy fails the barrier on a death.
     MemberDied(NodeId),
 }
 
@@ -130,6 +139,9 @@ pub enum Message {
         group: Group,
         /// Counts the barriers of this node; keeps back-to-back ones apart.
         generation: u64,
+        /// Whether it is the final barrier (`finalize`), which waits for
+        /// dead members' replacements whatever the barrier policy.
+        finalize: bool,
     },
     /// The barrier `generation` of `group` ended.
     BarrierRelease {
@@ -175,6 +187,8 @@ pub struct Envelope {
     pub incarnation: Incarnation,
     /// Receiver id.
     pub receiver: NodeId,
+    /// The receiver's incarnation, as the sender knows it.
+    pub receiver_incarnation: Incarnation,
     /// Sequence number, 0 when unreliable.
     pub seq: u64,
 }
@@ -183,13 +197,15 @@ pub struct Envelope {
 pub const ACKS_PER_FRAME_MAX: usize = 4096;
 /// Most nodes a table may list: bounds the decode of a hostile table.
 pub const NODES_MAX: usize = 1 << 16;
+/// Distinct groups (every non-empty subset of the three roles).
+const GROUPS_MAX: usize = 7;
 const ADDR_LEN: usize = 19;
 const NODE_ENTRY_LEN: usize = 4 + 4 + ADDR_LEN + 8 + 1;
 const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
-/// Bytes of metadata of every message but a node table (which grows as it
-/// needs).
+/// Bytes of metadata of every message but a node table and a release that
+/// names missing members (which grow as they need).
 const META_LEN_MAX: usize = 64;
 
 impl Message {
@@ -241,19 +257,36 @@ impl Message {
                     meta.put_u64_le(n.instance);
                     meta.put_u8(u8::from(n.alive));
                 }
+                debug_assert!(m.generations.len() <= GROUPS_MAX, "one entry per group");
+                meta.put_u8(m.generations.len() as u8);
+                for (group, generation) in &m.generations {
+                    meta.put_u8(group.bits());
+                    meta.put_u64_le(*generation);
+                }
             }
-            Self::Barrier { group, generation } => {
+            Self::Barrier { group, generation, finalize } => {
                 meta.put_u8(group.bits());
                 meta.put_u64_le(*generation);
+                meta.put_u8(u8::from(*finalize));
             }
             Self::BarrierRelease { group, generation, outcome } => {
                 meta.put_u8(group.bits());
                 meta.put_u64_le(*generation);
-                let dead = match outcome {
-                    BarrierOutcome::Released => 0,
-                    BarrierOutcome::MemberDied(id) => id.get(),
-                };
-                meta.put_u32_le(dead);
+                match outcome {
+                    BarrierOutcome::Released => meta.put_u8(0),
+                    BarrierOutcome::MemberDied(id) => {
+                        meta.put_u8(1);
+                        meta.put_u32_le(id.get());
+                    }
+                    BarrierOutcome::ReleasedWithout(missing) => {
+                        debug_assert!(missing.len() <= NODES_MAX, "members are nodes");
+                        meta.put_u8(2);
+                        meta.put_u32_le(missing.len() as u32);
+                        for id in missing {
+                            meta.put_u32_le(id.get());
+                        }
+                    }
+                }
             }
             Self::Heartbeat | Self::Terminate => {}
             Self::HeartbeatAck { epoch } => meta.put_u64_le(*epoch),
@@ -300,6 +333,7 @@ impl Message {
             sender: envelope.sender,
             incarnation: envelope.incarnation,
             receiver: envelope.receiver,
+            receiver_incarnation: envelope.receiver_incarnation,
             seq: envelope.seq,
         };
         Frame { header: header.encode(), parts: all }
@@ -341,22 +375,48 @@ impl Message {
                     let alive = read_bool(&mut r, "alive")?;
                     nodes.push(NodeEntry { id, incarnation, addr, instance, alive });
                 }
-                Self::NodeTable(NodeTableMsg { epoch, nodes })
+                let count = usize::from(r.u8()?);
+                if count > GROUPS_MAX {
+                    return Err(DecodeError::InvalidField { field: "generation count", value: count as u64 });
+                }
+                let mut generations = Vec::with_capacity(count);
+                for _ in 0..count {
+                    generations.push((read_group(&mut r)?, r.u64()?));
+                }
+                Self::NodeTable(NodeTableMsg { epoch, nodes, generations })
             }
             Kind::Barrier => {
                 let group = read_group(&mut r)?;
-                Self::Barrier { group, generation: r.u64()? }
+                let generation = r.u64()?;
+                let finalize = read_bool(&mut r, "finalize")?;
+                Self::Barrier { group, generation, finalize }
             }
             Kind::BarrierRelease => {
                 let group = read_group(&mut r)?;
                 let generation = r.u64()?;
-                let dead = r.u32()?;
-                let outcome = match dead {
+                let member = |raw: u32| {
+                    NodeId::from_raw(raw)
+                        .filter(|id| id.role().is_some())
+                        .ok_or(DecodeError::InvalidField { field: "barrier member", value: u64::from(raw) })
+                };
+                let outcome = match r.u8()? {
                     0 => BarrierOutcome::Released,
-                    raw => BarrierOutcome::MemberDied(
-                        NodeId::from_raw(raw)
-                            .ok_or(DecodeError::InvalidField { field: "dead member", value: u64::from(raw) })?,
-                    ),
+                    1 => BarrierOutcome::MemberDied(member(r.u32()?)?),
+                    2 => {
+                        let count = r.u32()? as usize;
+                        if count > NODES_MAX {
+                            return Err(DecodeError::InvalidField { field: "missing count", value: count as u64 });
+                        }
+                        r.need(count * 4)?;
+                        let mut missing = Vec::with_capacity(count);
+                        for _ in 0..count {
+                            missing.push(member(r.u32()?)?);
+                        }
+                        BarrierOutcome::ReleasedWithout(missing)
+                    }
+                    other => {
+                        return Err(DecodeError::InvalidField { field: "barrier outcome", value: u64::from(other) })
+                    }
                 };
                 Self::BarrierRelease { group, generation, outcome }
             }

@@ -103,13 +103,23 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (role(), socket_addr(), any::<u64>())
             .prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg { role, listen_addr, instance })),
-        (any::<u64>(), vec(node_entry(), 0..8))
-            .prop_map(|(epoch, nodes)| Message::NodeTable(NodeTableMsg { epoch, nodes })),
-        (group(), any::<u64>()).prop_map(|(group, generation)| Message::Barrier { group, generation }),
-        (group(), any::<u64>(), proptest::option::of(member_id())).prop_map(|(group, generation, dead)| {
-            let outcome = dead.map_or(BarrierOutcome::Released, BarrierOutcome::MemberDied);
-            Message::BarrierRelease { group, generation, outcome }
+        (any::<u64>(), vec(node_entry(), 0..8), vec((group(), any::<u64>()), 0..7))
+            .prop_map(|(epoch, nodes, generations)| Message::NodeTable(NodeTableMsg { epoch, nodes, generations })),
+        (group(), any::<u64>(), any::<bool>()).prop_map(|(group, generation, finalize)| Message::Barrier {
+            group,
+            generation,
+            finalize
         }),
+        (group(), any::<u64>(), proptest::option::of(member_id()), vec(member_id(), 0..4)).prop_map(
+            |(group, generation, dead, missing)| {
+                let outcome = match (dead, missing.is_empty()) {
+                    (Some(dead), _) => BarrierOutcome::MemberDied(dead),
+                    (None, true) => BarrierOutcome::Released,
+                    (None, false) => BarrierOutcome::ReleasedWithout(missing),
+                };
+                Message::BarrierRelease { group, generation, outcome }
+            }
+        ),
         Just(Message::Heartbeat),
         any::<u64>().prop_map(|epoch| Message::HeartbeatAck { epoch }),
         vec(any::<u64>(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
@@ -122,12 +132,15 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
-    (node_id(), any::<u32>(), node_id(), any::<u64>()).prop_map(|(sender, incarnation, receiver, seq)| Envelope {
-        sender,
-        incarnation: Incarnation(incarnation),
-        receiver,
-        seq,
-    })
+    (node_id(), any::<u32>(), node_id(), any::<u32>(), any::<u64>()).prop_map(
+        |(sender, incarnation, receiver, receiver_incarnation, seq)| Envelope {
+            sender,
+            incarnation: Incarnation(incarnation),
+            receiver,
+            receiver_incarnation: Incarnation(receiver_incarnation),
+            seq,
+        },
+    )
 }
 
 fn header_of(kind: Kind, body_len: u32) -> Header {
@@ -137,6 +150,7 @@ fn header_of(kind: Kind, body_len: u32) -> Header {
         sender: NodeId::SCHEDULER,
         incarnation: Incarnation(3),
         receiver: NodeId::UNASSIGNED,
+        receiver_incarnation: Incarnation(0),
         seq: 0,
     }
 }
@@ -167,6 +181,7 @@ proptest! {
             sender: envelope.sender,
             incarnation: envelope.incarnation,
             receiver: envelope.receiver,
+            receiver_incarnation: envelope.receiver_incarnation,
             seq: envelope.seq,
         };
         prop_assert_eq!(Header::decode(&bytes, FRAME_LEN_MAX), Ok(expected));
@@ -260,6 +275,7 @@ proptest! {
                     sender: header.sender,
                     incarnation: header.incarnation,
                     receiver: header.receiver,
+                    receiver_incarnation: header.receiver_incarnation,
                     seq: header.seq,
                 };
                 prop_assert_eq!(&decoded.encode(envelope).to_bytes(), frame);
@@ -305,7 +321,8 @@ fn each_bad_header_field_has_its_own_error() {
     };
     let cases = [
         (bad(0, b"PSLX"), DecodeError::BadMagic(u32::from_le_bytes(*b"PSLX"))),
-        (bad(4, &2u16.to_le_bytes()), DecodeError::UnsupportedVersion(2)),
+        (bad(4, &1u16.to_le_bytes()), DecodeError::UnsupportedVersion(1)),
+        (bad(4, &3u16.to_le_bytes()), DecodeError::UnsupportedVersion(3)),
         (bad(4, &0u16.to_le_bytes()), DecodeError::UnsupportedVersion(0)),
         (bad(6, &[0]), DecodeError::UnknownKind(0)),
         (bad(6, &[13]), DecodeError::UnknownKind(13)),
@@ -313,17 +330,24 @@ fn each_bad_header_field_has_its_own_error() {
         (bad(7, &[0x80]), DecodeError::ReservedNotZero),
         (
             bad(8, &u32::MAX.to_le_bytes()),
-            DecodeError::FrameTooLarge { len: 32 + u64::from(u32::MAX), max: FRAME_LEN_MAX },
+            DecodeError::FrameTooLarge { len: HEADER_LEN as u64 + u64::from(u32::MAX), max: FRAME_LEN_MAX },
         ),
         (bad(12, &5u32.to_le_bytes()), DecodeError::InvalidField { field: "sender", value: 5 }),
         (bad(20, &2u32.to_le_bytes()), DecodeError::InvalidField { field: "receiver", value: 2 }),
+        (bad(28, &1u32.to_le_bytes()), DecodeError::ReservedNotZero),
     ];
     for (raw, error) in cases {
         assert_eq!(Header::decode(&raw, FRAME_LEN_MAX), Err(error.clone()));
         let mut buf = BytesMut::from(&raw[..]);
         assert_eq!(FrameDecoder::new(FRAME_LEN_MAX).decode(&mut buf), Err(error));
     }
-    assert_eq!(Header::decode(&good[..31], FRAME_LEN_MAX), Err(DecodeError::Truncated { needed: 32, have: 31 }));
+    let short = &good[..HEADER_LEN - 1];
+    assert_eq!(
+        Header::decode(short, FRAME_LEN_MAX),
+        Err(DecodeError::Truncated { needed: HEADER_LEN, have: HEADER_LEN - 1 })
+    );
+    // Any receiver incarnation decodes: a stale one is the node's to judge.
+    assert!(Header::decode(&bad(24, &7u32.to_le_bytes()), FRAME_LEN_MAX).is_ok());
 }
 
 #[test]
@@ -336,11 +360,33 @@ fn bad_bodies_name_what_is_wrong() {
     };
     assert_eq!(frame(Kind::Heartbeat, &[0]), Err(DecodeError::SectionMismatch("trailing bytes after the message")));
     assert_eq!(frame(Kind::HeartbeatAck, &[0; 7]), Err(DecodeError::Truncated { needed: 8, have: 7 }));
-    assert_eq!(frame(Kind::Barrier, &[8; 9]), Err(DecodeError::InvalidField { field: "group", value: 8 }));
+    assert_eq!(frame(Kind::Barrier, &[8; 10]), Err(DecodeError::InvalidField { field: "group", value: 8 }));
+    let mut barrier = vec![1u8];
+    barrier.extend_from_slice(&0u64.to_le_bytes());
+    barrier.push(2);
+    assert_eq!(frame(Kind::Barrier, &barrier), Err(DecodeError::InvalidField { field: "finalize", value: 2 }));
+    let mut release = vec![1u8];
+    release.extend_from_slice(&0u64.to_le_bytes());
+    release.push(3);
+    assert_eq!(
+        frame(Kind::BarrierRelease, &release),
+        Err(DecodeError::InvalidField { field: "barrier outcome", value: 3 })
+    );
+    let mut release = vec![1u8];
+    release.extend_from_slice(&0u64.to_le_bytes());
+    release.push(2);
+    release.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        frame(Kind::BarrierRelease, &release),
+        Err(DecodeError::InvalidField { field: "missing count", value: u64::from(u32::MAX) })
+    );
     // A frame shorter than its header says.
     let header = header_of(Kind::HeartbeatAck, 8);
     let short = Bytes::copy_from_slice(&header.encode());
-    assert_eq!(Message::decode(&header, &short), Err(DecodeError::Truncated { needed: 40, have: 32 }));
+    assert_eq!(
+        Message::decode(&header, &short),
+        Err(DecodeError::Truncated { needed: HEADER_LEN + 8, have: HEADER_LEN })
+    );
 
     // KV metadata: ids, op, dtype, has-lens, reserved, three section lengths.
     let kv = |op: u8, dtype: u8, has_lens: u8, reserved: u8, lens: [u32; 3], tail: &[u8]| {

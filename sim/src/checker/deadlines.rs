@@ -11,7 +11,7 @@
 
 use pslite_core::{Duration, Incarnation, Instant, NodeId};
 
-use super::{violation, Check, Checker, CrashBound, Fate, Waiter};
+use super::{violation, Check, Checker, CrashBound, Fate, MemberState, Waiter};
 use crate::queue::Slot;
 
 impl Checker {
@@ -51,7 +51,12 @@ impl Checker {
             Waiter::Barrier(node, incarnation, ticket) => {
                 let record = self.barriers_pending.get(&(node, incarnation, ticket))?;
                 let crash = record.crash.filter(|_| self.bounds.crash_checked)?;
-                Some(crash.crashed_at + self.bounds.crash + self.bounds.barrier_recovery.unwrap_or_default())
+                let recovery = if record.waits_for_recovery(self.bounds.barrier_policy) {
+                    self.bounds.recovery
+                } else {
+                    Duration::ZERO
+                };
+                Some(crash.crashed_at + self.bounds.crash + recovery)
             }
         }
     }
@@ -78,16 +83,47 @@ impl Checker {
                 // The recovery wait starts when the death is detected, which
                 // disturbances may have delayed: it goes on top of the
                 // extended detection bound.
+                let policy = self.bounds.barrier_policy;
                 let deadline = self.crash_deadline(node, incarnation, record.slot, record.entered_at, crash);
-                match self.bounds.barrier_recovery {
-                    None => Some(deadline),
-                    // The scheduler's recovery timer can itself be held up
-                    // (a pause of the scheduler, say).
-                    Some(recovery) => {
-                        let slots = [record.slot, crash.crashed_slot, self.bounds.scheduler_slot];
-                        Some(self.extend(deadline + recovery, &slots, false, self.bounds.crash))
-                    }
+                if !record.keeps_arrivals(policy) {
+                    // The death fails the barrier.
+                    return Some(deadline);
                 }
+                // The barrier goes on among the live members: bound only
+                // once none of them is still to arrive (an arrival, a
+                // crash or a death re-arms this wait), and then by each
+                // member's arrival, crash or death.
+                let waits = record.waits_for_recovery(policy);
+                let scheduler = self.bounds.scheduler_slot;
+                let mut deadline = deadline;
+                for member in self.members(ticket.group) {
+                    let bound = match self.member_state(member, ticket) {
+                        MemberState::Arrived(at, slot) => {
+                            let slots = [record.slot, slot, scheduler];
+                            self.extend(at + self.bounds.crash, &slots, false, self.bounds.crash)
+                        }
+                        MemberState::Crashed(crash) => {
+                            let detected =
+                                self.crash_deadline(node, incarnation, record.slot, record.entered_at, crash);
+                            if waits {
+                                // The scheduler's recovery timer can itself
+                                // be held up (a pause of the scheduler, say).
+                                let slots = [record.slot, crash.crashed_slot, scheduler];
+                                self.extend(detected + self.bounds.recovery, &slots, false, self.bounds.crash)
+                            } else {
+                                detected
+                            }
+                        }
+                        MemberState::Dead(since) => {
+                            let wait = if waits { self.bounds.recovery } else { Duration::ZERO };
+                            let slots = [record.slot, scheduler];
+                            self.extend(since + wait + self.bounds.crash, &slots, false, self.bounds.crash)
+                        }
+                        MemberState::Awaited => return None,
+                    };
+                    deadline = deadline.max(bound);
+                }
+                Some(deadline)
             }
         }
     }
@@ -119,6 +155,11 @@ impl Checker {
         // Each pass can only move the deadline later; a disturbance is used
         // at most once, so this ends after at most one pass per disturbance.
         let mut used = vec![false; self.disturbances.len()];
+        // Frames lost on a cut link come again with a doubling backoff:
+        // after the cut heals, the next attempt of a frame first sent at
+        // `t0` is due by `heal + (heal - t0) + resend`. The earliest cut of
+        // the chain bounds `t0` from below.
+        let mut cut_since: Option<Instant> = None;
         loop {
             let mut moved = false;
             for (i, d) in self.disturbances.iter().enumerate() {
@@ -128,8 +169,14 @@ impl Checker {
                 };
                 if !used[i] && relevant && d.from <= deadline {
                     used[i] = true;
-                    if d.until + after > deadline {
-                        deadline = d.until + after;
+                    let mut end = d.until + after;
+                    if d.peer.is_some() {
+                        let since = cut_since.map_or(d.from, |since| since.min(d.from));
+                        cut_since = Some(since);
+                        end = end + d.until.saturating_since(since) + self.bounds.resend;
+                    }
+                    if end > deadline {
+                        deadline = end;
                         moved = true;
                     }
                 }

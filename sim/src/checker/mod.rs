@@ -47,8 +47,8 @@ use std::fmt;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, NodeId, Rank, RequestError, Role,
-    ServerRanges, ServerRequestId, Timestamp,
+    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, NodeId, Rank,
+    RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
 };
 
 use crate::queue::Slot;
@@ -204,11 +204,15 @@ pub struct Bounds {
     /// Whether crash bounds are checked (not when frames can be lost: then
     /// a death announcement can be lost too).
     pub crash_checked: bool,
-    /// Under `BarrierPolicy::WaitForRecovery`, how long the scheduler waits
-    /// for a dead member's replacement before failing a barrier; `None`
-    /// under `FailOnDeath`, where every open barrier of the dead member's
-    /// groups fails at once.
-    pub barrier_recovery: Option<Duration>,
+    /// The first resend delay of a frame, jitter included: what a frame
+    /// lost on a cut link waits at least before it comes again.
+    pub resend: Duration,
+    /// How long a barrier that waits for recovery (a finalize, or any
+    /// barrier under `WaitForRecovery`) waits for a dead member's
+    /// replacement before it goes on without it.
+    pub recovery: Duration,
+    /// What ordinary barriers do on a death.
+    pub barrier_policy: BarrierPolicy,
     /// How soon a node that lost the scheduler fails new work: it fails
     /// pending work at every liveness scan (heartbeat interval + slack).
     /// A node the scheduler declared dead hears no news any more, so this,
@@ -273,6 +277,38 @@ struct BarrierRecord {
     slot: Slot,
     entered_at: Instant,
     crash: Option<CrashBound>,
+    /// A finalize: it waits for recovery whatever the policy.
+    finalize: bool,
+}
+
+impl BarrierRecord {
+    /// Whether a dead member's absence holds this barrier up to the
+    /// recovery timeout (rather than ending it at the death).
+    fn waits_for_recovery(&self, policy: BarrierPolicy) -> bool {
+        self.finalize || policy == BarrierPolicy::WaitForRecovery
+    }
+
+    /// Whether a member's arrival still counts after it died.
+    fn keeps_arrivals(&self, policy: BarrierPolicy) -> bool {
+        self.finalize || policy != BarrierPolicy::FailOnDeath
+    }
+}
+
+/// One member's latest entry into a barrier: by which incarnation, when,
+/// and from which slot.
+type Entry = (Incarnation, Instant, Slot);
+
+/// Where one member stands with a barrier, for its deadline.
+#[derive(Clone, Copy, Debug)]
+enum MemberState {
+    /// Its current incarnation arrived at this moment, from this slot.
+    Arrived(Instant, Slot),
+    /// It crashed, and is not declared dead yet.
+    Crashed(CrashBound),
+    /// Declared dead at this moment, and not replaced.
+    Dead(Instant),
+    /// Alive and not arrived: the barrier waits for it, however long.
+    Awaited,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -307,7 +343,9 @@ pub struct Checker {
     contributions: BTreeMap<(StoreId, u32, u64), Vec<Contribution>>,
     /// The server id each store held when it first applied or served.
     store_owner: BTreeMap<StoreId, NodeId>,
-    barriers_entered: BTreeMap<(Group, u64), BTreeSet<NodeId>>,
+    /// Per barrier, who entered it: each id's latest incarnation to do
+    /// so, and when.
+    barriers_entered: BTreeMap<(Group, u64), BTreeMap<NodeId, Entry>>,
     barriers_pending: BTreeMap<(NodeId, Incarnation, BarrierTicket), BarrierRecord>,
     /// Per id, the intervals during which the scheduler held it dead.
     dead: BTreeMap<NodeId, Vec<(Instant, Option<Instant>)>>,
@@ -464,17 +502,23 @@ impl Checker {
             }
         }
         let role = id.role().expect("registered ids have a role");
-        let recovery = self.bounds.barrier_recovery.is_some();
+        let policy = self.bounds.barrier_policy;
         for (key, barrier) in &mut self.barriers_pending {
             let ticket = key.2;
-            // Waiting for recovery, the scheduler counts an arrival of the
-            // dead member as it is: only barriers it had not entered wait.
+            // Unless deaths fail barriers, the scheduler counts an arrival
+            // of the dead member as it is: only barriers it had not
+            // entered depend on it.
             let entered =
-                self.barriers_entered.get(&(ticket.group, ticket.generation)).is_some_and(|e| e.contains(&id));
-            if ticket.group.contains(role) && barrier.crash.is_none() && !(recovery && entered) {
-                barrier.crash = Some(bound);
-                armed.push(Waiter::Barrier(key.0, key.1, key.2));
+                self.barriers_entered.get(&(ticket.group, ticket.generation)).is_some_and(|e| e.contains_key(&id));
+            if !ticket.group.contains(role) || (barrier.keeps_arrivals(policy) && entered) {
+                continue;
             }
+            // A barrier that goes on among the live may depend on several
+            // deaths in turn: each one is a reason to look again.
+            if barrier.crash.is_none() {
+                barrier.crash = Some(bound);
+            }
+            armed.push(Waiter::Barrier(key.0, key.1, key.2));
         }
         for waiter in armed {
             self.arm(waiter);
@@ -576,7 +620,7 @@ impl Checker {
 
     // ----- barriers -----
 
-    /// A process entered a barrier.
+    /// A process entered a barrier (`finalize`: its final one).
     pub fn barrier_entered(
         &mut self,
         at: Instant,
@@ -584,38 +628,68 @@ impl Checker {
         node: NodeId,
         incarnation: Incarnation,
         ticket: BarrierTicket,
+        finalize: bool,
     ) -> Check {
-        self.barriers_entered.entry((ticket.group, ticket.generation)).or_default().insert(node);
-        let record = BarrierRecord { slot, entered_at: at, crash: None };
+        self.barriers_entered
+            .entry((ticket.group, ticket.generation))
+            .or_default()
+            .insert(node, (incarnation, at, slot));
+        let record = BarrierRecord { slot, entered_at: at, crash: None, finalize };
         if self.barriers_pending.insert((node, incarnation, ticket), record).is_some() {
             return violation(format!("barriers: node {node} entered {ticket:?} twice"));
+        }
+        // Members waiting since a crash may have waited for this arrival.
+        let waiting: Vec<Waiter> = self
+            .barriers_pending
+            .iter()
+            .filter(|(key, record)| key.2 == ticket && record.crash.is_some())
+            .map(|(key, _)| Waiter::Barrier(key.0, key.1, key.2))
+            .collect();
+        for waiter in waiting {
+            self.arm(waiter);
         }
         Ok(())
     }
 
-    /// A process's barrier ended, released or failed.
+    /// A process's barrier ended: released without the `missing` members
+    /// named (`Some`), or failed (`None`).
     pub fn barrier_ended(
         &mut self,
         at: Instant,
         node: NodeId,
         incarnation: Incarnation,
         ticket: BarrierTicket,
-        released: bool,
+        missing: Option<&[NodeId]>,
     ) -> Check {
         let Some(record) = self.barriers_pending.remove(&(node, incarnation, ticket)) else {
             return violation(format!("barriers: node {node} got the end of {ticket:?}, which it is not in"));
         };
-        if !released {
+        let Some(missing) = missing else {
             return Ok(());
-        }
+        };
         let entered = self.barriers_entered.get(&(ticket.group, ticket.generation));
-        for member in self.members(ticket.group) {
-            let arrived = entered.is_some_and(|e| e.contains(&member));
-            if !arrived && !self.was_dead_during(member, record.entered_at, at) {
+        // A late arrival is answered with how the barrier ended before it
+        // came: a missing member was dead at some point since the barrier
+        // opened, not necessarily while this member waited.
+        let opened_at = entered.and_then(|e| e.values().map(|&(_, at, _)| at).min()).unwrap_or(record.entered_at);
+        let members = self.members(ticket.group);
+        for &member in &members {
+            let arrived = entered.is_some_and(|e| e.contains_key(&member));
+            let listed = missing.contains(&member);
+            if !arrived && !listed {
                 return violation(format!(
-                    "barriers: {ticket:?} released at node {node} before member {member} entered it"
+                    "barriers: {ticket:?} released at node {node} before member {member} entered it, \
+                     without naming it missing ({missing:?})"
                 ));
             }
+            if listed && !self.was_dead_during(member, opened_at.min(record.entered_at), at) {
+                return violation(format!(
+                    "barriers: {ticket:?} released at node {node} without member {member}, which was alive throughout"
+                ));
+            }
+        }
+        if let Some(stranger) = missing.iter().find(|id| !members.contains(id)) {
+            return violation(format!("barriers: {ticket:?} at node {node} names {stranger} missing, no member"));
         }
         Ok(())
     }
@@ -625,12 +699,23 @@ impl Checker {
     /// The scheduler declared `id` (in `incarnation`) dead.
     pub fn node_declared_dead(&mut self, at: Instant, id: NodeId, incarnation: Incarnation) {
         self.declared_dead.entry((id, incarnation)).or_insert(at);
+        // Barriers that go on among the live may have waited for this.
+        let role = id.role();
+        let waiting: Vec<Waiter> = self
+            .barriers_pending
+            .iter()
+            .filter(|(key, record)| record.crash.is_some() && role.is_some_and(|r| key.2.group.contains(r)))
+            .map(|(key, _)| Waiter::Barrier(key.0, key.1, key.2))
+            .collect();
         let intervals = self.dead.entry(id).or_default();
         if intervals.last().is_none_or(|(_, until)| until.is_some()) {
             intervals.push((at, None));
         }
         if self.down.get(&id).is_some_and(|d| d.incarnation == incarnation) {
             self.down.remove(&id);
+        }
+        for waiter in waiting {
+            self.arm(waiter);
         }
     }
 
@@ -722,6 +807,30 @@ impl Checker {
     }
 
     // ----- internals -----
+
+    /// Where `member` stands with barrier `ticket`, the most lenient
+    /// reading first: a crash or a death may have kept its arrival from
+    /// ever counting (a frame lost, or dropped as a dead node's), so they
+    /// bound the wait rather than the arrival. Arrivals count for the
+    /// incarnation that made them: a replacement arrives itself.
+    fn member_state(&self, member: NodeId, ticket: BarrierTicket) -> MemberState {
+        if let Some(down) = self.down.get(&member) {
+            return MemberState::Crashed(CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot });
+        }
+        if let Some(&(since, None)) = self.dead.get(&member).and_then(|v| v.last()) {
+            return MemberState::Dead(since);
+        }
+        let current = self.incarnations.get(&member).copied().unwrap_or(Incarnation(0));
+        let entered = self.barriers_entered.get(&(ticket.group, ticket.generation)).and_then(|e| e.get(&member));
+        match entered {
+            Some(&(incarnation, at, slot))
+                if incarnation == current && !self.declared_dead.contains_key(&(member, incarnation)) =>
+            {
+                MemberState::Arrived(at, slot)
+            }
+            _ => MemberState::Awaited,
+        }
+    }
 
     fn members(&self, group: Group) -> Vec<NodeId> {
         let mut ids = Vec::new();

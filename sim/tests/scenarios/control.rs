@@ -19,7 +19,7 @@ fn ids(sim: &Sim) -> Vec<u32> {
 }
 
 fn released(sim: &Sim, i: usize, ticket: BarrierTicket) -> usize {
-    count(sim, i, |e| *e == Event::BarrierReleased(ticket))
+    count(sim, i, |e| matches!(e, Event::BarrierReleased { ticket: t, missing } if *t == ticket && missing.is_empty()))
 }
 
 #[test]

@@ -243,16 +243,18 @@ fn barrier_round(sim: &mut Sim, group: Group, members: &[usize]) {
         .iter()
         .map(|&i| (i, sim.with_node(i, |n, now| n.barrier(now, group)).expect("barrier entered")))
         .collect();
-    let released = |sim: &Sim| tickets.iter().all(|&(i, t)| count(sim, i, |e| *e == Event::BarrierReleased(t)) > 0);
+    let complete = |e: &Event, t: BarrierTicket| matches!(e, Event::BarrierReleased { ticket, missing } if *ticket == t && missing.is_empty());
+    let released = |sim: &Sim| tickets.iter().all(|&(i, t)| count(sim, i, |e| complete(e, t)) > 0);
     assert!(sim.run_until(PATIENCE, released), "{group:?} released everyone");
 }
 
 #[test]
 fn a_restarted_node_joins_the_barriers_the_survivors_are_at() {
-    let policies = [BarrierPolicy::FailOnDeath, BarrierPolicy::WaitForRecovery { timeout: Duration::from_secs(30) }];
-    for policy in policies {
+    for policy in [BarrierPolicy::FailOnDeath, BarrierPolicy::WaitForRecovery, BarrierPolicy::Elastic] {
         let mut setup = setup(17, 2, 3);
         setup.barrier_policy = policy;
+        // Long enough that the replacement always comes in time.
+        setup.timing.recovery_timeout = Duration::from_secs(30);
         let mut sim = ready(setup);
         let everyone: Vec<usize> = (0..sim.slots()).collect();
         let servers = [sim.server_slot(0), sim.server_slot(1)];
@@ -262,28 +264,49 @@ fn a_restarted_node_joins_the_barriers_the_survivors_are_at() {
         barrier_round(&mut sim, Group::ALL, &everyone);
         let s = servers[1];
         let id = sim.node(s).unwrap().id();
-        sim.crash(s);
-        sim.restart(s);
-        // The survivor is already waiting when the server dies: its barrier
-        // fails at the death, or (WaitForRecovery) waits for the replacement.
+        // The survivor is already waiting when the server dies.
         let survivor = sim.with_node(servers[0], |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered");
+        assert_eq!(survivor.generation, 2);
+        sim.crash(s);
+        let dead = Event::NodeDead { id, incarnation: Incarnation(0) };
+        assert!(sim.run_until(PATIENCE, |sim| count(sim, servers[0], |e| *e == dead) > 0));
+        drive(&mut sim);
+        // What the death does to the survivor's barrier is the policy's.
+        let failed = Event::BarrierFailed(survivor, RequestError::PeerDead(id));
+        let released_without = Event::BarrierReleased { ticket: survivor, missing: vec![id] };
+        let (fails, waits, goes_on) = match policy {
+            BarrierPolicy::FailOnDeath => (true, false, false),
+            BarrierPolicy::WaitForRecovery => (false, true, false),
+            BarrierPolicy::Elastic => (false, false, true),
+        };
+        assert_eq!(count(&sim, servers[0], |e| *e == failed) > 0, fails, "{policy:?}");
+        assert_eq!(count(&sim, servers[0], |e| *e == released_without) > 0, goes_on, "{policy:?}");
+        assert_eq!(sim.node(servers[0]).unwrap().barriers_pending(), usize::from(waits), "{policy:?}");
+        sim.restart(s);
         let recovered = Event::NodeRecovered { id, incarnation: Incarnation(1) };
         assert!(sim.run_until(PATIENCE, |sim| count(sim, servers[0], |e| *e == recovered) > 0));
         drive(&mut sim);
-        let failed = Event::BarrierFailed(survivor, RequestError::PeerDead(id));
-        let waiting = policy != BarrierPolicy::FailOnDeath;
-        assert_eq!(count(&sim, servers[0], |e| *e == failed) > 0, !waiting, "{policy:?}");
-        assert_eq!(sim.node(servers[0]).unwrap().barriers_pending(), usize::from(waiting), "{policy:?}");
+        // The replacement starts where the survivors are: in the barrier
+        // they wait in, or at the next one.
+        let start = sim.node(s).unwrap().next_barrier_generation(Group::SERVERS);
+        assert_eq!(start, if waits { 2 } else { 3 }, "{policy:?}");
+        assert_eq!(sim.node(s).unwrap().next_barrier_generation(Group::ALL), 1, "{policy:?}");
         let replacement = sim.with_node(s, |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered");
-        assert_eq!(replacement.generation, 0, "a new process counts from 0");
-        let survivor = if waiting {
+        assert_eq!(replacement.generation, start, "{policy:?}");
+        let survivor = if waits {
             survivor
         } else {
             sim.with_node(servers[0], |n, now| n.barrier(now, Group::SERVERS)).expect("barrier entered")
         };
         let both = [(servers[0], survivor), (s, replacement)];
-        let released = |sim: &Sim| both.iter().all(|&(i, t)| count(sim, i, |e| *e == Event::BarrierReleased(t)) > 0);
-        assert!(sim.run_until(PATIENCE, released), "{policy:?}");
+        let complete = |sim: &Sim, i: usize, t: BarrierTicket| {
+            count(
+                sim,
+                i,
+                |e| matches!(e, Event::BarrierReleased { ticket, missing } if *ticket == t && missing.is_empty()),
+            )
+        };
+        assert!(sim.run_until(PATIENCE, |sim| both.iter().all(|&(i, t)| complete(sim, i, t) > 0)), "{policy:?}");
         // From here on, both numberings stay in step.
         barrier_round(&mut sim, Group::SERVERS, &servers);
         barrier_round(&mut sim, Group::ALL, &everyone);
@@ -316,7 +339,8 @@ fn requests_from_a_worker_declared_dead_are_dropped_by_servers() {
         values: Values::from_slice(&[5.0f32]),
         lens: None,
     });
-    let envelope = Envelope { sender: worker_id, incarnation, receiver: server_id, seq: 0 };
+    let receiver_incarnation = sim.node(s).unwrap().incarnation();
+    let envelope = Envelope { sender: worker_id, incarnation, receiver: server_id, receiver_incarnation, seq: 0 };
     let is_request = |e: &Event| matches!(e, Event::ServerRequest(_));
     let requests_before = count(&sim, s, is_request);
     sim.inject_frame(w, s, request.encode(envelope).to_bytes());

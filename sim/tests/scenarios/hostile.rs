@@ -111,12 +111,23 @@ fn message() -> impl Strategy<Value = Message> {
             listen_addr,
             instance
         })),
-        (small_or_any(), vec(entry, 0..8)).prop_map(|(epoch, nodes)| Message::NodeTable(NodeTableMsg { epoch, nodes })),
-        (group(), small_or_any()).prop_map(|(group, generation)| Message::Barrier { group, generation }),
-        (group(), small_or_any(), proptest::option::of(member_id())).prop_map(|(group, generation, dead)| {
-            let outcome = dead.map_or(BarrierOutcome::Released, BarrierOutcome::MemberDied);
-            Message::BarrierRelease { group, generation, outcome }
+        (small_or_any(), vec(entry, 0..8), vec((group(), small_or_any()), 0..3))
+            .prop_map(|(epoch, nodes, generations)| Message::NodeTable(NodeTableMsg { epoch, nodes, generations })),
+        (group(), small_or_any(), any::<bool>()).prop_map(|(group, generation, finalize)| Message::Barrier {
+            group,
+            generation,
+            finalize
         }),
+        (group(), small_or_any(), proptest::option::of(member_id()), vec(member_id(), 0..3)).prop_map(
+            |(group, generation, dead, missing)| {
+                let outcome = match (dead, missing.is_empty()) {
+                    (Some(dead), _) => BarrierOutcome::MemberDied(dead),
+                    (None, true) => BarrierOutcome::Released,
+                    (None, false) => BarrierOutcome::ReleasedWithout(missing),
+                };
+                Message::BarrierRelease { group, generation, outcome }
+            }
+        ),
         Just(Message::Heartbeat),
         small_or_any().prop_map(|epoch| Message::HeartbeatAck { epoch }),
         vec(small_or_any(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
@@ -151,7 +162,8 @@ proptest! {
         for (from, to, message) in frames {
             let sender = sim.node(from).expect("running").id();
             let receiver = sim.node(to).expect("running").id();
-            let envelope = Envelope { sender, incarnation: Incarnation(0), receiver, seq: 0 };
+            let receiver_incarnation = sim.node(to).expect("running").incarnation();
+            let envelope = Envelope { sender, incarnation: Incarnation(0), receiver, receiver_incarnation, seq: 0 };
             sim.inject_frame(from, to, message.encode(envelope).to_bytes());
         }
         sim.run_for(Duration::from_secs(8));

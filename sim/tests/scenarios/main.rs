@@ -134,7 +134,9 @@ fn wait(sim: &mut Sim, slot: usize, customer: CustomerId, ts: Timestamp) -> Even
 
 fn barrier_end(sim: &Sim, slot: usize, ticket: BarrierTicket) -> Option<(Instant, Event)> {
     sim.events_of(slot)
-        .find(|(_, e)| matches!(e, Event::BarrierReleased(t) | Event::BarrierFailed(t, _) if *t == ticket))
+        .find(
+            |(_, e)| matches!(e, Event::BarrierReleased { ticket: t, .. } | Event::BarrierFailed(t, _) if *t == ticket),
+        )
         .map(|(at, e)| (at, e.clone()))
 }
 
@@ -167,8 +169,10 @@ fn inject_table(sim: &mut Sim, to: usize, edit: impl FnOnce(&mut Vec<NodeEntry>)
     let epoch = node.membership().epoch() + 1;
     let mut nodes: Vec<NodeEntry> = node.membership().iter().copied().collect();
     edit(&mut nodes);
-    let table = Message::NodeTable(NodeTableMsg { epoch, nodes });
-    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver, seq: 0 };
+    let receiver_incarnation = node.incarnation();
+    let table = Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new() });
+    let envelope =
+        Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver, receiver_incarnation, seq: 0 };
     sim.inject_frame(SCHEDULER, to, table.encode(envelope).to_bytes());
 }
 
@@ -223,8 +227,13 @@ fn scripted_run(seed: u64) -> (u64, u64, Vec<Vec<(Instant, Event)>>) {
         listen_addr: sim.config(w).listen_addr,
         instance: 7,
     });
-    let envelope =
-        Envelope { sender: NodeId::UNASSIGNED, incarnation: Incarnation(0), receiver: NodeId::SCHEDULER, seq: 0 };
+    let envelope = Envelope {
+        sender: NodeId::UNASSIGNED,
+        incarnation: Incarnation(0),
+        receiver: NodeId::SCHEDULER,
+        receiver_incarnation: Incarnation(0),
+        seq: 0,
+    };
     sim.inject_frame(w, SCHEDULER, register.encode(envelope).to_bytes());
     sim.set_frame_faults(0.1, 0.1);
     for _ in 0..20 {

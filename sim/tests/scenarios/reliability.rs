@@ -88,7 +88,13 @@ fn a_process_not_registered_yet_does_not_admit_frames_meant_for_its_predecessor(
     sim.restart(w);
     assert_eq!(sim.node(w).unwrap().id(), NodeId::UNASSIGNED);
     let release = Message::BarrierRelease { group: Group::WORKERS, generation: 0, outcome: BarrierOutcome::Released };
-    let envelope = Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver: old_id, seq: 1 };
+    let envelope = Envelope {
+        sender: NodeId::SCHEDULER,
+        incarnation: Incarnation(0),
+        receiver: old_id,
+        receiver_incarnation: Incarnation(0),
+        seq: 1,
+    };
     let before = sim.node(w).unwrap().stats().unexpected_drops;
     sim.with_node(w, |n, now| n.handle_frame(now, release.encode(envelope).to_bytes())).expect("decodes");
     let node = sim.node(w).unwrap();

@@ -423,7 +423,7 @@ impl Cluster {
     async fn finalize(self) -> Result<Vec<u64>, BoxError> {
         match self {
             Self::InProcess(cluster) => {
-                cluster.finalize().await?;
+                complete(cluster.finalize().await?)?;
                 Ok(Vec::new())
             }
             Self::Processes { workers, mut children } => {
@@ -431,7 +431,7 @@ impl Cluster {
                     workers.into_iter().map(|node| tokio::spawn(async move { node.finalize().await })).collect();
                 let finalized = async {
                     for task in finals {
-                        task.await??;
+                        complete(task.await??)?;
                     }
                     Ok::<_, BoxError>(())
                 };
@@ -536,7 +536,7 @@ async fn serve() -> Result<(), BoxError> {
     };
     let node = pslite::start_with(settings, handles, None).await?;
     node.wait_ready().await?;
-    node.finalize().await?;
+    complete(node.finalize().await?)?;
     if role == Role::Server {
         println!("{PEAK_RSS_LINE}{}", peak_rss_bytes());
     }
@@ -802,5 +802,15 @@ fn main() -> ExitCode {
             eprintln!("{who}: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A benchmark whose cluster lost a member measured something else: an
+/// error, not a figure.
+fn complete(released: pslite::Released) -> Result<(), BoxError> {
+    if released.is_complete() {
+        Ok(())
+    } else {
+        Err(format!("nodes {:?} died during the run", released.missing).into())
     }
 }

@@ -1,0 +1,93 @@
+//! A node's life at its edges, through the public API with hand-made
+//! frames: it gives up registering when no scheduler answers, and once it
+//! holds an id it refuses what was meant for a former holder of that id.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use pslite_core::wire::message::Envelope;
+use pslite_core::wire::{Message, NodeEntry, NodeTableMsg, SimpleMsg};
+use pslite_core::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn worker_config(register_timeout: Duration) -> Config {
+    let mut builder = Config::builder(Role::Worker, addr(1)).cluster(1, 1);
+    builder.listen_addr = addr(3);
+    builder.register_retry_interval = Duration::from_millis(500);
+    builder.register_timeout = register_timeout;
+    builder.build().unwrap()
+}
+
+#[test]
+fn a_node_with_no_scheduler_gives_up_at_the_register_timeout_and_says_where_it_looked() {
+    let start = Instant::ZERO + Duration::from_secs(7);
+    let timeout = Duration::from_secs(3);
+    let mut node = Node::new(worker_config(timeout), 5, start);
+    let mut registers = 0;
+    let mut events = Vec::new();
+    let mut now = start;
+    // Nobody answers: drive the node by its own timer only.
+    for _ in 0..100 {
+        while node.poll_transmit().is_some() {
+            registers += 1;
+        }
+        events.extend(std::iter::from_fn(|| node.poll_event()));
+        let Some(at) = node.poll_timeout() else {
+            break;
+        };
+        assert!(at >= now, "timers never point into the past");
+        assert!(at <= start + timeout, "no retry is scheduled past the deadline");
+        now = at;
+        node.handle_timeout(now);
+    }
+    assert_eq!(now, start + timeout, "gives up exactly at the deadline");
+    assert!(registers >= 5, "retried meanwhile ({registers} registrations)");
+    assert_eq!(events, vec![Event::RegistrationFailed { scheduler: addr(1) }, Event::Terminated]);
+    assert_eq!(node.phase(), Phase::Terminated);
+    assert_eq!(node.poll_timeout(), None, "nothing is left to wait for");
+}
+
+#[test]
+fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacement() {
+    let now = Instant::ZERO;
+    let mut node = Node::new(worker_config(Duration::from_secs(60)), 9, now);
+    // The registration names the process instance the table must match.
+    let instance = loop {
+        let transmit = node.poll_transmit().expect("a registration");
+        let frame = transmit.frame.to_bytes();
+        let header = wire::Header::decode(&frame, u32::MAX).unwrap();
+        if let Ok(Message::Register(register)) = Message::decode(&header, &frame) {
+            break register.instance;
+        }
+    };
+    // The scheduler gives it worker 0's id, as that id's second holder.
+    let me = NodeId::worker(Rank(0));
+    let entries = vec![
+        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true },
+        NodeEntry { id: me, incarnation: Incarnation(1), addr: addr(3), instance, alive: true },
+    ];
+    let table = NodeTableMsg { epoch: 2, nodes: entries, generations: vec![(Group::WORKERS, 3)] };
+    let from_scheduler = |receiver_incarnation: u32| Envelope {
+        sender: NodeId::SCHEDULER,
+        incarnation: Incarnation(0),
+        receiver: me,
+        receiver_incarnation: Incarnation(receiver_incarnation),
+        seq: 0,
+    };
+    node.handle_frame(now, Message::NodeTable(table).encode(from_scheduler(1)).to_bytes()).unwrap();
+    assert_eq!((node.id(), node.incarnation()), (me, Incarnation(1)));
+    assert_eq!(node.next_barrier_generation(Group::WORKERS), 3, "it starts where the survivors are");
+    while node.poll_event().is_some() {}
+    let ask = |ts: u32| Message::SimpleRequest(SimpleMsg { app: 1, customer: 0, ts, head: 7, body: Bytes::new() });
+    // Meant for the process that held the id before: not ours to answer.
+    node.handle_frame(now, ask(1).encode(from_scheduler(0)).to_bytes()).unwrap();
+    assert_eq!(node.stats().stale_receiver_drops, 1);
+    assert_eq!(node.poll_event(), None);
+    // Meant for this process: answered.
+    node.handle_frame(now, ask(2).encode(from_scheduler(1)).to_bytes()).unwrap();
+    assert_eq!(node.stats().stale_receiver_drops, 1);
+    assert!(matches!(node.poll_event(), Some(Event::SimpleRequest(request)) if request.id.ts == Timestamp(2)));
+}
