@@ -15,6 +15,13 @@ pub enum RequestError {
     /// Nothing was heard from the scheduler for `heartbeat_timeout`.
     #[error("lost contact with the scheduler")]
     SchedulerLost,
+    /// The scheduler declared this process dead (it was cut off, say) and
+    /// gave its id to a new process: this one stops.
+    #[error("this node was declared dead and replaced by incarnation {}", incarnation.0)]
+    Replaced {
+        /// The replacement's incarnation.
+        incarnation: crate::id::Incarnation,
+    },
     /// The request exceeded `request_timeout`.
     #[error("request timed out")]
     TimedOut,

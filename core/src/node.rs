@@ -45,7 +45,7 @@ use crate::stats::Stats;
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
 use crate::wire::message::Envelope;
-use crate::wire::{BarrierOutcome, DecodeError, Header, KvOp, Message, NodeTableMsg, RegisterMsg};
+use crate::wire::{BarrierOutcome, DecodeError, Header, Kind, KvOp, Message, NodeTableMsg, RegisterMsg};
 
 /// Capacity of each metadata scratch buffer ([`Message::encode_with`]):
 /// one allocation per about 60 frames. A frame kept for resending keeps
@@ -573,6 +573,10 @@ impl Node {
             return plausible;
         }
         match self.membership.get(sender) {
+            // A former process asking to register is answered with the
+            // table, so it learns it was replaced (a registration changes
+            // nothing for a known id, and is never sequenced).
+            Some(_) if header.kind == Kind::Register && header.seq == 0 && self.scheduler.is_some() => true,
             Some(entry) if header.incarnation < entry.incarnation => {
                 self.stats.stale_incarnation_drops += 1;
                 false
@@ -910,17 +914,22 @@ impl Node {
         }
         for change in changes {
             match change {
+                Change::Recovered(id, incarnation) if id == self.id => {
+                    // Declared dead and replaced: a newer process does this
+                    // one's work now, and this one must not touch anything.
+                    self.fail_all_pending(RequestError::Replaced { incarnation });
+                    self.terminate();
+                    break;
+                }
                 Change::Died(id, incarnation) if id == self.id => {
-                    // The scheduler gave up on us; our work cannot be
-                    // trusted by others any more.
+                    // The scheduler gave up on us (we were cut off or
+                    // stalled): the others dropped our work and a new
+                    // process may take our id, so this one stops.
                     self.reliable.forget_peer(id, incarnation);
-                    self.fail_all_pending(RequestError::PeerDead(id));
-                    if self.phase == Phase::Terminated {
-                        // That ended a pending finalize: nothing may
-                        // follow `Terminated`.
-                        break;
-                    }
                     self.out.event(Event::NodeDead { id, incarnation });
+                    self.fail_all_pending(RequestError::PeerDead(id));
+                    self.terminate();
+                    break;
                 }
                 Change::Died(id, incarnation) => self.on_peer_died(id, incarnation),
                 // The table that reported the death may have been missed or
@@ -1000,6 +1009,9 @@ impl Node {
         let Some(scheduler) = self.scheduler.as_ref() else {
             if self.watch.is_lost(now, timeout) {
                 self.fail_all_pending(RequestError::SchedulerLost);
+                // Ask again: a scheduler that declared us dead and gave
+                // our id away answers with a table that says so.
+                self.send_register();
             }
             return;
         };

@@ -91,3 +91,44 @@ fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacem
     assert_eq!(node.stats().stale_receiver_drops, 1);
     assert!(matches!(node.poll_event(), Some(Event::SimpleRequest(request)) if request.id.ts == Timestamp(2)));
 }
+
+#[test]
+fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
+    let now = Instant::ZERO;
+    let mut node = Node::new(worker_config(Duration::from_secs(60)), 11, now);
+    let instance = loop {
+        let transmit = node.poll_transmit().expect("a registration");
+        let frame = transmit.frame.to_bytes();
+        let header = wire::Header::decode(&frame, u32::MAX).unwrap();
+        if let Ok(Message::Register(register)) = Message::decode(&header, &frame) {
+            break register.instance;
+        }
+    };
+    let me = NodeId::worker(Rank(0));
+    let server =
+        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
+    let table = |epoch, entry: NodeEntry| {
+        let envelope = Envelope {
+            sender: NodeId::SCHEDULER,
+            incarnation: Incarnation(0),
+            receiver: NodeId::UNASSIGNED,
+            receiver_incarnation: Incarnation(0),
+            seq: 0,
+        };
+        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
+            .encode(envelope)
+            .to_bytes()
+    };
+    let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
+    node.handle_frame(now, table(1, mine)).unwrap();
+    assert_eq!(node.phase(), Phase::Ready);
+    let ticket = node.finalize(now).unwrap();
+    while node.poll_event().is_some() {}
+    // Cut off, it was declared dead and another process took its id.
+    let successor = NodeEntry { incarnation: Incarnation(1), instance: instance + 2, addr: addr(4), ..mine };
+    node.handle_frame(now, table(3, successor)).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+    let replaced = RequestError::Replaced { incarnation: Incarnation(1) };
+    assert_eq!(events, vec![Event::BarrierFailed(ticket, replaced), Event::Terminated]);
+    assert_eq!(node.phase(), Phase::Terminated);
+}

@@ -57,6 +57,15 @@ impl Sim {
             if !busy && self.is_zombie(slot) {
                 self.crash(slot);
             }
+            // A process that stopped on its own (it learnt it was replaced)
+            // is over: an operator starts a new one.
+            let stopped = self.nodes[slot]
+                .process
+                .as_ref()
+                .is_some_and(|p| p.node.phase() == Phase::Terminated && !p.finalize_called);
+            if stopped && !self.finalize_started {
+                self.crash(slot);
+            }
             if self.nodes[slot].process.is_none() {
                 self.schedule_restart(slot, SUPERVISOR_RESTART_DELAY);
             }

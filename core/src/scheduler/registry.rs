@@ -103,6 +103,10 @@ impl Registry {
         }
         let dead = membership.iter().find(|n| !n.alive && n.id.role() == Some(register.role)).copied();
         let Some(dead) = dead else {
+            // No place for it. It may be a process cut off long enough to
+            // be replaced: the table tells it so (addressed to no id, since
+            // its own id belongs to another process now).
+            send_table_to(membership, arrivals, NodeId::UNASSIGNED, register.listen_addr, out);
             return Registered::Refused;
         };
         let entry = NodeEntry {
@@ -183,10 +187,17 @@ mod tests {
         let (mut registry, mut membership, mut out) = (Registry::default(), Membership::default(), Outbox::default());
         registry.on_register_forming(register(Role::Server, 1, 1), (1, 1), &mut membership);
         registry.on_register_forming(register(Role::Worker, 2, 2), (1, 1), &mut membership);
-        // No dead server: a newcomer has no place; a known instance gets the table.
+        // No dead server: a newcomer has no place, and is sent the table
+        // (addressed to no id) so a replaced process learns it; a known
+        // instance gets the table too.
         assert_eq!(
             registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &Arrivals::default(), &mut out),
             Registered::Refused
+        );
+        let told = out.pop_message();
+        assert!(
+            matches!(told, Some((Dest::Addr(NodeId::UNASSIGNED, addr), Message::NodeTable(_))) if addr.port() == 3),
+            "{told:?}"
         );
         assert_eq!(
             registry.on_register_running(register(Role::Worker, 2, 2), &mut membership, &Arrivals::default(), &mut out),
