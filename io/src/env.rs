@@ -7,14 +7,23 @@
 //! | `DMLC_ROLE` | `scheduler`, `server` or `worker` |
 //! | `DMLC_PS_ROOT_URI`, `DMLC_PS_ROOT_PORT` | the scheduler's address |
 //! | `DMLC_NUM_SERVER`, `DMLC_NUM_WORKER` | cluster size |
-//! | `DMLC_NODE_HOST` | address to advertise (default: route to the scheduler) |
-//! | `DMLC_INTERFACE` | accepted for compatibility; the advertised address is the one routing to the scheduler unless `DMLC_NODE_HOST` is set |
+//! | `DMLC_NODE_HOST` | address to advertise (default: see below) |
+//! | `DMLC_INTERFACE` | advertise this interface's IPv4 address (IPv6 when the scheduler's is), unless `DMLC_NODE_HOST` is set |
 //! | `DMLC_PORT` | port to listen on (default: any) |
 //! | `PS_HEARTBEAT_INTERVAL`, `PS_HEARTBEAT_TIMEOUT` | seconds; interval 0 turns heartbeats off (ps-lite's default is off, ours is on) |
 //! | `PS_RESEND`, `PS_RESEND_TIMEOUT` | ACK and resend on (default) or off (`0`); first resend timeout in ms |
 //! | `PS_VERBOSE` | 0, 1, 2: warn, info, debug (see [`verbosity`]) |
 //! | `PS_CLUSTER_TOKEN` | shared secret checked on every connection |
 //! | `PS_SEED` | seed of the core's randomness |
+//!
+//! The address a node advertises is what its peers dial, so it must be one
+//! they can reach: `DMLC_NODE_HOST` if set, else the address of
+//! `DMLC_INTERFACE` if set (for a machine with several networks where
+//! the one towards the scheduler is not the one the job should use), else
+//! the local address of the route towards the scheduler. A node listens on
+//! every address, except that with the scheduler on loopback and nothing
+//! else to advertise it listens on loopback only, so a local test cluster
+//! is not reachable from the network.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -23,7 +32,28 @@ use pslite_core::{ConfigError, Duration, Role};
 use crate::settings::Settings;
 
 /// Reads the environment through `get`, for tests; see [`Settings::from_env`].
+/// `DMLC_INTERFACE` is looked up among this machine's interfaces.
 pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    settings_with_interfaces(get, machine_interfaces)
+}
+
+/// An interface's name and one of its addresses: what `DMLC_INTERFACE`
+/// is looked up in (an interface with several addresses appears once per
+/// address, in the system's order).
+type InterfaceAddr = (String, IpAddr);
+
+/// This machine's interface addresses.
+fn machine_interfaces() -> std::io::Result<Vec<InterfaceAddr>> {
+    Ok(if_addrs::get_if_addrs()?.into_iter().map(|interface| (interface.name, interface.addr.ip())).collect())
+}
+
+/// [`settings_from`] with the interface list from `interfaces`, so tests
+/// can give a machine any interfaces. The list is read only when
+/// `DMLC_INTERFACE` decides the advertised address.
+fn settings_with_interfaces(
+    get: impl Fn(&str) -> Option<String>,
+    interfaces: impl FnOnce() -> std::io::Result<Vec<InterfaceAddr>>,
+) -> Result<Settings, ConfigError> {
     let required = |variable: &'static str| {
         get(variable).ok_or(ConfigError::Environment { variable, problem: "not set".to_owned() })
     };
@@ -52,6 +82,12 @@ pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, C
     if let Some(host) = get("DMLC_NODE_HOST") {
         let ip: IpAddr = parse("DMLC_NODE_HOST", &host, "an IP address")?;
         settings.advertise_host = Some(ip);
+    } else if let Some(name) = get("DMLC_INTERFACE") {
+        let interfaces = interfaces().map_err(|error| ConfigError::Environment {
+            variable: "DMLC_INTERFACE",
+            problem: format!("cannot list this machine's interfaces to find {name:?}: {error}"),
+        })?;
+        settings.advertise_host = Some(interface_ip(&name, scheduler_addr.is_ipv4(), &interfaces)?);
     }
     let any_ip: IpAddr = if scheduler_addr.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
     let listen_port: u16 = match get("DMLC_PORT") {
@@ -59,7 +95,10 @@ pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, C
         None => 0,
     };
     settings.bind_addr = if role == Role::Scheduler { scheduler_addr } else { SocketAddr::new(any_ip, listen_port) };
-    if scheduler_addr.ip().is_loopback() && role != Role::Scheduler {
+    // Listening on loopback only keeps a local cluster off the network, but
+    // a node told to advertise another address must be reachable there.
+    let advertises_loopback = settings.advertise_host.is_none_or(|ip| ip.is_loopback());
+    if scheduler_addr.ip().is_loopback() && role != Role::Scheduler && advertises_loopback {
         settings.bind_addr = SocketAddr::new(scheduler_addr.ip(), listen_port);
     }
     let interval =
@@ -112,6 +151,39 @@ pub fn verbosity() -> tracing::Level {
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     }
+}
+
+/// The address of interface `name` to advertise: its first IPv4 address
+/// (first IPv6 one that is not link-local when `ipv4` is false, since a
+/// link-local address means nothing without its interface). ps-lite
+/// takes the first IPv4 address too.
+fn interface_ip(name: &str, ipv4: bool, interfaces: &[InterfaceAddr]) -> Result<IpAddr, ConfigError> {
+    let family = if ipv4 { "IPv4" } else { "IPv6" };
+    let fits = |ip: &IpAddr| match ip {
+        IpAddr::V4(_) => ipv4,
+        IpAddr::V6(v6) => !ipv4 && !v6.is_unicast_link_local(),
+    };
+    let mut others = Vec::new();
+    for (interface, ip) in interfaces {
+        if interface == name && fits(ip) {
+            return Ok(*ip);
+        }
+        if interface == name {
+            others.push(ip.to_string());
+        }
+    }
+    let problem = if others.is_empty() {
+        // getifaddrs lists no interface that has no address at all, so
+        // "unknown" and "without any address" look the same from here.
+        let mut usable: Vec<&str> =
+            interfaces.iter().filter(|(_, ip)| fits(ip)).map(|(interface, _)| interface.as_str()).collect();
+        usable.dedup();
+        let usable = if usable.is_empty() { "none".to_owned() } else { usable.join(", ") };
+        format!("no interface {name:?} with an address on this machine (interfaces with an {family} address: {usable})")
+    } else {
+        format!("interface {name:?} has no usable {family} address (it has {})", others.join(", "))
+    };
+    Err(ConfigError::Environment { variable: "DMLC_INTERFACE", problem })
 }
 
 fn parse<T: std::str::FromStr>(variable: &'static str, value: &str, expected: &str) -> Result<T, ConfigError> {
@@ -179,5 +251,93 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs[3] = ("DMLC_NUM_SERVER", "0");
         assert_eq!(settings_from(env(&pairs)).unwrap_err(), ConfigError::ZeroCount { field: "num_servers" });
+    }
+
+    /// A machine with a management network towards the scheduler and a
+    /// data network the job should use.
+    fn two_networks() -> std::io::Result<Vec<InterfaceAddr>> {
+        Ok(vec![
+            ("lo".to_owned(), "127.0.0.1".parse().unwrap()),
+            ("mgmt".to_owned(), "10.0.0.5".parse().unwrap()),
+            ("data".to_owned(), "fe80::1".parse().unwrap()),
+            ("data".to_owned(), "192.168.7.5".parse().unwrap()),
+            ("data".to_owned(), "192.168.8.5".parse().unwrap()),
+            ("data".to_owned(), "2001:db8::5".parse().unwrap()),
+            ("v6only".to_owned(), "2001:db8::6".parse().unwrap()),
+        ])
+    }
+
+    fn on_network(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut pairs = BASE.to_vec();
+        pairs[1] = ("DMLC_PS_ROOT_URI", "10.0.0.1");
+        pairs.extend_from_slice(extra);
+        pairs
+    }
+
+    #[test]
+    fn dmlc_interface_advertises_the_first_ipv4_address_of_that_interface_and_listens_everywhere() {
+        let s = settings_with_interfaces(env(&on_network(&[("DMLC_INTERFACE", "data")])), two_networks).unwrap();
+        assert_eq!(s.advertise_host, Some("192.168.7.5".parse().unwrap()));
+        assert_eq!(s.bind_addr, "0.0.0.0:0".parse().unwrap());
+    }
+
+    #[test]
+    fn dmlc_interface_takes_a_global_ipv6_address_when_the_scheduler_is_ipv6() {
+        let mut pairs = on_network(&[("DMLC_INTERFACE", "data")]);
+        pairs[1] = ("DMLC_PS_ROOT_URI", "2001:db8::1");
+        let s = settings_with_interfaces(env(&pairs), two_networks).unwrap();
+        assert_eq!(s.advertise_host, Some("2001:db8::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn dmlc_node_host_wins_over_dmlc_interface_without_listing_interfaces() {
+        let pairs = on_network(&[("DMLC_INTERFACE", "nonexistent0"), ("DMLC_NODE_HOST", "10.0.0.9")]);
+        let s = settings_with_interfaces(env(&pairs), || panic!("interfaces listed although DMLC_NODE_HOST is set"))
+            .unwrap();
+        assert_eq!(s.advertise_host, Some("10.0.0.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unknown_interface_is_an_error_naming_the_variable_the_interface_and_the_alternatives() {
+        let pairs = on_network(&[("DMLC_INTERFACE", "eth7")]);
+        let err = settings_with_interfaces(env(&pairs), two_networks).unwrap_err().to_string();
+        assert!(err.starts_with("DMLC_INTERFACE: no interface \"eth7\""), "{err}");
+        assert!(err.contains("IPv4 address: lo, mgmt, data)"), "{err}");
+    }
+
+    #[test]
+    fn an_interface_without_an_address_of_the_schedulers_family_is_an_error_naming_what_it_has() {
+        let pairs = on_network(&[("DMLC_INTERFACE", "v6only")]);
+        let err = settings_with_interfaces(env(&pairs), two_networks).unwrap_err().to_string();
+        assert_eq!(err, "DMLC_INTERFACE: interface \"v6only\" has no usable IPv4 address (it has 2001:db8::6)");
+    }
+
+    #[test]
+    fn failing_to_list_interfaces_is_an_error_naming_the_variable() {
+        let pairs = on_network(&[("DMLC_INTERFACE", "data")]);
+        let err =
+            settings_with_interfaces(env(&pairs), || Err(std::io::Error::other("no netlink"))).unwrap_err().to_string();
+        assert!(err.starts_with("DMLC_INTERFACE: cannot list") && err.contains("no netlink"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dmlc_interface_reads_this_machines_interfaces() {
+        // Every Linux machine, and every network namespace, has `lo`.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DMLC_INTERFACE", "lo"));
+        let s = settings_from(env(&pairs)).unwrap();
+        assert_eq!(s.advertise_host, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(s.bind_addr, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn with_a_loopback_scheduler_a_node_listens_on_loopback_unless_it_advertises_another_address() {
+        let s = settings_from(env(&BASE)).unwrap();
+        assert_eq!((s.advertise_host, s.bind_addr), (None, "127.0.0.1:0".parse().unwrap()));
+        let mut pairs = BASE.to_vec();
+        pairs.extend([("DMLC_NODE_HOST", "10.0.0.9"), ("DMLC_PORT", "7000")]);
+        let s = settings_from(env(&pairs)).unwrap();
+        assert_eq!(s.bind_addr, "0.0.0.0:7000".parse().unwrap());
     }
 }

@@ -29,6 +29,7 @@ pub struct NodeHandle {
     info: watch::Receiver<Info>,
     events: broadcast::Sender<NodeEvent>,
     local_addr: SocketAddr,
+    advertised_addr: SocketAddr,
     clocks: Arc<Mutex<BTreeMap<CustomerId, Clock>>>,
     outcomes: SharedOutcomes,
     tasks: Arc<[tokio::task::AbortHandle; 2]>,
@@ -42,10 +43,12 @@ impl NodeHandle {
         info: watch::Receiver<Info>,
         events: broadcast::Sender<NodeEvent>,
         local_addr: SocketAddr,
+        advertised_addr: SocketAddr,
         outcomes: SharedOutcomes,
         tasks: [tokio::task::AbortHandle; 2],
     ) -> Self {
-        Self { commands, info, events, local_addr, clocks: Arc::default(), outcomes, tasks: Arc::new(tasks) }
+        let tasks = Arc::new(tasks);
+        Self { commands, info, events, local_addr, advertised_addr, clocks: Arc::default(), outcomes, tasks }
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -178,6 +181,13 @@ impl NodeHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address this node gave the scheduler for its peers to dial:
+    /// what a deployment must check when nodes cannot reach each other
+    /// (see [`env`](crate::env) for how it is chosen).
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised_addr
     }
 
     /// Stops the node at once, as a crash would: no finalize, no goodbye.

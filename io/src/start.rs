@@ -56,7 +56,8 @@ pub async fn start_with(
         None if bound.ip().is_unspecified() => route_ip_towards(core.scheduler_addr)?,
         None => bound.ip(),
     };
-    core.listen_addr = SocketAddr::new(advertised_ip, bound.port());
+    let listen_addr = SocketAddr::new(advertised_ip, bound.port());
+    core.listen_addr = listen_addr;
     let config = core.build()?;
     let seed = settings.seed.unwrap_or_else(entropy_seed);
     tracing::info!(role = %config.role, listen = %config.listen_addr, seed = format!("{seed:#x}"), "starting node");
@@ -101,7 +102,7 @@ pub async fn start_with(
         tokio::spawn(accept_loop(listener, settings.token, frame_len_max, inbound_tx, spares, driver_gone));
     let driver_task = tokio::spawn(driver.run(command_rx, inbound_rx));
     let tasks = [driver_task.abort_handle(), accept_task.abort_handle()];
-    Ok(NodeHandle::new(command_tx, info_rx, events_tx, bound, outcomes, tasks))
+    Ok(NodeHandle::new(command_tx, info_rx, events_tx, bound, listen_addr, outcomes, tasks))
 }
 
 /// Accepts connections and spawns a reader for each, until the driver
