@@ -178,3 +178,37 @@ async fn concurrent_callers_of_one_customer_each_get_their_own_outcome() {
     assert_eq!(bounded(worker.pull::<f32>(&[7])).await.unwrap(), vec![accepted as f32]);
     assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
+
+/// `info()` right after `wait_ready` is what the caller acts on (a worker
+/// takes its rank to pick its part of the data), so it must already hold
+/// the id and rank. Several small clusters, because a stale read depends
+/// on how the node's task and the caller interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_wait_ready_returns_every_node_knows_its_id_and_rank() {
+    for _ in 0..10 {
+        let scheduler_settings = LocalCluster::settings(1, 2);
+        let scheduler = bounded(pslite::start(scheduler_settings.clone())).await.unwrap();
+        let mut settings = scheduler_settings.for_role(Role::Worker);
+        settings.core.scheduler_addr = scheduler.local_addr();
+        let server = bounded(pslite::start(settings.for_role(Role::Server))).await.unwrap();
+        let workers =
+            [bounded(pslite::start(settings.clone())).await.unwrap(), bounded(pslite::start(settings)).await.unwrap()];
+        let nodes = [&scheduler, &server, &workers[0], &workers[1]];
+        let infos = bounded(async {
+            let ready = nodes.map(|node| async move {
+                node.wait_ready().await.unwrap();
+                node.info()
+            });
+            let [a, b, c, d] = ready;
+            let (a, b, c, d) = tokio::join!(a, b, c, d);
+            [a, b, c, d]
+        })
+        .await;
+        for info in infos {
+            assert!(info.id != pslite::NodeId::UNASSIGNED && info.rank.is_some(), "{info:?}");
+        }
+        for node in nodes {
+            node.abort();
+        }
+    }
+}

@@ -310,6 +310,9 @@ impl Driver {
         match event {
             Event::Registered { .. } => {}
             Event::ClusterReady => {
+                // What `wait_ready` callers read next (id, rank) must be
+                // out before they are woken, not at the end of the drain.
+                self.publish_info();
                 for waiter in self.ready_waiters.drain(..) {
                     let _ = waiter.send(Ok(()));
                 }
