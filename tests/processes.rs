@@ -4,11 +4,11 @@
 //! partitions behave as between machines. Every wait has a deadline;
 //! nothing sleeps to synchronise.
 //!
-//! What a job does after a death (survivors going on, a replacement
-//! rejoining, the partitioned node learning it was replaced) is the core's
-//! to decide and is not asserted yet: these tests check what holds now,
-//! that a killed or cut-off node is declared dead to every other process
-//! and that a waiting push fails with `PeerDead` naming it.
+//! After a death the job goes on: a waiting push fails with `PeerDead`
+//! naming the dead node, a replacement process started with the same
+//! environment takes its id and the job's work, and the job finishes with
+//! every process exiting 0. A node cut off long enough to be replaced
+//! learns it once the cut heals and exits with an error.
 
 mod common;
 
@@ -79,22 +79,60 @@ fn a_job_of_separate_processes_sums_exactly_and_every_process_exits_zero() {
     }
 }
 
+/// Milliseconds since `start`, for the timeline a run prints.
+fn ms(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}
+
 #[test]
-fn a_server_killed_with_sigkill_mid_job_is_declared_dead_and_the_waiting_push_fails_with_peer_dead() {
+fn a_server_killed_with_sigkill_is_replaced_and_the_job_finishes_with_every_process_exiting_zero() {
     let deadline = deadline(BOUND);
     let spec = fast_detection(JobSpec::new(2, 1)).env("JOB_ROUNDS", "commanded");
     let mut job = Job::start(spec, deadline);
     let victim = id_of(&mut job, "server1", deadline);
     let first = round(&mut job, "worker0", deadline);
     job.ensure(first.name == "push-ok", format!("the first round: {first:?}"));
+    let start = Instant::now();
     job.kill("server1", deadline);
+    // The next push waits on the dead server and fails once it is declared
+    // dead; its part on the live server was applied.
     let second = round(&mut job, "worker0", deadline);
     job.ensure(peer_dead(&second, victim), format!("the push to the killed server {victim}: {second:?}"));
+    let failed_at = ms(start);
     declared_dead(&mut job, victim, deadline);
+    let declared_at = ms(start);
+    job.replace("server1", deadline);
+    let replacement = id_of(&mut job, "server1", deadline);
+    job.ensure(replacement == victim, format!("the replacement took id {replacement}, not {victim}"));
+    let registered_at = ms(start);
+    job.expect_where("worker0", "news of the replacement", deadline, |e| {
+        e.name == "recovered" && e.parsed::<u32>("id") == victim
+    });
+    let third = round(&mut job, "worker0", deadline);
+    job.ensure(third.name == "push-ok", format!("the round after the replacement: {third:?}"));
+    let succeeded_at = ms(start);
+    job.send("worker0", "finish");
+    // Keys of the live server hold all three rounds; the replaced server's
+    // range restarted empty and holds the third only. (Worker 0 pushes
+    // i + 1 to the i-th key: keys 0, 1 on rank 0, keys 2, 3 on rank 1.)
+    let victim_rank: u32 = job.first("server1", "ready", deadline).parsed("rank");
+    let expected = if victim_rank == 0 { "1,2,9,12" } else { "3,6,3,4" };
+    let pulled = job.expect("worker0", "pulled", deadline);
+    job.ensure(pulled.get("values") == expected, format!("the sums (replaced rank {victim_rank}): {pulled:?}"));
+    job.expect_all_exit_zero(deadline);
+    for node in ["scheduler", "server0", "server1", "worker0"] {
+        let finalized = job.first(node, "finalized", deadline);
+        job.ensure(finalized.get("missing").is_empty(), format!("{node} finished without {finalized:?}"));
+    }
+    eprintln!(
+        "timeline (ms after the kill): push failed {failed_at}, death declared {declared_at}, \
+         replacement registered {registered_at}, first push after it {succeeded_at}, all exited {}",
+        ms(start)
+    );
 }
 
 #[test]
-fn a_worker_killed_with_sigkill_mid_job_is_declared_dead() {
+fn a_worker_killed_with_sigkill_is_replaced_and_the_survivor_finishes_with_it() {
     let deadline = deadline(BOUND);
     let spec = fast_detection(JobSpec::new(1, 2)).env("JOB_ROUNDS", "commanded");
     let mut job = Job::start(spec, deadline);
@@ -105,6 +143,49 @@ fn a_worker_killed_with_sigkill_mid_job_is_declared_dead() {
     }
     job.kill("worker1", deadline);
     declared_dead(&mut job, victim, deadline);
+    // The survivor keeps working, then waits in the workers' barrier for a
+    // replacement (PS_RECOVERY_TIMEOUT, 60 s by default).
+    let second = round(&mut job, "worker0", deadline);
+    job.ensure(second.name == "push-ok", format!("the survivor's round after the death: {second:?}"));
+    job.send("worker0", "finish");
+    job.replace("worker1", deadline);
+    let replacement = id_of(&mut job, "worker1", deadline);
+    job.ensure(replacement == victim, format!("the replacement took id {replacement}, not {victim}"));
+    let again = round(&mut job, "worker1", deadline);
+    job.ensure(again.name == "push-ok", format!("the replacement's round: {again:?}"));
+    job.send("worker1", "finish");
+    // Worker r pushes (r + 1)(i + 1) to key i: two rounds of worker 0 and
+    // two of worker 1's rank (one before the kill, one after), each
+    // applied once.
+    for worker in ["worker0", "worker1"] {
+        let released = job.expect(worker, "released", deadline);
+        job.ensure(released.get("missing").is_empty(), format!("{worker}'s barrier: {released:?}"));
+        let pulled = job.expect(worker, "pulled", deadline);
+        job.ensure(pulled.get("values") == "6,12", format!("{worker}'s sums: {pulled:?}"));
+    }
+    job.expect_all_exit_zero(deadline);
+}
+
+#[test]
+fn a_node_whose_scheduler_never_answers_exits_with_an_error_naming_the_address() {
+    let deadline = deadline(BOUND);
+    // A port nobody listens on: taken from the OS, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = unconfigured(job_example());
+    command
+        .env("DMLC_ROLE", "server")
+        .env("DMLC_PS_ROOT_URI", "127.0.0.1")
+        .env("DMLC_PS_ROOT_PORT", port.to_string())
+        .env("DMLC_NUM_SERVER", "1")
+        .env("DMLC_NUM_WORKER", "1")
+        .env("PS_REGISTER_TIMEOUT", "2");
+    let mut node = Proc::spawn("server", command).expect("the example starts");
+    let error =
+        node.next_event("a registration error", deadline, |e| e.name == "error").unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!((error.get("op"), error.get("kind")), ("register", "registration-failed"), "{error:?}");
+    assert!(error.get("error").contains(&format!("127.0.0.1:{port}")), "{error:?}");
+    let status = node.wait_exit(deadline).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(status.code(), Some(1));
 }
 
 #[test]
@@ -185,10 +266,13 @@ fn dmlc_interface_chooses_the_advertised_address_on_a_host_with_two_interfaces()
 
 /// A partition, not a crash: server1's cable goes down while its process
 /// lives on. The scheduler declares it dead, a push waiting on it fails
-/// with `PeerDead`, and once the cable is back the cut-off server does not
-/// carry on as if nothing happened: it exits non-zero after an error line.
+/// with `PeerDead`, a replacement started on the same host takes its id and
+/// the job goes on. The cut-off server never serves stale data: it exits
+/// with an error, either when it loses the scheduler while waiting in
+/// `finalize` (a final barrier it cannot finish) or, once the cable is
+/// back, when the scheduler's answer tells it it was replaced.
 #[test]
-fn a_server_cut_off_by_a_partition_is_declared_dead_and_ends_with_an_error_once_healed() {
+fn a_server_cut_off_by_a_partition_is_replaced_and_exits_with_an_error() {
     let spec = fast_detection(JobSpec::new(2, 1)).env("JOB_ROUNDS", "commanded");
     let Some((net, spec)) = spread("the partition across namespaces", spec) else { return };
     let deadline = deadline(BOUND);
@@ -200,9 +284,25 @@ fn a_server_cut_off_by_a_partition_is_declared_dead_and_ends_with_an_error_once_
     let second = round(&mut job, "worker0", deadline);
     job.ensure(peer_dead(&second, victim), format!("the push to the cut-off server {victim}: {second:?}"));
     declared_dead(&mut job, victim, deadline);
+    // The cut-off process lives on; a replacement starts beside it, and
+    // reaches the others only once the cable is back.
+    let mut cut_off = job.start_beside("server1");
     net.heal("server1");
-    let error = job.expect("server1", "error", deadline);
-    let status = job.node("server1").wait_exit(deadline);
-    let status = status.unwrap_or_else(|problem| job.fail(&problem));
-    job.ensure(!status.success(), format!("server1 exited with {status} after {error:?}"));
+    let replacement = id_of(&mut job, "server1", deadline);
+    job.ensure(replacement == victim, format!("the replacement took id {replacement}, not {victim}"));
+    job.expect_where("worker0", "news of the replacement", deadline, |e| {
+        e.name == "recovered" && e.parsed::<u32>("id") == victim
+    });
+    let third = round(&mut job, "worker0", deadline);
+    job.ensure(third.name == "push-ok", format!("the round after the replacement: {third:?}"));
+    let error = cut_off.next_event("the cut-off server's error", deadline, |e| e.name == "error");
+    let error = error.unwrap_or_else(|problem| job.fail(&problem));
+    job.ensure(
+        matches!(error.get("kind"), "replaced" | "peer-dead" | "scheduler-lost"),
+        format!("the cut-off server's error says it was cut off or written off: {error:?}"),
+    );
+    let status = cut_off.wait_exit(deadline).unwrap_or_else(|problem| job.fail(&problem));
+    job.ensure(!status.success(), format!("the cut-off server exited with {status}"));
+    job.send("worker0", "finish");
+    job.expect_all_exit_zero(deadline);
 }

@@ -12,6 +12,9 @@
 //! | `DMLC_PORT` | port to listen on (default: any) |
 //! | `PS_HEARTBEAT_INTERVAL`, `PS_HEARTBEAT_TIMEOUT` | seconds; interval 0 turns heartbeats off (ps-lite's default is off, ours is on) |
 //! | `PS_RESEND`, `PS_RESEND_TIMEOUT` | ACK and resend on (default) or off (`0`); first resend timeout in ms |
+//! | `PS_RECOVERY_TIMEOUT` | seconds a barrier, and `finalize`, waits for a dead member's replacement (default 60) |
+//! | `PS_BARRIER_POLICY` | what a death does to an ordinary barrier: `wait` (default: wait for the replacement up to the recovery timeout, then go on without), `elastic` (go on at once), `fail` |
+//! | `PS_REGISTER_TIMEOUT` | seconds a node tries to register before it gives up (default 300) |
 //! | `PS_VERBOSE` | 0, 1, 2: warn, info, debug (see [`verbosity`]) |
 //! | `PS_CLUSTER_TOKEN` | shared secret checked on every connection |
 //! | `PS_SEED` | seed of the core's randomness |
@@ -123,6 +126,17 @@ fn settings_with_interfaces(
         let ms: u64 = parse("PS_RESEND_TIMEOUT", &ms, "milliseconds")?;
         settings.core.resend_timeout = Duration::from_millis(ms);
     }
+    if let Some(timeout) = get("PS_RECOVERY_TIMEOUT") {
+        let timeout: f64 = parse("PS_RECOVERY_TIMEOUT", &timeout, "seconds")?;
+        settings.core.recovery_timeout = seconds("PS_RECOVERY_TIMEOUT", timeout)?;
+    }
+    if let Some(timeout) = get("PS_REGISTER_TIMEOUT") {
+        let timeout: f64 = parse("PS_REGISTER_TIMEOUT", &timeout, "seconds")?;
+        settings.core.register_timeout = seconds("PS_REGISTER_TIMEOUT", timeout)?;
+    }
+    if let Some(policy) = get("PS_BARRIER_POLICY") {
+        settings.core.barrier_policy = parse("PS_BARRIER_POLICY", &policy, "wait, elastic or fail")?;
+    }
     if let Some(v) = get("PS_VERBOSE") {
         let _: u8 = parse("PS_VERBOSE", &v, "0, 1 or 2")?;
     }
@@ -229,7 +243,11 @@ mod tests {
     fn reads_ps_lite_variables() {
         let mut pairs = BASE.to_vec();
         pairs.extend([("PS_HEARTBEAT_INTERVAL", "1"), ("PS_HEARTBEAT_TIMEOUT", "10"), ("PS_SEED", "0x10")]);
+        pairs.extend([("PS_RECOVERY_TIMEOUT", "2.5"), ("PS_REGISTER_TIMEOUT", "30"), ("PS_BARRIER_POLICY", "elastic")]);
         let s = settings_from(env(&pairs)).unwrap();
+        assert_eq!(s.core.recovery_timeout, Duration::from_millis(2500));
+        assert_eq!(s.core.register_timeout, Duration::from_secs(30));
+        assert_eq!(s.core.barrier_policy, pslite_core::BarrierPolicy::Elastic);
         assert_eq!(s.core.role, Role::Worker);
         assert_eq!(s.core.scheduler_addr, "127.0.0.1:9091".parse().unwrap());
         assert_eq!((s.core.num_servers, s.core.num_workers), (2, 3));
@@ -251,6 +269,14 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs[3] = ("DMLC_NUM_SERVER", "0");
         assert_eq!(settings_from(env(&pairs)).unwrap_err(), ConfigError::ZeroCount { field: "num_servers" });
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PS_BARRIER_POLICY", "hope"));
+        let err = settings_from(env(&pairs)).unwrap_err().to_string();
+        assert!(err.starts_with("PS_BARRIER_POLICY:") && err.contains("wait, elastic or fail"), "{err}");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PS_REGISTER_TIMEOUT", "0"));
+        let err = settings_from(env(&pairs)).unwrap_err();
+        assert_eq!(err, ConfigError::ZeroLimit { field: "register_timeout" });
     }
 
     /// A machine with a management network towards the scheduler and a

@@ -432,6 +432,16 @@ impl Job {
         }
     }
 
+    /// Starts a new process for `name` beside the one running now, which
+    /// goes on and is handed back (a node cut off by a partition, say,
+    /// whose replacement runs while it still lives); waits go to the new
+    /// process from now on.
+    pub(crate) fn start_beside(&mut self, name: &str) -> Proc {
+        let command = self.spec.command(name, self.port);
+        let proc = Proc::spawn(name, command).unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        self.procs.insert(name.to_owned(), proc).unwrap_or_else(|| panic!("no node {name:?} ran"))
+    }
+
     /// The process running `name` now.
     pub(crate) fn node(&mut self, name: &str) -> &mut Proc {
         self.procs.get_mut(name).unwrap_or_else(|| panic!("no node {name:?}"))
@@ -482,7 +492,6 @@ impl Job {
     /// Starts a new process for `node` with the same command and
     /// environment (killing the old one first if it still runs); waits go
     /// to the new process from now on.
-    #[expect(dead_code, reason = "a replacement can rejoin a job only once the core lets survivors go on")]
     pub(crate) fn replace(&mut self, node: &str, deadline: Instant) {
         self.kill(node, deadline);
         self.spawn(node);
