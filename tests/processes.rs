@@ -142,13 +142,15 @@ fn a_worker_killed_with_sigkill_is_replaced_and_the_survivor_finishes_with_it() 
         job.ensure(first.name == "push-ok", format!("{worker}'s first round: {first:?}"));
     }
     job.kill("worker1", deadline);
+    // The replacement starts at once, before the death is declared: it is
+    // not placed until then, and keeps asking.
+    job.replace("worker1", deadline);
     declared_dead(&mut job, victim, deadline);
-    // The survivor keeps working, then waits in the workers' barrier for a
-    // replacement (PS_RECOVERY_TIMEOUT, 60 s by default).
+    // The survivor keeps working, then waits in the workers' barrier for
+    // the replacement (PS_RECOVERY_TIMEOUT, 60 s by default).
     let second = round(&mut job, "worker0", deadline);
     job.ensure(second.name == "push-ok", format!("the survivor's round after the death: {second:?}"));
     job.send("worker0", "finish");
-    job.replace("worker1", deadline);
     let replacement = id_of(&mut job, "worker1", deadline);
     job.ensure(replacement == victim, format!("the replacement took id {replacement}, not {victim}"));
     let again = round(&mut job, "worker1", deadline);

@@ -833,7 +833,7 @@ impl Probe {
     }
 }
 
-const EVENT_NAMES: [&str; 13] = [
+const EVENT_NAMES: [&str; 14] = [
     "Registered",
     "ClusterReady",
     "RequestDone",
@@ -847,6 +847,7 @@ const EVENT_NAMES: [&str; 13] = [
     "NodeDead",
     "NodeRecovered",
     "Terminated",
+    "RegistrationFailed",
 ];
 
 /// Index of the event's name in [`EVENT_NAMES`].
