@@ -199,7 +199,7 @@ impl Node {
                 }
             }
         }
-        self.handle_message(header.sender, message);
+        self.handle_message(header.sender, header.receiver, message);
         self.drain_loopback();
         Ok(())
     }
@@ -592,11 +592,11 @@ impl Node {
     }
 
     /// Hands one decoded message to the component it concerns.
-    fn handle_message(&mut self, from: NodeId, message: Message) {
+    fn handle_message(&mut self, from: NodeId, to: NodeId, message: Message) {
         let now = self.now;
         match message {
             Message::Register(register) => self.on_register(register),
-            Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(table),
+            Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(table, to),
             Message::Barrier { group, generation, finalize } => {
                 let rules = self.rules();
                 match self.scheduler.as_mut() {
@@ -809,7 +809,7 @@ impl Node {
             assert!(budget > 0, "loopback did not settle: protocol loop");
             budget -= 1;
             let from = self.id;
-            self.handle_message(from, message);
+            self.handle_message(from, from, message);
         }
     }
 
@@ -885,22 +885,32 @@ impl Node {
 
     /// Every other role: the scheduler's table, which gives us our id the
     /// first time and tells of deaths and replacements afterwards.
-    fn on_node_table(&mut self, table: NodeTableMsg) {
+    fn on_node_table(&mut self, table: NodeTableMsg, to: NodeId) {
         if self.scheduler.is_some() {
             return;
         }
         // Our entry is the one with our process instance *and* our role: an
         // id of another role would make every id-derived decision wrong.
         let role = self.config.role;
-        let mine = table.nodes.iter().find(|n| n.instance == self.instance && n.id.role() == Some(role)).copied();
+        // Only a table addressed to that id gives it: one addressed to no
+        // id answers a registration the scheduler could not place (a
+        // former process at this address, say) and lacks what the node
+        // needs to start with, such as its barrier generations.
+        let mine = table
+            .nodes
+            .iter()
+            .find(|n| n.instance == self.instance && n.id.role() == Some(role) && n.id == to)
+            .copied();
+        if self.phase == Phase::Registering && mine.is_none() {
+            // A table that does not place us teaches us nothing yet; the
+            // one that does brings everything.
+            return;
+        }
         let Some(changes) = self.membership.apply(table.epoch, table.nodes) else {
             return;
         };
         self.watch.heard(self.now);
-        if self.phase == Phase::Registering {
-            let Some(mine) = mine else {
-                return;
-            };
+        if let (Phase::Registering, Some(mine)) = (self.phase, mine) {
             self.id = mine.id;
             self.incarnation = mine.incarnation;
             self.rank = Some(mine.id.rank());

@@ -107,11 +107,13 @@ fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
     let me = NodeId::worker(Rank(0));
     let server =
         NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
-    let table = |epoch, entry: NodeEntry| {
+    // The table that registers a node is addressed to its id; the one that
+    // tells a former process it was replaced, to no id.
+    let table = |epoch, entry: NodeEntry, receiver: NodeId| {
         let envelope = Envelope {
             sender: NodeId::SCHEDULER,
             incarnation: Incarnation(0),
-            receiver: NodeId::UNASSIGNED,
+            receiver,
             receiver_incarnation: Incarnation(0),
             seq: 0,
         };
@@ -120,13 +122,15 @@ fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
             .to_bytes()
     };
     let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
-    node.handle_frame(now, table(1, mine)).unwrap();
+    node.handle_frame(now, table(1, mine, NodeId::UNASSIGNED)).unwrap();
+    assert_eq!(node.phase(), Phase::Registering, "a table addressed to no id places nobody");
+    node.handle_frame(now, table(1, mine, me)).unwrap();
     assert_eq!(node.phase(), Phase::Ready);
     let ticket = node.finalize(now).unwrap();
     while node.poll_event().is_some() {}
     // Cut off, it was declared dead and another process took its id.
     let successor = NodeEntry { incarnation: Incarnation(1), instance: instance + 2, addr: addr(4), ..mine };
-    node.handle_frame(now, table(3, successor)).unwrap();
+    node.handle_frame(now, table(3, successor, NodeId::UNASSIGNED)).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
     let replaced = RequestError::Replaced { incarnation: Incarnation(1) };
     assert_eq!(events, vec![Event::BarrierFailed(ticket, replaced), Event::Terminated]);

@@ -538,10 +538,16 @@ impl World {
         } else {
             let mut table = self.table(d, target);
             table.nodes.iter_mut().for_each(|n| n.alive = true);
+            // Addressed to the id the table gives the target, as the
+            // scheduler addresses the table that registers a node.
+            let receiver = self.probes[target]
+                .register
+                .as_ref()
+                .map_or(NodeId::UNASSIGNED, |register| NodeId::of(register.role, Rank(0)));
             let envelope = Envelope {
                 sender: NodeId::SCHEDULER,
                 incarnation: Incarnation(0),
-                receiver: NodeId::UNASSIGNED,
+                receiver,
                 receiver_incarnation: Incarnation(0),
                 seq: 0,
             };

@@ -546,7 +546,7 @@ fn node_takes_no_id_of_another_role() {
         let envelope = Envelope {
             sender: NodeId::SCHEDULER,
             incarnation: Incarnation(0),
-            receiver: NodeId::UNASSIGNED,
+            receiver: id,
             receiver_incarnation: Incarnation(0),
             seq: 0,
         };
