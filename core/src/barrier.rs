@@ -50,7 +50,8 @@ impl Barriers {
         }
         let generation = self.generations.entry(group).or_insert(0);
         let ticket = BarrierTicket { group, generation: *generation };
-        *generation += 1;
+        // Saturating: a hostile table could start the count at the top.
+        *generation = generation.saturating_add(1);
         self.entered.insert(ticket, purpose);
         let finalize = purpose == Purpose::Finalize;
         out.send(NodeId::SCHEDULER, Message::Barrier { group, generation: ticket.generation, finalize });

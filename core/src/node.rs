@@ -595,7 +595,7 @@ impl Node {
     fn handle_message(&mut self, from: NodeId, to: NodeId, message: Message) {
         let now = self.now;
         match message {
-            Message::Register(register) => self.on_register(register),
+            Message::Register(register) => self.on_register(from, register),
             Message::NodeTable(table) if from == NodeId::SCHEDULER => self.on_node_table(table, to),
             Message::Barrier { group, generation, finalize } => {
                 let rules = self.rules();
@@ -840,7 +840,7 @@ impl Node {
 
     /// Scheduler: a node registers, or a replacement asks for a dead
     /// node's place.
-    fn on_register(&mut self, register: RegisterMsg) {
+    fn on_register(&mut self, from: NodeId, register: RegisterMsg) {
         let now = self.now;
         let Some(scheduler) = self.scheduler.as_mut() else {
             self.stats.unexpected_drops += 1;
@@ -854,7 +854,8 @@ impl Node {
             let counts = (self.config.num_servers, self.config.num_workers);
             scheduler.registry.on_register_forming(register, counts, &mut self.membership)
         } else {
-            scheduler.registry.on_register_running(register, &mut self.membership, &scheduler.arrivals, &mut self.out)
+            let arrivals = &scheduler.arrivals;
+            scheduler.registry.on_register_running(from, register, &mut self.membership, arrivals, &mut self.out)
         };
         match registered {
             Registered::Waiting | Registered::Repeated => {}
@@ -911,6 +912,13 @@ impl Node {
         };
         self.watch.heard(self.now);
         if let (Phase::Registering, Some(mine)) = (self.phase, mine) {
+            if !mine.alive {
+                // Placed, then declared dead before this table arrived: a
+                // new process will take the id; this one never starts.
+                self.fail_all_pending(RequestError::PeerDead(mine.id));
+                self.terminate();
+                return;
+            }
             self.id = mine.id;
             self.incarnation = mine.incarnation;
             self.rank = Some(mine.id.rank());

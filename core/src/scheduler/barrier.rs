@@ -43,7 +43,13 @@
 //!
 //! An arrival at a generation that already ended (a member that had not
 //! arrived when a barrier failed) is answered with the recorded outcome,
-//! remembered for the last `ENDED_REMEMBERED_MAX` generations.
+//! remembered for the last `ENDED_REMEMBERED_MAX` generations of each
+//! group; an arrival older than those is failed, never opened again.
+//!
+//! A member waiting in its final barrier arrives at no other, so an
+//! ordinary barrier does not wait for it: it is released without it
+//! (named among the missing). Otherwise a survivor that finished and a
+//! replacement that still works would each wait for the other forever.
 //!
 //! [`Node::next_barrier_generation`]: crate::Node::next_barrier_generation
 
@@ -57,7 +63,8 @@ use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{BarrierOutcome, Message};
 
-/// Ended generations whose outcome is remembered for late arrivals.
+/// Ended generations per group whose outcome is remembered for late
+/// arrivals; an arrival at an older one is failed.
 const ENDED_REMEMBERED_MAX: usize = 1024;
 
 /// What the barrier counter needs to know of the configuration.
@@ -118,10 +125,26 @@ impl Arrivals {
             out.send(from, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
             return;
         }
+        if generation < self.ended_below.get(&group).copied().unwrap_or(0) {
+            // Ended so long ago its outcome is forgotten: failed rather than
+            // opened again, which would wait for members long gone on.
+            let outcome = BarrierOutcome::MemberDied(from);
+            out.send(from, Message::BarrierRelease { group, generation, outcome });
+            return;
+        }
         let open = self.open.entry(key).or_default();
         open.arrived.insert(from);
         open.finalize |= finalize;
-        self.try_release(now, key, membership, rules, out);
+        if finalize {
+            // A member in its final barrier arrives at no other: barriers
+            // that wait for it may go on now.
+            let keys: Vec<(Group, u64)> = self.open.keys().copied().collect();
+            for key in keys {
+                self.try_release(now, key, membership, rules, out);
+            }
+        } else {
+            self.try_release(now, key, membership, rules, out);
+        }
         self.rearm(now, membership, rules);
     }
 
@@ -144,12 +167,23 @@ impl Arrivals {
 
     /// Whether barrier `key` waits for `id`, a member of its group, at `now`.
     fn waits_for(&self, now: Instant, key: (Group, u64), id: NodeId, membership: &Membership, rules: Rules) -> bool {
+        let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
+        if !finalize && self.finalizing(id) {
+            // It waits in its final barrier and will arrive at no other (a
+            // survivor that finished while a replacement still works, say):
+            // waiting for it would deadlock the two barriers.
+            return false;
+        }
         if membership.is_alive(id) {
             return true;
         }
-        let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
         let waits = finalize || rules.policy == BarrierPolicy::WaitForRecovery;
         waits && self.dead_since.get(&id).is_some_and(|&since| now < since + rules.recovery_timeout)
+    }
+
+    /// Whether `id` arrived at an open finalize barrier.
+    fn finalizing(&self, id: NodeId) -> bool {
+        self.open.values().any(|open| open.finalize && open.arrived.contains(&id))
     }
 
     /// Releases `key` if every member it waits for has arrived.
@@ -165,7 +199,8 @@ impl Arrivals {
         let Some(open) = self.open.get(&key) else {
             return;
         };
-        if group.contains(Role::Scheduler) && !open.arrived.contains(&NodeId::SCHEDULER) {
+        let scheduler_awaited = open.finalize || !self.finalizing(NodeId::SCHEDULER);
+        if group.contains(Role::Scheduler) && !open.arrived.contains(&NodeId::SCHEDULER) && scheduler_awaited {
             return;
         }
         let members: Vec<NodeId> = membership.members(group).collect();
@@ -249,8 +284,13 @@ impl Arrivals {
 
     fn end(&mut self, (group, generation): (Group, u64), outcome: &BarrierOutcome) {
         self.ended.insert((group, generation), outcome.clone());
-        while self.ended.len() > ENDED_REMEMBERED_MAX {
-            self.ended.pop_first();
+        // Bounded per group, the oldest generations going first.
+        let of_group = self.ended.range((group, 0)..=(group, u64::MAX)).count();
+        if of_group > ENDED_REMEMBERED_MAX {
+            let oldest = self.ended.range((group, 0)..=(group, u64::MAX)).next().map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.ended.remove(&oldest);
+            }
         }
         let below = self.ended_below.entry(group).or_insert(0);
         *below = (*below).max(generation.saturating_add(1));
@@ -490,5 +530,55 @@ mod tests {
         assert_eq!(arrivals.next_deadline(), Some(at(0) + TIMEOUT));
         arrivals.on_timeout(at(0) + TIMEOUT, &membership, rules(policy), &mut out);
         assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::ReleasedWithout(vec![W1]))]);
+    }
+
+    #[test]
+    fn an_ordinary_barrier_does_not_wait_for_a_member_in_its_final_barrier() {
+        let membership = workers(2);
+        let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
+        let policy = BarrierPolicy::WaitForRecovery;
+        // Worker 0 finished and waits in finalize; worker 1 (a replacement
+        // that redoes its work) enters a workers' barrier afterwards.
+        let finalize = (W0, Group::WORKERS, 0, true);
+        arrivals.on_arrival(at(0), finalize, &membership, rules(policy), &mut out, &mut stats);
+        arrive(&mut arrivals, at(1), W1, 1, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(W1, 1, BarrierOutcome::ReleasedWithout(vec![W0]))]);
+        // The other way round: a barrier open first goes on once the
+        // missing member enters its final barrier.
+        let mut arrivals = Arrivals::default();
+        arrive(&mut arrivals, at(0), W1, 0, &membership, policy, &mut out);
+        assert!(releases(&mut out).is_empty());
+        let finalize = (W0, Group::WORKERS, 1, true);
+        arrivals.on_arrival(at(1), finalize, &membership, rules(policy), &mut out, &mut stats);
+        assert_eq!(releases(&mut out), vec![(W1, 0, BarrierOutcome::ReleasedWithout(vec![W0]))]);
+    }
+
+    #[test]
+    fn an_arrival_older_than_what_is_remembered_is_failed_not_opened_again() {
+        let membership = workers(1);
+        let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
+        let policy = BarrierPolicy::Elastic;
+        let total = ENDED_REMEMBERED_MAX as u64 + 2;
+        for generation in 0..total {
+            arrive(&mut arrivals, at(generation), W0, generation, &membership, policy, &mut out);
+        }
+        assert_eq!(releases(&mut out).len(), total as usize);
+        // Generation 0 is forgotten: a late arrival there is failed.
+        arrive(&mut arrivals, at(total), W0, 0, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::MemberDied(W0))]);
+        assert_eq!(arrivals.generations_for(W0), vec![(Group::WORKERS, total)], "nothing was opened");
+        // Another group's barriers do not push this group's out.
+        let mut arrivals = Arrivals::default();
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
+        for generation in 0..total {
+            let finalize = (W0, Group::ALL, generation, false);
+            let mut stats = Stats::default();
+            let scheduler = (NodeId::SCHEDULER, Group::ALL, generation, false);
+            arrivals.on_arrival(at(1), scheduler, &membership, rules(policy), &mut out, &mut stats);
+            arrivals.on_arrival(at(1), finalize, &membership, rules(policy), &mut out, &mut stats);
+        }
+        releases(&mut out);
+        arrive(&mut arrivals, at(2), W0, 0, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::Released)]);
     }
 }

@@ -91,6 +91,7 @@ impl Registry {
     /// (answered with the table), or a replacement of a dead node.
     pub(crate) fn on_register_running(
         &mut self,
+        sender: NodeId,
         register: RegisterMsg,
         membership: &mut Membership,
         arrivals: &Arrivals,
@@ -101,8 +102,12 @@ impl Registry {
             send_table_to(membership, arrivals, entry.id, entry.addr, out);
             return Registered::Repeated;
         }
+        // Only a new process (it has no id yet) may take a dead node's
+        // place; one that has an id and an instance we no longer know is a
+        // former process, replaced while it was cut off.
+        let fresh = sender == NodeId::UNASSIGNED;
         let dead = membership.iter().find(|n| !n.alive && n.id.role() == Some(register.role)).copied();
-        let Some(dead) = dead else {
+        let Some(dead) = dead.filter(|_| fresh) else {
             // No place for it. It may be a process cut off long enough to
             // be replaced: the table tells it so (addressed to no id, since
             // its own id belongs to another process now).
@@ -191,7 +196,13 @@ mod tests {
         // (addressed to no id) so a replaced process learns it; a known
         // instance gets the table too.
         assert_eq!(
-            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &Arrivals::default(), &mut out),
+            registry.on_register_running(
+                NodeId::UNASSIGNED,
+                register(Role::Server, 3, 3),
+                &mut membership,
+                &Arrivals::default(),
+                &mut out
+            ),
             Registered::Refused
         );
         let told = out.pop_message();
@@ -200,7 +211,13 @@ mod tests {
             "{told:?}"
         );
         assert_eq!(
-            registry.on_register_running(register(Role::Worker, 2, 2), &mut membership, &Arrivals::default(), &mut out),
+            registry.on_register_running(
+                NodeId::UNASSIGNED,
+                register(Role::Worker, 2, 2),
+                &mut membership,
+                &Arrivals::default(),
+                &mut out
+            ),
             Registered::Repeated
         );
         assert!(
@@ -211,11 +228,40 @@ mod tests {
         entry.alive = false;
         membership.update(entry);
         let epoch = membership.epoch();
-        let replaced =
-            registry.on_register_running(register(Role::Server, 3, 3), &mut membership, &Arrivals::default(), &mut out);
+        let replaced = registry.on_register_running(
+            NodeId::UNASSIGNED,
+            register(Role::Server, 3, 3),
+            &mut membership,
+            &Arrivals::default(),
+            &mut out,
+        );
         let Registered::Replaced { entry, predecessor } = replaced else { panic!("{replaced:?}") };
         assert_eq!((entry.id, entry.incarnation, predecessor), (server, Incarnation(1), Incarnation(0)));
         assert_eq!(membership.get(server), Some(&entry));
         assert_eq!(membership.epoch(), epoch + 1);
+    }
+
+    #[test]
+    fn a_former_process_with_an_id_takes_no_dead_nodes_place() {
+        let (mut registry, mut membership, mut out) = (Registry::default(), Membership::default(), Outbox::default());
+        registry.on_register_forming(register(Role::Server, 1, 1), (2, 1), &mut membership);
+        registry.on_register_forming(register(Role::Server, 2, 2), (2, 1), &mut membership);
+        registry.on_register_forming(register(Role::Worker, 3, 3), (2, 1), &mut membership);
+        let dead = NodeId::server(Rank(1));
+        let mut entry = *membership.get(dead).unwrap();
+        entry.alive = false;
+        membership.update(entry);
+        // Server 0's former process (replaced while cut off) asks again
+        // with an instance the table no longer holds: it is told, not placed.
+        let stale = registry.on_register_running(
+            NodeId::server(Rank(0)),
+            register(Role::Server, 9, 9),
+            &mut membership,
+            &Arrivals::default(),
+            &mut out,
+        );
+        assert_eq!(stale, Registered::Refused);
+        assert!(matches!(out.pop_message(), Some((Dest::Addr(NodeId::UNASSIGNED, _), Message::NodeTable(_)))));
+        assert!(!membership.get(dead).unwrap().alive, "the dead slot waits for a new process");
     }
 }

@@ -97,7 +97,7 @@ impl Checker {
                 let scheduler = self.bounds.scheduler_slot;
                 let mut deadline = deadline;
                 for member in self.members(ticket.group) {
-                    let bound = match self.member_state(member, ticket) {
+                    let bound = match self.member_state(member, ticket, record.finalize) {
                         MemberState::Arrived(at, slot) => {
                             let slots = [record.slot, slot, scheduler];
                             self.extend(at + self.bounds.crash, &slots, false, self.bounds.crash)

@@ -346,6 +346,9 @@ pub struct Checker {
     /// Per barrier, who entered it: each id's latest incarnation to do
     /// so, and when.
     barriers_entered: BTreeMap<(Group, u64), BTreeMap<NodeId, Entry>>,
+    /// Processes that entered their final barrier, with when and from
+    /// where: no ordinary barrier waits for them any more.
+    finalizing: BTreeMap<(NodeId, Incarnation), (Instant, Slot)>,
     barriers_pending: BTreeMap<(NodeId, Incarnation, BarrierTicket), BarrierRecord>,
     /// Per id, the intervals during which the scheduler held it dead.
     dead: BTreeMap<NodeId, Vec<(Instant, Option<Instant>)>>,
@@ -379,6 +382,7 @@ impl Checker {
             contributions: BTreeMap::new(),
             store_owner: BTreeMap::new(),
             barriers_entered: BTreeMap::new(),
+            finalizing: BTreeMap::new(),
             barriers_pending: BTreeMap::new(),
             dead: BTreeMap::new(),
             down: BTreeMap::new(),
@@ -634,6 +638,9 @@ impl Checker {
             .entry((ticket.group, ticket.generation))
             .or_default()
             .insert(node, (incarnation, at, slot));
+        if finalize {
+            self.finalizing.insert((node, incarnation), (at, slot));
+        }
         let record = BarrierRecord { slot, entered_at: at, crash: None, finalize };
         if self.barriers_pending.insert((node, incarnation, ticket), record).is_some() {
             return violation(format!("barriers: node {node} entered {ticket:?} twice"));
@@ -682,7 +689,9 @@ impl Checker {
                      without naming it missing ({missing:?})"
                 ));
             }
-            if listed && !self.was_dead_during(member, opened_at.min(record.entered_at), at) {
+            let current = self.incarnations.get(&member).copied().unwrap_or(Incarnation(0));
+            let finalizing = !record.finalize && self.finalizing.contains_key(&(member, current));
+            if listed && !finalizing && !self.was_dead_during(member, opened_at.min(record.entered_at), at) {
                 return violation(format!(
                     "barriers: {ticket:?} released at node {node} without member {member}, which was alive throughout"
                 ));
@@ -813,7 +822,7 @@ impl Checker {
     /// ever counting (a frame lost, or dropped as a dead node's), so they
     /// bound the wait rather than the arrival. Arrivals count for the
     /// incarnation that made them: a replacement arrives itself.
-    fn member_state(&self, member: NodeId, ticket: BarrierTicket) -> MemberState {
+    fn member_state(&self, member: NodeId, ticket: BarrierTicket, finalize: bool) -> MemberState {
         if let Some(down) = self.down.get(&member) {
             return MemberState::Crashed(CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot });
         }
@@ -821,6 +830,10 @@ impl Checker {
             return MemberState::Dead(since);
         }
         let current = self.incarnations.get(&member).copied().unwrap_or(Incarnation(0));
+        if let Some(&(at, slot)) = self.finalizing.get(&(member, current)).filter(|_| !finalize) {
+            // In its final barrier: no ordinary barrier waits for it.
+            return MemberState::Arrived(at, slot);
+        }
         let entered = self.barriers_entered.get(&(ticket.group, ticket.generation)).and_then(|e| e.get(&member));
         match entered {
             Some(&(incarnation, at, slot))
