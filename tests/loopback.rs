@@ -212,3 +212,27 @@ async fn once_wait_ready_returns_every_node_knows_its_id_and_rank() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_tells_the_generation_of_its_next_barrier() {
+    let cluster = bounded(LocalCluster::start(1, 2)).await.unwrap();
+    let workers: Vec<_> = cluster.workers.clone();
+    for worker in &workers {
+        assert_eq!(bounded(worker.next_barrier_generation(pslite::Group::WORKERS)).await.unwrap(), 0);
+    }
+    let barriers: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let w = w.clone();
+            tokio::spawn(async move { w.barrier(pslite::Group::WORKERS).await })
+        })
+        .collect();
+    for barrier in barriers {
+        assert!(bounded(barrier).await.unwrap().unwrap().is_complete());
+    }
+    for worker in &workers {
+        assert_eq!(bounded(worker.next_barrier_generation(pslite::Group::WORKERS)).await.unwrap(), 1);
+        assert_eq!(bounded(worker.next_barrier_generation(pslite::Group::ALL)).await.unwrap(), 0);
+    }
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete());
+}

@@ -264,6 +264,9 @@ impl Driver {
             Command::Stats { reply } => {
                 let _ = reply.send(node.stats().clone());
             }
+            Command::NextBarrierGeneration { group, reply } => {
+                let _ = reply.send(node.next_barrier_generation(group));
+            }
         }
     }
 

@@ -168,6 +168,15 @@ impl NodeHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
+    /// The generation this node's next barrier over `group` will have: 0
+    /// in a new cluster, and for a replacement the barrier the survivors
+    /// wait in or the next one they will enter. A program that resumes
+    /// after a crash compares it with its own count of barriers to skip
+    /// (or redo) the steps the cluster took without it.
+    pub async fn next_barrier_generation(&self, group: Group) -> Result<u64> {
+        self.call(|reply| Command::NextBarrierGeneration { group, reply }).await
+    }
+
     /// Who this node is, as of now.
     pub fn info(&self) -> Info {
         *self.info.borrow()

@@ -102,6 +102,7 @@ pub(crate) enum Command {
     SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
     SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
     Stats { reply: oneshot::Sender<Stats> },
+    NextBarrierGeneration { group: Group, reply: oneshot::Sender<u64> },
 }
 
 /// What the connection tasks tell the driver.
