@@ -713,15 +713,15 @@ impl Node {
 
     /// Numbers, encodes and queues one frame.
     fn transmit(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
-        let peer_incarnation = self.reliable_incarnation_of(to, &message);
-        let seq = match peer_incarnation {
+        // The scheduler is never replaced; other receivers are as the
+        // table names them (unknown before they register).
+        let peer =
+            if to == NodeId::SCHEDULER { Some(Incarnation(0)) } else { self.membership.get(to).map(|e| e.incarnation) };
+        let seq = match peer.filter(|_| self.is_reliable(&message)) {
             Some(incarnation) => self.reliable.next_seq(to, incarnation),
             None => 0,
         };
-        let receiver_incarnation = match self.membership.get(to) {
-            Some(entry) => entry.incarnation,
-            None => Incarnation(0),
-        };
+        let receiver_incarnation = peer.unwrap_or(Incarnation(0));
         let envelope =
             Envelope { sender: self.id, incarnation: self.incarnation, receiver: to, receiver_incarnation, seq };
         let frame = message.encode_with(envelope, &mut self.scratch);
@@ -739,32 +739,26 @@ impl Node {
         self.transmits.push_back(transmit);
     }
 
-    /// The incarnation of the stream `message` to `to` goes on, when it
-    /// must be delivered reliably; `None` for frames that are not acked
-    /// (ACKs, heartbeats, registration and tables, which repeat anyway).
-    fn reliable_incarnation_of(&self, to: NodeId, message: &Message) -> Option<Incarnation> {
+    /// Whether `message` must be delivered reliably (numbered, acked,
+    /// resent); not ACKs, heartbeats, registration and tables, which
+    /// repeat anyway.
+    fn is_reliable(&self, message: &Message) -> bool {
         if !self.config.resend || self.id == NodeId::UNASSIGNED {
-            return None;
+            return false;
         }
         match message {
             Message::Register(_)
             | Message::NodeTable(_)
             | Message::Heartbeat
             | Message::HeartbeatAck { .. }
-            | Message::Ack { .. } => None,
+            | Message::Ack { .. } => false,
             Message::Barrier { .. }
             | Message::BarrierRelease { .. }
             | Message::Terminate
             | Message::KvRequest(_)
             | Message::KvResponse(_)
             | Message::SimpleRequest(_)
-            | Message::SimpleResponse(_) => {
-                if to == NodeId::SCHEDULER {
-                    Some(Incarnation(0))
-                } else {
-                    self.membership.get(to).map(|e| e.incarnation)
-                }
-            }
+            | Message::SimpleResponse(_) => true,
         }
     }
 

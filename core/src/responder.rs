@@ -124,15 +124,29 @@ impl Responder {
         membership: &Membership,
         out: &mut Outbox,
     ) -> Result<(), RequestError> {
-        match self.pending.get(&id) {
-            Some(Answer::Kv(_)) => {}
-            Some(Answer::Simple) => return Err(ApiMisuse::UnknownRequest.into()),
-            None if requester_gone(id, membership) => return Ok(()),
-            None => return Err(ApiMisuse::UnknownRequest.into()),
+        if self.take(id, |answer| matches!(answer, Answer::Kv(_)), membership)? {
+            send_kv_response(id, response, limits, membership, out);
         }
-        self.pending.remove(&id);
-        send_kv_response(id, response, limits, membership, out);
         Ok(())
+    }
+
+    /// Takes pending request `id` for an answer of the kind `fits` accepts:
+    /// `Ok(true)` to send it, `Ok(false)` when its requester is gone (the
+    /// answer is dropped), an error when no such request waits.
+    fn take(
+        &mut self,
+        id: ServerRequestId,
+        fits: impl Fn(Answer) -> bool,
+        membership: &Membership,
+    ) -> Result<bool, RequestError> {
+        match self.pending.get(&id) {
+            Some(&answer) if fits(answer) => {
+                self.pending.remove(&id);
+                Ok(true)
+            }
+            None if requester_gone(id, membership) => Ok(false),
+            _ => Err(ApiMisuse::UnknownRequest.into()),
+        }
     }
 
     /// A SimpleApp request from `from`, whose current incarnation is
@@ -174,15 +188,10 @@ impl Responder {
         membership: &Membership,
         out: &mut Outbox,
     ) -> Result<(), RequestError> {
-        match self.pending.get(&id) {
-            Some(Answer::Simple) => {}
-            Some(Answer::Kv(_)) => return Err(ApiMisuse::UnknownRequest.into()),
-            None if requester_gone(id, membership) => return Ok(()),
-            None => return Err(ApiMisuse::UnknownRequest.into()),
+        if self.take(id, |answer| answer == Answer::Simple, membership)? {
+            let message = SimpleMsg { app: id.customer.app, customer: id.customer.customer, ts: id.ts.0, head, body };
+            out.send(id.from, Message::SimpleResponse(message));
         }
-        self.pending.remove(&id);
-        let message = SimpleMsg { app: id.customer.app, customer: id.customer.customer, ts: id.ts.0, head, body };
-        out.send(id.from, Message::SimpleResponse(message));
         Ok(())
     }
 }

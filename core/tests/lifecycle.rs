@@ -21,6 +21,19 @@ fn worker_config(register_timeout: Duration) -> Config {
     builder.build().unwrap()
 }
 
+/// The process instance the node's first registration names: the table
+/// that registers it must carry it.
+fn registration_instance(node: &mut Node) -> u64 {
+    loop {
+        let transmit = node.poll_transmit().expect("a registration");
+        let frame = transmit.frame.to_bytes();
+        let header = wire::Header::decode(&frame, u32::MAX).unwrap();
+        if let Ok(Message::Register(register)) = Message::decode(&header, &frame) {
+            return register.instance;
+        }
+    }
+}
+
 #[test]
 fn a_node_with_no_scheduler_gives_up_at_the_register_timeout_and_says_where_it_looked() {
     let start = Instant::ZERO + Duration::from_secs(7);
@@ -54,15 +67,7 @@ fn a_node_with_no_scheduler_gives_up_at_the_register_timeout_and_says_where_it_l
 fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacement() {
     let now = Instant::ZERO;
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 9, now);
-    // The registration names the process instance the table must match.
-    let instance = loop {
-        let transmit = node.poll_transmit().expect("a registration");
-        let frame = transmit.frame.to_bytes();
-        let header = wire::Header::decode(&frame, u32::MAX).unwrap();
-        if let Ok(Message::Register(register)) = Message::decode(&header, &frame) {
-            break register.instance;
-        }
-    };
+    let instance = registration_instance(&mut node);
     // The scheduler gives it worker 0's id, as that id's second holder.
     let me = NodeId::worker(Rank(0));
     let entries = vec![
@@ -96,14 +101,7 @@ fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacem
 fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
     let now = Instant::ZERO;
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 11, now);
-    let instance = loop {
-        let transmit = node.poll_transmit().expect("a registration");
-        let frame = transmit.frame.to_bytes();
-        let header = wire::Header::decode(&frame, u32::MAX).unwrap();
-        if let Ok(Message::Register(register)) = Message::decode(&header, &frame) {
-            break register.instance;
-        }
-    };
+    let instance = registration_instance(&mut node);
     let me = NodeId::worker(Rank(0));
     let server =
         NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };

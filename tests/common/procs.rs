@@ -280,6 +280,10 @@ impl Proc {
             match self.lines.recv_timeout(left.min(EXIT_POLL * 10)) {
                 Ok(line) => self.transcript.push(line),
                 Err(RecvTimeoutError::Timeout) => {}
+                // Stdout closed but the process not reaped yet: std offers
+                // no wait with a timeout, so `try_wait` is polled (above)
+                // at this pace until the deadline. The pause paces the
+                // poll; it decides nothing.
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left.min(EXIT_POLL)),
             }
         }

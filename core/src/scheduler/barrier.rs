@@ -97,6 +97,14 @@ struct OpenBarrier {
     finalize: bool,
 }
 
+impl OpenBarrier {
+    /// Whether a dead member's absence holds this barrier up to the
+    /// recovery timeout: a finalize always, others under `WaitForRecovery`.
+    fn waits_for_recovery(&self, policy: BarrierPolicy) -> bool {
+        self.finalize || policy == BarrierPolicy::WaitForRecovery
+    }
+}
+
 impl Arrivals {
     /// `from` arrived at barrier `generation` over `group`.
     #[allow(clippy::too_many_arguments)] // the arrival, and what it is counted against
@@ -167,8 +175,10 @@ impl Arrivals {
 
     /// Whether barrier `key` waits for `id`, a member of its group, at `now`.
     fn waits_for(&self, now: Instant, key: (Group, u64), id: NodeId, membership: &Membership, rules: Rules) -> bool {
-        let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
-        if !finalize && self.finalizing(id) {
+        let Some(open) = self.open.get(&key) else {
+            return false;
+        };
+        if !open.finalize && self.finalizing(id) {
             // It waits in its final barrier and will arrive at no other (a
             // survivor that finished while a replacement still works, say):
             // waiting for it would deadlock the two barriers.
@@ -177,8 +187,8 @@ impl Arrivals {
         if membership.is_alive(id) {
             return true;
         }
-        let waits = finalize || rules.policy == BarrierPolicy::WaitForRecovery;
-        waits && self.dead_since.get(&id).is_some_and(|&since| now < since + rules.recovery_timeout)
+        open.waits_for_recovery(rules.policy)
+            && self.dead_since.get(&id).is_some_and(|&since| now < since + rules.recovery_timeout)
     }
 
     /// Whether `id` arrived at an open finalize barrier.
@@ -301,8 +311,7 @@ impl Arrivals {
     fn rearm(&mut self, now: Instant, membership: &Membership, rules: Rules) {
         let mut deadline: Option<Instant> = None;
         for (&(group, _), open) in &self.open {
-            let waits = open.finalize || rules.policy == BarrierPolicy::WaitForRecovery;
-            if !waits {
+            if !open.waits_for_recovery(rules.policy) {
                 continue;
             }
             for id in membership.members(group) {
