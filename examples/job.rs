@@ -197,7 +197,7 @@ async fn work(
         emit(format_args!("barrier-passed generation={next}"));
         pslite::Released::default()
     };
-    let sums: Vec<f32> = worker.pull(&keys).await.map_err(|error| failed("pull", error))?;
+    let sums: Vec<f32> = worker.pull_wait(&keys).await.map_err(|error| failed("pull", error))?;
     let listed: Vec<String> = sums.iter().map(f32::to_string).collect();
     emit(format_args!("pulled values={}", listed.join(",")));
     // Without a dead worker's rounds, or with a server that restarted

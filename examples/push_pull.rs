@@ -24,7 +24,7 @@ fn keys(servers: u32) -> Vec<u64> {
 }
 
 /// Pushes `ROUNDS` times, then checks the sums `workers` such workers make.
-async fn work(worker: &KvWorker, servers: u32, workers: u32) -> pslite::Result<()> {
+async fn work(worker: &KvWorker<f32>, servers: u32, workers: u32) -> pslite::Result<()> {
     let keys = keys(servers);
     let ones = vec![1.0f32; keys.len()];
     for _ in 0..ROUNDS {
@@ -38,7 +38,7 @@ async fn work(worker: &KvWorker, servers: u32, workers: u32) -> pslite::Result<(
         eprintln!("workers {:?} died before the barrier: sums not checked", released.missing);
         return Ok(());
     }
-    let sums: Vec<f32> = worker.pull(&keys).await?;
+    let sums: Vec<f32> = worker.pull_wait(&keys).await?;
     let expected = (ROUNDS * workers) as f32;
     if sums.iter().any(|&s| s != expected) {
         eprintln!("wrong sums: {sums:?}, expected {expected} everywhere");
@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let node = pslite::start_with(settings, handles, None).await?;
     node.wait_ready().await?;
     if role == Role::Worker {
-        work(&KvWorker::new(node.clone(), CustomerId::DEFAULT), servers, workers).await?;
+        work(&KvWorker::<f32>::new(node.clone(), CustomerId::DEFAULT), servers, workers).await?;
     } else if role != Role::Scheduler {
         // Servers serve until the final barrier.
     }

@@ -105,7 +105,11 @@ fn server_handle(optimizer: Optimizer) -> Box<dyn KvHandle> {
 }
 
 /// Worker 0's last duty: evaluate the model and tell the scheduler.
-async fn report_final(worker: &KvWorker, data: &Data, summaries: &[WorkerSummary]) -> Result<FinalReport, BoxError> {
+async fn report_final(
+    worker: &KvWorker<f32>,
+    data: &Data,
+    summaries: &[WorkerSummary],
+) -> Result<FinalReport, BoxError> {
     let held_out = job::evaluate_remote(worker, &data.held_out).await?;
     let planted = match &data.planted {
         Some(model) => Some(model.evaluate(&data.held_out)?),

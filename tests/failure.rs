@@ -61,6 +61,6 @@ async fn a_killed_server_turns_waits_into_errors() {
     assert_eq!(heard, victim);
     // The live server still answers for its own keys.
     let survivor_keys = if victim.get() == 8 { [u64::MAX] } else { [1] };
-    let value = tokio::time::timeout(BOUND, worker.pull::<f32>(&survivor_keys)).await.unwrap().unwrap();
+    let value = tokio::time::timeout(BOUND, worker.pull_wait(&survivor_keys)).await.unwrap().unwrap();
     assert!(value[0] >= 1.0);
 }

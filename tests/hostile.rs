@@ -62,7 +62,7 @@ async fn works(cluster: &LocalCluster) {
     let worker = cluster.worker(0);
     let ts = tokio::time::timeout(BOUND, worker.push(&[5, u64::MAX], &[1.0f32, 2.0])).await.unwrap().unwrap();
     tokio::time::timeout(BOUND, worker.wait(ts)).await.unwrap().unwrap();
-    let pulled: Vec<f32> = tokio::time::timeout(BOUND, worker.pull(&[5, u64::MAX])).await.unwrap().unwrap();
+    let pulled: Vec<f32> = tokio::time::timeout(BOUND, worker.pull_wait(&[5, u64::MAX])).await.unwrap().unwrap();
     assert!(pulled[0] >= 1.0 && pulled[1] >= 2.0);
 }
 

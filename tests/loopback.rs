@@ -30,9 +30,9 @@ async fn local_cluster_sums_pushes_across_range_boundaries() {
         let ts = bounded(worker.push(&keys, &values)).await.unwrap();
         bounded(worker.wait(ts)).await.unwrap();
     }
-    let pulled: Vec<f32> = bounded(cluster.worker(0).pull(&keys)).await.unwrap();
+    let pulled: Vec<f32> = bounded(cluster.worker(0).pull_wait(&keys)).await.unwrap();
     assert_eq!(pulled, vec![6.0; keys.len()]);
-    let after = bounded(cluster.worker(1).push_pull(&keys, &[1.0f32; 6])).await.unwrap();
+    let after = bounded(cluster.worker(1).push_pull_wait(&keys, &[1.0f32; 6])).await.unwrap();
     assert_eq!(after, vec![7.0; keys.len()]);
     let infos: Vec<_> = cluster.nodes().map(|n| n.info()).collect();
     assert_eq!(infos.iter().filter(|i| i.role == Role::Worker).count(), 3);
@@ -48,28 +48,30 @@ async fn variable_lengths_zero_copy_and_two_customers_on_one_node() {
     let cluster = bounded(LocalCluster::start(2, 1)).await.unwrap();
     let node = cluster.workers[0].clone();
     let first = KvWorker::new(node.clone(), CustomerId::new(0, 0));
-    let second = KvWorker::new(node.clone(), CustomerId::new(0, 1));
+    let second = KvWorker::<f32>::new(node.clone(), CustomerId::new(0, 1));
     let keys = [3, u64::MAX / 2 + 5, u64::MAX];
     let lens = [2u32, 0, 3];
     let values = [1.0f32, 2.0, 3.0, 4.0, 5.0];
-    let ts = bounded(first.push_lens(&keys, &values, &lens)).await.unwrap();
+    let ts = bounded(first.push_with(&keys, &values, Some(&lens), 0)).await.unwrap();
     bounded(first.wait(ts)).await.unwrap();
     // The same timestamp number exists for the second customer, unrelated.
-    let ts2 = bounded(second.zpush(0, Keys::from_slice(&[1]), Values::from_slice(&[9.0f32]), None)).await.unwrap();
+    let ts2 = bounded(second.zpush(Keys::from_slice(&[1]), Values::from_slice(&[9.0f32]).as_bytes().clone(), None, 0))
+        .await
+        .unwrap();
     assert_eq!(ts, ts2, "timestamps are per customer");
     bounded(second.wait(ts2)).await.unwrap();
     let ts = bounded(first.zpush_pull(
-        0,
         Keys::from_slice(&keys),
-        Values::from_slice(&values),
+        Values::from_slice(&values).as_bytes().clone(),
         Some(Lens::from_slice(&lens)),
+        0,
     ))
     .await
     .unwrap();
     let pulled = bounded(first.wait_pull(ts)).await.unwrap();
-    assert_eq!(pulled.to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0]);
-    assert_eq!(pulled.lens.map(|l| l.to_vec()), Some(lens.to_vec()));
-    assert_eq!(bounded(second.pull::<f32>(&[1])).await.unwrap(), vec![9.0]);
+    assert_eq!(pulled.to_vec(), vec![2.0f32, 4.0, 6.0, 8.0, 10.0]);
+    assert_eq!(pulled.lens().map(|l| l.to_vec()), Some(lens.to_vec()));
+    assert_eq!(bounded(second.pull_wait(&[1])).await.unwrap(), vec![9.0]);
     assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 
@@ -123,7 +125,7 @@ async fn pushes_nobody_waits_for_complete_and_an_unknown_wait_is_an_error() {
     // Waiting late, in any order, still reports success.
     bounded(worker.wait(last.unwrap())).await.unwrap();
     bounded(worker.wait(first.unwrap())).await.unwrap();
-    assert_eq!(bounded(worker.pull::<f32>(&[u64::MAX])).await.unwrap(), vec![2000.0]);
+    assert_eq!(bounded(worker.pull_wait(&[u64::MAX])).await.unwrap(), vec![2000.0]);
     // A timestamp that was never issued cannot complete: an error, not a hang.
     let never = pslite::Timestamp(1_000_000);
     assert!(matches!(
@@ -175,7 +177,7 @@ async fn concurrent_callers_of_one_customer_each_get_their_own_outcome() {
     for task in tasks {
         accepted += bounded(task).await.unwrap();
     }
-    assert_eq!(bounded(worker.pull::<f32>(&[7])).await.unwrap(), vec![accepted as f32]);
+    assert_eq!(bounded(worker.pull_wait(&[7])).await.unwrap(), vec![accepted as f32]);
     assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
 

@@ -9,10 +9,10 @@
 //! # async fn run() -> pslite_io::Result<()> {
 //! use pslite_io::LocalCluster;
 //! let cluster = LocalCluster::start(2, 1).await?;
-//! let worker = cluster.worker(0);
-//! let ts = worker.push(&[1, u64::MAX], &[1.0f32, 2.0]).await?;
+//! let worker = cluster.worker::<f32>(0);
+//! let ts = worker.push(&[1, u64::MAX], &[1.0, 2.0]).await?;
 //! worker.wait(ts).await?;
-//! assert_eq!(worker.pull::<f32>(&[1, u64::MAX]).await?, vec![1.0, 2.0]);
+//! assert_eq!(worker.pull_wait(&[1, u64::MAX]).await?, vec![1.0, 2.0]);
 //! cluster.finalize().await?;
 //! # Ok(()) }
 //! ```
@@ -47,4 +47,4 @@ pub use msg::{Completion, Info, NodeEvent, Released, SimpleHandler};
 pub use server::KvServer;
 pub use settings::{Settings, TOKEN_LEN_MAX};
 pub use start::{start, start_with};
-pub use worker::{KvWorker, Pulled};
+pub use worker::{KvWorker, Pulled, RawKvWorker, RawPulled};

@@ -5,14 +5,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use pslite_core::{CustomerId, KvHandle, KvStore, Rank, Role};
+use pslite_core::{CustomerId, Element, KvHandle, KvStore, Rank, Role};
 
 use crate::error::Result;
 use crate::handle::NodeHandle;
 use crate::msg::Released;
 use crate::settings::Settings;
 use crate::start::start_with;
-use crate::worker::KvWorker;
+use crate::worker::{KvWorker, RawKvWorker};
 
 /// Builds the server handle of each server rank.
 pub type HandleFactory = Box<dyn FnMut(Rank) -> Box<dyn KvHandle>>;
@@ -72,10 +72,16 @@ impl LocalCluster {
         std::iter::once(&self.scheduler).chain(&self.servers).chain(&self.workers)
     }
 
-    /// A KV worker (customer 0 of app 0) on the worker node at `index`
-    /// (start order; ranks are assigned by address, see `NodeHandle::info`).
-    pub fn worker(&self, index: usize) -> KvWorker {
-        KvWorker::new(self.workers[index].clone(), CustomerId::DEFAULT)
+    /// A KV worker of `T` (customer 0 of app 0) on the worker node at
+    /// `index` (start order; ranks are assigned by address, see
+    /// `NodeHandle::info`).
+    pub fn worker<T: Element>(&self, index: usize) -> KvWorker<T> {
+        KvWorker::from_raw(self.raw_worker(index))
+    }
+
+    /// The untyped worker on the same customer as [`worker`](Self::worker).
+    pub fn raw_worker(&self, index: usize) -> RawKvWorker {
+        RawKvWorker::new(self.workers[index].clone(), CustomerId::DEFAULT)
     }
 
     /// Finalizes every node (a barrier over all, then shutdown). The

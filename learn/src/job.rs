@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use pslite_core::{CustomerId, DType, Keys, NodeId, SimpleRequest, Values};
+use pslite_core::{CustomerId, Keys, NodeId, SimpleRequest, Values};
 use pslite_io::{KvWorker, NodeHandle};
 
 use super::data::Dataset;
@@ -113,7 +113,11 @@ pub struct WorkerSummary {
 }
 
 /// Trains on `shard` through `worker`, reporting progress to the scheduler.
-pub async fn run_worker(worker: &KvWorker, shard: &Dataset, config: &JobConfig) -> pslite_io::Result<WorkerSummary> {
+pub async fn run_worker(
+    worker: &KvWorker<f32>,
+    shard: &Dataset,
+    config: &JobConfig,
+) -> pslite_io::Result<WorkerSummary> {
     let node = worker.node();
     let pushes_max = config.max_delay.pushes_max();
     let mut outstanding = VecDeque::new();
@@ -126,8 +130,8 @@ pub async fn run_worker(worker: &KvWorker, shard: &Dataset, config: &JobConfig) 
         for examples in order.examples.chunks(config.batch_len.max(1)) {
             let batch = Batch::new(examples);
             let keys = Keys::from_slice(batch.keys());
-            let pull = worker.zpull(CMD_GRADIENT, keys.clone(), DType::F32).await?;
-            let weights: Vec<f32> = worker.wait_pull(pull).await?.to_vec()?;
+            let pull = worker.zpull(keys.clone(), CMD_GRADIENT).await?;
+            let weights = worker.wait_pull(pull).await?.to_vec();
             let step = batch.loss_and_gradient(&weights).map_err(|_| bad_weights())?;
             let gradient = Values::from_slice(&step.gradient);
             let pulled = (keys.as_bytes().len() + weights.len() * 4) as u64;
@@ -136,7 +140,7 @@ pub async fn run_worker(worker: &KvWorker, shard: &Dataset, config: &JobConfig) 
             summary.bytes_pushed += pushed;
             report.bytes_pulled += pulled;
             report.bytes_pushed += pushed;
-            outstanding.push_back(worker.zpush(CMD_GRADIENT, keys, gradient, None).await?);
+            outstanding.push_back(worker.zpush(keys, gradient.as_bytes().clone(), None, CMD_GRADIENT).await?);
             while outstanding.len() > pushes_max {
                 let oldest = outstanding.pop_front().expect("non-empty");
                 worker.wait(oldest).await?;
@@ -180,9 +184,9 @@ pub enum EvaluateError {
 }
 
 /// Pulls the current weights of `held_out`'s keys and evaluates them.
-pub async fn evaluate_remote(worker: &KvWorker, held_out: &Dataset) -> Result<Evaluation, EvaluateError> {
+pub async fn evaluate_remote(worker: &KvWorker<f32>, held_out: &Dataset) -> Result<Evaluation, EvaluateError> {
     let batch = Batch::new(&held_out.examples);
-    let weights: Vec<f32> = worker.pull(batch.keys()).await?;
+    let weights = worker.pull_wait(batch.keys()).await?;
     let probabilities = batch.probabilities(&weights).map_err(|_| bad_weights())?;
     Ok(metrics::evaluate(&probabilities, batch.labels())?)
 }

@@ -342,6 +342,18 @@ impl Values {
         (T::DTYPE == self.dtype).then(|| self.iter::<T>().collect())
     }
 
+    /// The elements as a slice of `T`, without copying: `None` when `T` is
+    /// not the dtype, or the buffer is not aligned for `T` (a received
+    /// frame's payload may sit at any offset), or on a big-endian target
+    /// where the wire's little-endian bytes are not native `T`s. Fall back
+    /// to [`to_vec`](Self::to_vec) then.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        if T::DTYPE != self.dtype || cfg!(target_endian = "big") {
+            return None;
+        }
+        bytemuck::try_cast_slice(&self.bytes).ok()
+    }
+
     /// Iterates as `T`; empty when `T` is not the dtype. Chunks have the
     /// compile-time width of `T`, which lets the loop vectorise (a width
     /// read from the dtype at run time made it 15x slower).
@@ -377,6 +389,24 @@ mod tests {
         assert_eq!(values.slice(1, 2).get::<f32>(0), Some(-2.0));
         assert!(Values::from_bytes(DType::F64, Bytes::from_static(&[0; 12])).is_none());
         assert!(Keys::from_bytes(Bytes::from_static(&[0; 7])).is_none());
+    }
+
+    #[test]
+    fn an_aligned_buffer_is_viewed_in_place_and_a_misaligned_one_is_not() {
+        let values = Values::from_slice(&[1.5f32, -2.0, 3.0]);
+        let view = values.as_slice::<f32>().expect("a fresh buffer is aligned");
+        assert_eq!(view, &[1.5, -2.0, 3.0]);
+        assert_eq!(view.as_ptr().cast::<u8>(), values.as_bytes().as_ptr(), "no copy");
+        assert_eq!(values.as_slice::<i32>(), None, "another type is refused");
+        let mut raw = vec![0u8; 9];
+        raw[1..5].copy_from_slice(&1.5f32.to_le_bytes());
+        raw[5..9].copy_from_slice(&2.5f32.to_le_bytes());
+        let bytes = Bytes::from(raw);
+        let odd = Values::from_bytes(DType::F32, bytes.slice(1..9)).unwrap();
+        if odd.as_bytes().as_ptr().align_offset(4) != 0 {
+            assert_eq!(odd.as_slice::<f32>(), None, "a misaligned view is refused");
+        }
+        assert_eq!(odd.to_vec::<f32>(), Some(vec![1.5, 2.5]), "and copying still works");
     }
 
     #[test]

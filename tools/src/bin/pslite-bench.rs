@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
-use pslite::{CustomerId, DType, Keys, KvHandle, KvWorker, LocalCluster, NodeHandle, Role, Settings, Values};
+use pslite::{CustomerId, DType, Keys, KvHandle, LocalCluster, NodeHandle, RawKvWorker, Role, Settings, Values};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -153,7 +153,7 @@ fn request_keys(keys: usize, worker: usize, row: usize) -> Keys {
 }
 
 async fn run_pslite(
-    worker: KvWorker,
+    worker: RawKvWorker,
     mode: Mode,
     size: usize,
     keys: usize,
@@ -166,7 +166,7 @@ async fn run_pslite(
     let values = Values::from_slice(&vec![1.0f32; floats]);
     let payload = (floats * 4) as u64;
     // Give every key its full value first, so pulls move `size` bytes.
-    let ts = worker.zpush(0, keys.clone(), values.clone(), None).await.expect("first push accepted");
+    let ts = worker.zpush(keys.clone(), values.clone(), None, 0).await.expect("first push accepted");
     worker.wait(ts).await.expect("first push completed");
     let mut measured = Measured::default();
     let mut inflight: VecDeque<(pslite::Timestamp, Instant, bool)> = VecDeque::new();
@@ -195,9 +195,9 @@ async fn run_pslite(
                 Mode::PushThenPull => (issued % 2 == 0, issued % 2 == 1),
             };
             let ts = match (pushes, pulls) {
-                (true, true) => worker.zpush_pull(0, keys.clone(), values.clone(), None).await,
-                (true, false) => worker.zpush(0, keys.clone(), values.clone(), None).await,
-                _ => worker.zpull(0, keys.clone(), DType::F32).await,
+                (true, true) => worker.zpush_pull(keys.clone(), values.clone(), None, 0).await,
+                (true, false) => worker.zpush(keys.clone(), values.clone(), None, 0).await,
+                _ => worker.zpull(keys.clone(), DType::F32, 0).await,
             }
             .expect("request accepted");
             issued += 1;
@@ -402,10 +402,10 @@ impl Cluster {
         }
     }
 
-    fn worker(&self, index: usize) -> KvWorker {
+    fn worker(&self, index: usize) -> RawKvWorker {
         match self {
-            Self::InProcess(cluster) => cluster.worker(index),
-            Self::Processes { workers, .. } => KvWorker::new(workers[index].clone(), CustomerId::DEFAULT),
+            Self::InProcess(cluster) => cluster.raw_worker(index),
+            Self::Processes { workers, .. } => RawKvWorker::new(workers[index].clone(), CustomerId::DEFAULT),
         }
     }
 
@@ -756,11 +756,11 @@ async fn kv_app_round(args: &Args) -> Result<KvAppRound, BoxError> {
     let (push, pull) = cluster
         .watch(async {
             let started = Instant::now();
-            let ts = worker.zpush(0, keys.clone(), values, None).await?;
+            let ts = worker.zpush(keys.clone(), values, None, 0).await?;
             worker.wait(ts).await?;
             let push_time = started.elapsed();
             let started = Instant::now();
-            let ts = worker.zpull(0, keys, DType::F32).await?;
+            let ts = worker.zpull(keys, DType::F32, 0).await?;
             let pulled = worker.wait_pull(ts).await?;
             let pull_time = started.elapsed();
             assert_eq!(pulled.values.len() as u64, n);
