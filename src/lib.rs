@@ -6,5 +6,8 @@
 //! `KvStore` handle) and the production shell ([`pslite_io`]: nodes over
 //! TCP, `KvWorker`, `LocalCluster`, `DMLC_*` configuration).
 
+// Every public item is documented: this crate is the user API.
+#![warn(missing_docs)]
+
 pub use pslite_core::{self as core, *};
 pub use pslite_io::{self as io, *};

@@ -104,6 +104,7 @@ impl Barriers {
         finalizing
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Barriers entered and not ended.
     pub(crate) fn len(&self) -> usize {
         self.entered.len()

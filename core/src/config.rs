@@ -166,7 +166,7 @@ pub enum ConfigError {
 }
 
 /// Smallest `frame_len_max` that still fits a node table of a small cluster.
-pub const FRAME_LEN_MIN: u32 = 64 * 1024;
+pub(crate) const FRAME_LEN_MIN: u32 = 64 * 1024;
 
 impl ConfigBuilder {
     /// Defaults for a node of `role` joining the scheduler at `scheduler_addr`.

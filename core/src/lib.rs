@@ -31,26 +31,35 @@
 //!
 //! ## Module map
 //!
-//! The protocol lives in components that own their state and never see
-//! the node; the node ties them together. Components write what they want
-//! sent and reported to a shared outbox, and the node routes it.
+//! The public surface is what users and the shells need: the types at the
+//! crate root, [`kv`] (keys, values, the default store), [`wire`] (the
+//! frame codec the shells cut streams with) and [`recycle`] (buffers the
+//! shells reuse). Everything else is private to the protocol.
+//!
+//! Inside, the protocol lives in components that own their state and never
+//! see the node; the node ties them together. Components write what they
+//! want sent and reported to a shared outbox, and the node routes it.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`node`] | [`Node`]: identity, the current time, routing (addresses, reliable streams, encoding, loopback), dispatch of each message to its component, and the one fan-out of a peer's death or replacement |
+//! | `node` | [`Node`]: identity, the current time, routing (addresses, reliable streams, encoding, loopback), dispatch of each message to its component, and the one fan-out of a peer's death or replacement |
 //! | `requests` | requests this node waits on as a client: timestamps, slicing, tracking, deadlines, completion (KV and SimpleApp) |
 //! | `responder` | requests this node must answer: checks, the pending table, answers |
 //! | `barrier` | barriers this node entered, and what their end means |
 //! | `liveness` | this node's heartbeats and its watch on the scheduler |
-//! | [`scheduler`] | the scheduler's sub-machine: [`registry`](scheduler::registry) (ids, replacements), [`barrier`](scheduler::barrier) (arrival counting, recovery deadlines), [`liveness`](scheduler::liveness) (who was heard when) |
-//! | [`reliable`] | sequence numbers, ACKs, resends with backoff, duplicate windows |
-//! | [`membership`] | the node table as last heard, and what changed between two |
+//! | `scheduler` | the scheduler's sub-machine: `registry` (ids, replacements), `barrier` (arrival counting, recovery deadlines), `liveness` (who was heard when) |
+//! | `reliable` | sequence numbers, ACKs, resends with backoff, duplicate windows |
+//! | `membership` | the node table as last heard, and what changed between two ([`Membership`]) |
 //! | `outbox` | messages, events and settled requests, from components to the node |
-//! | [`event`] | what a node hands its driver: [`Event`], [`Transmit`], [`Phase`], [`BarrierTicket`] |
-//! | [`timer`] | the node's fixed timers |
-//! | [`kv`], [`slice`](mod@slice), [`range`] | keys, values and lists; the default store; cutting lists by server range and merging answers |
+//! | `event` | what a node hands its driver: [`Event`], [`Transmit`], [`Phase`], [`BarrierTicket`] |
+//! | `timer` | the node's fixed timers |
+//! | [`kv`], `slice`, `range` | keys, values and lists; the default store; cutting lists by server range ([`ServerRanges`]) and merging answers |
 //! | [`wire`] | the frame codec and its limits |
-//! | [`config`], [`error`], [`id`], [`stats`], [`time`], [`rng`], [`recycle`] | values every part shares |
+//! | `config`, `error`, `id`, `stats`, `time`, `rng`, [`recycle`] | values every part shares |
+//!
+//! The simulator's checker also reads counters of the internal tables
+//! (pending requests, unacked frames, duplicate filters, open barriers);
+//! they exist only with the `inspect` feature.
 //!
 //! Components import value modules, never `node`; `core/tests/architecture.rs`
 //! fails if one does, if anything but `node.rs` implements [`Node`], or if
@@ -114,32 +123,37 @@
 //! assert_eq!(store.get(u64::MAX), Some(&[2.0f32][..]));
 //! ```
 
+// Every public item is documented: this crate is the user API.
+#![warn(missing_docs)]
+
 mod barrier;
-pub mod config;
-pub mod error;
-pub mod event;
+mod config;
+mod error;
+mod event;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod id;
+mod id;
 pub mod kv;
 mod liveness;
-pub mod membership;
-pub mod node;
+mod membership;
+mod node;
 mod outbox;
-pub mod range;
+mod range;
 pub mod recycle;
-pub mod reliable;
+mod reliable;
 mod requests;
 mod responder;
-pub mod rng;
-pub mod scheduler;
-pub mod simple;
+mod rng;
+mod scheduler;
+mod simple;
+/// Slicing by server range and merging answers: public for the benchmarks.
+#[doc(hidden)]
 pub mod slice;
 mod slotted;
-pub mod stats;
-pub mod time;
-pub mod timer;
+mod stats;
+mod time;
+mod timer;
 pub mod wire;
 
 #[cfg(test)]
@@ -148,6 +162,7 @@ mod tests;
 pub use config::{BarrierPolicy, Config, ConfigBuilder, ConfigError};
 pub use error::{ApiMisuse, Mismatch, RequestError};
 pub use id::{Group, Incarnation, NodeId, Rank, Role};
+pub use kv::list::{check_request, KvList};
 pub use kv::store::{KvStore, StoreError};
 pub use kv::{
     CustomerId, DType, Element, Keys, KvCall, KvHandle, Lens, Refusal, Response, ServerRequest, ServerRequestId,
@@ -156,9 +171,8 @@ pub use kv::{
 pub use membership::Membership;
 pub use node::{BarrierTicket, Event, Node, Phase, Transmit};
 pub use range::{KeyRange, RangesError, ServerRanges};
-pub use rng::Rng;
+pub use rng::{splitmix64, Rng};
 pub use simple::Target;
-pub use slice::KvList;
 pub use stats::Stats;
 pub use time::{Duration, Instant};
 pub use wire::{DecodeError, Frame, FrameDecoder, KvOp};

@@ -465,28 +465,33 @@ impl Node {
         &self.config
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Requests this node still waits on (its own, as a client).
     pub fn requests_pending(&self) -> usize {
         self.requests.len()
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Whether request `ts` of `customer` is still waiting for its outcome.
     pub fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
         self.requests.is_pending(customer, ts)
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Server and simple requests this node still has to answer.
     pub fn responses_pending(&self) -> usize {
         self.responder.len()
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Frames sent and not yet acknowledged.
     pub fn frames_unacked(&self) -> usize {
         self.reliable.unacked_len()
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Sender incarnations this node keeps a duplicate filter for; each
-    /// filter has a fixed size ([`reliable::DedupWindow::memory_bytes`](crate::reliable::DedupWindow::memory_bytes)).
+    /// filter has a fixed size, so this bounds their memory.
     pub fn dedup_windows(&self) -> usize {
         self.reliable.windows_len()
     }
@@ -499,6 +504,7 @@ impl Node {
         self.barriers.next_generation(group)
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Barriers entered and not ended.
     pub fn barriers_pending(&self) -> usize {
         self.barriers.len()

@@ -27,14 +27,14 @@ use crate::slotted::SlottedMap;
 use crate::time::{Duration, Instant};
 
 /// Frames a receiver tracks above its watermark, per sender.
-pub const DEDUP_WINDOW: u64 = 1 << 14;
+pub(crate) const DEDUP_WINDOW: u64 = 1 << 14;
 const DEDUP_WORDS: usize = (DEDUP_WINDOW / 64) as usize;
 /// Longest delay between two resends, however many attempts.
 const RESEND_DELAY_MAX: Duration = Duration::from_secs(30);
 
 /// Which delivered-or-not sequence numbers one sender incarnation used.
 #[derive(Clone, Debug)]
-pub struct DedupWindow {
+pub(crate) struct DedupWindow {
     /// Every sequence number below this was delivered.
     base: u64,
     /// Bit `s % DEDUP_WINDOW` set: `s` in `[base, base + DEDUP_WINDOW)` delivered.
@@ -43,7 +43,7 @@ pub struct DedupWindow {
 
 /// What the filter says of an arriving sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// First arrival: deliver it (and ACK).
     New,
     /// Seen before: drop it (but ACK again, the first ACK may be lost).
@@ -61,7 +61,7 @@ impl Default for DedupWindow {
 
 impl DedupWindow {
     /// Classifies `seq` and records it when new.
-    pub fn admit(&mut self, seq: u64) -> Admission {
+    pub(crate) fn admit(&mut self, seq: u64) -> Admission {
         if seq < self.base {
             return Admission::Duplicate;
         }
@@ -88,11 +88,6 @@ impl DedupWindow {
     fn slot(seq: u64) -> (usize, u64) {
         let index = seq % DEDUP_WINDOW;
         ((index / 64) as usize, 1 << (index % 64))
-    }
-
-    /// Bytes this filter occupies; constant by construction.
-    pub const fn memory_bytes() -> usize {
-        size_of::<Self>() + DEDUP_WORDS * 8
     }
 }
 
@@ -242,11 +237,13 @@ impl Reliable {
         self.resend_queue.first().map(|&(at, _, _)| at)
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Frames waiting for an ACK.
     pub(crate) fn unacked_len(&self) -> usize {
         self.unacked.len()
     }
 
+    #[cfg(any(test, feature = "inspect"))]
     /// Sender incarnations with a duplicate filter.
     pub(crate) fn windows_len(&self) -> usize {
         self.received.len()
@@ -305,6 +302,5 @@ mod tests {
         }
         assert_eq!(w.base, total + 1, "the watermark absorbed every delivered frame");
         assert_eq!(w.admit(total / 2), Admission::Duplicate, "old frames stay recognised below the watermark");
-        assert_eq!(DedupWindow::memory_bytes(), size_of::<DedupWindow>() + DEDUP_WINDOW as usize / 8);
     }
 }

@@ -49,6 +49,7 @@ pub(crate) struct Limits {
 }
 
 impl Responder {
+    #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }

@@ -10,7 +10,7 @@ use crate::time::Instant;
 
 /// Periodic or one-shot protocol timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Timer {
+pub(crate) enum Timer {
     /// Repeat an unanswered registration.
     RegisterRetry,
     /// Tell the scheduler we are alive.
@@ -35,28 +35,23 @@ impl Timer {
 
 /// Deadlines of the fixed timers.
 #[derive(Clone, Debug, Default)]
-pub struct TimerTable {
+pub(crate) struct TimerTable {
     fixed: [Option<Instant>; TIMERS],
 }
 
 impl TimerTable {
     /// Arms `timer` for `at`, replacing any earlier setting.
-    pub fn set(&mut self, timer: Timer, at: Instant) {
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
         self.fixed[timer.index()] = Some(at);
     }
 
     /// Disarms `timer`.
-    pub fn stop(&mut self, timer: Timer) {
+    pub(crate) fn stop(&mut self, timer: Timer) {
         self.fixed[timer.index()] = None;
     }
 
-    /// When `timer` fires, if armed.
-    pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.fixed[timer.index()]
-    }
-
     /// Disarms and returns the fixed timers due at `now`, in a fixed order.
-    pub fn expire(&mut self, now: Instant) -> impl Iterator<Item = Timer> {
+    pub(crate) fn expire(&mut self, now: Instant) -> impl Iterator<Item = Timer> {
         let mut due = Vec::new();
         for timer in Timer::ALL {
             if self.fixed[timer.index()].is_some_and(|at| at <= now) {
@@ -68,7 +63,7 @@ impl TimerTable {
     }
 
     /// The earliest armed deadline.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.fixed.iter().flatten().copied().min()
     }
 }

@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item is documented: this crate is the user API.
+#![warn(missing_docs)]
+
 // Inside, from the bottom up (tests/module_graph.rs keeps it acyclic):
 // `error`, `settings` and `socket` need nothing of the crate, `env` and
 // `handshake` only the settings; `msg` holds the messages between tasks;

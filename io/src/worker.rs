@@ -149,7 +149,7 @@ impl RawKvWorker {
     /// request is reported by `wait`.
     async fn request(&self, cmd: i32, op: KvOp, keys: Keys, values: Values, lens: Option<Lens>) -> Result<Timestamp> {
         let list = KvList { keys, values, lens };
-        pslite_core::slice::check_request(op, &list).map_err(pslite_core::RequestError::from)?;
+        pslite_core::check_request(op, &list).map_err(pslite_core::RequestError::from)?;
         let customer = self.customer;
         self.node.issue(&self.clock, |ts| Command::Kv { call: KvCall { customer, ts: Some(ts), cmd, op, list } }).await
     }

@@ -14,7 +14,7 @@
 
 use std::io::BufRead;
 
-use pslite_core::rng::splitmix64;
+use pslite_core::splitmix64;
 use pslite_core::Rng;
 
 use super::metrics::{self, Evaluation, MetricError};

@@ -6,9 +6,9 @@
 //! node fans out what follows from a change (a death, a replacement) to
 //! every component, this one included.
 
-pub mod barrier;
-pub mod liveness;
-pub mod registry;
+pub(crate) mod barrier;
+pub(crate) mod liveness;
+pub(crate) mod registry;
 
 /// Everything only the scheduler keeps.
 #[derive(Debug, Default)]
