@@ -471,7 +471,6 @@ impl Node {
         self.requests.len()
     }
 
-    #[cfg(any(test, feature = "inspect"))]
     /// Whether request `ts` of `customer` is still waiting for its outcome.
     pub fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
         self.requests.is_pending(customer, ts)

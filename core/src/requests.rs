@@ -154,7 +154,6 @@ impl Requests {
         Some(pending)
     }
 
-    #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
         self.pending.contains_key(&(customer, ts))
     }

@@ -37,21 +37,21 @@ fn bench(args: &[&str], bound: Duration) -> String {
     }
 }
 
-/// The requests/s of pslite and of raw on the row that starts with `mode`
-/// and `size`.
-fn rates(out: &str, mode: &str, size: &str) -> (f64, f64) {
+/// The requests/s of pslite, of the naive raw baseline and of the batched
+/// one on the row of cluster `shape` (workers x servers), `mode` and `size`.
+fn rates(out: &str, shape: &str, mode: &str, size: &str) -> (f64, f64, f64) {
     let row = out
         .lines()
         .find(|line| {
             let mut words = line.split_whitespace();
-            words.next() == Some(mode) && words.next() == Some(size)
+            words.next() == Some(shape) && words.next() == Some(mode) && words.next() == Some(size)
         })
-        .unwrap_or_else(|| panic!("no {mode} {size} row in:\n{out}"));
+        .unwrap_or_else(|| panic!("no {shape} {mode} {size} row in:\n{out}"));
     let columns: Vec<&str> = row.split('|').collect();
-    let req = |column: &str| -> f64 {
-        column.split_whitespace().nth(2).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad row {row:?}"))
+    let number = |column: &str, index: usize| -> f64 {
+        column.split_whitespace().nth(index).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad row {row:?}"))
     };
-    (req(columns[1]), req(columns[2]))
+    (number(columns[1], 2), number(columns[2], 1), number(columns[3], 0))
 }
 
 #[test]
@@ -61,8 +61,8 @@ fn the_table_measures_every_mode_beside_raw_tcp() {
         Duration::from_secs(120),
     );
     for mode in ["Push", "Pull", "PushPull", "PushThenPull"] {
-        let (ours, raw) = rates(&out, mode, "1KiB");
-        assert!(ours > 0.0 && raw > 0.0, "{mode}: no requests measured:\n{out}");
+        let (ours, raw, batched) = rates(&out, "1x1", mode, "1KiB");
+        assert!(ours > 0.0 && raw > 0.0 && batched > 0.0, "{mode}: no requests measured:\n{out}");
     }
     assert!(out.contains("in one process"), "{out}");
     assert!(out.contains("median of 2 round(s)"), "{out}");
@@ -86,8 +86,8 @@ fn separate_processes_run_and_report_each_servers_peak_memory() {
         ],
         Duration::from_secs(120),
     );
-    let (ours, raw) = rates(&out, "PushPull", "4KiB");
-    assert!(ours > 0.0 && raw > 0.0, "{out}");
+    let (ours, raw, batched) = rates(&out, "1x2", "PushPull", "4KiB");
+    assert!(ours > 0.0 && raw > 0.0 && batched > 0.0, "{out}");
     assert!(out.contains("separate processes"), "{out}");
 
     let out = bench(
@@ -97,4 +97,27 @@ fn separate_processes_run_and_report_each_servers_peak_memory() {
     let round = out.lines().find(|l| l.starts_with("round 1:")).unwrap_or_else(|| panic!("no round line:\n{out}"));
     assert!(round.contains("server 0") && round.contains("server 1"), "{round}");
     assert!(out.contains("median of 1 round(s)"), "{out}");
+}
+
+#[test]
+fn batch_windows_and_cluster_shapes_each_get_a_row() {
+    let args = ["--window", "batch", "--scaling", "--mode", "push", "--sizes", "4KiB", "--seconds", "0.05", "--repeat", "1"];
+    let out = bench(&args, Duration::from_secs(180));
+    assert!(out.contains("batch window"), "{out}");
+    for shape in ["1x1", "4x1", "1x4", "4x4"] {
+        let (ours, raw, batched) = rates(&out, shape, "Push", "4KiB");
+        assert!(ours > 0.0 && raw > 0.0 && batched > 0.0, "{shape}: no requests measured:\n{out}");
+    }
+}
+
+#[test]
+fn kv_app_with_the_noop_handle_runs_beside_raw_tcp() {
+    let out = bench(&["--kv-app", "--handle", "noop", "--kv-app-keys", "20000", "--repeat", "1"], Duration::from_secs(120));
+    assert!(out.contains("no-op handle"), "{out}");
+    assert!(out.contains("round 1 raw TCP:"), "{out}");
+    assert!(out.contains("x raw"), "{out}");
+    // The no-op handle is kv_app's; the table's pulls need a store.
+    let refused = Command::new(env!("CARGO_BIN_EXE_pslite-bench")).args(["--handle", "noop"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--kv-app"));
 }

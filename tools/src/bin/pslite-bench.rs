@@ -8,7 +8,16 @@
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --kv-app              # 10M keys: one push, one pull
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --processes           # scheduler, servers as child processes
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --processes --kv-app  # with each process's peak RSS
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --kv-app --handle noop # protocol only: the server stores nothing
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --window batch        # issue a batch, wait for all of it
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --scaling --sizes 64KiB # 1x1, 4x1, 1x4, 4x4 clusters
 //! ```
+//!
+//! Two raw baselines run beside every row: the naive one writes each
+//! message with its own `write` (what a simple sender does), the batched
+//! one gathers whatever the window allows into one large write and parses
+//! replies from a reused buffer (the machine's real limit for small
+//! messages). `req/raw` and `req/batched` compare pslite with each.
 //!
 //! By default every node runs in this process (`LocalCluster`). With
 //! `--processes` the scheduler and each server are child processes of this
@@ -20,13 +29,15 @@ use std::future::Future;
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use pslite::{CustomerId, DType, Keys, KvHandle, LocalCluster, NodeHandle, RawKvWorker, Role, Settings, Values};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -36,6 +47,26 @@ enum Mode {
     Pull,
     PushPull,
     PushThenPull,
+}
+
+/// How requests are kept in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Window {
+    /// A new request as soon as one completes (a sliding window).
+    Sliding,
+    /// A batch of `--in-flight` requests, then wait for all of them before
+    /// the next batch (how ps-lite's size benchmark runs).
+    Batch,
+}
+
+/// The server's handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HandleKind {
+    /// The default `KvStore`: sums pushes, answers pulls from the store.
+    Store,
+    /// Stores nothing: acknowledges pushes and answers pulls with one zero
+    /// per key, as ps-lite's kv_app test server does (`--kv-app` only).
+    Noop,
 }
 
 #[derive(Parser, Debug)]
@@ -84,6 +115,16 @@ struct Args {
     /// with 2 threads each measured 10-20% slower (1 KiB and 4 MiB pushes).
     #[arg(long, default_value_t = 1)]
     child_threads: usize,
+    /// Sliding window, or batches waited for as a whole.
+    #[arg(long, value_enum, default_value_t = Window::Sliding)]
+    window: Window,
+    /// The servers' handle.
+    #[arg(long, value_enum, default_value_t = HandleKind::Store)]
+    handle: HandleKind,
+    /// Run every row on clusters of 1x1, 4x1, 1x4 and 4x4 workers x
+    /// servers (overrides --servers and --workers), total throughput.
+    #[arg(long)]
+    scaling: bool,
     /// Internal: be the node `DMLC_ROLE` names (a child of `--processes`).
     #[arg(long, hide = true)]
     serve: bool,
@@ -142,6 +183,31 @@ impl Measured {
     }
 }
 
+/// ps-lite's kv_app test server: stores nothing, acknowledges pushes and
+/// answers a pull with one zero per key, so a row with it measures the
+/// protocol alone.
+struct NoopHandle;
+
+impl KvHandle for NoopHandle {
+    fn handle(&mut self, request: &pslite::ServerRequest) -> pslite::Response {
+        match request.op {
+            pslite::KvOp::Push => pslite::Response::ack(),
+            pslite::KvOp::Pull | pslite::KvOp::PushPull => {
+                let zeros = BytesMut::zeroed(request.keys.len() * request.values.dtype().size()).freeze();
+                let values = Values::from_bytes(request.values.dtype(), zeros).expect("whole elements");
+                pslite::Response::Ok { values, lens: None }
+            }
+        }
+    }
+}
+
+fn make_handle(kind: HandleKind) -> Box<dyn KvHandle> {
+    match kind {
+        HandleKind::Store => Box::new(pslite::KvStore::<f32>::new()),
+        HandleKind::Noop => Box::new(NoopHandle),
+    }
+}
+
 /// Keys spread over the key space so several servers share the load;
 /// each row and worker gets its own, since a key's length is fixed by its
 /// first push.
@@ -152,15 +218,49 @@ fn request_keys(keys: usize, worker: usize, row: usize) -> Keys {
     Keys::from_slice(&list)
 }
 
-async fn run_pslite(
-    worker: RawKvWorker,
+/// What one row runs: the same for pslite and both raw baselines.
+#[derive(Clone, Copy, Debug)]
+struct Load {
     mode: Mode,
     size: usize,
-    keys: usize,
     window: usize,
+    pattern: Window,
     duration: Duration,
-    (index, row): (usize, usize),
-) -> Measured {
+}
+
+impl Load {
+    /// Whether request number `issued` pushes and whether it pulls.
+    fn kind(&self, issued: u64) -> (bool, bool) {
+        match self.mode {
+            Mode::Push => (true, false),
+            Mode::Pull => (false, true),
+            Mode::PushPull => (true, true),
+            Mode::PushThenPull => (issued % 2 == 0, issued % 2 == 1),
+        }
+    }
+
+    /// Whether another request may be issued with `inflight` outstanding:
+    /// a sliding window refills as requests complete, a batch only once
+    /// all of the last one completed (`filling` says a batch is being
+    /// issued and not yet full).
+    fn may_issue(&self, inflight: usize, filling: &mut bool) -> bool {
+        match self.pattern {
+            Window::Sliding => inflight < self.window,
+            Window::Batch => {
+                if inflight == 0 {
+                    *filling = true;
+                }
+                if inflight >= self.window {
+                    *filling = false;
+                }
+                *filling
+            }
+        }
+    }
+}
+
+async fn run_pslite(worker: RawKvWorker, load: Load, keys: usize, (index, row): (usize, usize)) -> Measured {
+    let Load { mode, size, duration, .. } = load;
     let keys = request_keys(keys, index, row);
     let floats = (size / 4).max(keys.len()) / keys.len() * keys.len();
     let values = Values::from_slice(&vec![1.0f32; floats]);
@@ -172,6 +272,7 @@ async fn run_pslite(
     let mut inflight: VecDeque<(pslite::Timestamp, Instant, bool)> = VecDeque::new();
     let started = Instant::now();
     let mut issued = 0u64;
+    let mut filling = false;
     let finish = |measured: &mut Measured, issued_at: Instant, pulled: bool, pushed: bool| {
         measured.requests += 1;
         measured.latencies.push(issued_at.elapsed());
@@ -187,13 +288,8 @@ async fn run_pslite(
         if done_issuing && inflight.is_empty() {
             break;
         }
-        if !done_issuing && inflight.len() < window {
-            let (pushes, pulls) = match mode {
-                Mode::Push => (true, false),
-                Mode::Pull => (false, true),
-                Mode::PushPull => (true, true),
-                Mode::PushThenPull => (issued % 2 == 0, issued % 2 == 1),
-            };
+        if !done_issuing && load.may_issue(inflight.len(), &mut filling) {
+            let (pushes, pulls) = load.kind(issued);
             let ts = match (pushes, pulls) {
                 (true, true) => worker.zpush_pull(keys.clone(), values.clone(), None, 0).await,
                 (true, false) => worker.zpush(keys.clone(), values.clone(), None, 0).await,
@@ -217,16 +313,38 @@ async fn run_pslite(
     measured
 }
 
+/// Buffer size of the batched baseline's readers and writers: many small
+/// messages per system call, large ones straight through.
+const RAW_BUFFER: usize = 1 << 20;
+
+/// The naive baseline's buffers hold one byte, so every read and write of
+/// a header or body goes straight to the socket (tokio refuses 0).
+fn raw_buffer(batched: bool) -> usize {
+    if batched {
+        RAW_BUFFER
+    } else {
+        1
+    }
+}
+
 /// The same traffic over plain TCP: a length-prefixed request (with the
 /// payload when it pushes) answered by a length-prefixed response (with
-/// the payload when it pulls), `window` in flight, one write per message.
-async fn run_raw(mode: Mode, size: usize, window: usize, duration: Duration) -> Measured {
+/// the payload when it pulls), the same window. Naive (`batched` false):
+/// one `write` per message and per reply, reads straight from the socket.
+/// Batched: messages gathered in a buffer and written together whenever
+/// the window is full (or the server has no more complete input), replies
+/// parsed from a reused read buffer.
+async fn run_raw(load: Load, batched: bool) -> Measured {
+    let Load { size, window, duration, .. } = load;
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        let capacity = raw_buffer(batched);
+        let mut reader = BufReader::with_capacity(capacity, reader);
+        let mut writer = BufWriter::with_capacity(capacity, writer);
         let mut body = vec![0u8; size + 8];
         loop {
             let mut head = [0u8; 16];
@@ -239,45 +357,80 @@ async fn run_raw(mode: Mode, size: usize, window: usize, duration: Duration) -> 
                 body.resize(len.max(reply_len), 0);
             }
             reader.read_exact(&mut body[..len]).await.unwrap();
-            let mut out = BytesMut::with_capacity(8 + reply_len);
-            out.put_u64_le(reply_len as u64);
-            out.put_slice(&body[..reply_len]);
-            if writer.write_all(&out).await.is_err() {
+            let written = if batched {
+                let head = (reply_len as u64).to_le_bytes();
+                writer.write_all(&head).await.and(writer.write_all(&body[..reply_len]).await)
+            } else {
+                let mut out = BytesMut::with_capacity(8 + reply_len);
+                out.put_u64_le(reply_len as u64);
+                out.put_slice(&body[..reply_len]);
+                writer.write_all(&out).await
+            };
+            // Answer what arrived together in one write.
+            let flushed = if reader.buffer().is_empty() { writer.flush().await } else { Ok(()) };
+            if written.and(flushed).is_err() {
                 return;
             }
         }
     });
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let capacity = raw_buffer(batched);
+    let mut reader = BufReader::with_capacity(capacity, reader);
+    let mut writer = BufWriter::with_capacity(capacity, writer);
     let payload = Bytes::from(vec![1u8; size]);
     let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, bool, bool)>(window);
+    // One permit per request in flight, returned by the receiver; a batch
+    // takes the whole window at once, so it waits for all of the last one.
+    let room = Arc::new(Semaphore::new(window));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool, bool)>();
+    let sender_room = Arc::clone(&room);
     let sender = tokio::spawn(async move {
         let mut issued = 0u64;
         while started.elapsed() < duration {
-            let (pushes, pulls) = match mode {
-                Mode::Push => (true, false),
-                Mode::Pull => (false, true),
-                Mode::PushPull => (true, true),
-                Mode::PushThenPull => (issued % 2 == 0, issued % 2 == 1),
+            let permits = match load.pattern {
+                Window::Sliding => 1,
+                Window::Batch => window as u32,
             };
-            // The channel's capacity is the window: a send waits for a reply.
-            if tx.send((Instant::now(), pushes, pulls)).await.is_err() {
-                return;
+            let permit = match sender_room.try_acquire_many(permits) {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Nothing more may go out until replies come: send
+                    // what was gathered.
+                    writer.flush().await.unwrap();
+                    sender_room.acquire_many(permits).await.unwrap()
+                }
+            };
+            permit.forget();
+            for _ in 0..permits {
+                let (pushes, pulls) = load.kind(issued);
+                if tx.send((Instant::now(), pushes, pulls)).is_err() {
+                    return;
+                }
+                let len = if pushes { size } else { 8 };
+                let mut head = BytesMut::with_capacity(16 + if batched { 8 } else { len });
+                head.put_u64_le(len as u64);
+                head.put_u64_le(if pulls { size as u64 } else { 0 });
+                if batched {
+                    writer.write_all(&head).await.unwrap();
+                    if pushes {
+                        writer.write_all(&payload).await.unwrap();
+                    } else {
+                        writer.write_all(&[0; 8]).await.unwrap();
+                    }
+                } else {
+                    if pushes {
+                        head.put_slice(&payload);
+                    } else {
+                        head.put_u64_le(0);
+                    }
+                    writer.write_all(&head).await.unwrap();
+                }
+                issued += 1;
             }
-            let len = if pushes { size } else { 8 };
-            let mut head = BytesMut::with_capacity(16 + len);
-            head.put_u64_le(len as u64);
-            head.put_u64_le(if pulls { size as u64 } else { 0 });
-            if pushes {
-                head.put_slice(&payload);
-            } else {
-                head.put_u64_le(0);
-            }
-            writer.write_all(&head).await.unwrap();
-            issued += 1;
         }
+        writer.flush().await.unwrap();
     });
     let mut measured = Measured::default();
     let mut body = vec![0u8; size];
@@ -286,6 +439,7 @@ async fn run_raw(mode: Mode, size: usize, window: usize, duration: Duration) -> 
         reader.read_exact(&mut head).await.unwrap();
         let len = u64::from_le_bytes(head) as usize;
         reader.read_exact(&mut body[..len]).await.unwrap();
+        room.add_permits(1);
         measured.requests += 1;
         measured.latencies.push(at.elapsed());
         if pushes {
@@ -329,12 +483,14 @@ enum Cluster {
 }
 
 impl Cluster {
-    async fn start(args: &Args, workers: u32) -> Result<Self, BoxError> {
+    async fn start(args: &Args, servers: u32, workers: u32) -> Result<Self, BoxError> {
         if !args.processes {
-            let mut settings = LocalCluster::settings(args.servers, workers);
+            let mut settings = LocalCluster::settings(servers, workers);
             settings.core.resend = !args.no_resend;
-            let handle = Box::new(|_| Box::new(pslite::KvStore::<f32>::new()) as Box<dyn KvHandle>);
-            return Ok(Self::InProcess(LocalCluster::start_with(settings, handle).await?));
+            let kind = args.handle;
+            return Ok(Self::InProcess(
+                LocalCluster::start_with(settings, Box::new(move |_| make_handle(kind))).await?,
+            ));
         }
         // Ask the OS for a free port, then release it for the scheduler
         // (as pslite-launch does); if another process takes it first, the
@@ -343,7 +499,7 @@ impl Cluster {
         let env = [
             ("DMLC_PS_ROOT_URI", "127.0.0.1".to_owned()),
             ("DMLC_PS_ROOT_PORT", port.to_string()),
-            ("DMLC_NUM_SERVER", args.servers.to_string()),
+            ("DMLC_NUM_SERVER", servers.to_string()),
             ("DMLC_NUM_WORKER", workers.to_string()),
             ("PS_RESEND", if args.no_resend { "0" } else { "1" }.to_owned()),
         ];
@@ -359,11 +515,12 @@ impl Cluster {
         let exe = std::env::current_exe()?;
         let mut children = Children(Vec::new());
         let roles = std::iter::once(("scheduler".to_owned(), "scheduler"))
-            .chain((0..args.servers).map(|i| (format!("server {i}"), "server")));
+            .chain((0..servers).map(|i| (format!("server {i}"), "server")));
         for (name, role) in roles {
             let child = Command::new(&exe)
                 .arg("--serve")
                 .arg(format!("--child-threads={}", args.child_threads.max(1)))
+                .arg(format!("--handle={}", args.handle.to_possible_value().expect("a named value").get_name()))
                 .envs(env.iter().map(|(n, v)| (n, v)))
                 .env("DMLC_ROLE", role)
                 // The child exits when this end closes: no orphans even if
@@ -389,10 +546,6 @@ impl Cluster {
             Err(_) => return Err(format!("the cluster did not form within {READY_TIMEOUT:?}").into()),
         }
         Ok(Self::Processes { workers: nodes, children })
-    }
-
-    fn in_process(&self) -> bool {
-        matches!(self, Self::InProcess(_))
     }
 
     fn workers(&self) -> usize {
@@ -519,7 +672,7 @@ impl Drop for Children {
 
 /// A child of `--processes`: the scheduler or a server, as `DMLC_ROLE`
 /// says. A server prints its peak RSS on stdout once finalized.
-async fn serve() -> Result<(), BoxError> {
+async fn serve(kind: HandleKind) -> Result<(), BoxError> {
     tracing_subscriber::fmt().with_max_level(pslite::env::verbosity()).with_writer(std::io::stderr).init();
     // The bench holds our stdin open; its end means the bench is gone.
     std::thread::spawn(|| {
@@ -531,7 +684,7 @@ async fn serve() -> Result<(), BoxError> {
     let role = settings.core.role;
     let handles: Vec<(u32, Box<dyn KvHandle>)> = match role {
         Role::Scheduler => Vec::new(),
-        Role::Server => vec![(0, Box::new(pslite::KvStore::<f32>::new()))],
+        Role::Server => vec![(0, make_handle(kind))],
         Role::Worker => return Err("--serve runs a scheduler or a server, not a worker".into()),
     };
     let node = pslite::start_with(settings, handles, None).await?;
@@ -544,22 +697,25 @@ async fn serve() -> Result<(), BoxError> {
 }
 
 async fn table(args: &Args) -> Result<(), BoxError> {
-    let mut cluster = Cluster::start(args, args.workers).await?;
-    let duration = Duration::from_secs_f64(args.seconds);
+    let shapes = if args.scaling { vec![(1, 1), (4, 1), (1, 4), (4, 4)] } else { vec![(args.workers, args.servers)] };
     println!(
-        "{} server(s), {} worker(s), {} key(s)/request, resend {}, {}; raw = one tokio TCP connection, same sizes and window",
-        args.servers,
-        args.workers,
+        "{} key(s)/request, resend {}, {} window, {}; raw = a tokio TCP connection per worker, same sizes and window \
+         (naive: a write per message; batched: gathered writes)",
         args.keys,
         if args.no_resend { "off" } else { "on" },
-        if cluster.in_process() {
-            "in one process"
-        } else {
+        match args.window {
+            Window::Sliding => "sliding",
+            Window::Batch => "batch",
+        },
+        if args.processes {
             "separate processes (scheduler and servers as children, workers here)"
+        } else {
+            "in one process"
         },
     );
     println!(
-        "{:<14} {:>6} {:>6} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} {:>8} {:>10} {:>9} | {:>6} {:>6} {:>11}",
+        "{:<5} {:<12} {:>6} {:>6} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} {:>10} {:>9} | {:>10} | {:>6} {:>7} {:>9} {:>11}",
+        "wxs",
         "mode",
         "size",
         "window",
@@ -568,84 +724,107 @@ async fn table(args: &Args) -> Result<(), BoxError> {
         "req/s",
         "p50",
         "p99",
-        "raw up",
-        "raw dn",
+        "raw GB/s",
         "raw req/s",
         "raw p50",
+        "batch req/s",
         "ratio",
-        "req",
+        "req/raw",
+        "req/batch",
         "rounds"
     );
     let mut row = 0;
-    for &mode in &args.mode {
-        for size in args.sizes.iter().map(|s| parse_size(s)) {
-            row += 1;
-            let window = args.in_flight.unwrap_or(if size >= 1 << 20 { 4 } else { 64 });
-            let mut ours_rounds = Vec::new();
-            let mut raw_rounds = Vec::new();
-            for _ in 0..args.repeat.max(1) {
-                let mut ours = Measured::default();
-                // A JoinSet aborts its tasks when dropped, e.g. on an error.
-                let mut tasks = tokio::task::JoinSet::new();
-                for i in 0..cluster.workers() {
-                    let worker = cluster.worker(i);
-                    let keys = args.keys;
-                    tasks.spawn(async move { run_pslite(worker, mode, size, keys, window, duration, (i, row)).await });
+    for (workers, servers) in shapes {
+        let mut cluster = Cluster::start(args, servers, workers).await?;
+        for &mode in &args.mode {
+            for size in args.sizes.iter().map(|s| parse_size(s)) {
+                row += 1;
+                let window = args.in_flight.unwrap_or(if size >= 1 << 20 { 4 } else { 64 });
+                let load =
+                    Load { mode, size, window, pattern: args.window, duration: Duration::from_secs_f64(args.seconds) };
+                let mut ours_rounds = Vec::new();
+                let mut raw_rounds = Vec::new();
+                let mut batched_rounds = Vec::new();
+                for _ in 0..args.repeat.max(1) {
+                    let mut ours = Measured::default();
+                    // A JoinSet aborts its tasks when dropped, e.g. on an error.
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..cluster.workers() {
+                        let worker = cluster.worker(i);
+                        let keys = args.keys;
+                        tasks.spawn(async move { run_pslite(worker, load, keys, (i, row)).await });
+                    }
+                    cluster
+                        .watch(async {
+                            while let Some(measured) = tasks.join_next().await {
+                                ours.merge(measured?);
+                            }
+                            Ok::<_, tokio::task::JoinError>(())
+                        })
+                        .await??;
+                    ours_rounds.push(ours);
+                    raw_rounds.push(run_raw_connections(load, workers, false).await);
+                    batched_rounds.push(run_raw_connections(load, workers, true).await);
                 }
-                cluster
-                    .watch(async {
-                        while let Some(measured) = tasks.join_next().await {
-                            ours.merge(measured?);
-                        }
-                        Ok::<_, tokio::task::JoinError>(())
-                    })
-                    .await??;
-                ours_rounds.push(ours);
-                raw_rounds.push(run_raw(mode, size, window, duration).await);
+                let round_ratios: Vec<f64> =
+                    ours_rounds.iter().zip(&raw_rounds).map(|(ours, raw)| ours.rate() / raw.rate()).collect();
+                let spread = (
+                    round_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    round_ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                );
+                let mut ours = Measured::median(ours_rounds);
+                let mut raw = Measured::median(raw_rounds);
+                let batched = Measured::median(batched_rounds);
+                let (up, down) =
+                    (Measured::gbps(ours.bytes_up, ours.elapsed), Measured::gbps(ours.bytes_down, ours.elapsed));
+                let (raw_up, raw_down) =
+                    (Measured::gbps(raw.bytes_up, raw.elapsed), Measured::gbps(raw.bytes_down, raw.elapsed));
+                let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+                println!(
+                    "{:<5} {:<12} {:>6} {:>6} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8.3} {:>10.0} {:>9.1?} | {:>10.0} | {:>6.2} {:>7.2} {:>9.2} {:>11}",
+                    format!("{workers}x{servers}"),
+                    format!("{mode:?}"),
+                    size_name(size),
+                    window,
+                    up,
+                    down,
+                    ours.rate(),
+                    ours.percentile(0.5),
+                    ours.percentile(0.99),
+                    raw_up.max(raw_down),
+                    raw.rate(),
+                    raw.percentile(0.5),
+                    batched.rate(),
+                    ratio(up.max(down), raw_up.max(raw_down)),
+                    ratio(ours.rate(), raw.rate()),
+                    ratio(ours.rate(), batched.rate()),
+                    format!("{:.2}-{:.2}", spread.0, spread.1),
+                );
             }
-            let round_ratios: Vec<f64> =
-                ours_rounds.iter().zip(&raw_rounds).map(|(ours, raw)| ours.rate() / raw.rate()).collect();
-            let spread = (
-                round_ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                round_ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            );
-            let mut ours = Measured::median(ours_rounds);
-            let mut raw = Measured::median(raw_rounds);
-            let (up, down) =
-                (Measured::gbps(ours.bytes_up, ours.elapsed), Measured::gbps(ours.bytes_down, ours.elapsed));
-            let (raw_up, raw_down) =
-                (Measured::gbps(raw.bytes_up, raw.elapsed), Measured::gbps(raw.bytes_down, raw.elapsed));
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-            let byte_ratio = ratio(up.max(down), raw_up.max(raw_down));
-            let request_ratio = ratio(ours.rate(), raw.rate());
-            println!(
-                "{:<14} {:>6} {:>6} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} | {:>6.2} {:>6.2} {:>11}",
-                format!("{mode:?}"),
-                size_name(size),
-                window,
-                up,
-                down,
-                ours.rate(),
-                ours.percentile(0.5),
-                ours.percentile(0.99),
-                raw_up,
-                raw_down,
-                raw.rate(),
-                raw.percentile(0.5),
-                byte_ratio,
-                request_ratio,
-                format!("{:.2}-{:.2}", spread.0, spread.1),
-            );
         }
+        cluster.finalize().await?;
     }
     println!(
         "each side: the median of {} round(s) of {:.1} s, pslite and raw taking turns; ratio = pslite/raw payload GB/s \
-         (the busier direction); req = pslite/raw requests/s; rounds = lowest-highest req ratio of a round with its raw turn",
+         (the busier direction); req/raw, req/batch = pslite requests/s over each baseline's; rounds = lowest-highest \
+         req/raw of a round with its raw turn",
         args.repeat.max(1),
         args.seconds
     );
-    cluster.finalize().await?;
     Ok(())
+}
+
+/// `connections` raw connections at once (one per pslite worker), merged.
+async fn run_raw_connections(load: Load, connections: u32, batched: bool) -> Measured {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections.max(1) {
+        tasks.spawn(run_raw(load, batched));
+    }
+    let mut merged = Measured::default();
+    while let Some(measured) = tasks.join_next().await {
+        merged.merge(measured.expect("raw baseline task"));
+    }
+    merged
 }
 
 fn peak_rss_bytes() -> u64 {
@@ -675,14 +854,27 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
     let payload = n * (8 + 4);
     let mb = |bytes: u64| bytes as f64 / 1e6;
     let where_ = if args.processes { "separate processes" } else { "one process" };
+    let handle = match args.handle {
+        HandleKind::Store => "KvStore (sums into a store)",
+        HandleKind::Noop => "no-op handle (stores nothing, pulls answered with zeros)",
+    };
     println!(
-        "kv_app: {n} f32 keys in one push, then one pull; {} server(s), {where_}; payload {:.0} MB (keys + values)",
+        "kv_app: {n} f32 keys in one push, then one pull; {} server(s), {where_}, {handle}; payload {:.0} MB (keys + values)",
         args.servers,
         mb(payload)
     );
     let mut rounds = Vec::new();
+    let mut raw_rounds = Vec::new();
     for round in 1..=args.repeat.max(1) {
         let r = kv_app_round(args).await?;
+        let raw = kv_app_raw(n).await;
+        println!(
+            "round {round} raw TCP: push {:.0} ms, pull {:.0} ms, total {:.0} ms",
+            raw.0.as_secs_f64() * 1e3,
+            raw.1.as_secs_f64() * 1e3,
+            (raw.0 + raw.1).as_secs_f64() * 1e3,
+        );
+        raw_rounds.push(raw);
         let peaks = if r.server_peaks.is_empty() {
             format!("peak RSS {:.0} MB ({:.2}x payload, the whole cluster)", mb(r.peak), r.peak as f64 / payload as f64)
         } else {
@@ -734,12 +926,52 @@ async fn kv_app(args: &Args) -> Result<(), BoxError> {
         pull.as_secs_f64() * 1e3,
         total.as_secs_f64() * 1e3,
     );
+    let raw_total = median(raw_rounds.iter().map(|r| r.0 + r.1).collect());
+    println!(
+        "raw TCP carrying the same bytes (median {:.0} ms): pslite total = {:.2}x raw",
+        raw_total.as_secs_f64() * 1e3,
+        total.as_secs_f64() / raw_total.as_secs_f64()
+    );
     Ok(())
+}
+
+/// kv_app's bytes over one plain TCP connection, as fast as it carries
+/// them: the push sends every key and value (12 bytes a key) and waits
+/// for an 8-byte ack; the pull sends every key and reads a value per key
+/// back. The server only reads and writes, so this is the floor for
+/// pslite's kv_app row.
+async fn kv_app_raw(n: u64) -> (Duration, Duration) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = n as usize;
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; n * 12];
+        stream.read_exact(&mut buf).await.unwrap();
+        stream.write_all(&[0; 8]).await.unwrap();
+        stream.read_exact(&mut buf[..n * 8]).await.unwrap();
+        stream.write_all(&buf[..n * 4]).await.unwrap();
+    });
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let up = vec![1u8; n * 12];
+    let mut down = vec![0u8; n * 4];
+    let started = Instant::now();
+    stream.write_all(&up).await.unwrap();
+    stream.read_exact(&mut down[..8]).await.unwrap();
+    let push = started.elapsed();
+    let started = Instant::now();
+    stream.write_all(&up[..n * 8]).await.unwrap();
+    stream.read_exact(&mut down).await.unwrap();
+    let pull = started.elapsed();
+    server.await.unwrap();
+    (push, pull)
 }
 
 async fn kv_app_round(args: &Args) -> Result<KvAppRound, BoxError> {
     let n = args.kv_app_keys;
-    let mut cluster = Cluster::start(args, args.workers.max(1)).await?;
+    let mut cluster = Cluster::start(args, args.servers, args.workers.max(1)).await?;
     let worker = cluster.worker(0);
     // Build the buffers directly as bytes: the zero-copy path (ZPush).
     let step = u64::MAX / n;
@@ -789,7 +1021,12 @@ fn main() -> ExitCode {
         .expect("runtime");
     let (who, result) = runtime.block_on(async {
         if args.serve {
-            ("pslite-bench --serve", serve().await)
+            ("pslite-bench --serve", serve(args.handle).await)
+        } else if args.handle == HandleKind::Noop && !args.kv_app {
+            (
+                "pslite-bench",
+                Err("--handle noop answers kv_app's pulls (one value per key); use it with --kv-app".into()),
+            )
         } else if args.kv_app {
             ("pslite-bench", kv_app(&args).await)
         } else {
