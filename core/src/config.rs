@@ -270,6 +270,19 @@ impl ConfigBuilder {
 
 impl Config {
     /// Starts a builder; see [`ConfigBuilder::new`].
+    ///
+    /// ```
+    /// use pslite_core::{Config, Duration, Role};
+    /// let scheduler = "127.0.0.1:9091".parse().unwrap();
+    /// let config = Config::builder(Role::Worker, scheduler)
+    ///     .cluster(2, 4)
+    ///     .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.server_ranges().len(), 2);
+    /// // Nonsense is refused with a reason, not accepted to fail later.
+    /// assert!(Config::builder(Role::Worker, scheduler).cluster(0, 4).build().is_err());
+    /// ```
     pub fn builder(role: Role, scheduler_addr: SocketAddr) -> ConfigBuilder {
         ConfigBuilder::new(role, scheduler_addr)
     }

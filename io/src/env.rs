@@ -36,6 +36,23 @@ use crate::settings::Settings;
 
 /// Reads the environment through `get`, for tests; see [`Settings::from_env`].
 /// `DMLC_INTERFACE` is looked up among this machine's interfaces.
+///
+/// ```
+/// let env = |name: &str| match name {
+///     "DMLC_ROLE" => Some("worker".to_owned()),
+///     "DMLC_PS_ROOT_URI" => Some("127.0.0.1".to_owned()),
+///     "DMLC_PS_ROOT_PORT" => Some("9091".to_owned()),
+///     "DMLC_NUM_SERVER" => Some("2".to_owned()),
+///     "DMLC_NUM_WORKER" => Some("4".to_owned()),
+///     _ => None,
+/// };
+/// let settings = pslite_io::env::settings_from(env).unwrap();
+/// assert_eq!(settings.core.num_servers, 2);
+/// assert_eq!(settings.core.scheduler_addr.port(), 9091);
+/// // A bad value names the variable.
+/// let bad = pslite_io::env::settings_from(|name| (name == "DMLC_ROLE").then(|| "chef".to_owned()));
+/// assert!(bad.unwrap_err().to_string().contains("DMLC_ROLE"));
+/// ```
 pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
     settings_with_interfaces(get, machine_interfaces)
 }
@@ -152,7 +169,8 @@ fn settings_with_interfaces(
 
 impl Settings {
     /// Reads ps-lite's `DMLC_*` and `PS_*` variables; a missing or invalid
-    /// value is an error naming the variable and what was expected.
+    /// value is an error naming the variable and what was expected. See
+    /// [`settings_from`] for an example.
     pub fn from_env() -> Result<Self, ConfigError> {
         settings_from(|name| std::env::var(name).ok())
     }

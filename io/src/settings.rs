@@ -8,6 +8,15 @@ use pslite_core::{Config, ConfigBuilder, ConfigError, Role};
 
 /// Settings of one node. Build with [`Settings::new`] or read ps-lite's
 /// environment with [`Settings::from_env`](crate::env).
+///
+/// ```
+/// use pslite_core::{Duration, Role};
+/// use pslite_io::Settings;
+/// let scheduler = "10.0.0.1:9091".parse().unwrap();
+/// let mut settings = Settings::new(Role::Server, scheduler).cluster(2, 8).token("s3cret");
+/// settings.core = settings.core.heartbeat(Duration::from_secs(1), Duration::from_secs(10));
+/// assert_eq!(settings.for_role(Role::Worker).core.num_workers, 8);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Protocol settings (role, scheduler address, cluster size, timeouts).

@@ -31,12 +31,40 @@ const INBOUND_QUEUE: usize = 512;
 /// Binds, builds the node and spawns its tasks on the current runtime.
 /// Returns once the listener is bound (registration continues in the
 /// background; see [`NodeHandle::wait_ready`]).
+///
+/// A process started by `pslite-launch` (or any ps-lite launcher) reads
+/// its role and the scheduler's address from the environment:
+///
+/// ```no_run
+/// # async fn run() -> pslite_io::Result<()> {
+/// use pslite_io::{KvWorker, Settings};
+/// let node = pslite_io::start(Settings::from_env()?).await?;
+/// node.wait_ready().await?;
+/// // ps-lite's MyRank(): known once the node is ready, e.g. to pick a shard.
+/// let rank = node.info().rank.expect("registered");
+/// let worker = KvWorker::<f32>::new(node.clone(), pslite_core::CustomerId::DEFAULT);
+/// worker.push_wait(&[u64::from(rank.0)], &[1.0]).await?;
+/// node.finalize().await?;
+/// # Ok(()) }
+/// ```
 pub async fn start(settings: Settings) -> Result<NodeHandle> {
     start_with(settings, Vec::new(), None).await
 }
 
 /// [`start`] with server handles (by app id) and a SimpleApp handler
 /// installed before the node can receive anything.
+///
+/// ```no_run
+/// # async fn run() -> pslite_io::Result<()> {
+/// use pslite_core::{KvHandle, KvStore};
+/// use pslite_io::Settings;
+/// let handles: Vec<(u32, Box<dyn KvHandle>)> = vec![(0, Box::new(KvStore::<f32>::new()))];
+/// let server = pslite_io::start_with(Settings::from_env()?, handles, None).await?;
+/// // Serves until every node finalizes.
+/// let released = server.finalize().await?;
+/// assert!(released.is_complete(), "{:?} died and were not replaced", released.missing);
+/// # Ok(()) }
+/// ```
 pub async fn start_with(
     settings: Settings,
     handles: Vec<(u32, Box<dyn KvHandle>)>,

@@ -101,7 +101,8 @@ fn separate_processes_run_and_report_each_servers_peak_memory() {
 
 #[test]
 fn batch_windows_and_cluster_shapes_each_get_a_row() {
-    let args = ["--window", "batch", "--scaling", "--mode", "push", "--sizes", "4KiB", "--seconds", "0.05", "--repeat", "1"];
+    let args =
+        ["--window", "batch", "--scaling", "--mode", "push", "--sizes", "4KiB", "--seconds", "0.05", "--repeat", "1"];
     let out = bench(&args, Duration::from_secs(180));
     assert!(out.contains("batch window"), "{out}");
     for shape in ["1x1", "4x1", "1x4", "4x4"] {
@@ -112,7 +113,8 @@ fn batch_windows_and_cluster_shapes_each_get_a_row() {
 
 #[test]
 fn kv_app_with_the_noop_handle_runs_beside_raw_tcp() {
-    let out = bench(&["--kv-app", "--handle", "noop", "--kv-app-keys", "20000", "--repeat", "1"], Duration::from_secs(120));
+    let out =
+        bench(&["--kv-app", "--handle", "noop", "--kv-app-keys", "20000", "--repeat", "1"], Duration::from_secs(120));
     assert!(out.contains("no-op handle"), "{out}");
     assert!(out.contains("round 1 raw TCP:"), "{out}");
     assert!(out.contains("x raw"), "{out}");

@@ -193,6 +193,32 @@ impl Response {
 /// A handle is plain synchronous code; the shell calls it on the node's
 /// task and feeds the answer back with `respond`. The `cmd` on every
 /// request lets one handle serve several operations.
+///
+/// A handle that keeps the latest value per key (pushes overwrite), built
+/// on the default store for its reads:
+///
+/// ```
+/// use pslite_core::{Keys, KvHandle, KvOp, KvStore, Response, ServerRequest, Values};
+///
+/// #[derive(Default)]
+/// struct Latest(std::collections::BTreeMap<u64, f32>);
+///
+/// impl KvHandle for Latest {
+///     fn handle(&mut self, request: &ServerRequest) -> Response {
+///         if request.op != KvOp::Pull {
+///             for (key, value) in request.keys.iter().zip(request.values.iter::<f32>()) {
+///                 self.0.insert(key, value);
+///             }
+///         }
+///         if request.op == KvOp::Push {
+///             return Response::ack();
+///         }
+///         let values: Vec<f32> = request.keys.iter().map(|k| self.0.get(&k).copied().unwrap_or(0.0)).collect();
+///         Response::Ok { values: Values::from_slice(&values), lens: None }
+///     }
+/// }
+/// # let _ = (Keys::from_slice(&[]), KvStore::<f32>::new());
+/// ```
 pub trait KvHandle: Send + 'static {
     /// Answers one request.
     fn handle(&mut self, request: &ServerRequest) -> Response;

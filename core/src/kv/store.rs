@@ -97,6 +97,15 @@ impl PulledLens {
 }
 
 /// Sums pushes of element type `T`; answers pulls with the sums.
+///
+/// The default server handle (ps-lite's `KVServerDefaultHandle`):
+///
+/// ```
+/// use pslite_core::KvStore;
+/// let mut store = KvStore::<f32>::new();
+/// assert_eq!(store.get(7), None, "never pushed");
+/// assert!(store.is_empty());
+/// ```
 #[derive(Debug, Clone)]
 pub struct KvStore<T: Element = f32> {
     index: KeyIndex,
