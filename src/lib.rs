@@ -11,3 +11,8 @@
 
 pub use pslite_core::{self as core, *};
 pub use pslite_io::{self as io, *};
+
+/// README.md's Rust examples compile as doc tests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
