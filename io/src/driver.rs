@@ -1,32 +1,32 @@
 //! The node task: the one owner of a core `Node`.
 //!
-//! It waits on four things — inbound frames, application commands, the
-//! core's next timeout and shutdown — feeds whichever comes to the node,
-//! then drains the node's outputs: frames to per-peer writers, events to
-//! waiting callers and to the server handles. The shell makes no protocol
-//! decisions; it only moves bytes and wakes callers.
+//! It waits on five things — inbound frames, answers of server handles
+//! that answer later, application commands, the core's next timeout and
+//! shutdown — feeds whichever comes to the node, then drains the node's
+//! outputs: frames to per-peer writers, events to waiting callers and to
+//! the server handles. The shell makes no protocol decisions; it only
+//! moves bytes and wakes callers.
 //!
 //! `start` builds and spawns it. Handles reach it only through the
 //! commands in `msg` (and read the outcomes it records, see `outcomes`);
 //! it spawns the writers in `conn` and hears from them and from the
-//! readers through `msg` too.
+//! readers through `msg` too, as it hears the answers of deferred and
+//! threaded handles (see `respond`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use pslite_core::{
-    BarrierTicket, CustomerId, Event, Frame, Group, Instant, KvHandle, Node, Phase, RequestError, Timestamp,
-};
+use pslite_core::{BarrierTicket, CustomerId, Event, Frame, Group, Instant, Node, Phase, RequestError, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
-use crate::msg::{Command, Completion, Inbound, Info, NodeEvent, Released, SimpleHandler};
+use crate::msg::{Answer, AnswerSender, Command, Completion, Inbound, Info, KvServe, NodeEvent, Released, SimpleServe};
 use crate::outcomes::SharedOutcomes;
 
-/// How many inputs of one kind (frames, or commands) are handled before
-/// the others, the timers and the writers get a turn.
+/// How many inputs of one kind (frames, answers or commands) are handled
+/// before the others, the timers and the writers get a turn.
 const INPUTS_PER_WAKE_MAX: usize = 1024;
 
 pub(crate) struct Driver {
@@ -34,8 +34,12 @@ pub(crate) struct Driver {
     pub(crate) epoch: tokio::time::Instant,
     pub(crate) token: Option<String>,
     pub(crate) inbound_tx: mpsc::Sender<Inbound>,
-    pub(crate) handles: BTreeMap<u32, Box<dyn KvHandle>>,
-    pub(crate) simple_handler: Option<SimpleHandler>,
+    pub(crate) handles: BTreeMap<u32, KvServe>,
+    pub(crate) simple_handler: Option<SimpleServe>,
+    /// Handed to deferred handles with each request, for their answers.
+    answers: AnswerSender,
+    /// The other end, until `run` takes it.
+    answers_rx: Option<mpsc::UnboundedReceiver<Answer>>,
     pub(crate) info: watch::Sender<Info>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     /// See [`Driver::now`].
@@ -73,6 +77,7 @@ impl Driver {
         events: broadcast::Sender<NodeEvent>,
         outcomes: SharedOutcomes,
     ) -> Self {
+        let (answers, answers_rx) = mpsc::unbounded_channel();
         Self {
             node,
             epoch,
@@ -80,6 +85,8 @@ impl Driver {
             inbound_tx,
             handles: BTreeMap::new(),
             simple_handler: None,
+            answers,
+            answers_rx: Some(answers_rx),
             info,
             events,
             now: Instant::ZERO,
@@ -112,6 +119,7 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<Inbound>) {
+        let mut answers = self.answers_rx.take().expect("a driver runs once");
         self.drain().await;
         loop {
             if self.node.phase() == Phase::Terminated {
@@ -142,6 +150,17 @@ impl Driver {
                         }
                     }
                 }
+                // Never `None`: the driver holds a sender itself.
+                Some(answer) = answers.recv() => {
+                    self.read_clock();
+                    self.on_answer(answer);
+                    for _ in 1..INPUTS_PER_WAKE_MAX {
+                        match answers.try_recv() {
+                            Ok(answer) => self.on_answer(answer),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else {
                         // Every handle is gone: nobody can use this node.
@@ -163,6 +182,9 @@ impl Driver {
             }
             self.drain().await;
         }
+        // From here on a late answer fails (`Error::Shutdown`) rather than
+        // waiting in a queue nobody reads.
+        answers.close();
         self.shutdown().await;
     }
 
@@ -189,6 +211,18 @@ impl Driver {
                 }
                 1
             }
+        }
+    }
+
+    /// Passes a deferred handle's answer to the node.
+    fn on_answer(&mut self, answer: Answer) {
+        let now = self.now();
+        let (id, result) = match answer {
+            Answer::Kv { id, response } => (id, self.node.respond(now, id, response)),
+            Answer::Simple { id, head, body } => (id, self.node.simple_respond(now, id, head, body)),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, ?id, "a deferred answer was refused by the node");
         }
     }
 
@@ -330,18 +364,28 @@ impl Driver {
             Event::RequestFailed { customer, ts, error } => self.complete(customer, ts, Err(error.into())),
             Event::ServerRequest(request) => {
                 let app = request.id.customer.app;
+                let id = request.id;
                 let response = match self.handles.get_mut(&app) {
-                    Some(handle) => handle.handle(&request),
+                    Some(KvServe::Inline(handle)) => handle.handle(&request),
+                    Some(KvServe::Deferred(handle)) => {
+                        // The answer comes back through `answers`.
+                        handle(request, self.answers.clone());
+                        return;
+                    }
                     None => pslite_core::Response::Refused(pslite_core::Refusal::NoHandle { app }),
                 };
                 let now = self.now();
-                if let Err(error) = self.node.respond(now, request.id, response) {
+                if let Err(error) = self.node.respond(now, id, response) {
                     tracing::error!(%error, "respond failed");
                 }
             }
             Event::SimpleRequest(request) => {
                 let (head, body) = match self.simple_handler.as_mut() {
-                    Some(handler) => handler(&request),
+                    Some(SimpleServe::Inline(handler)) => handler(&request),
+                    Some(SimpleServe::Deferred(handler)) => {
+                        handler(request, self.answers.clone());
+                        return;
+                    }
                     None => (request.head, Bytes::new()),
                 };
                 let now = self.now();

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use pslite_core::{CustomerId, Group, KvHandle, SimpleReply, Stats, Target, Timestamp};
+use pslite_core::{CustomerId, Group, SimpleReply, Stats, Target, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::msg::{Command, Completion, Info, NodeEvent, Released, SimpleHandler};
+use crate::msg::{Command, Completion, Info, NodeEvent, Released, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
+use crate::respond::{threaded_simple, ServerHandle};
 
 /// The next timestamp of one customer; see [`NodeHandle::issue`].
 pub(crate) type Clock = Arc<Mutex<u32>>;
@@ -148,18 +149,63 @@ impl NodeHandle {
 
     /// Installs (or replaces) the server handle of application `app`;
     /// returns once the node uses it, so no request that arrives later
-    /// meets the old one.
-    pub async fn set_handle(&self, app: u32, handle: impl KvHandle) -> Result<()> {
-        let handle: Box<dyn KvHandle> = Box::new(handle);
+    /// meets the old one (requests a threaded or deferred handle already
+    /// took are still answered by it).
+    ///
+    /// A [`KvHandle`](pslite_core::KvHandle) runs on the node's own task:
+    /// right for quick handles like the default store. A slow one would
+    /// hold up every other request and the node's heartbeats; give it a
+    /// thread ([`ServerHandle::threaded`]) or answer later
+    /// ([`ServerHandle::deferred`]). No request reaches a server before
+    /// [`LocalCluster::start_with`](crate::LocalCluster::start_with)
+    /// returns, so handles set right after it serve from the first.
+    ///
+    /// ```no_run
+    /// # async fn run(node: pslite_io::NodeHandle, model: impl pslite_core::KvHandle) -> pslite_io::Result<()> {
+    /// use pslite_io::ServerHandle;
+    /// node.set_handle(0, pslite_core::KvStore::<f32>::new()).await?;
+    /// node.set_handle(1, ServerHandle::threaded(model)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_handle(&self, app: u32, handle: impl Into<ServerHandle>) -> Result<()> {
+        let handle = handle.into().install(app)?;
         self.call(|reply| Command::SetHandle { app, handle, reply }).await
     }
 
-    /// Installs the SimpleApp handler; returns once the node uses it.
+    /// Installs the SimpleApp handler, run on the node's task; returns
+    /// once the node uses it. For a handler that takes long, see
+    /// [`set_threaded_simple_handler`](Self::set_threaded_simple_handler).
     pub async fn set_simple_handler(
         &self,
         handler: impl FnMut(&pslite_core::SimpleRequest) -> (i32, Bytes) + Send + 'static,
     ) -> Result<()> {
+        let handler = SimpleServe::Inline(Box::new(handler));
+        self.call(|reply| Command::SetSimpleHandler { handler, reply }).await
+    }
+
+    /// Installs the SimpleApp handler on a thread of its own, which
+    /// answers requests one after another: what
+    /// [`ServerHandle::threaded`] is to a server handle, so a slow handler
+    /// delays neither heartbeats nor other requests. The thread ends when
+    /// the node ends or the handler is replaced. A panic in `handler` ends
+    /// the thread, and requests it does not answer fail only at the
+    /// requester's `request_timeout` (SimpleApp has no refusal).
+    ///
+    /// ```no_run
+    /// # async fn run(node: pslite_io::NodeHandle) -> pslite_io::Result<()> {
+    /// node.set_threaded_simple_handler(|request| {
+    ///     // e.g. write a checkpoint, then say so
+    ///     (request.head, bytes::Bytes::from_static(b"saved"))
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_threaded_simple_handler(
+        &self,
+        handler: impl FnMut(&pslite_core::SimpleRequest) -> (i32, Bytes) + Send + 'static,
+    ) -> Result<()> {
         let handler: SimpleHandler = Box::new(handler);
+        let handler = threaded_simple(handler)?;
         self.call(|reply| Command::SetSimpleHandler { handler, reply }).await
     }
 

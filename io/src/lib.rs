@@ -5,6 +5,11 @@
 //! connection a reader cuts frames with the core's `FrameDecoder` (no
 //! copy) and a writer batches frames into vectored writes.
 //!
+//! A server handle runs on the node's task, which suits quick handles
+//! such as the default store; a slow one gets a thread of its own or
+//! answers later, so it holds up neither heartbeats nor other requests
+//! (see [`ServerHandle`]).
+//!
 //! ```no_run
 //! # async fn run() -> pslite_io::Result<()> {
 //! use pslite_io::LocalCluster;
@@ -24,9 +29,11 @@
 // `error`, `settings` and `socket` need nothing of the crate, `env` and
 // `handshake` only the settings; `msg` holds the messages between tasks;
 // `outcomes` the results nobody waited for yet; `conn` the reader and
-// writer tasks; `driver` the node task; `handle` the user API; `start`
-// start-up and the accept loop; `worker`, `server`, `local` and
-// `blocking` the APIs built on them.
+// writer tasks; `driver` the node task; `respond` the server handles that
+// run off the node's task and answer it later (through `msg`, so the
+// driver needs nothing of it); `handle` the user API; `start` start-up
+// and the accept loop; `worker`, `server`, `local` and `blocking` the
+// APIs built on them.
 pub mod blocking;
 mod conn;
 mod driver;
@@ -37,6 +44,7 @@ mod handshake;
 mod local;
 mod msg;
 mod outcomes;
+mod respond;
 mod server;
 mod settings;
 mod socket;
@@ -47,6 +55,7 @@ pub use error::{Error, Result};
 pub use handle::NodeHandle;
 pub use local::{HandleFactory, LocalCluster};
 pub use msg::{Completion, Info, NodeEvent, Released, SimpleHandler};
+pub use respond::{Responder, ServerHandle};
 pub use server::KvServer;
 pub use settings::{Settings, TOKEN_LEN_MAX};
 pub use start::{start, start_with};

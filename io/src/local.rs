@@ -14,7 +14,11 @@ use crate::settings::Settings;
 use crate::start::start_with;
 use crate::worker::{KvWorker, RawKvWorker};
 
-/// Builds the server handle of each server rank.
+/// Builds the server handle of each server rank, run on the node's task.
+/// For a handle on a thread of its own (or one that answers later), set
+/// it on each server with [`NodeHandle::set_handle`] once
+/// [`LocalCluster::start_with`] returned: no request reaches a server
+/// before then, so it serves from the first.
 pub type HandleFactory = Box<dyn FnMut(Rank) -> Box<dyn KvHandle>>;
 
 /// A scheduler, servers and workers on 127.0.0.1, ports chosen by the OS.

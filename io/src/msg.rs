@@ -4,18 +4,20 @@
 //! inside them ([`Completion`]s, plus [`Info`] and [`NodeEvent`] on the
 //! node's watch and broadcast channels); readers and writers send the
 //! driver [`Inbound`]; the driver hands each writer its frames as
-//! [`Outgoing`]. The types live here, apart from the tasks, so that every
-//! task module depends on the messages and none on another task's module:
-//! this module imports nothing of the crate but its error type.
+//! [`Outgoing`]; server handles that answer later (see `respond`) send
+//! the driver their [`Answer`]s. The types live here, apart from the
+//! tasks, so that every task module depends on the messages and none on
+//! another task's module: this module imports nothing of the crate but
+//! its error type.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pslite_core::{
-    CustomerId, Frame, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Role, SimpleReply, SimpleRequest,
-    Stats, Target, Timestamp, Values,
+    CustomerId, Frame, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Response, Role, ServerRequest,
+    ServerRequestId, SimpleReply, SimpleRequest, Stats, Target, Timestamp, Values,
 };
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::error::Result;
 
@@ -90,6 +92,34 @@ pub struct Info {
 /// Answers SimpleApp requests on this node: `(head, body)` back.
 pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
 
+/// A server handle as the driver runs it.
+pub(crate) enum KvServe {
+    /// Called on the driver's task; its answer goes out at once.
+    Inline(Box<dyn KvHandle>),
+    /// Handed each request with the way back to the driver; the answer
+    /// comes back later as an [`Answer`].
+    Deferred(Box<dyn FnMut(ServerRequest, AnswerSender) + Send>),
+}
+
+/// A SimpleApp handler as the driver runs it; see [`KvServe`].
+pub(crate) enum SimpleServe {
+    Inline(SimpleHandler),
+    Deferred(Box<dyn FnMut(SimpleRequest, AnswerSender) + Send>),
+}
+
+/// An answer to a request the driver handed to a deferred handle.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Kv { id: ServerRequestId, response: Response },
+    Simple { id: ServerRequestId, head: i32, body: Bytes },
+}
+
+/// Where deferred handles send their answers. Unbounded so that answering
+/// never blocks nor fails for lack of room, from any thread; the core
+/// bounds it: every answer is for a request pending in the node, and
+/// those are at most `requests_pending_max`.
+pub(crate) type AnswerSender = mpsc::UnboundedSender<Answer>;
+
 /// Commands carry timestamps chosen by the handle, so callers never wait
 /// for the driver to learn them; a failure is reported to `wait`.
 pub(crate) enum Command {
@@ -99,8 +129,8 @@ pub(crate) enum Command {
     Barrier { group: Group, reply: oneshot::Sender<Result<Released>> },
     Finalize { reply: oneshot::Sender<Result<Released>> },
     WaitReady { reply: oneshot::Sender<Result<()>> },
-    SetHandle { app: u32, handle: Box<dyn KvHandle>, reply: oneshot::Sender<()> },
-    SetSimpleHandler { handler: SimpleHandler, reply: oneshot::Sender<()> },
+    SetHandle { app: u32, handle: KvServe, reply: oneshot::Sender<()> },
+    SetSimpleHandler { handler: SimpleServe, reply: oneshot::Sender<()> },
     Stats { reply: oneshot::Sender<Stats> },
     NextBarrierGeneration { group: Group, reply: oneshot::Sender<u64> },
 }

@@ -17,7 +17,7 @@ use crate::conn::ReaderSpares;
 use crate::driver::Driver;
 use crate::error::Result;
 use crate::handle::NodeHandle;
-use crate::msg::{Inbound, Info, SimpleHandler};
+use crate::msg::{Inbound, Info, KvServe, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
 use crate::settings::Settings;
 
@@ -52,7 +52,10 @@ pub async fn start(settings: Settings) -> Result<NodeHandle> {
 }
 
 /// [`start`] with server handles (by app id) and a SimpleApp handler
-/// installed before the node can receive anything.
+/// installed before the node can receive anything. They run on the
+/// node's task; for a handle of another [`ServerHandle`](crate::ServerHandle)
+/// mode see [`KvServer::start`](crate::KvServer::start) and
+/// [`NodeHandle::set_handle`].
 ///
 /// ```no_run
 /// # async fn run() -> pslite_io::Result<()> {
@@ -69,6 +72,16 @@ pub async fn start_with(
     settings: Settings,
     handles: Vec<(u32, Box<dyn KvHandle>)>,
     simple_handler: Option<SimpleHandler>,
+) -> Result<NodeHandle> {
+    let handles = handles.into_iter().map(|(app, handle)| (app, KvServe::Inline(handle))).collect();
+    start_serving(settings, handles, simple_handler.map(SimpleServe::Inline)).await
+}
+
+/// [`start_with`] with handles the driver runs as it is told.
+pub(crate) async fn start_serving(
+    settings: Settings,
+    handles: Vec<(u32, KvServe)>,
+    simple_handler: Option<SimpleServe>,
 ) -> Result<NodeHandle> {
     settings.check()?;
     let mut core = settings.core.clone();
