@@ -52,3 +52,17 @@ fn blocking_node_runs_simple_requests_on_another_customer() {
     assert_eq!((replies[0].head, &replies[0].body[..]), (42, &b"hi"[..]));
     assert!(cluster.finalize().unwrap().is_complete());
 }
+
+#[test]
+fn blocking_node_installs_a_threaded_handle_for_another_app() {
+    use pslite::{KvStore, ServerHandle};
+    let runtime = Runtime::new(2).unwrap();
+    let cluster = runtime.local_cluster(1, 1).unwrap();
+    cluster.server(0).set_handle(1, ServerHandle::threaded(KvStore::<f64>::new())).unwrap();
+    let app1 = cluster.worker_node(0).worker::<f64>(CustomerId::new(1, 0));
+    app1.push_wait(&[5, 6], &[0.25, 0.5]).unwrap();
+    assert_eq!(app1.push_pull_wait(&[5, 6], &[0.25, 0.5]).unwrap(), vec![0.5, 1.0]);
+    // App 0 keeps its own store.
+    assert_eq!(cluster.worker::<f32>(0).pull_wait(&[5]).unwrap(), vec![0.0]);
+    assert!(cluster.finalize().unwrap().is_complete());
+}

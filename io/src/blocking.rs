@@ -24,8 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pslite_core::{
-    CustomerId, DType, Element, Group, Keys, KvHandle, Lens, SimpleReply, SimpleRequest, Stats, Target, Timestamp,
-    Values,
+    CustomerId, DType, Element, Group, Keys, Lens, SimpleReply, SimpleRequest, Stats, Target, Timestamp, Values,
 };
 use tokio::sync::broadcast;
 
@@ -33,6 +32,7 @@ use crate::error::Result;
 use crate::handle::NodeHandle;
 use crate::local::{HandleFactory, LocalCluster as AsyncLocalCluster};
 use crate::msg::{Completion, Info, NodeEvent, Released};
+use crate::respond::ServerHandle;
 use crate::settings::Settings;
 use crate::worker::{KvWorker as AsyncKvWorker, Pulled, RawKvWorker as AsyncRawKvWorker, RawPulled};
 
@@ -63,6 +63,17 @@ impl Runtime {
             let node = crate::start(settings).await?;
             node.wait_ready().await?;
             Ok::<_, crate::Error>(node)
+        })?;
+        Ok(self.node(node))
+    }
+
+    /// Starts a server node with `handle` for application 0 and waits until
+    /// the cluster is ready (see [`crate::KvServer::start`]).
+    pub fn server(&self, settings: Settings, handle: impl Into<ServerHandle>) -> Result<Node> {
+        let node = self.block_on(async {
+            let server = crate::KvServer::start(settings, handle).await?;
+            server.node().wait_ready().await?;
+            Ok::<_, crate::Error>(server.node().clone())
         })?;
         Ok(self.node(node))
     }
@@ -207,8 +218,16 @@ impl Node {
     }
 
     /// See [`NodeHandle::set_handle`].
-    pub fn set_handle(&self, app: u32, handle: impl KvHandle) -> Result<()> {
+    pub fn set_handle(&self, app: u32, handle: impl Into<ServerHandle>) -> Result<()> {
         self.runtime.block_on(self.inner.set_handle(app, handle))
+    }
+
+    /// See [`NodeHandle::set_threaded_simple_handler`].
+    pub fn set_threaded_simple_handler(
+        &self,
+        handler: impl FnMut(&SimpleRequest) -> (i32, Bytes) + Send + 'static,
+    ) -> Result<()> {
+        self.runtime.block_on(self.inner.set_threaded_simple_handler(handler))
     }
 
     /// See [`NodeHandle::set_simple_handler`].

@@ -98,10 +98,10 @@ fn assert_nobody_died(news: &mut [broadcast::Receiver<NodeEvent>]) {
 }
 
 /// Pushes `value` on application 0 and pulls it back.
-async fn serve_app0_round(worker: &KvWorker, round: f32) {
+async fn serve_app0_round(worker: &KvWorker<f32>, round: f32) {
     let ts = bounded(worker.push(&KEYS, &[1.0f32, 1.0])).await.unwrap();
     bounded(worker.wait(ts)).await.unwrap();
-    assert_eq!(bounded(worker.pull::<f32>(&KEYS)).await.unwrap(), vec![round; 2]);
+    assert_eq!(bounded(worker.pull_wait(&KEYS)).await.unwrap(), vec![round; 2]);
 }
 
 fn refusal_reason(error: Error) -> String {
@@ -117,10 +117,10 @@ async fn a_slow_threaded_handle_delays_neither_heartbeats_nor_other_apps() {
     let mut news = news(&cluster);
     let (slow, mut started, gate) = slow_store();
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, ServerHandle::threaded(slow))).await.unwrap();
-    let slow_worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let slow_worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     let first = bounded(slow_worker.push(&KEYS, &[1.0f32, 2.0])).await.unwrap();
     let second = bounded(slow_worker.push(&KEYS, &[10.0f32, 20.0])).await.unwrap();
-    let pull = bounded(slow_worker.pull_ts::<f32>(&KEYS)).await.unwrap();
+    let pull = bounded(slow_worker.pull(&KEYS)).await.unwrap();
 
     // The slow handle holds the first request at its gate, so every
     // round of application 0 below completes while it is outstanding.
@@ -136,7 +136,7 @@ async fn a_slow_threaded_handle_delays_neither_heartbeats_nor_other_apps() {
     bounded(slow_worker.wait(first)).await.unwrap();
     bounded(slow_worker.wait(second)).await.unwrap();
     let pulled = bounded(slow_worker.wait_pull(pull)).await.unwrap();
-    assert_eq!(pulled.to_vec::<f32>().unwrap(), vec![11.0, 22.0], "the handle saw both pushes, in order");
+    assert_eq!(pulled.to_vec(), vec![11.0, 22.0], "the handle saw both pushes, in order");
     assert_eq!(started.try_recv().ok(), Some(KvOp::Push));
     assert_eq!(started.try_recv().ok(), Some(KvOp::Pull));
 
@@ -155,7 +155,7 @@ async fn the_same_slow_handle_inline_gets_its_server_declared_dead() {
     let (slow, _started, gate) = slow_store();
     drop(gate);
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, slow)).await.unwrap();
-    let slow_worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let slow_worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     // Two requests: the server's task is held for twice SLOW.
     for _ in 0..2 {
         bounded(slow_worker.push(&KEYS, &[1.0f32, 2.0])).await.unwrap();
@@ -182,11 +182,11 @@ async fn a_deferred_handle_answers_out_of_order_from_another_thread() {
         queue.send((request, responder)).expect("the test holds the queue");
     });
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, deferred)).await.unwrap();
-    let worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     let keys = [3u64, 5, 7];
     let mut pulls = Vec::new();
     for key in keys {
-        pulls.push(bounded(worker.pull_ts::<f32>(&[key])).await.unwrap());
+        pulls.push(bounded(worker.pull(&[key])).await.unwrap());
     }
     let mut held = Vec::new();
     for _ in keys {
@@ -213,7 +213,7 @@ async fn a_deferred_handle_answers_out_of_order_from_another_thread() {
     assert!(answered.iter().all(|(_, result)| result.is_ok()), "{answered:?}");
     for (key, ts) in keys.into_iter().zip(pulls) {
         let pulled = bounded(worker.wait_pull(ts)).await.unwrap();
-        assert_eq!(pulled.to_vec::<f32>().unwrap(), vec![key as f32 * 10.0]);
+        assert_eq!(pulled.to_vec(), vec![key as f32 * 10.0]);
     }
     assert!(bounded(cluster.finalize()).await.unwrap().is_complete(), "nobody was missing");
 }
@@ -223,7 +223,7 @@ async fn a_dropped_responder_fails_the_wait_instead_of_hanging() {
     let cluster = start(1, 1).await;
     let forgetful = ServerHandle::deferred(|_request, responder| drop(responder));
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, forgetful)).await.unwrap();
-    let worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     let ts = bounded(worker.push(&KEYS, &[1.0f32, 1.0])).await.unwrap();
     let reason = refusal_reason(bounded(worker.wait(ts)).await.unwrap_err());
     assert!(reason.contains("without answering"), "{reason}");
@@ -240,7 +240,7 @@ async fn a_panicking_threaded_handle_refuses_and_its_node_serves_on() {
     }
     let cluster = start(1, 1).await;
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, ServerHandle::threaded(Buggy))).await.unwrap();
-    let worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     // The request it panicked on, then one after its thread is gone.
     for _ in 0..2 {
         let ts = bounded(worker.push(&KEYS, &[1.0f32, 1.0])).await.unwrap();
@@ -259,7 +259,7 @@ async fn a_responder_that_outlives_its_node_reports_shutdown() {
         queue.send(responder).expect("the test holds the queue");
     });
     bounded(cluster.servers[0].set_handle(SLOW_APP.app, keeper)).await.unwrap();
-    let worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
     let ts = bounded(worker.push(&KEYS, &[1.0f32, 1.0])).await.unwrap();
     let responder = bounded(taken.recv()).await.expect("a request");
     let waiter = tokio::spawn(async move { worker.wait(ts).await });
@@ -289,15 +289,15 @@ async fn a_threaded_handle_ends_when_replaced_and_when_its_node_ends() {
     };
     let cluster = start(1, 1).await;
     let server = &cluster.servers[0];
-    let worker = KvWorker::new(cluster.workers[0].clone(), SLOW_APP);
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), SLOW_APP);
 
     let (first, first_gone) = watched();
     bounded(server.set_handle(SLOW_APP.app, ServerHandle::threaded(first))).await.unwrap();
-    assert_eq!(bounded(worker.push_pull(&KEYS, &[1.0f32, 2.0])).await.unwrap(), vec![1.0, 2.0]);
+    assert_eq!(bounded(worker.push_pull_wait(&KEYS, &[1.0f32, 2.0])).await.unwrap(), vec![1.0, 2.0]);
     let (second, second_gone) = watched();
     bounded(server.set_handle(SLOW_APP.app, ServerHandle::threaded(second))).await.unwrap();
     assert!(bounded(first_gone).await.is_err(), "the replaced handle's thread ended");
-    assert_eq!(bounded(worker.push_pull(&KEYS, &[1.0f32, 2.0])).await.unwrap(), vec![1.0, 2.0]);
+    assert_eq!(bounded(worker.push_pull_wait(&KEYS, &[1.0f32, 2.0])).await.unwrap(), vec![1.0, 2.0]);
 
     server.abort();
     assert!(bounded(second_gone).await.is_err(), "the thread ended with its node");

@@ -190,9 +190,11 @@ impl Response {
 
 /// Server-side logic run on every request (ps-lite's request handle).
 ///
-/// A handle is plain synchronous code; the shell calls it on the node's
-/// task and feeds the answer back with `respond`. The `cmd` on every
-/// request lets one handle serve several operations.
+/// A handle is plain synchronous code; the shell feeds its answer back
+/// with `respond`. pslite-io runs it on the node's task (cheap handles,
+/// like the default sum), on a thread of its own, or lets it answer later
+/// (`ServerHandle`), so a slow handle never delays heartbeats. The `cmd`
+/// on every request lets one handle serve several operations.
 ///
 /// A handle that keeps the latest value per key (pushes overwrite), built
 /// on the default store for its reads:
