@@ -65,6 +65,8 @@ pub struct Node {
     incarnation: Incarnation,
     rank: Option<Rank>,
     phase: Phase,
+    /// Why the node stopped, when an error stopped it.
+    ended_by: Option<RequestError>,
     /// The `now` of the input or command being handled (the latest seen).
     now: Instant,
     /// When an unregistered node gives up on the scheduler.
@@ -114,6 +116,7 @@ impl Node {
             incarnation: Incarnation(0),
             rank: None,
             phase: Phase::Registering,
+            ended_by: None,
             now,
             register_deadline,
             membership: Membership::default(),
@@ -433,6 +436,14 @@ impl Node {
     /// Where in its life the node is.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Why the node stopped, when an error stopped it: it was declared
+    /// dead, replaced by a newer process, or its finalize failed. `None`
+    /// while it runs, and after a clean finalize or the scheduler's
+    /// `Terminate`. A shell reports it to a `finalize` that comes late.
+    pub fn ended_by(&self) -> Option<&RequestError> {
+        self.ended_by.as_ref()
     }
 
     /// Servers in the cluster.
@@ -914,8 +925,7 @@ impl Node {
             if !mine.alive {
                 // Placed, then declared dead before this table arrived: a
                 // new process will take the id; this one never starts.
-                self.fail_all_pending(RequestError::PeerDead(mine.id));
-                self.terminate();
+                self.terminate_on(RequestError::PeerDead(mine.id));
                 return;
             }
             self.id = mine.id;
@@ -934,8 +944,7 @@ impl Node {
                 Change::Recovered(id, incarnation) if id == self.id => {
                     // Declared dead and replaced: a newer process does this
                     // one's work now, and this one must not touch anything.
-                    self.fail_all_pending(RequestError::Replaced { incarnation });
-                    self.terminate();
+                    self.terminate_on(RequestError::Replaced { incarnation });
                     break;
                 }
                 Change::Died(id, incarnation) if id == self.id => {
@@ -944,8 +953,7 @@ impl Node {
                     // process may take our id, so this one stops.
                     self.reliable.forget_peer(id, incarnation);
                     self.out.event(Event::NodeDead { id, incarnation });
-                    self.fail_all_pending(RequestError::PeerDead(id));
-                    self.terminate();
+                    self.terminate_on(RequestError::PeerDead(id));
                     break;
                 }
                 Change::Died(id, incarnation) => self.on_peer_died(id, incarnation),
@@ -1082,8 +1090,17 @@ impl Node {
     fn fail_all_pending(&mut self, error: RequestError) {
         self.requests.fail_all(&error, &mut self.out);
         if self.barriers.fail_all(&error, &mut self.out) {
+            self.ended_by.get_or_insert(error);
             self.terminate();
         }
+    }
+
+    /// Stops the node because of `error`: its pending work fails with it,
+    /// and [`ended_by`](Self::ended_by) keeps it for whoever asks later.
+    fn terminate_on(&mut self, error: RequestError) {
+        self.ended_by.get_or_insert(error.clone());
+        self.fail_all_pending(error);
+        self.terminate();
     }
 
     /// Stops the node: pending work fails, no timers, no more input.

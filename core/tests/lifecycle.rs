@@ -61,6 +61,7 @@ fn a_node_with_no_scheduler_gives_up_at_the_register_timeout_and_says_where_it_l
     assert_eq!(events, vec![Event::RegistrationFailed { scheduler: addr(1) }, Event::Terminated]);
     assert_eq!(node.phase(), Phase::Terminated);
     assert_eq!(node.poll_timeout(), None, "nothing is left to wait for");
+    assert_eq!(node.ended_by(), None, "no request error: the event said what happened");
 }
 
 #[test]
@@ -131,6 +132,41 @@ fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
     node.handle_frame(now, table(3, successor, NodeId::UNASSIGNED)).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
     let replaced = RequestError::Replaced { incarnation: Incarnation(1) };
-    assert_eq!(events, vec![Event::BarrierFailed(ticket, replaced), Event::Terminated]);
+    assert_eq!(events, vec![Event::BarrierFailed(ticket, replaced.clone()), Event::Terminated]);
     assert_eq!(node.phase(), Phase::Terminated);
+    assert_eq!(node.ended_by(), Some(&replaced), "a finalize that comes later learns why");
+}
+
+#[test]
+fn a_node_that_reads_it_was_declared_dead_stops_and_keeps_the_reason() {
+    let now = Instant::ZERO;
+    let mut node = Node::new(worker_config(Duration::from_secs(60)), 12, now);
+    let instance = registration_instance(&mut node);
+    let me = NodeId::worker(Rank(0));
+    let server =
+        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
+    let table = |epoch, entry: NodeEntry| {
+        let envelope = Envelope {
+            sender: NodeId::SCHEDULER,
+            incarnation: Incarnation(0),
+            receiver: me,
+            receiver_incarnation: Incarnation(0),
+            seq: 0,
+        };
+        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
+            .encode(envelope)
+            .to_bytes()
+    };
+    let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
+    node.handle_frame(now, table(1, mine)).unwrap();
+    assert_eq!(node.phase(), Phase::Ready);
+    assert_eq!(node.ended_by(), None, "running");
+    while node.poll_event().is_some() {}
+    // Stalled past the heartbeat timeout, it reads that it was declared dead
+    // while no request or finalize was pending to carry the news.
+    node.handle_frame(now, table(2, NodeEntry { alive: false, ..mine })).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+    assert_eq!(events.last(), Some(&Event::Terminated));
+    assert_eq!(node.phase(), Phase::Terminated);
+    assert_eq!(node.ended_by(), Some(&RequestError::PeerDead(me)));
 }

@@ -22,7 +22,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
-use crate::msg::{Answer, AnswerSender, Command, Completion, Inbound, Info, KvServe, NodeEvent, Released, SimpleServe};
+use crate::msg::{
+    Answer, AnswerSender, Command, Completion, Ended, Inbound, Info, KvServe, NodeEvent, Released, SimpleServe,
+};
 use crate::outcomes::SharedOutcomes;
 
 /// How many inputs of one kind (frames, answers or commands) are handled
@@ -269,7 +271,7 @@ impl Driver {
                     self.terminated_waiters.push(reply);
                 }
                 Err(_) if node.phase() == Phase::Terminated => {
-                    let _ = reply.send(self.finalize_outcome());
+                    let _ = reply.send(self.ended().outcome());
                 }
                 // Already finalizing: wait with the first caller.
                 Err(RequestError::Terminated) => self.terminated_waiters.push(reply),
@@ -488,21 +490,27 @@ impl Driver {
             }
         })
         .await;
+        let ended = self.ended();
+        self.outcomes.lock().set_ended(ended.clone());
         for waiter in std::mem::take(&mut self.terminated_waiters) {
-            let _ = waiter.send(self.finalize_outcome());
+            let _ = waiter.send(ended.clone().outcome());
         }
         self.alive = None;
         self.publish_info();
     }
 
-    /// What `finalize` callers learn once the node stopped. A finalize cut
-    /// short by the scheduler's `Terminate` (the release itself was lost)
-    /// counts as released, with nobody known to be missing.
-    fn finalize_outcome(&self) -> Result<Released, Error> {
-        match &self.finalized {
-            Some(Ok(released)) => Ok(released.clone()),
-            Some(Err(RequestError::Terminated)) | None => Ok(Released::default()),
-            Some(Err(error)) => Err(error.clone().into()),
+    /// How the node ended, for `finalize` callers. A finalize cut short by
+    /// the scheduler's `Terminate` (the release itself was lost) counts as
+    /// released, with nobody known to be missing; a node that stopped
+    /// without finalizing reports why.
+    fn ended(&self) -> Ended {
+        if let Some(scheduler) = self.registration_failed {
+            return Ended::NoScheduler(scheduler);
+        }
+        match (&self.finalized, self.node.ended_by()) {
+            (Some(Ok(released)), _) => Ended::Finalized(released.clone()),
+            (Some(Err(RequestError::Terminated)), None) | (None, None) => Ended::Finalized(Released::default()),
+            (Some(Err(error)), None) | (_, Some(error)) => Ended::Failed(error.clone()),
         }
     }
 

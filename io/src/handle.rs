@@ -15,7 +15,7 @@ use pslite_core::{CustomerId, Group, SimpleReply, Stats, Target, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::msg::{Command, Completion, Info, NodeEvent, Released, SimpleHandler, SimpleServe};
+use crate::msg::{Command, Completion, Ended, Info, NodeEvent, Released, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
 use crate::respond::{threaded_simple, ServerHandle};
 
@@ -142,7 +142,9 @@ impl NodeHandle {
     pub async fn finalize(&self) -> Result<Released> {
         match self.call(|reply| Command::Finalize { reply }).await {
             Ok(result) => result,
-            Err(Error::Shutdown) => Ok(Released::default()),
+            // The node's task has stopped: report how it ended (an aborted
+            // node recorded nothing, and stays `Shutdown`).
+            Err(Error::Shutdown) => self.outcomes.lock().ended().map_or(Err(Error::Shutdown), Ended::outcome),
             Err(error) => Err(error),
         }
     }

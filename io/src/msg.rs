@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pslite_core::{
-    CustomerId, Frame, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, Response, Role, ServerRequest,
-    ServerRequestId, SimpleReply, SimpleRequest, Stats, Target, Timestamp, Values,
+    CustomerId, Frame, Group, Keys, KvCall, KvHandle, Lens, NodeId, Phase, Rank, RequestError, Response, Role,
+    ServerRequest, ServerRequestId, SimpleReply, SimpleRequest, Stats, Target, Timestamp, Values,
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
@@ -54,6 +54,29 @@ impl Released {
     /// Whether every member arrived.
     pub fn is_complete(&self) -> bool {
         self.missing.is_empty()
+    }
+}
+
+/// How a node ended, kept for a `finalize` that comes after its task
+/// stopped (which can then no longer be asked).
+#[derive(Debug, Clone)]
+pub(crate) enum Ended {
+    /// Finalized: the report of its last barrier.
+    Finalized(Released),
+    /// Stopped by an error: declared dead, replaced, its finalize failed.
+    Failed(RequestError),
+    /// No scheduler answered at this address.
+    NoScheduler(SocketAddr),
+}
+
+impl Ended {
+    /// What `finalize` returns for this ending.
+    pub(crate) fn outcome(self) -> Result<Released> {
+        match self {
+            Self::Finalized(released) => Ok(released),
+            Self::Failed(error) => Err(error.into()),
+            Self::NoScheduler(scheduler) => Err(crate::error::Error::RegistrationFailed { scheduler }),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pslite_core::{CustomerId, Timestamp};
 
 use crate::error::Error;
-use crate::msg::Completion;
+use crate::msg::{Completion, Ended};
 
 /// The outcomes of one node, shared by its task and its handles.
 #[derive(Clone, Debug, Default)]
@@ -33,9 +33,22 @@ pub(crate) struct Outcomes {
     /// Plain successes, kept compactly so that fire-and-forget pushes
     /// (ps-lite callers often never wait) cost no memory per request.
     succeeded: BTreeMap<CustomerId, Succeeded>,
+    /// How the node ended, once its task stopped: what a `finalize` that
+    /// comes after that learns.
+    ended: Option<Ended>,
 }
 
 impl Outcomes {
+    /// Records how the node ended (its task sets it once, as it stops).
+    pub(crate) fn set_ended(&mut self, ended: Ended) {
+        self.ended = Some(ended);
+    }
+
+    /// How the node ended; `None` while its task runs, or if it was aborted.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.ended.clone()
+    }
+
     /// The outcome of `ts`, if it is in (taken, unless a plain success).
     pub(crate) fn take(&mut self, customer: CustomerId, ts: Timestamp) -> Option<Result<Completion, Error>> {
         if let Some(result) = self.finished.remove(&(customer, ts)) {

@@ -1,0 +1,60 @@
+//! What `finalize` says about a node that already stopped: how it ended,
+//! never a made-up success. Bounds only turn a hang into a failure.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use pslite_core::Role;
+use pslite_io::{Error, LocalCluster, Settings};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_after_a_failed_registration_reports_the_missing_scheduler() {
+    // An address nobody listens on: bound by the OS, then closed.
+    let closed = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap();
+    let mut settings = Settings::new(Role::Worker, closed).cluster(1, 1);
+    settings.core.register_retry_interval = Duration::from_millis(20);
+    settings.core.register_timeout = Duration::from_millis(200);
+    let node = pslite_io::start(settings).await.unwrap();
+    let ready = tokio::time::timeout(BOUND, node.wait_ready()).await.expect("registration gives up");
+    assert!(matches!(ready, Err(Error::RegistrationFailed { scheduler }) if scheduler == closed), "{ready:?}");
+    // Once the node's task has stopped, finalize still says why.
+    tokio::time::timeout(BOUND, async {
+        while !node.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the node's task ends");
+    let finalized = tokio::time::timeout(BOUND, node.finalize()).await.unwrap();
+    assert!(matches!(finalized, Err(Error::RegistrationFailed { scheduler }) if scheduler == closed), "{finalized:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_again_after_a_clean_finalize_repeats_its_report_and_an_aborted_node_says_shutdown() {
+    let cluster = tokio::time::timeout(BOUND, LocalCluster::start(1, 1)).await.unwrap().unwrap();
+    let worker = cluster.workers[0].clone();
+    assert!(tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap().is_complete());
+    tokio::time::timeout(BOUND, async {
+        while !worker.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the worker's task ends after finalize");
+    assert!(worker.finalize().await.unwrap().is_complete(), "a second finalize repeats the first's report");
+
+    let cluster = tokio::time::timeout(BOUND, LocalCluster::start(1, 1)).await.unwrap().unwrap();
+    let aborted = cluster.workers[0].clone();
+    aborted.abort();
+    // The rest of that cluster is simply dropped.
+    tokio::time::timeout(BOUND, async {
+        while !aborted.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("an aborted node's task ends");
+    assert!(matches!(aborted.finalize().await, Err(Error::Shutdown)), "a crash reports no success");
+}
