@@ -147,7 +147,8 @@ class LocalCluster:
     ) -> None: ...
     def worker(self, index: int) -> Worker:
         """The worker at ``index`` (start order; its ``rank`` may differ).
-        A worker may be used from several threads at once."""
+        A worker may be used from several threads at once. Finalize the
+        cluster, not its workers: a worker's ``finalize`` waits for every node."""
     @property
     def num_servers(self) -> int:
         """Servers in the cluster."""

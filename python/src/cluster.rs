@@ -61,7 +61,8 @@ impl LocalCluster {
     }
 
     /// The worker at `index` (start order, 0 to num_workers - 1; its
-    /// `rank` may differ).
+    /// `rank` may differ). Finalize the cluster, not its workers: a
+    /// worker's `finalize` waits for every node.
     fn worker<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, Worker>> {
         let worker = {
             let cluster = self.cluster.lock().unwrap_or_else(PoisonError::into_inner);

@@ -14,7 +14,8 @@
 
 use std::cell::Cell;
 
-use pslite_core::{DType, KvHandle, KvStore, Refusal, Response, ServerRequest};
+use bytes::Bytes;
+use pslite_core::{DType, KvHandle, KvStore, Refusal, Response, ServerRequest, Values};
 use pslite_io::ServerHandle;
 use pslite_learn::optim::{AdaGrad, Ftrl, Optimizer, OptimizerStore, Sgd};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -201,7 +202,10 @@ impl PyHandle {
             return Err(PyValueError::new_err("returned None for a pull; return one value per key"));
         }
         let dtype = arrays::dtype_name(request.values.dtype());
-        let answer = py.import("numpy")?.call_method1("asarray", (answer, dtype))?;
-        Ok(Response::Ok { values: arrays::values(&answer)?, lens: None })
+        let answer = arrays::values(&py.import("numpy")?.call_method1("asarray", (answer, dtype))?)?;
+        // Copied, not shared: the handle may return an array it keeps and
+        // change it in place while the answer still waits to be written.
+        let values = Values::from_bytes(answer.dtype(), Bytes::copy_from_slice(answer.as_bytes()));
+        Ok(Response::Ok { values: values.expect("whole elements"), lens: None })
     }
 }

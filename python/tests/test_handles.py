@@ -116,3 +116,19 @@ def test_a_handle_must_be_a_name_or_a_callable():
         pslite.LocalCluster(1, 1, handle=3)
     with pytest.raises(TypeError, match="a callable handle takes no options"):
         pslite.LocalCluster(1, 1, handle=lambda k, v, p: v, learning_rate=1.0)
+
+
+def test_a_python_handle_may_change_the_array_it_answered_with():
+    state = np.zeros(len(KEYS), np.float32)
+
+    def handle(keys, values, is_push):
+        if is_push:
+            state[:] += values  # in place: the array answered last time changes
+        return state
+
+    with pslite.LocalCluster(1, 1, handle=handle) as cluster:
+        worker = cluster.worker(0)
+        in_flight = [worker.push_pull(KEYS, np.ones(len(KEYS), np.float32)) for _ in range(50)]
+        answers = [worker.wait_pull(ts) for ts in in_flight]
+    for count, answer in enumerate(answers, start=1):
+        np.testing.assert_array_equal(answer, np.full(len(KEYS), count, np.float32))
