@@ -16,7 +16,7 @@ the GIL. Errors pslite reports raise ``PsliteError``.
 """
 
 from types import TracebackType
-from typing import Callable, Optional, Sequence, Type, Union
+from typing import Any, Callable, Optional, Sequence, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +43,7 @@ DTypeLike = Union[npt.DTypeLike, None]
 ``np.int64`` or ``np.uint8``, or anything ``np.dtype()`` makes one of them."""
 
 PyHandle = Callable[
-    [npt.NDArray[np.uint64], npt.NDArray[np.generic], bool],
+    [npt.NDArray[np.uint64], npt.NDArray[Any], bool],
     Optional[npt.ArrayLike],
 ]
 """A server handle in Python: ``handle(keys, values, is_push)``.
@@ -116,14 +116,14 @@ class Worker(Node):
         timestamp for ``wait_pull``."""
     def wait(self, ts: int) -> None:
         """Waits for request ``ts``; raises ``PsliteError`` if it failed."""
-    def wait_pull(self, ts: int) -> npt.NDArray[np.generic]:
+    def wait_pull(self, ts: int) -> npt.NDArray[Any]:
         """Waits for a pull or push_pull; returns its values in key order
         (a new 1-D array of the dtype asked for)."""
     def push_wait(self, keys: Keys, values: Values, *, cmd: int = 0) -> None:
         """``push``, then ``wait``."""
-    def pull_wait(self, keys: Keys, dtype: DTypeLike = None, *, cmd: int = 0) -> npt.NDArray[np.generic]:
+    def pull_wait(self, keys: Keys, dtype: DTypeLike = None, *, cmd: int = 0) -> npt.NDArray[Any]:
         """``pull``, then ``wait_pull``."""
-    def push_pull_wait(self, keys: Keys, values: Values, *, cmd: int = 0) -> npt.NDArray[np.generic]:
+    def push_pull_wait(self, keys: Keys, values: Values, *, cmd: int = 0) -> npt.NDArray[Any]:
         """``push_pull``, then ``wait_pull``."""
     def barrier(self, group: str = "workers") -> list[int]:
         """A barrier over ``group`` (default: the workers); see ``Node.barrier``."""
