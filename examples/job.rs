@@ -243,8 +243,8 @@ async fn run() -> Result<(), ExitCode> {
     }
     let settings = Settings::from_env().map_err(|error| failed("configure", error.into()))?;
     let role = settings.core.role;
-    let handles: Vec<(u32, Box<dyn pslite::KvHandle>)> =
-        if role == Role::Server { vec![(0, Box::new(KvStore::<f32>::new()))] } else { Vec::new() };
+    let handles: Vec<(u32, pslite::ServerHandle)> =
+        if role == Role::Server { vec![(0, KvStore::<f32>::new().into())] } else { Vec::new() };
     let node = pslite::start_with(settings, handles, None).await.map_err(|error| failed("start", error))?;
     emit(format_args!("listening role={role} addr={} advertised={}", node.local_addr(), node.advertised_addr()));
     let mut news = node.events();

@@ -70,8 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::from_env()?;
     let (servers, workers) = (settings.core.num_servers, settings.core.num_workers);
     let role = settings.core.role;
-    let handles: Vec<(u32, Box<dyn pslite::KvHandle>)> =
-        if role == Role::Server { vec![(0, Box::new(KvStore::<f32>::new()))] } else { Vec::new() };
+    let handles: Vec<(u32, pslite::ServerHandle)> =
+        if role == Role::Server { vec![(0, KvStore::<f32>::new().into())] } else { Vec::new() };
     let node = pslite::start_with(settings, handles, None).await?;
     node.wait_ready().await?;
     if role == Role::Worker {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use pslite::{CustomerId, Group, KvHandle, KvWorker, LocalCluster, Rank, Released, Role, Settings};
+use pslite::{CustomerId, Group, KvWorker, LocalCluster, Rank, Released, Role, Settings};
 use pslite_learn::data::{read_libsvm, Dataset, PlantedModel, SyntheticConfig};
 use pslite_learn::job::{self, FinalReport, JobConfig, MaxDelay, Monitor, MonitorState, WorkerSummary};
 use pslite_learn::optim::{Optimizer, OptimizerStore};
@@ -100,8 +100,8 @@ fn job_config(args: &Args) -> JobConfig {
     }
 }
 
-fn server_handle(optimizer: Optimizer) -> Box<dyn KvHandle> {
-    Box::new(OptimizerStore::new(optimizer).expect("optimizer settings were checked"))
+fn server_handle(optimizer: Optimizer) -> pslite::ServerHandle {
+    OptimizerStore::new(optimizer).expect("optimizer settings were checked").into()
 }
 
 /// Worker 0's last duty: evaluate the model and tell the scheduler.

@@ -15,7 +15,7 @@ async fn a_killed_server_turns_waits_into_errors() {
     let mut settings = LocalCluster::settings(2, 1);
     settings.core = settings.core.heartbeat(Duration::from_millis(200), Duration::from_millis(3000));
     let cluster =
-        tokio::time::timeout(BOUND, LocalCluster::start_with(settings, Box::new(|_| Box::new(KvStore::<f32>::new()))))
+        tokio::time::timeout(BOUND, LocalCluster::start_with(settings, Box::new(|_| KvStore::<f32>::new().into())))
             .await
             .expect("cluster formed")
             .unwrap();

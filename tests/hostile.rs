@@ -98,7 +98,7 @@ async fn a_node_with_a_wrong_token_is_refused_and_the_cluster_goes_on() {
     settings.core.heartbeats = false;
     let cluster = tokio::time::timeout(
         BOUND,
-        LocalCluster::start_with(settings, Box::new(|_| Box::new(pslite::KvStore::<f32>::new()))),
+        LocalCluster::start_with(settings, Box::new(|_| pslite::KvStore::<f32>::new().into())),
     )
     .await
     .unwrap()

@@ -5,21 +5,20 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use pslite_core::{CustomerId, Element, KvHandle, KvStore, Rank, Role};
+use pslite_core::{CustomerId, Element, KvStore, Rank, Role};
 
 use crate::error::Result;
 use crate::handle::NodeHandle;
 use crate::msg::Released;
+use crate::respond::ServerHandle;
 use crate::settings::Settings;
 use crate::start::start_with;
 use crate::worker::{KvWorker, RawKvWorker};
 
-/// Builds the server handle of each server rank, run on the node's task.
-/// For a handle on a thread of its own (or one that answers later), set
-/// it on each server with [`NodeHandle::set_handle`] once
-/// [`LocalCluster::start_with`] returned: no request reaches a server
-/// before then, so it serves from the first.
-pub type HandleFactory = Box<dyn FnMut(Rank) -> Box<dyn KvHandle>>;
+/// Builds the server handle of each server rank, in the mode its
+/// [`ServerHandle`] says (any `KvHandle` converts into one run on the
+/// node's task).
+pub type HandleFactory = Box<dyn FnMut(Rank) -> ServerHandle>;
 
 /// A scheduler, servers and workers on 127.0.0.1, ports chosen by the OS.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ impl LocalCluster {
     /// `servers` servers with the default `KvStore<f32>` and `workers` workers.
     pub async fn start(servers: u32, workers: u32) -> Result<Self> {
         let settings = Self::settings(servers, workers);
-        Self::start_with(settings, Box::new(|_| Box::new(KvStore::<f32>::new()))).await
+        Self::start_with(settings, Box::new(|_| KvStore::<f32>::new().into())).await
     }
 
     /// Default settings for a local cluster of this size.

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use pslite_core::{KvHandle, Role};
+use pslite_core::Role;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::handle::NodeHandle;
 use crate::msg::{Inbound, Info, KvServe, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
+use crate::respond::ServerHandle;
 use crate::settings::Settings;
 
 /// Commands queued to the driver before callers wait.
@@ -51,17 +52,16 @@ pub async fn start(settings: Settings) -> Result<NodeHandle> {
     start_with(settings, Vec::new(), None).await
 }
 
-/// [`start`] with server handles (by app id) and a SimpleApp handler
-/// installed before the node can receive anything. They run on the
-/// node's task; for a handle of another [`ServerHandle`](crate::ServerHandle)
-/// mode see [`KvServer::start`](crate::KvServer::start) and
-/// [`NodeHandle::set_handle`].
+/// [`start`] with server handles (by app id, each in the mode its
+/// [`ServerHandle`] says) and a SimpleApp handler, installed before the
+/// node can receive anything.
 ///
 /// ```no_run
-/// # async fn run() -> pslite_io::Result<()> {
-/// use pslite_core::{KvHandle, KvStore};
-/// use pslite_io::Settings;
-/// let handles: Vec<(u32, Box<dyn KvHandle>)> = vec![(0, Box::new(KvStore::<f32>::new()))];
+/// # async fn run(model: impl pslite_core::KvHandle) -> pslite_io::Result<()> {
+/// use pslite_core::KvStore;
+/// use pslite_io::{ServerHandle, Settings};
+/// // The sums on the node's task; the slow model on a thread of its own.
+/// let handles = vec![(0, KvStore::<f32>::new().into()), (1, ServerHandle::threaded(model))];
 /// let server = pslite_io::start_with(Settings::from_env()?, handles, None).await?;
 /// // Serves until every node finalizes.
 /// let released = server.finalize().await?;
@@ -70,10 +70,10 @@ pub async fn start(settings: Settings) -> Result<NodeHandle> {
 /// ```
 pub async fn start_with(
     settings: Settings,
-    handles: Vec<(u32, Box<dyn KvHandle>)>,
+    handles: Vec<(u32, ServerHandle)>,
     simple_handler: Option<SimpleHandler>,
 ) -> Result<NodeHandle> {
-    let handles = handles.into_iter().map(|(app, handle)| (app, KvServe::Inline(handle))).collect();
+    let handles = handles.into_iter().map(|(app, handle)| Ok((app, handle.install(app)?))).collect::<Result<_>>()?;
     start_serving(settings, handles, simple_handler.map(SimpleServe::Inline)).await
 }
 

@@ -49,7 +49,7 @@ fn settings(servers: u32, workers: u32) -> Settings {
 }
 
 async fn start(servers: u32, workers: u32) -> LocalCluster {
-    let factory = Box::new(|_| Box::new(KvStore::<f32>::new()) as Box<dyn KvHandle>);
+    let factory = Box::new(|_| ServerHandle::from(KvStore::<f32>::new()));
     bounded(LocalCluster::start_with(settings(servers, workers), factory)).await.unwrap()
 }
 

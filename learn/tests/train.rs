@@ -32,7 +32,7 @@ async fn train_once(max_delay: MaxDelay) {
     let settings = LocalCluster::settings(2, 2);
     let cluster = tokio::time::timeout(
         BOUND,
-        LocalCluster::start_with(settings, Box::new(move |_: Rank| Box::new(OptimizerStore::new(optimizer).unwrap()))),
+        LocalCluster::start_with(settings, Box::new(move |_: Rank| OptimizerStore::new(optimizer).unwrap().into())),
     )
     .await
     .unwrap()

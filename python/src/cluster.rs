@@ -44,17 +44,13 @@ impl LocalCluster {
     ) -> PyResult<Self> {
         let spec = HandleSpec::parse(handle, dtype, options)?;
         // Built here, holding the GIL (a Python handle takes a reference).
-        let handles: Vec<ServerHandle> = (0..servers).map(|_| spec.build(py)).collect();
+        let mut handles: Vec<ServerHandle> = (0..servers).map(|_| spec.build(py)).collect();
         let cluster = block_once(py, move || async move {
-            // The servers start with the default store and get their own
-            // handles before any worker is handed out, so those serve every
-            // request (a handle factory could not run a Python handle on a
-            // thread of its own).
-            let cluster = pslite_io::LocalCluster::start(servers, workers).await?;
-            for (server, handle) in cluster.servers.iter().zip(handles) {
-                server.set_handle(0, handle).await?;
-            }
-            Ok::<_, pslite_io::Error>(cluster)
+            let settings = pslite_io::LocalCluster::settings(servers, workers);
+            // One handle per server rank, in rank order.
+            handles.reverse();
+            let factory = Box::new(move |_| handles.pop().expect("a handle per server"));
+            pslite_io::LocalCluster::start_with(settings, factory).await
         })?
         .map_err(py_error)?;
         Ok(Self { cluster: Mutex::new(Some(cluster)), num_servers: servers, num_workers: workers })

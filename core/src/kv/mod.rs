@@ -226,6 +226,14 @@ pub trait KvHandle: Send + 'static {
     fn handle(&mut self, request: &ServerRequest) -> Response;
 }
 
+/// A boxed handle is a handle, so handles chosen at run time (by name,
+/// from a flag) go wherever one chosen at compile time does.
+impl KvHandle for Box<dyn KvHandle> {
+    fn handle(&mut self, request: &ServerRequest) -> Response {
+        (**self).handle(request)
+    }
+}
+
 /// A SimpleApp request to answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimpleRequest {

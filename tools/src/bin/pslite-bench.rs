@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
-use pslite::{CustomerId, DType, Keys, KvHandle, LocalCluster, NodeHandle, RawKvWorker, Role, Settings, Values};
+use pslite::{
+    CustomerId, DType, Keys, KvHandle, LocalCluster, NodeHandle, RawKvWorker, Role, ServerHandle, Settings, Values,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -201,10 +203,10 @@ impl KvHandle for NoopHandle {
     }
 }
 
-fn make_handle(kind: HandleKind) -> Box<dyn KvHandle> {
+fn make_handle(kind: HandleKind) -> ServerHandle {
     match kind {
-        HandleKind::Store => Box::new(pslite::KvStore::<f32>::new()),
-        HandleKind::Noop => Box::new(NoopHandle),
+        HandleKind::Store => pslite::KvStore::<f32>::new().into(),
+        HandleKind::Noop => NoopHandle.into(),
     }
 }
 
@@ -682,7 +684,7 @@ async fn serve(kind: HandleKind) -> Result<(), BoxError> {
     });
     let settings = Settings::from_env()?;
     let role = settings.core.role;
-    let handles: Vec<(u32, Box<dyn KvHandle>)> = match role {
+    let handles: Vec<(u32, ServerHandle)> = match role {
         Role::Scheduler => Vec::new(),
         Role::Server => vec![(0, make_handle(kind))],
         Role::Worker => return Err("--serve runs a scheduler or a server, not a worker".into()),
