@@ -67,6 +67,23 @@ impl Runtime {
         Ok(self.node(node))
     }
 
+    /// Starts a node with server handles and a SimpleApp handler installed
+    /// before anything arrives, and waits until the cluster is ready (see
+    /// [`crate::start_with`]).
+    pub fn start_with(
+        &self,
+        settings: Settings,
+        handles: Vec<(u32, ServerHandle)>,
+        simple_handler: Option<crate::SimpleHandler>,
+    ) -> Result<Node> {
+        let node = self.block_on(async {
+            let node = crate::start_with(settings, handles, simple_handler).await?;
+            node.wait_ready().await?;
+            Ok::<_, crate::Error>(node)
+        })?;
+        Ok(self.node(node))
+    }
+
     /// Starts a server node with `handle` for application 0 and waits until
     /// the cluster is ready (see [`crate::KvServer::start`]).
     pub fn server(&self, settings: Settings, handle: impl Into<ServerHandle>) -> Result<Node> {
