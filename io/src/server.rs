@@ -24,6 +24,7 @@ impl KvServer {
     /// # async fn run(settings: pslite_io::Settings, model: impl pslite_core::KvHandle) -> pslite_io::Result<()> {
     /// use pslite_io::{KvServer, ServerHandle};
     /// let server = KvServer::start(settings, ServerHandle::threaded(model)).await?;
+    /// server.node().wait_ready().await?;
     /// server.finalize().await?;
     /// # Ok(()) }
     /// ```

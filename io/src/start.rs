@@ -63,7 +63,8 @@ pub async fn start(settings: Settings) -> Result<NodeHandle> {
 /// // The sums on the node's task; the slow model on a thread of its own.
 /// let handles = vec![(0, KvStore::<f32>::new().into()), (1, ServerHandle::threaded(model))];
 /// let server = pslite_io::start_with(Settings::from_env()?, handles, None).await?;
-/// // Serves until every node finalizes.
+/// // Serves until every node finalizes (which needs the cluster formed).
+/// server.wait_ready().await?;
 /// let released = server.finalize().await?;
 /// assert!(released.is_complete(), "{:?} died and were not replaced", released.missing);
 /// # Ok(()) }
