@@ -171,12 +171,28 @@ impl Settings {
     /// Reads ps-lite's `DMLC_*` and `PS_*` variables; a missing or invalid
     /// value is an error naming the variable and what was expected. See
     /// [`settings_from`] for an example.
+    ///
+    /// ```
+    /// use pslite_io::Settings;
+    /// // Nothing set: the error names the first variable missing.
+    /// std::env::remove_var("DMLC_ROLE");
+    /// let error = Settings::from_env().unwrap_err();
+    /// assert_eq!(error.to_string(), "DMLC_ROLE: not set");
+    /// ```
     pub fn from_env() -> Result<Self, ConfigError> {
         settings_from(|name| std::env::var(name).ok())
     }
 }
 
 /// The tracing level `PS_VERBOSE` asks for: 0 (default) warn, 1 info, 2+ debug.
+///
+/// ```
+/// std::env::set_var("PS_VERBOSE", "1");
+/// assert_eq!(pslite_io::env::verbosity(), tracing::Level::INFO);
+/// // Unset (or unreadable), only warnings.
+/// std::env::remove_var("PS_VERBOSE");
+/// assert_eq!(pslite_io::env::verbosity(), tracing::Level::WARN);
+/// ```
 pub fn verbosity() -> tracing::Level {
     match std::env::var("PS_VERBOSE").ok().and_then(|v| v.parse::<u8>().ok()).unwrap_or(0) {
         0 => tracing::Level::WARN,

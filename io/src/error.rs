@@ -3,6 +3,20 @@
 use pslite_core::{ConfigError, DecodeError, RequestError};
 
 /// What went wrong, from the socket up to the protocol.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_core::{ApiMisuse, RequestError};
+/// use pslite_io::Error;
+/// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+/// // Caller mistakes fail the call itself, before anything is sent.
+/// match cluster.worker::<f32>(0).push(&[2, 1], &[1.0, 2.0]).await {
+///     Err(Error::Request(RequestError::ApiMisuse(ApiMisuse::UnsortedKeys { index, .. }))) => assert_eq!(index, 1),
+///     other => panic!("unsorted keys were accepted: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A socket operation failed.
@@ -29,4 +43,14 @@ pub enum Error {
 }
 
 /// Shorthand for results of this crate.
+///
+/// ```
+/// use std::net::{SocketAddr, TcpListener};
+/// // Errors of the layers below convert with `?`.
+/// fn free_port() -> pslite_io::Result<SocketAddr> {
+///     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// }
+/// assert_ne!(free_port()?.port(), 0);
+/// # Ok::<(), pslite_io::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

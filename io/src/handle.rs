@@ -24,6 +24,18 @@ pub(crate) type Clock = Arc<Mutex<u32>>;
 
 /// A running node. Clone it freely; the node lives until `finalize` or
 /// until every handle is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+/// let worker = cluster.workers[0].clone();
+/// // Bound to loopback, a node advertises the address it listens on: what
+/// // its peers dial.
+/// assert!(worker.local_addr().ip().is_loopback());
+/// assert_eq!(worker.advertised_addr(), worker.local_addr());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
@@ -59,6 +71,21 @@ impl NodeHandle {
     }
 
     /// Waits until the cluster is formed (or the node stops).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_core::{Phase, Role};
+    /// use pslite_io::{LocalCluster, Settings};
+    /// let scheduler = pslite_io::start(LocalCluster::settings(1, 1)).await?;
+    /// let joining = Settings::new(Role::Worker, scheduler.local_addr()).cluster(1, 1);
+    /// let _server = pslite_io::start(joining.for_role(Role::Server)).await?;
+    /// let worker = pslite_io::start(joining).await?;
+    /// // `start` returned once bound; requests may go out once all registered.
+    /// worker.wait_ready().await?;
+    /// assert_eq!(worker.info().phase, Phase::Ready);
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_ready(&self) -> Result<()> {
         self.call(|reply| Command::WaitReady { reply }).await?
     }
@@ -86,6 +113,23 @@ impl NodeHandle {
     }
 
     /// Waits for request `ts` of `customer`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use bytes::Bytes;
+    /// use pslite_core::{ApiMisuse, CustomerId, Group, RequestError};
+    /// use pslite_io::{Completion, Error};
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let (node, customer) = (&cluster.workers[0], CustomerId::DEFAULT);
+    /// let ts = node.simple_request(customer, Group::SERVERS, 1, Bytes::new()).await?;
+    /// // One wait for every kind of request; the completion says which it was.
+    /// assert!(matches!(node.wait(customer, ts).await?, Completion::Simple(replies) if replies.len() == 1));
+    /// // Its outcome is taken: a second wait is a mistake, reported at once.
+    /// let again = node.wait(customer, ts).await;
+    /// assert!(matches!(again, Err(Error::Request(RequestError::ApiMisuse(ApiMisuse::UnknownTimestamp { .. })))));
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(&self, customer: CustomerId, ts: Timestamp) -> Result<Completion> {
         // Already in: no need to ask the node's task.
         let taken = self.outcomes.lock().take(customer, ts);
@@ -96,6 +140,22 @@ impl NodeHandle {
     }
 
     /// Sends a SimpleApp request; returns its timestamp at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use bytes::Bytes;
+    /// use pslite_core::{CustomerId, Group, NodeId};
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let (node, customer) = (&cluster.workers[0], CustomerId::new(1, 0));
+    /// // Both requests are in flight before either is waited for.
+    /// let to_servers = node.simple_request(customer, Group::SERVERS, 1, Bytes::from_static(b"save")).await?;
+    /// let to_scheduler = node.simple_request(customer, NodeId::SCHEDULER, 2, Bytes::new()).await?;
+    /// assert!(to_servers.is_before(to_scheduler));
+    /// node.wait(customer, to_scheduler).await?;
+    /// node.wait(customer, to_servers).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn simple_request(
         &self,
         customer: CustomerId,
@@ -109,6 +169,20 @@ impl NodeHandle {
     }
 
     /// Sends a SimpleApp request and waits for every reply.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use bytes::Bytes;
+    /// use pslite_core::{CustomerId, NodeId};
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let worker = &cluster.workers[0];
+    /// let replies = worker.simple(CustomerId::DEFAULT, NodeId::SCHEDULER, 7, Bytes::from_static(b"10%")).await?;
+    /// assert_eq!(replies[0].from, NodeId::SCHEDULER);
+    /// // No handler is set there: the default answer echoes the head, no body.
+    /// assert_eq!((replies[0].head, replies[0].body.len()), (7, 0));
+    /// # Ok(()) }
+    /// ```
     pub async fn simple(
         &self,
         customer: CustomerId,
@@ -130,6 +204,22 @@ impl NodeHandle {
     /// member arrived, or (under the barrier policy) without dead members
     /// that were not replaced in time, which the report names. An error
     /// when the policy fails barriers on a death, or the cluster is lost.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_core::{ApiMisuse, Group, RequestError};
+    /// use pslite_io::Error;
+    /// let cluster = pslite_io::LocalCluster::start(1, 2).await?;
+    /// let (a, b) = (&cluster.workers[0], &cluster.workers[1]);
+    /// // Each returns once both workers arrived.
+    /// let (released_a, released_b) = tokio::join!(a.barrier(Group::WORKERS), b.barrier(Group::WORKERS));
+    /// assert!(released_a?.is_complete() && released_b?.is_complete());
+    /// // A server would wait among workers forever: refused at once.
+    /// let refused = cluster.servers[0].barrier(Group::WORKERS).await;
+    /// assert!(matches!(refused, Err(Error::Request(RequestError::ApiMisuse(ApiMisuse::NotInGroup { .. })))));
+    /// # Ok(()) }
+    /// ```
     pub async fn barrier(&self, group: Group) -> Result<Released> {
         self.call(|reply| Command::Barrier { group, reply }).await?
     }
@@ -138,7 +228,22 @@ impl NodeHandle {
     ///
     /// A dead member's replacement is waited for up to `recovery_timeout`
     /// (`PS_RECOVERY_TIMEOUT`); after that the job finishes among the
-    /// survivors, and the report names who was missing.
+    /// survivors, and the report names who was missing. Before the cluster
+    /// is formed it fails with [`ApiMisuse::NotReady`](pslite_core::ApiMisuse::NotReady),
+    /// so call [`wait_ready`](Self::wait_ready) first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_io::LocalCluster;
+    /// let LocalCluster { scheduler, servers, workers } = LocalCluster::start(1, 1).await?;
+    /// // Every node finalizes; each returns once all arrived.
+    /// let (a, b, c) = tokio::join!(scheduler.finalize(), servers[0].finalize(), workers[0].finalize());
+    /// assert!(a?.is_complete() && b?.is_complete() && c?.is_complete());
+    /// // Asked again, a finalized node repeats its report.
+    /// assert!(workers[0].finalize().await?.is_complete());
+    /// # Ok(()) }
+    /// ```
     pub async fn finalize(&self) -> Result<Released> {
         match self.call(|reply| Command::Finalize { reply }).await {
             Ok(result) => result,
@@ -177,6 +282,23 @@ impl NodeHandle {
     /// Installs the SimpleApp handler, run on the node's task; returns
     /// once the node uses it. For a handler that takes long, see
     /// [`set_threaded_simple_handler`](Self::set_threaded_simple_handler).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use bytes::Bytes;
+    /// use pslite_core::{CustomerId, Group};
+    /// let cluster = pslite_io::LocalCluster::start(2, 1).await?;
+    /// for server in &cluster.servers {
+    ///     server.set_simple_handler(|request| (request.head + 1, request.body.clone())).await?;
+    /// }
+    /// let body = Bytes::from_static(b"ping");
+    /// let replies = cluster.workers[0].simple(CustomerId::DEFAULT, Group::SERVERS, 41, body).await?;
+    /// // One reply per server, each from the handler.
+    /// assert_eq!(replies.len(), 2);
+    /// assert!(replies.iter().all(|reply| reply.head == 42 && reply.body == "ping"));
+    /// # Ok(()) }
+    /// ```
     pub async fn set_simple_handler(
         &self,
         handler: impl FnMut(&pslite_core::SimpleRequest) -> (i32, Bytes) + Send + 'static,
@@ -212,6 +334,20 @@ impl NodeHandle {
     }
 
     /// The node's counters.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let node = &cluster.workers[0];
+    /// let before = node.stats().await?;
+    /// cluster.worker::<f32>(0).push_wait(&[1], &[1.0]).await?;
+    /// let after = node.stats().await?;
+    /// // The push went out and its answer came back; nothing was garbled.
+    /// assert!(after.frames_out > before.frames_out && after.frames_in > before.frames_in);
+    /// assert_eq!(after.decode_errors, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn stats(&self) -> Result<Stats> {
         self.call(|reply| Command::Stats { reply }).await
     }
@@ -221,6 +357,20 @@ impl NodeHandle {
     /// wait in or the next one they will enter. A program that resumes
     /// after a crash compares it with its own count of barriers to skip
     /// (or redo) the steps the cluster took without it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_core::Group;
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let worker = &cluster.workers[0];
+    /// assert_eq!(worker.next_barrier_generation(Group::WORKERS).await?, 0);
+    /// assert!(worker.barrier(Group::WORKERS).await?.is_complete());
+    /// assert_eq!(worker.next_barrier_generation(Group::WORKERS).await?, 1);
+    /// // Counted per group.
+    /// assert_eq!(worker.next_barrier_generation(Group::ALL).await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn next_barrier_generation(&self, group: Group) -> Result<u64> {
         self.call(|reply| Command::NextBarrierGeneration { group, reply }).await
     }
@@ -231,6 +381,18 @@ impl NodeHandle {
     }
 
     /// Membership news from now on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_io::{LocalCluster, NodeEvent};
+    /// let cluster = LocalCluster::start(1, 1).await?;
+    /// // Subscribe first: news from before the call is not replayed.
+    /// let mut news = cluster.workers[0].events();
+    /// cluster.finalize().await?;
+    /// assert_eq!(news.recv().await.expect("sent before finalize returned"), NodeEvent::Terminated);
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
     }
@@ -250,6 +412,20 @@ impl NodeHandle {
     /// Stops the node at once, as a crash would: no finalize, no goodbye.
     /// Its listener closes and its connections drop; peers find out through
     /// heartbeats. For failure tests and for abandoning a node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+    /// let worker = &cluster.workers[0];
+    /// worker.abort();
+    /// while !worker.is_closed() {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// // A crashed node has nothing to report: no made-up success.
+    /// assert!(matches!(worker.finalize().await, Err(pslite_io::Error::Shutdown)));
+    /// # Ok(()) }
+    /// ```
     pub fn abort(&self) {
         for task in self.tasks.iter() {
             task.abort();

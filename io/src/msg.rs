@@ -22,6 +22,23 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use crate::error::Result;
 
 /// How a request ended well.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_io::Completion;
+/// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+/// let worker = cluster.worker::<f32>(0);
+/// let ts = worker.pull(&[4, 5]).await?;
+/// // The node's own wait hands back the completion as it came.
+/// match worker.node().wait(worker.customer(), ts).await? {
+///     Completion::Pulled { keys, values, lens } => {
+///         assert_eq!((keys.to_vec(), values.to_vec::<f32>(), lens), (vec![4, 5], Some(vec![0.0, 0.0]), None));
+///     }
+///     other => panic!("a pull completes with values, not {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub enum Completion {
     /// A push (or anything without data back) completed.
@@ -43,6 +60,24 @@ pub enum Completion {
 /// member, or without the dead members its policy stopped waiting for.
 /// Those are named, so a program can tell a complete step (or job) from
 /// one that went on without someone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_core::{BarrierPolicy, Duration, Group, KvStore};
+/// use pslite_io::LocalCluster;
+/// let mut settings = LocalCluster::settings(1, 2);
+/// settings.core.barrier_policy = BarrierPolicy::Elastic;
+/// settings.core = settings.core.heartbeat(Duration::from_millis(100), Duration::from_secs(1));
+/// let cluster = LocalCluster::start_with(settings, Box::new(|_| KvStore::<f32>::new().into())).await?;
+/// let lost = cluster.workers[1].info().id;
+/// cluster.workers[1].abort();
+/// // Released once the scheduler declares the lost worker dead, without it.
+/// let released = cluster.workers[0].barrier(Group::WORKERS).await?;
+/// assert!(!released.is_complete());
+/// assert_eq!(released.missing, [lost]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use = "a barrier may be released without dead members; the report says who"]
 pub struct Released {
@@ -81,6 +116,21 @@ impl Ended {
 }
 
 /// Membership news for the application.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_core::{Duration, KvStore};
+/// use pslite_io::{LocalCluster, NodeEvent};
+/// let mut settings = LocalCluster::settings(2, 1);
+/// settings.core = settings.core.heartbeat(Duration::from_millis(100), Duration::from_secs(1));
+/// let cluster = LocalCluster::start_with(settings, Box::new(|_| KvStore::<f32>::new().into())).await?;
+/// let mut news = cluster.workers[0].events();
+/// cluster.servers[1].abort();
+/// // Every node hears of the death, e.g. to stop using that server's keys.
+/// assert_eq!(news.recv().await.unwrap(), NodeEvent::Dead(cluster.servers[1].info().id));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeEvent {
     /// A node was declared dead.
@@ -92,6 +142,21 @@ pub enum NodeEvent {
 }
 
 /// ps-lite's NodeInfo: who this node is and what it knows of the cluster.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_core::{NodeId, Rank, Role};
+/// let cluster = pslite_io::LocalCluster::start(2, 1).await?;
+/// // ps-lite's MyRank(): dense from 0 within the role, and the id follows it.
+/// let mut ranks: Vec<Rank> = cluster.servers.iter().filter_map(|server| server.info().rank).collect();
+/// ranks.sort();
+/// assert_eq!(ranks, [Rank(0), Rank(1)]);
+/// let info = cluster.servers[0].info();
+/// assert_eq!((info.role, info.id), (Role::Server, NodeId::server(info.rank.unwrap())));
+/// assert_eq!((info.num_servers, info.alive_servers, info.alive_workers), (2, 2, 1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Info {
     /// This node's id (`NodeId::UNASSIGNED` until registered).
@@ -113,6 +178,30 @@ pub struct Info {
 }
 
 /// Answers SimpleApp requests on this node: `(head, body)` back.
+/// [`start_with`](crate::start_with) installs one before the node can
+/// receive anything; the `set_*simple_handler` methods of
+/// [`NodeHandle`](crate::NodeHandle) take one like any closure.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use std::sync::{atomic::{AtomicI32, Ordering}, Arc};
+/// use bytes::Bytes;
+/// use pslite_core::{CustomerId, NodeId};
+/// use pslite_io::SimpleHandler;
+/// # let cluster = pslite_io::LocalCluster::start(1, 1).await?;
+/// // The scheduler adds up the progress the workers report.
+/// let done = Arc::new(AtomicI32::new(0));
+/// let count = Arc::clone(&done);
+/// let handler: SimpleHandler = Box::new(move |request| {
+///     count.fetch_add(request.head, Ordering::SeqCst);
+///     (0, Bytes::new())
+/// });
+/// cluster.scheduler.set_simple_handler(handler).await?;
+/// cluster.workers[0].simple(CustomerId::DEFAULT, NodeId::SCHEDULER, 5, Bytes::new()).await?;
+/// assert_eq!(done.load(Ordering::SeqCst), 5);
+/// # Ok(()) }
+/// ```
 pub type SimpleHandler = Box<dyn FnMut(&SimpleRequest) -> (i32, Bytes) + Send>;
 
 /// A server handle as the driver runs it.

@@ -36,6 +36,16 @@ pub struct Settings {
 }
 
 /// Longest token accepted, in bytes (a hello is read before any check).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pslite_io::Result<()> {
+/// use pslite_io::{Error, LocalCluster, TOKEN_LEN_MAX};
+/// // Checked at start, before any connection is made.
+/// let settings = LocalCluster::settings(1, 1).token("x".repeat(TOKEN_LEN_MAX + 1));
+/// assert!(matches!(pslite_io::start(settings).await, Err(Error::Config(_))));
+/// # Ok(()) }
+/// ```
 pub const TOKEN_LEN_MAX: usize = 256;
 
 impl Settings {
