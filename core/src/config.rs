@@ -16,6 +16,17 @@ use crate::time::Duration;
 /// What an ordinary barrier does when one of its members dies before
 /// arriving (`finalize` always waits for recovery). The scheduler's
 /// barrier module documents the semantics in full.
+///
+/// ```
+/// use pslite_core::{BarrierPolicy, Config, Role};
+/// // As PS_BARRIER_POLICY spells them.
+/// assert_eq!("elastic".parse(), Ok(BarrierPolicy::Elastic));
+/// assert!("hope".parse::<BarrierPolicy>().is_err());
+/// let mut builder = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap());
+/// assert_eq!(builder.barrier_policy, BarrierPolicy::WaitForRecovery, "the default");
+/// builder.barrier_policy = BarrierPolicy::FailOnDeath;
+/// assert!(builder.build().is_ok());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarrierPolicy {
     /// Fail the barrier for everyone waiting: for jobs where a step
@@ -45,6 +56,15 @@ impl std::str::FromStr for BarrierPolicy {
 
 /// Settings before validation. Every field is public; [`build`](Self::build)
 /// checks them together.
+///
+/// ```
+/// use pslite_core::{ConfigBuilder, ConfigError, Duration, Role};
+/// let mut builder = ConfigBuilder::new(Role::Server, "10.0.0.1:9091".parse().unwrap()).cluster(4, 16);
+/// // Any field can be set directly; `build` checks them all together.
+/// builder.request_timeout = Duration::from_secs(30);
+/// builder.requests_pending_max = 0;
+/// assert_eq!(builder.build().unwrap_err(), ConfigError::ZeroLimit { field: "requests_pending_max" });
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     /// This node's role.
@@ -100,12 +120,30 @@ pub struct ConfigBuilder {
 
 /// Validated configuration. Reads like [`ConfigBuilder`] (through `Deref`)
 /// but cannot be changed after validation.
+///
+/// ```
+/// use pslite_core::{Config, Instant, Node, Role};
+/// let scheduler = "127.0.0.1:9091".parse().unwrap();
+/// // Only a validated configuration starts a node.
+/// let config = Config::builder(Role::Worker, scheduler).cluster(2, 8).build().unwrap();
+/// assert_eq!(config.num_workers, 8, "read through to the settings");
+/// let node = Node::new(config, 1, Instant::ZERO);
+/// assert_eq!(node.num_servers(), 2);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     settings: ConfigBuilder,
 }
 
 /// Why a configuration was refused.
+///
+/// ```
+/// use pslite_core::{Config, ConfigError, Role};
+/// let refused = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).cluster(2, 0).build();
+/// // The error names the setting, for a message the operator can act on.
+/// assert_eq!(refused.unwrap_err(), ConfigError::ZeroCount { field: "num_workers" });
+/// assert_eq!(ConfigError::ZeroCount { field: "num_workers" }.to_string(), "num_workers must be at least 1");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A count that must be positive is zero.
@@ -170,6 +208,14 @@ pub(crate) const FRAME_LEN_MIN: u32 = 64 * 1024;
 
 impl ConfigBuilder {
     /// Defaults for a node of `role` joining the scheduler at `scheduler_addr`.
+    ///
+    /// ```
+    /// use pslite_core::{ConfigBuilder, Role};
+    /// let defaults = ConfigBuilder::new(Role::Worker, "127.0.0.1:9091".parse().unwrap());
+    /// // Safe defaults: failures are detected, lost frames resent.
+    /// assert!(defaults.heartbeats && defaults.resend);
+    /// assert!(defaults.build().is_ok());
+    /// ```
     pub fn new(role: Role, scheduler_addr: SocketAddr) -> Self {
         Self {
             role,
@@ -196,6 +242,14 @@ impl ConfigBuilder {
     }
 
     /// Sets the number of servers and workers.
+    ///
+    /// ```
+    /// use pslite_core::{ConfigBuilder, Role};
+    /// let builder = ConfigBuilder::new(Role::Worker, "127.0.0.1:9091".parse().unwrap()).cluster(2, 8);
+    /// // Every node of a cluster must be given the same size.
+    /// assert_eq!((builder.num_servers, builder.num_workers), (2, 8));
+    /// assert_eq!(builder.build().unwrap().server_ranges().len(), 2);
+    /// ```
     pub fn cluster(mut self, num_servers: u32, num_workers: u32) -> Self {
         self.num_servers = num_servers;
         self.num_workers = num_workers;
@@ -203,12 +257,29 @@ impl ConfigBuilder {
     }
 
     /// Sets this node's listen address.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use pslite_core::{ConfigBuilder, Role};
+    /// // What peers dial: a driver sets the address it actually listens on.
+    /// let listening: SocketAddr = "10.0.0.7:41000".parse().unwrap();
+    /// let config = ConfigBuilder::new(Role::Server, "10.0.0.1:9091".parse().unwrap()).listen_addr(listening).build();
+    /// assert_eq!(config.unwrap().listen_addr, listening);
+    /// ```
     pub fn listen_addr(mut self, addr: SocketAddr) -> Self {
         self.listen_addr = addr;
         self
     }
 
     /// Sets heartbeat interval and timeout.
+    ///
+    /// ```
+    /// use pslite_core::{ConfigBuilder, ConfigError, Duration, Role};
+    /// let builder = ConfigBuilder::new(Role::Worker, "127.0.0.1:9091".parse().unwrap());
+    /// // A timeout shorter than the interval would declare everyone dead.
+    /// let refused = builder.heartbeat(Duration::from_secs(2), Duration::from_secs(1)).build();
+    /// assert!(matches!(refused, Err(ConfigError::HeartbeatTimeoutTooShort { .. })));
+    /// ```
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
@@ -216,6 +287,15 @@ impl ConfigBuilder {
     }
 
     /// Checks every setting and freezes them.
+    ///
+    /// ```
+    /// use pslite_core::{ConfigBuilder, Role};
+    /// let config = ConfigBuilder::new(Role::Worker, "127.0.0.1:9091".parse().unwrap()).cluster(3, 1).build().unwrap();
+    /// // Read through the validated config; to change it, go back to a builder.
+    /// assert_eq!(config.num_servers, 3);
+    /// let changed = config.into_builder().cluster(4, 1).build().unwrap();
+    /// assert_eq!(changed.server_ranges().len(), 4);
+    /// ```
     pub fn build(self) -> Result<Config, ConfigError> {
         for (field, count) in [("num_servers", self.num_servers), ("num_workers", self.num_workers)] {
             if count == 0 {
@@ -288,6 +368,14 @@ impl Config {
     }
 
     /// The key ranges this configuration implies.
+    ///
+    /// ```
+    /// use pslite_core::{Config, KeyRange, Rank, Role};
+    /// let mut builder = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).cluster(2, 1);
+    /// // Keys below 1000 on server 0, the rest on server 1.
+    /// builder.server_ranges = Some(vec![KeyRange::new(0, 999).unwrap(), KeyRange::new(1000, u64::MAX).unwrap()]);
+    /// assert_eq!(builder.build().unwrap().server_ranges().owner(1000), Rank(1));
+    /// ```
     pub fn server_ranges(&self) -> ServerRanges {
         match &self.settings.server_ranges {
             Some(ranges) => {
@@ -299,6 +387,15 @@ impl Config {
 
     /// A copy with another role and listen address: the same cluster seen
     /// from another node (used by local clusters and tests).
+    ///
+    /// ```
+    /// use pslite_core::{Config, Role};
+    /// let scheduler_addr = "127.0.0.1:9091".parse().unwrap();
+    /// let scheduler = Config::builder(Role::Scheduler, scheduler_addr).cluster(2, 4).build().unwrap();
+    /// let worker = scheduler.for_role(Role::Worker, "127.0.0.1:41000".parse().unwrap());
+    /// // The same cluster, already validated: only the role and address differ.
+    /// assert_eq!((worker.role, worker.num_workers), (Role::Worker, 4));
+    /// ```
     pub fn for_role(&self, role: Role, listen_addr: SocketAddr) -> Self {
         let mut settings = self.settings.clone();
         settings.role = role;
@@ -307,6 +404,15 @@ impl Config {
     }
 
     /// Back to a builder, to change and re-validate.
+    ///
+    /// ```
+    /// use pslite_core::{Config, ConfigError, Role};
+    /// let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+    /// let mut builder = config.into_builder();
+    /// builder.frame_len_max = 1024;
+    /// // Changes are checked again.
+    /// assert!(matches!(builder.build(), Err(ConfigError::FrameLenTooSmall { .. })));
+    /// ```
     pub fn into_builder(self) -> ConfigBuilder {
         self.settings
     }
@@ -323,6 +429,16 @@ impl Config {
     /// when the news reaches the waiter, one network delay after that (and a
     /// heartbeat still on the wire at the crash can add one more): callers
     /// add their network's delays on top of this.
+    ///
+    /// ```
+    /// use pslite_core::{Config, Duration, Role};
+    /// let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap())
+    ///     .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// // How long a test must wait, at most, before a killed node is known dead.
+    /// assert_eq!(config.failure_detection_bound(), Duration::from_millis(5500));
+    /// ```
     pub fn failure_detection_bound(&self) -> Duration {
         self.heartbeat_timeout + self.heartbeat_interval
     }

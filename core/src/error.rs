@@ -7,6 +7,18 @@
 use crate::id::{Group, NodeId, Role};
 
 /// Why a request did not complete.
+///
+/// ```
+/// use pslite_core::{ApiMisuse, NodeId, Rank, RequestError};
+/// // What the cluster did decides what the caller does next.
+/// fn retry_later(error: &RequestError) -> bool {
+///     matches!(error, RequestError::PeerDead(_) | RequestError::TimedOut | RequestError::ResendExhausted)
+/// }
+/// let dead = RequestError::PeerDead(NodeId::server(Rank(1)));
+/// assert!(retry_later(&dead));
+/// assert_eq!(dead.to_string(), "node 10 is dead");
+/// assert!(!retry_later(&RequestError::from(ApiMisuse::NotReady)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// A node the request depends on was declared dead.
@@ -54,6 +66,13 @@ pub enum RequestError {
 }
 
 /// How a pull's answer fails to fit what was asked.
+///
+/// ```
+/// use pslite_core::{Mismatch, NodeId, Rank, RequestError};
+/// // A server answered f64s to a pull of f32s: its fault, named.
+/// let error = RequestError::BadResponse { server: NodeId::server(Rank(0)), mismatch: Mismatch::ValueType };
+/// assert_eq!(error.to_string(), "bad response from 8: values of another type than asked for");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
     /// A server echoed other keys than it was asked for.
@@ -71,6 +90,13 @@ pub enum Mismatch {
 }
 
 /// A caller mistake, caught before anything is sent.
+///
+/// ```
+/// use pslite_core::{check_request, ApiMisuse, Keys, KvList, KvOp, Values};
+/// let list = KvList { keys: Keys::from_slice(&[3, 3]), values: Values::from_slice(&[1.0f32, 1.0]), lens: None };
+/// // Caught before anything is sent: the caller's to fix, not the cluster's.
+/// assert_eq!(check_request(KvOp::Push, &list), Err(ApiMisuse::DuplicateKey { index: 1, key: 3 }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApiMisuse {
     /// Keys are not strictly ascending (`index` is the first offender).

@@ -13,6 +13,18 @@ use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleReques
 use crate::wire::Frame;
 
 /// A frame to send: the shell writes `frame` to `addr`.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use pslite_core::{Config, Instant, Node, NodeId, Role};
+/// let scheduler: SocketAddr = "127.0.0.1:9091".parse().unwrap();
+/// let mut node = Node::new(Config::builder(Role::Worker, scheduler).build().unwrap(), 1, Instant::ZERO);
+/// // A new worker's first frame registers it with the scheduler.
+/// let transmit = node.poll_transmit().expect("registration is queued at once");
+/// assert_eq!((transmit.to, transmit.addr), (NodeId::SCHEDULER, scheduler));
+/// // The shell writes these bytes to that address.
+/// assert!(!transmit.frame.to_bytes().is_empty());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// The receiving node ([`NodeId::UNASSIGNED`] if it has no id yet).
@@ -24,6 +36,18 @@ pub struct Transmit {
 }
 
 /// Where a node is in its life.
+///
+/// ```
+/// use pslite_core::{ApiMisuse, Config, Group, Instant, Node, Phase, RequestError, Role};
+/// let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+/// let mut node = Node::new(config, 1, Instant::ZERO);
+/// assert_eq!(node.phase(), Phase::Registering);
+/// // Commands wait for `Ready`: before, they are refused, not queued.
+/// let refused = node.barrier(Instant::ZERO, Group::WORKERS);
+/// assert_eq!(refused, Err(RequestError::ApiMisuse(ApiMisuse::NotReady)));
+/// // Phases only move forward, so `>= Ready` asks "was it ever ready?".
+/// assert!(Phase::Registering < Phase::Ready && Phase::Ready < Phase::Terminated);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     /// Waiting for the cluster to form.
@@ -35,6 +59,19 @@ pub enum Phase {
 }
 
 /// Names one barrier this node entered.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use pslite_core::{BarrierTicket, Config, Group, Instant, Node, Role};
+/// let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+/// let node = Node::new(config, 1, Instant::ZERO);
+/// // A driver keeps who waits for which barrier, by ticket; generations
+/// // count per group, so the next one is known before it is entered.
+/// let next = BarrierTicket { group: Group::WORKERS, generation: node.next_barrier_generation(Group::WORKERS) };
+/// let mut waiters = BTreeMap::new();
+/// waiters.insert(next, "epoch 0 done");
+/// assert_eq!(next.generation, 0);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BarrierTicket {
     /// The group.
@@ -44,6 +81,22 @@ pub struct BarrierTicket {
 }
 
 /// What happened, for the application.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use pslite_core::{Config, Duration, Event, Instant, Node, Role};
+/// let scheduler: SocketAddr = "127.0.0.1:9091".parse().unwrap();
+/// let mut builder = Config::builder(Role::Worker, scheduler);
+/// builder.register_timeout = Duration::from_secs(2);
+/// let mut node = Node::new(builder.build().unwrap(), 1, Instant::ZERO);
+/// // Nobody answers: run the node's timers, dropping its frames, until it stops.
+/// while let Some(at) = node.poll_timeout() {
+///     node.handle_timeout(at);
+///     while node.poll_transmit().is_some() {}
+/// }
+/// let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+/// assert_eq!(events, [Event::RegistrationFailed { scheduler }, Event::Terminated]);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// This node has its id and rank.

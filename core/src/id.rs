@@ -9,6 +9,15 @@ use std::fmt;
 use std::ops::BitOr;
 
 /// The three kinds of node in a cluster.
+///
+/// ```
+/// use pslite_core::{Group, Role};
+/// // Printed as DMLC_ROLE spells it.
+/// assert_eq!(Role::Server.to_string(), "server");
+/// // Barriers and SimpleApp requests name groups of roles.
+/// assert_eq!(Role::Worker.group(), Group::WORKERS);
+/// assert!(Group::ALL.contains(Role::Scheduler));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Registers nodes, runs barriers, watches heartbeats.
@@ -58,12 +67,29 @@ impl fmt::Display for Role {
 }
 
 /// A node's position among the nodes of its role, dense from 0.
+///
+/// ```
+/// use pslite_core::{NodeId, Rank, ServerRanges};
+/// // The last server owns the top of the key space; its id follows its rank.
+/// let owner = ServerRanges::equal(4).owner(u64::MAX);
+/// assert_eq!(owner, Rank(3));
+/// assert_eq!(NodeId::server(owner).get(), 14);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rank(pub u32);
 
 /// How many times an id has been assigned: 0 on first registration, +1 each
 /// time a restarted process takes a dead node's place. Frames carry the
 /// sender's incarnation so messages from a former life are recognisable.
+///
+/// ```
+/// use pslite_core::Incarnation;
+/// let first = Incarnation::default();
+/// assert_eq!(first.next(), Incarnation(1));
+/// // Later lives compare greater, so frames from an earlier one are spotted.
+/// assert!(first < first.next());
+/// assert_eq!(Incarnation(u32::MAX).next(), Incarnation(u32::MAX), "saturates");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Incarnation(pub u32);
 
@@ -75,6 +101,17 @@ impl Incarnation {
 }
 
 /// A node's id, with ps-lite's numbering.
+///
+/// ```
+/// use pslite_core::{NodeId, Rank, Role};
+/// // ps-lite's numbering, as operators know it from logs.
+/// let id = NodeId::worker(Rank(2));
+/// assert_eq!(id.get(), 13);
+/// assert_eq!((id.role(), id.rank()), (Some(Role::Worker), Rank(2)));
+/// assert_eq!(NodeId::of(Role::Server, Rank(0)), NodeId::server(Rank(0)));
+/// assert_eq!((NodeId::SCHEDULER.get(), NodeId::SCHEDULER.role()), (1, Some(Role::Scheduler)));
+/// assert_eq!(NodeId::UNASSIGNED.role(), None);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(u32);
 
@@ -109,6 +146,13 @@ impl NodeId {
     }
 
     /// Reads an id off the wire; `None` for numbers no node can have.
+    ///
+    /// ```
+    /// use pslite_core::{NodeId, Rank};
+    /// assert_eq!(NodeId::from_raw(13), Some(NodeId::worker(Rank(2))));
+    /// // 2 to 7 are no node's: a frame naming one is malformed.
+    /// assert_eq!(NodeId::from_raw(5), None);
+    /// ```
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
             0 | 1 => Some(Self(raw)),
@@ -150,6 +194,17 @@ impl fmt::Display for NodeId {
 }
 
 /// A set of roles, the target of barriers and group requests.
+///
+/// ```
+/// use pslite_core::{Group, Role};
+/// // ps-lite's kServerGroup + kWorkerGroup.
+/// let group = Group::SERVERS | Group::WORKERS;
+/// assert!(group.contains(Role::Server) && !group.contains(Role::Scheduler));
+/// assert_eq!(group.bits(), 6);
+/// assert_eq!(Group::from_bits(6), Some(group));
+/// assert_eq!(Group::from_bits(8), None, "no such role");
+/// assert_eq!(Group::all().count(), 7, "every non-empty set of the three roles");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Group(u8);
 

@@ -10,6 +10,16 @@ use std::fmt;
 use crate::id::Rank;
 
 /// An inclusive range of keys `start..=end_inclusive`; never empty.
+///
+/// ```
+/// use pslite_core::KeyRange;
+/// let range = KeyRange::new(100, 199).unwrap();
+/// assert!(range.contains(100) && range.contains(199) && !range.contains(200));
+/// assert_eq!((range.start(), range.end_inclusive()), (100, 199));
+/// // Inclusive ends: the whole key space is one range, u64::MAX included.
+/// assert!(KeyRange::FULL.contains(u64::MAX));
+/// assert_eq!(KeyRange::new(5, 4), None, "never empty");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyRange {
     start: u64,
@@ -52,6 +62,14 @@ impl fmt::Debug for KeyRange {
 }
 
 /// Why a list of ranges is not a partition of the key space.
+///
+/// ```
+/// use pslite_core::{KeyRange, RangesError, ServerRanges};
+/// // Ranges that stop short would leave the top keys to nobody.
+/// let short = vec![KeyRange::new(0, 9).unwrap()];
+/// assert_eq!(ServerRanges::from_ranges(short), Err(RangesError::LastNotMax(9)));
+/// assert_eq!(RangesError::LastNotMax(9).to_string(), "the last range ends at 9, not u64::MAX");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RangesError {
     /// No ranges at all.
@@ -77,6 +95,18 @@ pub enum RangesError {
 
 /// One range per server, in rank order; contiguous, non-overlapping and
 /// covering `0..=u64::MAX` (checked on construction).
+///
+/// ```
+/// use pslite_core::{Rank, ServerRanges};
+/// let ranges = ServerRanges::equal(3);
+/// assert_eq!((ranges.len(), ranges.as_slice().len()), (3, 3));
+/// // Every key has exactly one owner, the top of the key space included.
+/// assert_eq!(ranges.owner(0), Rank(0));
+/// assert_eq!(ranges.owner(u64::MAX), Rank(2));
+/// let middle = ranges.get(Rank(1)).unwrap();
+/// assert_eq!(ranges.owner(middle.start()), Rank(1));
+/// assert_eq!(ranges.get(Rank(3)), None);
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ServerRanges {
     ranges: Vec<KeyRange>,
@@ -85,6 +115,16 @@ pub struct ServerRanges {
 impl ServerRanges {
     /// `servers` ranges of (nearly) equal size; the first `2^64 mod n`
     /// boundaries are rounded down, so sizes differ by at most one.
+    ///
+    /// ```
+    /// use pslite_core::{KeyRange, ServerRanges};
+    /// let ranges = ServerRanges::equal(3);
+    /// let size = |range: &KeyRange| u128::from(range.end_inclusive() - range.start()) + 1;
+    /// let sizes: Vec<u128> = ranges.as_slice().iter().map(size).collect();
+    /// // All 2^64 keys, shared out within one key of each other.
+    /// assert_eq!(sizes.iter().sum::<u128>(), 1 << 64);
+    /// assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+    /// ```
     pub fn equal(servers: u32) -> Self {
         assert!(servers > 0, "a cluster has at least one server");
         let n = u128::from(servers);
@@ -103,6 +143,17 @@ impl ServerRanges {
     }
 
     /// Explicit ranges, one per server in rank order.
+    ///
+    /// ```
+    /// use pslite_core::{KeyRange, Rank, RangesError, ServerRanges};
+    /// // A small hot table on server 0, everything else on server 1.
+    /// let hot = KeyRange::new(0, 999).unwrap();
+    /// let ranges = ServerRanges::from_ranges(vec![hot, KeyRange::new(1000, u64::MAX).unwrap()]).unwrap();
+    /// assert_eq!((ranges.owner(999), ranges.owner(1000)), (Rank(0), Rank(1)));
+    /// // A gap would leave keys to nobody: refused.
+    /// let gap = vec![KeyRange::new(0, 9).unwrap(), KeyRange::new(11, u64::MAX).unwrap()];
+    /// assert!(matches!(ServerRanges::from_ranges(gap), Err(RangesError::NotContiguous { index: 1, .. })));
+    /// ```
     pub fn from_ranges(ranges: Vec<KeyRange>) -> Result<Self, RangesError> {
         let me = Self { ranges };
         me.check()?;

@@ -9,6 +9,15 @@
 use crate::id::{Group, NodeId};
 
 /// Who a SimpleApp request goes to.
+///
+/// ```
+/// use pslite_core::{Group, NodeId, Rank, Target};
+/// // Requests take either, converted with `into()`.
+/// let one: Target = NodeId::server(Rank(0)).into();
+/// let all: Target = (Group::SERVERS | Group::WORKERS).into();
+/// assert_eq!(one, Target::Node(NodeId::server(Rank(0))));
+/// assert!(matches!(all, Target::Group(group) if group.bits() == 6));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// One node.

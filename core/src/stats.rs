@@ -2,6 +2,16 @@
 //! checker. Plain integers, monotonically increasing.
 
 /// Counters of one node.
+///
+/// ```
+/// use pslite_core::{Config, Instant, Node, Role};
+/// let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+/// let mut node = Node::new(config, 1, Instant::ZERO);
+/// // Garbage from the wire is dropped and counted, never a panic.
+/// assert!(node.handle_frame(Instant::ZERO, bytes::Bytes::from_static(b"garbage")).is_err());
+/// assert_eq!(node.stats().decode_errors, 1);
+/// assert_eq!(node.stats().frames_in, 1);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Frames handed to `handle_frame`.

@@ -10,6 +10,19 @@ use std::ops::{Add, AddAssign};
 pub use std::time::Duration;
 
 /// A point in time, in nanoseconds since the driver's epoch.
+///
+/// ```
+/// use pslite_core::{Duration, Instant};
+/// // A driver's clock: nanoseconds since an epoch of its choosing.
+/// let epoch = std::time::Instant::now();
+/// let now = Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+/// let deadline = now + Duration::from_secs(5);
+/// assert_eq!(deadline.saturating_since(now), Duration::from_secs(5));
+/// // A clock read out of order gives no time, not a panic.
+/// assert_eq!(now.saturating_since(deadline), Duration::ZERO);
+/// assert_eq!(Instant::FAR_FUTURE + Duration::from_secs(1), Instant::FAR_FUTURE);
+/// assert_eq!(Instant::from_nanos(1_500_000_000).to_string(), "t=1.500000s");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Instant(u64);
 

@@ -24,6 +24,17 @@ pub use values::{DType, Element, Keys, Lens, Values};
 /// One request tracker: an application and a customer within it, so that
 /// one process can host several workers or tables without their
 /// completions mixing (ps-lite's `app_id` and `customer_id`).
+///
+/// ```
+/// use pslite_core::CustomerId;
+/// // The app picks the server handle (ps-lite's app_id); the customer keeps
+/// // one app's requesters apart, so each waits only for its own requests.
+/// let (weights, stats) = (CustomerId::new(0, 0), CustomerId::new(0, 1));
+/// let optimizer = CustomerId::new(1, 0);
+/// assert_eq!(weights, CustomerId::DEFAULT);
+/// assert_eq!((stats.app, stats.customer), (0, 1));
+/// assert!(weights < stats && stats < optimizer, "ordered by app, then customer");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CustomerId {
     /// Application id.
@@ -44,6 +55,15 @@ impl CustomerId {
 
 /// Names one request of one customer; increasing, never reused within an
 /// incarnation (ps-lite's integer timestamp).
+///
+/// ```
+/// use pslite_core::Timestamp;
+/// // The derived order is for maps; to ask which request was issued first,
+/// // use `is_before`, which survives the wrap.
+/// let (last, wrapped) = (Timestamp(u32::MAX), Timestamp(0));
+/// assert!(last > wrapped);
+/// assert!(last.is_before(wrapped));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub u32);
 
@@ -51,12 +71,27 @@ impl Timestamp {
     /// Whether `self` comes before `other` in serial-number order, which
     /// survives the wrap after 2^32 requests: `other` is less than 2^31
     /// steps ahead.
+    ///
+    /// ```
+    /// use pslite_core::Timestamp;
+    /// assert!(Timestamp(1).is_before(Timestamp(2)));
+    /// assert!(!Timestamp(2).is_before(Timestamp(2)), "not before itself");
+    /// // At most half the circle ahead counts as later.
+    /// assert!(!Timestamp(0).is_before(Timestamp(1 << 31)));
+    /// ```
     pub fn is_before(self, other: Self) -> bool {
         self != other && other.0.wrapping_sub(self.0) < 1 << 31
     }
 }
 
 /// What a KV request asks for.
+///
+/// ```
+/// use pslite_core::KvOp;
+/// // A push_pull both carries values and brings them back.
+/// assert!(KvOp::PushPull.pushes() && KvOp::PushPull.pulls());
+/// assert!(!KvOp::Pull.pushes() && !KvOp::Push.pulls());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
     /// Apply values.
@@ -80,6 +115,14 @@ impl KvOp {
 }
 
 /// A push, pull or push_pull as one value, for [`Node::submit`](crate::Node::submit).
+///
+/// ```
+/// use pslite_core::{check_request, CustomerId, Keys, KvCall, KvList, KvOp, Values};
+/// let list = KvList { keys: Keys::from_slice(&[1, 2]), values: Values::from_slice(&[0.5f32, 1.5]), lens: None };
+/// let call = KvCall { customer: CustomerId::DEFAULT, ts: None, cmd: 0, op: KvOp::Push, list };
+/// // A shell checks the call before it queues it for `Node::submit`.
+/// assert_eq!(check_request(call.op, &call.list), Ok(()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCall {
     /// Whose request it is.
@@ -95,6 +138,24 @@ pub struct KvCall {
 }
 
 /// Identifies a request a server (or SimpleApp receiver) must answer.
+///
+/// ```
+/// # use pslite_core::*;
+/// # let id = ServerRequestId {
+/// #     from: NodeId::worker(Rank(0)),
+/// #     incarnation: Incarnation(0),
+/// #     customer: CustomerId::DEFAULT,
+/// #     ts: Timestamp(0),
+/// # };
+///
+/// use std::collections::BTreeMap;
+/// // A handle that answers later keeps what it owes by id.
+/// let mut owed = BTreeMap::new();
+/// owed.insert(id, "pending");
+/// // A restarted worker is another requester, even with the same node id.
+/// let restarted = ServerRequestId { incarnation: id.incarnation.next(), ..id };
+/// assert!(owed.contains_key(&id) && !owed.contains_key(&restarted));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerRequestId {
     /// The requesting node.
@@ -108,6 +169,25 @@ pub struct ServerRequestId {
 }
 
 /// A push, pull or push_pull slice a server must answer.
+///
+/// ```
+/// # use pslite_core::*;
+/// # let id = ServerRequestId {
+/// #     from: NodeId::worker(Rank(0)),
+/// #     incarnation: Incarnation(0),
+/// #     customer: CustomerId::DEFAULT,
+/// #     ts: Timestamp(0),
+/// # };
+///
+/// // Requests built by hand test a handle without a cluster.
+/// let push = ServerRequest {
+///     id, cmd: 0, op: KvOp::Push, keys: Keys::from_slice(&[7]), values: Values::from_slice(&[2.0f32]), lens: None,
+/// };
+/// let pull = ServerRequest { op: KvOp::Pull, values: Values::empty(DType::F32), ..push.clone() };
+/// let mut store = KvStore::<f32>::new();
+/// assert_eq!(store.handle(&push), Response::ack());
+/// assert_eq!(store.handle(&pull), Response::Ok { values: Values::from_slice(&[2.0f32]), lens: None });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerRequest {
     /// Who asked; pass back to `respond`.
@@ -125,6 +205,16 @@ pub struct ServerRequest {
 }
 
 /// A server's answer.
+///
+/// ```
+/// use pslite_core::{Refusal, Response, Values};
+/// // A pull's answer: the values of the keys asked for, in their order.
+/// let answer = Response::Ok { values: Values::from_slice(&[0.5f32, 1.5]), lens: None };
+/// // Or a refusal, whose text the worker's request fails with.
+/// let refusal = Response::Refused(Refusal::Handle("model not loaded yet".into()));
+/// assert!(matches!(answer, Response::Ok { values, .. } if values.len() == 2));
+/// assert!(matches!(refusal, Response::Refused(reason) if reason.to_string() == "model not loaded yet"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     /// Done; pulls carry one value run per requested key.
@@ -143,6 +233,14 @@ pub enum Response {
 /// ([`RequestError::Refused`](crate::RequestError::Refused)): the worker
 /// cannot trust a remote's reason to be one of ours, so it keeps it as
 /// the words it was sent.
+///
+/// ```
+/// use pslite_core::{ApiMisuse, Refusal};
+/// // The text is all that crosses the wire, so it says what went wrong.
+/// assert_eq!(Refusal::NoHandle { app: 3 }.to_string(), "no handle for app 3");
+/// let malformed = Refusal::from(ApiMisuse::DuplicateKey { index: 1, key: 9 });
+/// assert_eq!(malformed.to_string(), "duplicate key 9 at index 1");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The keys or values do not fit together (checked again on the
@@ -183,6 +281,12 @@ pub enum Refusal {
 
 impl Response {
     /// An empty success, the answer to a push.
+    ///
+    /// ```
+    /// use pslite_core::Response;
+    /// // A push needs no values back, only the news that it was applied.
+    /// assert!(matches!(Response::ack(), Response::Ok { values, lens: None } if values.is_empty()));
+    /// ```
     pub fn ack() -> Self {
         Self::Ok { values: Values::empty(DType::U8), lens: None }
     }
@@ -235,6 +339,24 @@ impl KvHandle for Box<dyn KvHandle> {
 }
 
 /// A SimpleApp request to answer.
+///
+/// ```
+/// # use pslite_core::*;
+/// # let id = ServerRequestId {
+/// #     from: NodeId::worker(Rank(0)),
+/// #     incarnation: Incarnation(0),
+/// #     customer: CustomerId::DEFAULT,
+/// #     ts: Timestamp(0),
+/// # };
+///
+/// use bytes::Bytes;
+/// // A SimpleApp handler is a plain function of the request.
+/// fn handler(request: &SimpleRequest) -> (i32, Bytes) {
+///     (request.head, Bytes::from(format!("{} bytes", request.body.len())))
+/// }
+/// let request = SimpleRequest { id, head: 4, body: Bytes::from_static(b"abc") };
+/// assert_eq!(handler(&request), (4, Bytes::from_static(b"3 bytes")));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimpleRequest {
     /// Who asked; pass back to `simple_respond`.
@@ -246,6 +368,16 @@ pub struct SimpleRequest {
 }
 
 /// One node's answer to a SimpleApp request.
+///
+/// ```
+/// use bytes::Bytes;
+/// use pslite_core::{NodeId, Rank, SimpleReply};
+/// let reply = |rank, head| SimpleReply { from: NodeId::server(Rank(rank)), head, body: Bytes::new() };
+/// // One reply per target: say, which servers report a failed checkpoint.
+/// let replies = [reply(0, 0), reply(1, -1)];
+/// let failed: Vec<NodeId> = replies.iter().filter(|reply| reply.head != 0).map(|reply| reply.from).collect();
+/// assert_eq!(failed, [NodeId::server(Rank(1))]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimpleReply {
     /// Who answered.

@@ -128,6 +128,24 @@ impl<T: Element> KvStore<T> {
     }
 
     /// An empty store; never-pushed keys pull as `len` zeros.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let request = |op, keys: &[u64], values: Values| ServerRequest {
+    /// #     id: ServerRequestId {
+    /// #         from: NodeId::worker(Rank(0)),
+    /// #         incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT,
+    /// #         ts: Timestamp(0),
+    /// #     },
+    /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
+    /// # };
+    ///
+    /// // Embeddings of 4 values: a key never pushed pulls as 4 zeros, not 1.
+    /// let store = KvStore::<f32>::with_value_len_default(4);
+    /// let pulled = store.pull(&request(KvOp::Pull, &[9], Values::empty(DType::F32))).unwrap();
+    /// assert_eq!(pulled, Response::Ok { values: Values::from_slice(&[0.0f32; 4]), lens: None });
+    /// ```
     pub fn with_value_len_default(len: u32) -> Self {
         Self { index: KeyIndex::default(), arena: Vec::new(), value_len_default: len, recycler: Recycler::default() }
     }
@@ -150,6 +168,29 @@ impl<T: Element> KvStore<T> {
     /// Adds `values` (`lens[i]` per key, or an equal share) to the keys.
     /// Checks everything before changing anything, so a refused push leaves
     /// the store as it was.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let request = |op, keys: &[u64], values: Values| ServerRequest {
+    /// #     id: ServerRequestId {
+    /// #         from: NodeId::worker(Rank(0)),
+    /// #         incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT,
+    /// #         ts: Timestamp(0),
+    /// #     },
+    /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
+    /// # };
+    ///
+    /// let mut store = KvStore::<f32>::new();
+    /// store.push(&request(KvOp::Push, &[1, 2], Values::from_slice(&[1.0f32, 2.0]))).unwrap();
+    /// store.push(&request(KvOp::Push, &[2], Values::from_slice(&[0.5f32]))).unwrap();
+    /// assert_eq!((store.len(), store.get(2)), (2, Some(&[2.5f32][..])));
+    /// // A key keeps the length of its first push; another is refused, and
+    /// // the refused push changes nothing.
+    /// let longer = request(KvOp::Push, &[1, 2], Values::from_slice(&[1.0f32, 1.0, 1.0, 1.0]));
+    /// assert!(matches!(store.push(&longer), Err(StoreError::LengthChanged { key: 1, held: 1, pushed: 2 })));
+    /// assert_eq!(store.get(1), Some(&[1.0f32][..]));
+    /// ```
     pub fn push(&mut self, request: &ServerRequest) -> Result<(), StoreError> {
         let keys = &request.keys;
         let values = &request.values;
@@ -214,6 +255,25 @@ impl<T: Element> KvStore<T> {
     }
 
     /// The values of `keys`, zeros for keys never pushed.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let request = |op, keys: &[u64], values: Values| ServerRequest {
+    /// #     id: ServerRequestId {
+    /// #         from: NodeId::worker(Rank(0)),
+    /// #         incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT,
+    /// #         ts: Timestamp(0),
+    /// #     },
+    /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
+    /// # };
+    ///
+    /// let mut store = KvStore::<i64>::new();
+    /// store.push(&request(KvOp::Push, &[5], Values::from_slice(&[7i64]))).unwrap();
+    /// // The values of the keys in order, zeros for keys never pushed.
+    /// let answer = store.pull(&request(KvOp::Pull, &[5, 6], Values::empty(DType::I64))).unwrap();
+    /// assert_eq!(answer, Response::Ok { values: Values::from_slice(&[7i64, 0]), lens: None });
+    /// ```
     pub fn pull(&self, request: &ServerRequest) -> Result<Response, StoreError> {
         self.pull_into(request, &mut BytesMut::new())
     }
@@ -282,6 +342,14 @@ impl<T: Element> KvStore<T> {
 }
 
 /// Why the default store refused a request.
+///
+/// ```
+/// use pslite_core::{DType, Refusal, StoreError};
+/// // A worker pushing f64s to a store of f32s: refused, and the worker's
+/// // request fails with this text.
+/// let error = StoreError::PushType { held: DType::F32, pushed: DType::F64 };
+/// assert_eq!(Refusal::from(error).to_string(), "store holds F32, push has F64");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// A push of another element type than the store holds.

@@ -9,6 +9,15 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The element type of a value buffer.
+///
+/// ```
+/// use pslite_core::{DType, Element, Values};
+/// // The type travels with the buffer, so a receiver knows how to read it.
+/// let values = Values::from_slice(&[1.0f64, 2.0]);
+/// assert_eq!(values.dtype(), DType::F64);
+/// assert_eq!(values.as_bytes().len(), 2 * DType::F64.size());
+/// assert_eq!(<f64 as Element>::DTYPE, DType::F64);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit float (ps-lite's default).
@@ -60,6 +69,17 @@ impl DType {
 /// `Pod` lets a slice of elements be viewed as bytes without copying them
 /// one by one; the wire format is little-endian, so that view is used only
 /// on little-endian targets.
+///
+/// ```
+/// use pslite_core::{Element, Values};
+/// // Code generic over every element type a buffer can hold.
+/// fn total<T: Element>(values: &Values) -> T {
+///     values.iter::<T>().fold(T::default(), T::sum)
+/// }
+/// assert_eq!(total::<i32>(&Values::from_slice(&[1, 2, 3])), 6);
+/// // Integers wrap rather than panic: no peer can crash a server with a sum.
+/// assert_eq!(total::<u8>(&Values::from_slice(&[200u8, 100])), 44);
+/// ```
 pub trait Element: Copy + Default + std::fmt::Debug + bytemuck::Pod + 'static {
     /// Its [`DType`].
     const DTYPE: DType;
@@ -106,6 +126,16 @@ fn encode<T: Element>(items: &[T]) -> Bytes {
 
 /// Appends `items` in little-endian order: one copy of the whole slice
 /// where the target is little-endian, element by element elsewhere.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use pslite_core::kv::values::put_all;
+/// let mut buf = BytesMut::new();
+/// put_all(&[1.0f32, 2.0], &mut buf);
+/// // Little-endian on every target: the wire format.
+/// assert_eq!(&buf[..4], &1.0f32.to_le_bytes()[..]);
+/// assert_eq!(buf.len(), 8);
+/// ```
 #[inline]
 pub fn put_all<T: Element>(items: &[T], buf: &mut BytesMut) {
     if cfg!(target_endian = "little") {
@@ -118,6 +148,14 @@ pub fn put_all<T: Element>(items: &[T], buf: &mut BytesMut) {
 }
 
 /// Adds little-endian elements in `bytes` onto `into`, element-wise.
+///
+/// ```
+/// use pslite_core::{kv::values::add_all, Values};
+/// let mut sums = [1.0f32, 1.0];
+/// // Adds a received buffer in place, without decoding it into a Vec first.
+/// add_all(&mut sums, Values::from_slice(&[0.5f32, 2.0]).as_bytes());
+/// assert_eq!(sums, [1.5, 3.0]);
+/// ```
 #[inline]
 pub fn add_all<T: Element>(into: &mut [T], bytes: &[u8]) {
     debug_assert_eq!(size_of_val(into), bytes.len());
@@ -133,6 +171,17 @@ fn read_u64(bytes: &[u8]) -> u64 {
 }
 
 /// A list of `u64` keys.
+///
+/// ```
+/// use pslite_core::Keys;
+/// let keys = Keys::from_slice(&[1, 5, u64::MAX]);
+/// assert_eq!((keys.len(), keys.get(2)), (3, u64::MAX));
+/// assert_eq!(keys.iter().filter(|key| key % 2 == 1).count(), 3);
+/// assert_eq!(keys.to_vec(), [1, 5, u64::MAX]);
+/// // Eight little-endian bytes per key: what goes on the wire.
+/// assert_eq!(keys.as_bytes().len(), 24);
+/// assert!(!keys.is_empty());
+/// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Keys {
     bytes: Bytes,
@@ -150,6 +199,16 @@ impl Keys {
 
     /// Wraps little-endian `u64`s without copying; `None` when the length
     /// is not a multiple of 8.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use pslite_core::Keys;
+    /// // Keys read from a file or a socket, used where they lie.
+    /// let bytes = Bytes::from([7u64, 9].iter().flat_map(|key| key.to_le_bytes()).collect::<Vec<u8>>());
+    /// assert_eq!(Keys::from_bytes(bytes.clone()).map(|keys| keys.to_vec()), Some(vec![7, 9]));
+    /// // A torn buffer is no list of keys.
+    /// assert_eq!(Keys::from_bytes(bytes.slice(..12)), None);
+    /// ```
     pub fn from_bytes(bytes: Bytes) -> Option<Self> {
         (bytes.len() % 8 == 0).then_some(Self { bytes })
     }
@@ -175,6 +234,15 @@ impl Keys {
     }
 
     /// The first index whose key does not satisfy `pred` (keys sorted).
+    ///
+    /// ```
+    /// use pslite_core::Keys;
+    /// let keys = Keys::from_slice(&[1, 5, 9, 20]);
+    /// // Where keys of 10 and above begin: the cut between two servers' ranges.
+    /// let cut = keys.partition_point(|key| key < 10);
+    /// assert_eq!(cut, 3);
+    /// assert_eq!(keys.slice(cut, keys.len()).to_vec(), [20]);
+    /// ```
     pub fn partition_point(&self, mut pred: impl FnMut(u64) -> bool) -> usize {
         let (mut low, mut high) = (0, self.len());
         while low < high {
@@ -189,6 +257,15 @@ impl Keys {
     }
 
     /// Keys `start..end`, sharing the buffer.
+    ///
+    /// ```
+    /// use pslite_core::Keys;
+    /// let keys = Keys::from_slice(&[1, 2, 3, 4]);
+    /// let tail = keys.slice(2, 4);
+    /// assert_eq!(tail.to_vec(), [3, 4]);
+    /// // No copy: the slice points into the same buffer.
+    /// assert_eq!(tail.as_bytes().as_ptr(), keys.as_bytes()[16..].as_ptr());
+    /// ```
     pub fn slice(&self, start: usize, end: usize) -> Self {
         Self { bytes: self.bytes.slice(start * 8..end * 8) }
     }
@@ -217,6 +294,17 @@ impl std::fmt::Debug for Keys {
 }
 
 /// Per-key value lengths (in elements), for variable-length values.
+///
+/// ```
+/// use pslite_core::Lens;
+/// // Key i has lens[i] values: here 2, none and 3.
+/// let lens = Lens::from_slice(&[2, 0, 3]);
+/// assert_eq!((lens.len(), lens.get(2)), (3, 3));
+/// assert_eq!(lens.iter().max(), Some(3));
+/// assert_eq!(lens.slice(1, 3).to_vec(), [0, 3]);
+/// assert_eq!(lens.as_bytes().len(), 12);
+/// assert!(!lens.is_empty());
+/// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Lens {
     bytes: Bytes,
@@ -233,6 +321,14 @@ impl Lens {
     }
 
     /// Wraps little-endian `u32`s; `None` when not a multiple of 4 bytes.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use pslite_core::Lens;
+    /// let bytes = Bytes::from([2u32, 1].iter().flat_map(|len| len.to_le_bytes()).collect::<Vec<u8>>());
+    /// assert_eq!(Lens::from_bytes(bytes.clone()).map(|lens| lens.to_vec()), Some(vec![2, 1]));
+    /// assert_eq!(Lens::from_bytes(bytes.slice(..6)), None);
+    /// ```
     pub fn from_bytes(bytes: Bytes) -> Option<Self> {
         (bytes.len() % 4 == 0).then_some(Self { bytes })
     }
@@ -275,6 +371,13 @@ impl Lens {
     }
 
     /// Sum of all lengths, in 64 bits so a hostile list cannot overflow it.
+    ///
+    /// ```
+    /// use pslite_core::Lens;
+    /// // How many values the keys need, without overflow whatever the lengths.
+    /// assert_eq!(Lens::from_slice(&[2, 0, 3]).total(), 5);
+    /// assert_eq!(Lens::from_slice(&[u32::MAX, u32::MAX]).total(), 2 * u64::from(u32::MAX));
+    /// ```
     pub fn total(&self) -> u64 {
         self.iter().map(u64::from).sum()
     }
@@ -287,6 +390,17 @@ impl std::fmt::Debug for Lens {
 }
 
 /// A buffer of values of one [`DType`].
+///
+/// ```
+/// use pslite_core::{DType, Values};
+/// let values = Values::from_slice(&[1.5f32, -2.0, 4.0]);
+/// assert_eq!((values.dtype(), values.len()), (DType::F32, 3));
+/// assert_eq!(values.as_bytes().len(), 12);
+/// // Read as the type it holds; another type reads as nothing.
+/// assert_eq!(values.get::<f32>(1), Some(-2.0));
+/// assert_eq!(values.get::<i32>(1), None);
+/// assert!(!values.is_empty());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Values {
     dtype: DType,
@@ -300,12 +414,29 @@ impl Values {
     }
 
     /// An empty buffer of `dtype`.
+    ///
+    /// ```
+    /// use pslite_core::{DType, Values};
+    /// // A pull's values: none, but the type it expects back.
+    /// let asked = Values::empty(DType::I64);
+    /// assert!(asked.is_empty());
+    /// assert_eq!(asked.dtype(), DType::I64);
+    /// ```
     pub fn empty(dtype: DType) -> Self {
         Self { dtype, bytes: Bytes::new() }
     }
 
     /// Wraps little-endian elements of `dtype` without copying; `None` when
     /// the length is not a multiple of the element size.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use pslite_core::{DType, Values};
+    /// let bytes = Bytes::from(2.5f64.to_le_bytes().to_vec());
+    /// assert_eq!(Values::from_bytes(DType::F64, bytes.clone()).and_then(|v| v.get::<f64>(0)), Some(2.5));
+    /// // Twelve bytes are no whole number of f64s.
+    /// assert_eq!(Values::from_bytes(DType::F64, Bytes::from_static(&[0; 12])), None);
+    /// ```
     pub fn from_bytes(dtype: DType, bytes: Bytes) -> Option<Self> {
         (bytes.len() % dtype.size() == 0).then_some(Self { dtype, bytes })
     }
@@ -326,6 +457,15 @@ impl Values {
     }
 
     /// Elements `start..end`, sharing the buffer.
+    ///
+    /// ```
+    /// use pslite_core::Values;
+    /// let values = Values::from_slice(&[1i64, 2, 3]);
+    /// // One server's part of a request, sharing the caller's buffer.
+    /// let part = values.slice(1, 3);
+    /// assert_eq!(part.to_vec::<i64>(), Some(vec![2, 3]));
+    /// assert_eq!(part.as_bytes().as_ptr(), values.as_bytes()[8..].as_ptr());
+    /// ```
     pub fn slice(&self, start: usize, end: usize) -> Self {
         let size = self.dtype.size();
         Self { dtype: self.dtype, bytes: self.bytes.slice(start * size..end * size) }
@@ -338,6 +478,14 @@ impl Values {
     }
 
     /// Copies into a vector of `T`; `None` when `T` is not the dtype.
+    ///
+    /// ```
+    /// use pslite_core::Values;
+    /// let values = Values::from_slice(&[1.0f32, 2.0]);
+    /// assert_eq!(values.to_vec::<f32>(), Some(vec![1.0, 2.0]));
+    /// // Asking for another type is a question, not a reinterpretation.
+    /// assert_eq!(values.to_vec::<i32>(), None);
+    /// ```
     pub fn to_vec<T: Element>(&self) -> Option<Vec<T>> {
         (T::DTYPE == self.dtype).then(|| self.iter::<T>().collect())
     }
@@ -347,6 +495,17 @@ impl Values {
     /// frame's payload may sit at any offset), or on a big-endian target
     /// where the wire's little-endian bytes are not native `T`s. Fall back
     /// to [`to_vec`](Self::to_vec) then.
+    ///
+    /// ```
+    /// use pslite_core::Values;
+    /// let values = Values::from_slice(&[1.0f32, 2.0, 3.0]);
+    /// // In place when it can be, else a copy: the same answer either way.
+    /// let sum: f32 = match values.as_slice::<f32>() {
+    ///     Some(slice) => slice.iter().sum(),
+    ///     None => values.iter::<f32>().sum(),
+    /// };
+    /// assert_eq!(sum, 6.0);
+    /// ```
     pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
         if T::DTYPE != self.dtype || cfg!(target_endian = "big") {
             return None;
@@ -357,6 +516,14 @@ impl Values {
     /// Iterates as `T`; empty when `T` is not the dtype. Chunks have the
     /// compile-time width of `T`, which lets the loop vectorise (a width
     /// read from the dtype at run time made it 15x slower).
+    ///
+    /// ```
+    /// use pslite_core::Values;
+    /// let values = Values::from_slice(&[1i32, 2, 3]);
+    /// assert_eq!(values.iter::<i32>().max(), Some(3));
+    /// // Another type yields nothing: check `dtype` first where that matters.
+    /// assert_eq!(values.iter::<f32>().count(), 0);
+    /// ```
     pub fn iter<T: Element>(&self) -> impl Iterator<Item = T> + '_ {
         let bytes: &[u8] = if T::DTYPE == self.dtype { &self.bytes } else { &[] };
         bytes.chunks_exact(size_of::<T>()).map(T::read)
