@@ -20,6 +20,22 @@ pub enum Change {
 }
 
 /// The node table at one epoch.
+///
+/// ```
+/// use pslite_core::{wire::NodeEntry, Group, Incarnation, Membership, NodeId, Rank};
+/// let server = |rank, alive| NodeEntry {
+///     id: NodeId::server(Rank(rank)), incarnation: Incarnation(0),
+///     addr: "127.0.0.1:9000".parse().unwrap(), instance: 7, alive,
+/// };
+/// let mut table = Membership::default();
+/// table.apply(1, vec![server(0, true), server(1, true)]);
+/// // Server 1 died: a newer table says so, and the change is reported.
+/// assert_eq!(table.apply(2, vec![server(0, true), server(1, false)]).map(|changes| changes.len()), Some(1));
+/// assert_eq!(table.alive(Group::SERVERS).collect::<Vec<_>>(), [NodeId::server(Rank(0))]);
+/// // An older table is ignored: membership never rolls back.
+/// assert_eq!(table.apply(1, vec![server(0, true), server(1, true)]), None);
+/// assert!(!table.is_alive(NodeId::server(Rank(1))));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
     epoch: u64,

@@ -13,6 +13,24 @@ use super::DecodeError;
 /// one (magic, version, kind, reserved bits, length over the cap) before the
 /// body is buffered, and it tells the caller how many bytes to reserve so
 /// the buffer never grows past one frame plus one read.
+///
+/// ```
+/// # use pslite_core::{Config, Instant, Node, Role};
+/// # let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+/// # let mut node = Node::new(config, 1, Instant::ZERO);
+///
+/// use bytes::BytesMut;
+/// use pslite_core::FrameDecoder;
+/// let frame = node.poll_transmit().expect("a registration").frame.to_bytes();
+/// let mut decoder = FrameDecoder::new(1 << 20);
+/// // The frame arrives in two reads: only the second completes it.
+/// let mut buf = BytesMut::from(&frame[..10]);
+/// assert!(decoder.decode(&mut buf)?.is_none());
+/// buf.extend_from_slice(&frame[10..]);
+/// let (_header, cut) = decoder.decode(&mut buf)?.expect("a whole frame");
+/// assert_eq!((cut, buf.len()), (frame, 0));
+/// # Ok::<(), pslite_core::DecodeError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     frame_len_max: u32,

@@ -10,6 +10,21 @@ use super::header::HEADER_LEN;
 /// The parts are kept apart so the shell can hand them to a vectored write
 /// and payloads (keys, values) reach the socket without being copied into
 /// one buffer first.
+///
+/// ```
+/// # use pslite_core::{Config, Instant, Node, Role};
+/// # let config = Config::builder(Role::Worker, "127.0.0.1:9091".parse().unwrap()).build().unwrap();
+/// # let mut node = Node::new(config, 1, Instant::ZERO);
+///
+/// use bytes::BytesMut;
+/// let frame = node.poll_transmit().expect("a registration").frame;
+/// // A vectored write sends the header and parts as they are; joined, they
+/// // are the same bytes.
+/// let mut joined = BytesMut::from(&frame.header[..]);
+/// frame.parts.iter().for_each(|part| joined.extend_from_slice(part));
+/// assert_eq!(joined.len(), frame.len());
+/// assert_eq!(joined.freeze(), frame.to_bytes());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The encoded header.

@@ -21,6 +21,15 @@ pub use message::{
 };
 
 /// What was wrong with bytes received from a peer.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use pslite_core::{DecodeError, FrameDecoder};
+/// let mut decoder = FrameDecoder::new(1 << 20);
+/// let mut garbage = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"[..]);
+/// // Not our protocol: refused on the header alone, before any body is read.
+/// assert!(matches!(decoder.decode(&mut garbage), Err(DecodeError::BadMagic(_))));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The frame does not start with our magic number.
