@@ -119,6 +119,22 @@ impl Runtime {
     /// Starts a node with server handles and a SimpleApp handler installed
     /// before anything arrives, and waits until the cluster is ready (see
     /// [`crate::start_with`]).
+    ///
+    /// ```
+    /// # fn main() -> pslite_io::Result<()> {
+    /// # let runtime = pslite_io::blocking::Runtime::new(1)?;
+    /// use pslite_core::{CustomerId, KvStore, Role};
+    /// use pslite_io::{LocalCluster, ServerHandle, Settings};
+    /// let scheduler = runtime.block_on(pslite_io::start(LocalCluster::settings(1, 1)))?;
+    /// let joining = Settings::new(Role::Worker, scheduler.local_addr()).cluster(1, 1);
+    /// let worker = runtime.node(runtime.block_on(pslite_io::start(joining.clone()))?);
+    /// // Two tables, both serving from the first request; app 1 on a thread.
+    /// let handles = vec![(0, KvStore::<f32>::new().into()), (1, ServerHandle::threaded(KvStore::<i64>::new()))];
+    /// let _server = runtime.start_with(joining.for_role(Role::Server), handles, None)?;
+    /// worker.wait_ready()?;
+    /// assert_eq!(worker.worker::<i64>(CustomerId::new(1, 0)).push_pull_wait(&[1], &[3])?, [3]);
+    /// # Ok(()) }
+    /// ```
     pub fn start_with(
         &self,
         settings: Settings,
