@@ -195,6 +195,13 @@ pub enum ApiMisuse {
         /// What the wait expected: "pull" or "SimpleApp request".
         expected: &'static str,
     },
+    /// A wait on a request another wait is already waiting for: only one
+    /// can take its outcome.
+    #[error("request {ts} is already being waited for")]
+    AlreadyWaited {
+        /// The timestamp.
+        ts: u32,
+    },
     /// A simple request targets no node.
     #[error("no live node in the target")]
     EmptyTarget,

@@ -249,7 +249,18 @@ impl Driver {
                 if let Some(result) = taken {
                     let _ = reply.send(result);
                 } else if node.is_pending(customer, ts) {
-                    self.waiters.insert((customer, ts), reply);
+                    // A second wait on the same request while the first
+                    // still listens is a caller mistake; a first wait that
+                    // was dropped (timed out, interrupted) gives way.
+                    match self.waiters.get(&(customer, ts)) {
+                        Some(first) if !first.is_closed() => {
+                            let misuse = pslite_core::ApiMisuse::AlreadyWaited { ts: ts.0 };
+                            let _ = reply.send(Err(RequestError::ApiMisuse(misuse).into()));
+                        }
+                        _ => {
+                            self.waiters.insert((customer, ts), reply);
+                        }
+                    }
                 } else {
                     // Never issued, or its outcome was already taken by an
                     // earlier wait: nothing would ever answer.
@@ -438,7 +449,12 @@ impl Driver {
     fn complete(&mut self, customer: CustomerId, ts: Timestamp, result: Result<Completion, Error>) {
         match self.waiters.remove(&(customer, ts)) {
             Some(waiter) => {
-                let _ = waiter.send(result);
+                // A wait dropped before the outcome came (timed out,
+                // interrupted) leaves it for the next wait.
+                if let Err(result) = waiter.send(result) {
+                    let node = &self.node;
+                    self.outcomes.lock().record(customer, ts, result, |ts| node.is_pending(customer, ts));
+                }
             }
             None => {
                 let node = &self.node;

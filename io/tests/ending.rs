@@ -58,3 +58,25 @@ async fn finalize_again_after_a_clean_finalize_repeats_its_report_and_an_aborted
     .expect("an aborted node's task ends");
     assert!(matches!(aborted.finalize().await, Err(Error::Shutdown)), "a crash reports no success");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_given_up_on_leaves_the_outcome_for_the_next_wait() {
+    use pslite_core::{Response, Values};
+    use pslite_io::{KvWorker, Responder, ServerHandle};
+    let cluster = tokio::time::timeout(BOUND, LocalCluster::start(1, 1)).await.unwrap().unwrap();
+    // Pulls on app 1 are held here until the test answers them.
+    let (held_tx, mut held) = tokio::sync::mpsc::unbounded_channel::<Responder>();
+    let handle = ServerHandle::deferred(move |_request, responder| {
+        let _ = held_tx.send(responder);
+    });
+    cluster.servers[0].set_handle(1, handle).await.unwrap();
+    let worker = KvWorker::<f32>::new(cluster.workers[0].clone(), pslite_core::CustomerId::new(1, 0));
+    let ts = worker.pull(&[7]).await.unwrap();
+    let responder = tokio::time::timeout(BOUND, held.recv()).await.unwrap().unwrap();
+    // The answer is held, so this wait cannot finish: it is given up on.
+    assert!(tokio::time::timeout(Duration::ZERO, worker.wait_pull(ts)).await.is_err());
+    responder.respond(Response::Ok { values: Values::from_slice(&[4.5f32]), lens: None }).unwrap();
+    let pulled = tokio::time::timeout(BOUND, worker.wait_pull(ts)).await.unwrap().unwrap();
+    assert_eq!(pulled.to_vec(), vec![4.5], "the outcome waited for the next wait");
+    assert!(tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap().is_complete());
+}
