@@ -483,6 +483,8 @@ impl Node {
     }
 
     /// Whether request `ts` of `customer` is still waiting for its outcome.
+    /// Shells that record outcomes ask it to tell a pending request from
+    /// one never issued.
     pub fn is_pending(&self, customer: CustomerId, ts: Timestamp) -> bool {
         self.requests.is_pending(customer, ts)
     }
