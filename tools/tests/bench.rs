@@ -4,20 +4,18 @@
 //! a test's); it guards the tool the Performance figures come from.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Runs the bench with `args`, killing its process group if it outlives
-/// `bound`; returns its standard output after checking it exited 0.
+/// Runs the bench with `args` and returns its standard output after
+/// checking it exited 0; a run that outlives `bound` fails the test. The
+/// bench is bound to this test's thread ([`pslite_tools::parent`]) and its
+/// children exit when it does (they watch their stdin), so whatever ends
+/// the test ends them all.
 fn bench(args: &[&str], bound: Duration) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pslite-bench"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("pslite-bench starts");
-    let pid = child.id();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pslite-bench"));
+    command.args(args).stdout(Stdio::piped());
+    let mut child = pslite_tools::parent::bind(&mut command).spawn().expect("pslite-bench starts");
     let mut stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -30,10 +28,8 @@ fn bench(args: &[&str], bound: Duration) -> String {
             assert!(status.expect("wait for pslite-bench").success(), "pslite-bench {args:?} failed:\n{out}");
             out
         }
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
-            panic!("pslite-bench {args:?} did not finish within {bound:?}");
-        }
+        // The panic ends this thread, and the kernel kills the bench.
+        Err(_) => panic!("pslite-bench {args:?} did not finish within {bound:?}"),
     }
 }
 

@@ -1015,6 +1015,11 @@ fn reset_peak_rss() {
 }
 
 fn main() -> ExitCode {
+    // A test that starts the bench bound to itself takes it down with it.
+    if let Err(error) = pslite_tools::parent::honour() {
+        eprintln!("pslite-bench: {error}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if args.serve { args.child_threads.max(1) } else { 2 })

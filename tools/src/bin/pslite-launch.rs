@@ -6,11 +6,17 @@
 //! ```text
 //! pslite-launch --servers 2 --workers 4 -- target/release/examples/train --epochs 2
 //! ```
+//!
+//! The processes die with the launcher, however it ends (Ctrl-C, SIGKILL):
+//! each is bound to it by a parent-death signal ([`pslite_tools::parent`]),
+//! and so is the launcher itself to a test that starts it bound.
 
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, ExitCode};
+use std::process::{Child, ExitCode};
 
 use clap::Parser;
+use pslite_tools::parent;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Launch a local pslite cluster of processes with the DMLC_* environment")]
@@ -38,6 +44,12 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // A child of ours: becomes the program, bound to us (never returns).
+    parent::exec_if_asked();
+    if let Err(error) = parent::honour() {
+        eprintln!("pslite-launch: {error}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     let port = if args.port != 0 {
         args.port
@@ -57,10 +69,17 @@ fn main() -> ExitCode {
     roles.extend((0..args.servers).map(|i| ("server", i)));
     roles.extend((0..args.workers).map(|i| ("worker", i)));
     let mut children: Vec<(String, Child)> = Vec::new();
+    let program: OsString = args.command[0].clone().into();
+    let program_args: Vec<OsString> = args.command[1..].iter().map(OsString::from).collect();
     for (role, index) in roles {
-        let mut command = Command::new(&args.command[0]);
+        let mut command = match parent::exec_bound(&program, &program_args) {
+            Ok(command) => command,
+            Err(error) => {
+                eprintln!("pslite-launch: cannot find this executable to start {:?}: {error}", args.command[0]);
+                return ExitCode::FAILURE;
+            }
+        };
         command
-            .args(&args.command[1..])
             .env("DMLC_ROLE", role)
             .env("DMLC_PS_ROOT_URI", "127.0.0.1")
             .env("DMLC_PS_ROOT_PORT", port.to_string())
