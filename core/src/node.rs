@@ -673,6 +673,12 @@ impl Node {
                     self.membership.get(from).map(|e| e.incarnation)
                 };
                 match incarnation {
+                    // Declared dead, as for KV requests: nobody waits for
+                    // the answer, which would open a stream to a process
+                    // that is gone.
+                    Some(_) if self.membership.get(from).is_some_and(|e| !e.alive) => {
+                        self.stats.dead_sender_drops += 1;
+                    }
                     Some(incarnation) => {
                         let limits = self.limits();
                         self.responder.on_simple_request(

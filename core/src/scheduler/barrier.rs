@@ -224,9 +224,7 @@ impl Arrivals {
         let outcome =
             if missing.is_empty() { BarrierOutcome::Released } else { BarrierOutcome::ReleasedWithout(missing) };
         self.end(key, &outcome);
-        for id in open.arrived {
-            out.send(id, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
-        }
+        tell(open.arrived, (group, generation, &outcome), membership, out);
     }
 
     /// A member was declared dead: fail its barriers, or count its absence
@@ -247,7 +245,7 @@ impl Arrivals {
         for key in affected {
             let finalize = self.open.get(&key).is_some_and(|open| open.finalize);
             if rules.policy == BarrierPolicy::FailOnDeath && !finalize {
-                self.fail(key, dead, out);
+                self.fail(key, dead, membership, out);
             } else {
                 self.try_release(now, key, membership, rules, out);
             }
@@ -280,16 +278,14 @@ impl Arrivals {
         self.deadline
     }
 
-    fn fail(&mut self, key: (Group, u64), dead: NodeId, out: &mut Outbox) {
+    fn fail(&mut self, key: (Group, u64), dead: NodeId, membership: &Membership, out: &mut Outbox) {
         let Some(open) = self.open.remove(&key) else {
             return;
         };
         let outcome = BarrierOutcome::MemberDied(dead);
         self.end(key, &outcome);
         let (group, generation) = key;
-        for id in open.arrived {
-            out.send(id, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
-        }
+        tell(open.arrived, (group, generation, &outcome), membership, out);
     }
 
     fn end(&mut self, (group, generation): (Group, u64), outcome: &BarrierOutcome) {
@@ -327,6 +323,20 @@ impl Arrivals {
             }
         }
         self.deadline = deadline;
+    }
+}
+
+/// Tells the members that arrived how barrier `generation` over `group`
+/// ended; not the ones declared dead since, which nobody can reach (a
+/// message to one would open a stream to a process that is gone).
+fn tell(
+    arrived: BTreeSet<NodeId>,
+    (group, generation, outcome): (Group, u64, &BarrierOutcome),
+    membership: &Membership,
+    out: &mut Outbox,
+) {
+    for id in arrived.into_iter().filter(|&id| id == NodeId::SCHEDULER || membership.is_alive(id)) {
+        out.send(id, Message::BarrierRelease { group, generation, outcome: outcome.clone() });
     }
 }
 
