@@ -365,6 +365,23 @@ impl FaultPlan {
         self.delay_min + self.delay_random_max + self.delay_tail_max
     }
 
+    /// Whether every frame arrives, and its ACK returns, well within
+    /// `resend_timeout`: no class that loses or holds frames (loss, resets,
+    /// partitions, clogs, pauses, crashes) and round trips of at most a
+    /// tenth of the timeout. Then nothing is ever resent.
+    pub fn delivers_promptly(&self, resend_timeout: Duration) -> bool {
+        let holds = [
+            FaultClass::Loss,
+            FaultClass::Reset,
+            FaultClass::Partition,
+            FaultClass::Clog,
+            FaultClass::Pause,
+            FaultClass::CrashServer,
+            FaultClass::CrashWorker,
+        ];
+        !holds.iter().any(|class| self.classes.contains(*class)) && self.delay_max() * 20 < resend_timeout
+    }
+
     /// Whether frames can be lost without a node dying (then no bound that
     /// relies on a table reaching everyone holds).
     pub fn loses_frames(&self) -> bool {

@@ -109,6 +109,7 @@ impl Sim {
             return;
         };
         self.last_node_fault = Some(self.now);
+        self.wire.forget((slot, process.life));
         self.record(Some(slot), What::Crash, None);
         self.checker.process_crashed(self.now, slot, process.identity);
         if self.nodes[slot].role == Role::Worker {

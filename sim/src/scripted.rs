@@ -67,6 +67,8 @@ impl Sim {
         self.hand_driven = true;
         let process = self.nodes[slot].process.as_mut().unwrap_or_else(|| panic!("slot {slot} runs no process"));
         let out = command(&mut process.node, now);
+        // Frames the command handed the node came from the test, not the wire.
+        self.wire.resync_in((slot, process.life), process.node.stats());
         self.record(Some(slot), What::ByHand, None);
         self.drain(slot);
         out

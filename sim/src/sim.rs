@@ -13,11 +13,13 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
+use pslite_core::wire::Header;
 use pslite_core::{
     Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role, ServerRanges,
     ServerRequest, SimpleRequest, Transmit,
 };
 
+use crate::checker::wire::{Sent, WireLedger};
 use crate::checker::{Bounds, Check, Checker, Completion, RequestKey, StoreId, Violation};
 use crate::cluster::{addr, base_config, Clock, SimNode, SCHEDULER_SLOT};
 use crate::faults::FaultClass;
@@ -51,6 +53,14 @@ pub struct Sim {
     handler_rng: Rng,
     pub(crate) workers: Vec<WorkerRun>,
     pub(crate) checker: Checker,
+    /// What crossed the wire, per process, for the nodes' stats and their
+    /// reliable delivery.
+    pub(crate) wire: WireLedger,
+    /// Whether no frame can be lost or held long enough to be resent: no
+    /// fault that loses or holds frames, and round trips well below the
+    /// resend timeout. Then no frame that reached its ready receiver may
+    /// be resent.
+    prompt: bool,
     /// Barriers the checker was told about, per process: the others were
     /// entered by hand in a scenario and are outside the model.
     pub(crate) barrier_tickets: std::collections::BTreeSet<(NodeId, Incarnation, pslite_core::BarrierTicket)>,
@@ -118,6 +128,7 @@ impl Sim {
         assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
         let bounds = bounds_for(&setup, &config);
         let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
+        let prompt = setup.swarm.is_some() && setup.plan.delivers_promptly(config.resend_timeout);
         let mut sim = Self {
             now: Instant::ZERO,
             events: 0,
@@ -128,6 +139,8 @@ impl Sim {
             handler_rng: Rng::new(Rng::derive_seed(seed, stream::HANDLER)),
             workers,
             checker,
+            wire: WireLedger::default(),
+            prompt,
             barrier_tickets: std::collections::BTreeSet::new(),
             trace: Trace::new(setup.limits.trace_len_max, setup.trace_all),
             phase: RunPhase::Safety,
@@ -347,8 +360,30 @@ impl Sim {
         }
         let now = self.node_now(d.to);
         let process = self.nodes[d.to].process.as_mut().expect("checked above");
+        let header = Header::decode(&d.bytes, u32::MAX).ok();
+        let first = self.wire.received((d.to, process.life), header.as_ref(), d.bytes.len());
+        let node = &process.node;
+        if let Some(h) = header.as_ref().filter(|h| h.receiver == node.id() && node.phase() == Phase::Ready) {
+            if self.prompt && h.receiver_incarnation == node.incarnation() {
+                self.wire.delivered_to_ready(h);
+            }
+        }
+        let duplicates = process.node.stats().duplicates_dropped;
         if let Err(error) = process.node.handle_frame(now, d.bytes) {
             self.fail(FailureKind::Correctness, format!("codec: a frame from slot {} did not decode: {error}", d.from));
+            return;
+        }
+        if first && process.node.stats().duplicates_dropped > duplicates {
+            let h = header.expect("a first delivery has a header");
+            let what = format!(
+                "reliable: node {} (slot {}) dropped seq {} of {}@{} as a duplicate on its first delivery",
+                process.node.id(),
+                d.to,
+                h.seq,
+                h.sender,
+                h.incarnation.0
+            );
+            self.fail(FailureKind::Correctness, what);
             return;
         }
         self.drain(d.to);
@@ -426,6 +461,38 @@ impl Sim {
 
     fn transmit(&mut self, from: Slot, transmit: Transmit) {
         let bytes = transmit.frame.to_bytes();
+        let header = Header::decode(&bytes, u32::MAX).expect("nodes send frames that decode");
+        let process = self.nodes[from].process.as_ref().expect("frames come from a running process");
+        let sent = self.wire.sent((from, process.life), &header, bytes.len());
+        let mut broken = None;
+        if sent == Sent::Resend && self.prompt && self.wire.was_delivered_to_ready(&header) {
+            broken = Some(format!(
+                "reliable: node {} (slot {from}) resent seq {} to {}, which got it promptly and ACKs at once",
+                process.node.id(),
+                header.seq,
+                header.receiver,
+            ));
+        }
+        if sent == Sent::Resend {
+            // A resend goes only where the frame may still be awaited:
+            // what was kept for a dead or replaced incarnation is gone.
+            let gone = process.node.membership().get(header.receiver).is_some_and(|e| {
+                e.incarnation > header.receiver_incarnation
+                    || (e.incarnation == header.receiver_incarnation && !e.alive)
+            });
+            if gone {
+                broken = Some(format!(
+                    "reliable: node {} (slot {from}) resent seq {} to {}@{}, which it knows is dead or replaced",
+                    process.node.id(),
+                    header.seq,
+                    header.receiver,
+                    header.receiver_incarnation.0
+                ));
+            }
+        }
+        if let Some(what) = broken {
+            self.fail(FailureKind::Correctness, what);
+        }
         let Some(to) = self.slot_of(transmit.addr) else {
             // Only a forged table can name an address no slot has.
             assert!(self.forged, "slot {from} sent to {}, which is no node's address", transmit.addr);
@@ -634,6 +701,22 @@ impl Sim {
             return;
         }
         let mut check = self.checker.check_ranges(id, node.server_ranges());
+        if check.is_ok() {
+            check = self.wire.check_stats((slot, process.life), id, node.stats());
+        }
+        // One duplicate filter per peer id at most, its current
+        // incarnation's (and the scheduler's): a dead or replaced
+        // incarnation's filter goes with it. (A forged table may leave
+        // peers out.)
+        let windows_max = node.membership().iter().count() + 1;
+        if check.is_ok() && !self.forged && node.dedup_windows() > windows_max {
+            let what = format!(
+                "reliable: node {id} (slot {slot}) keeps {} duplicate filters for {windows_max} peers",
+                node.dedup_windows()
+            );
+            check = Err(Violation { what });
+        }
+
         let epoch = node.membership().epoch();
         // A forged table is the test's own; only the scheduler's are checked.
         if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {

@@ -54,6 +54,7 @@ use pslite_core::{
 use crate::queue::Slot;
 
 mod deadlines;
+pub mod wire;
 
 /// A broken invariant, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
