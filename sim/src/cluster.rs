@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use pslite_core::{BarrierPolicy, Config, Duration, Incarnation, Instant, KvStore, Node, NodeId, Role};
+use pslite_core::{Config, Duration, Incarnation, Instant, KvStore, Node, NodeId, Role};
 
 use crate::queue::{SimEvent, Slot};
+use crate::setup::Setup;
 
 /// The slot of the scheduler.
 pub const SCHEDULER_SLOT: Slot = 0;
@@ -55,16 +56,19 @@ impl Default for Timing {
 }
 
 /// The configuration every node of the cluster starts from.
-pub fn base_config(servers: u32, workers: u32, timing: Timing, barrier_policy: BarrierPolicy) -> Config {
+pub fn base_config(setup: &Setup) -> Config {
+    let (servers, workers, timing) = (setup.servers, setup.workers, setup.timing);
     let mut builder = Config::builder(Role::Scheduler, addr(SCHEDULER_SLOT))
         .cluster(servers, workers)
         .heartbeat(timing.heartbeat_interval, timing.heartbeat_timeout);
     builder.request_timeout = timing.request_timeout;
     builder.register_retry_interval = timing.register_retry_interval;
     builder.recovery_timeout = timing.recovery_timeout;
-    builder.barrier_policy = barrier_policy;
+    builder.barrier_policy = setup.barrier_policy;
     builder.frame_len_max = 1 << 20;
-    builder.requests_pending_max = 256;
+    builder.keys_per_request_max = setup.request_limits.keys_per_request_max;
+    builder.requests_pending_max = setup.request_limits.requests_pending_max;
+    builder.resend = setup.resend;
     builder.build().expect("simulator configuration is valid")
 }
 

@@ -95,6 +95,12 @@ impl FaultClasses {
     /// worker where the survivors' barriers are).
     pub const DEFAULT: Self = Self::ALL;
 
+    /// The classes a run without reliable delivery cannot have: they lose
+    /// or duplicate frames on a live connection, which only resends and
+    /// duplicate filters make up for.
+    pub const WITHOUT_RESEND_OFF: [FaultClass; 4] =
+        [FaultClass::Loss, FaultClass::Duplicate, FaultClass::Reset, FaultClass::Partition];
+
     /// Whether `class` is in the set.
     pub const fn contains(self, class: FaultClass) -> bool {
         self.0 & class.bit() != 0

@@ -69,11 +69,14 @@ pub struct SwarmOptions {
     pub faults: FaultClasses,
     /// In runs without any fault, every request and barrier must succeed.
     pub strict: bool,
+    /// Reliable delivery on or off in every run; `None` draws it per seed
+    /// (off in about one seed in four).
+    pub resend: Option<bool>,
 }
 
 impl Default for SwarmOptions {
     fn default() -> Self {
-        Self { lite: false, faults: FaultClasses::DEFAULT, strict: false }
+        Self { lite: false, faults: FaultClasses::DEFAULT, strict: false, resend: None }
     }
 }
 
@@ -90,6 +93,9 @@ impl SwarmOptions {
         }
         if self.strict {
             args.push_str(" --strict");
+        }
+        if let Some(resend) = self.resend {
+            args.push_str(if resend { " --resend on" } else { " --resend off" });
         }
         args
     }
@@ -243,8 +249,11 @@ mod tests {
             reproduce_command(0x5e3a, SwarmOptions::default()),
             "cargo run -p pslite-sim --release -- --seed 0x0000000000005e3a"
         );
-        let options = SwarmOptions { lite: true, faults: FaultClasses::NONE.with(FaultClass::Loss), strict: false };
+        let faults = FaultClasses::NONE.with(FaultClass::Loss);
+        let options = SwarmOptions { lite: true, faults, strict: false, resend: None };
         assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --lite --faults loss"));
+        let options = SwarmOptions { resend: Some(false), ..SwarmOptions::default() };
+        assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --resend off"));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) mod stream {
     pub(crate) const CLOCKS: u64 = 7;
     pub(crate) const NODES: u64 = 8;
     pub(crate) const STARTS: u64 = 9;
+    /// Request limits and reliable delivery on or off: drawn after the
+    /// streams above existed, so seeds kept what those draw.
+    pub(crate) const PROTOCOL: u64 = 10;
     /// Plus the worker's rank.
     pub(crate) const THINK: u64 = 1 << 16;
 }
@@ -52,6 +55,37 @@ impl Default for Limits {
     }
 }
 
+/// The limits on a node's own requests: `Config::keys_per_request_max`
+/// and `Config::requests_pending_max` (which also caps the requests a
+/// server holds unanswered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most keys in one request.
+    pub keys_per_request_max: u32,
+    /// Most requests pending at once.
+    pub requests_pending_max: u32,
+}
+
+impl Default for RequestLimits {
+    /// Far above what the scripts do.
+    fn default() -> Self {
+        Self { keys_per_request_max: 1 << 20, requests_pending_max: 256 }
+    }
+}
+
+impl RequestLimits {
+    /// In about one seed in three, limits the scripts run into: a request
+    /// at exactly the key limit, one above it, a window that fills the
+    /// pending table. Otherwise the defaults.
+    fn swarm(rng: &mut Rng) -> Self {
+        if !rng.chance(0.3) {
+            return Self::default();
+        }
+        let keys = 1 + rng.below(crate::workload::KEYS_PER_OP_MAX) as u32;
+        Self { keys_per_request_max: keys, requests_pending_max: 1 + rng.below(4) as u32 }
+    }
+}
+
 /// Everything that determines a run.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -65,6 +99,14 @@ pub struct Setup {
     pub timing: Timing,
     /// What barriers do when a member dies.
     pub barrier_policy: BarrierPolicy,
+    /// Limits on requests.
+    pub request_limits: RequestLimits,
+    /// Reliable delivery (`Config::resend`, ps-lite's `PS_RESEND`). Off,
+    /// frames carry no sequence numbers and nothing is resent or filtered,
+    /// so the plan has no fault that loses or duplicates frames on a live
+    /// connection (loss, duplication, resets, partitions): the model is
+    /// ps-lite's, TCP without resends.
+    pub resend: bool,
     /// Faults to inject.
     pub plan: FaultPlan,
     /// What the workers do.
@@ -108,7 +150,16 @@ impl Setup {
             _ => BarrierPolicy::WaitForRecovery,
         };
         let timing = Timing { recovery_timeout: Duration::from_millis(100 + shape.below(2900)), ..Timing::default() };
-        let plan = FaultPlan::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::PLAN)), options.faults);
+        let mut plan = FaultPlan::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::PLAN)), options.faults);
+        let mut protocol = Rng::new(Rng::derive_seed(seed, stream::PROTOCOL));
+        let request_limits = RequestLimits::swarm(&mut protocol);
+        let drawn_resend = !protocol.chance(0.25);
+        let resend = options.resend.unwrap_or(drawn_resend);
+        if !resend {
+            for class in FaultClasses::WITHOUT_RESEND_OFF {
+                plan = plan.without(class);
+            }
+        }
         let ranges = ServerRanges::equal(servers);
         let workload =
             Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
@@ -119,6 +170,8 @@ impl Setup {
             workers,
             timing,
             barrier_policy,
+            request_limits,
+            resend,
             plan,
             workload,
             limits: Limits::default(),
@@ -142,6 +195,8 @@ impl Setup {
             workers,
             timing: Timing::default(),
             barrier_policy: BarrierPolicy::FailOnDeath,
+            request_limits: RequestLimits::default(),
+            resend: true,
             plan: FaultPlan::calm(),
             workload: Workload { keys, apps: 1, scripts: vec![Script::idle(); workers as usize] },
             limits: Limits::default(),
@@ -160,6 +215,7 @@ impl Setup {
         format!(
             "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers\n  \
              timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}, recovery {:?}\n  \
+             requests            at most {} keys, {} pending; resend {}\n  \
              workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
             self.seed,
             self.servers,
@@ -169,6 +225,9 @@ impl Setup {
             self.timing.request_timeout,
             self.barrier_policy,
             self.timing.recovery_timeout,
+            self.request_limits.keys_per_request_max,
+            self.request_limits.requests_pending_max,
+            if self.resend { "on" } else { "off" },
             self.workload.keys.len(),
             self.workload.apps,
             self.plan

@@ -103,7 +103,7 @@ impl Sim {
     /// Builds the cluster; processes start within the first milliseconds.
     pub fn new(setup: Setup) -> Self {
         let seed = setup.seed;
-        let mut config = base_config(setup.servers, setup.workers, setup.timing, setup.barrier_policy);
+        let mut config = base_config(&setup);
         if let Some(configure) = setup.configure {
             config = configure(config.into_builder()).build().expect("the scenario's configuration is valid");
         }

@@ -196,6 +196,7 @@ impl Sim {
         let process = self.nodes[slot].process.as_mut().ok_or(RequestError::Terminated)?;
         let (id, incarnation) = process.identity.ok_or(RequestError::ApiMisuse(pslite_core::ApiMisuse::NotReady))?;
         let node = &mut process.node;
+        let pending_before = node.requests_pending();
         let (name, customer, result, issued, targets, outstanding) = match op {
             Op::Push { app, keys, values } | Op::PushPull { app, keys, values } => {
                 let customer = CustomerId::new(*app, 0);
@@ -229,6 +230,9 @@ impl Sim {
             }
             Op::Barrier => panic!("barriers are entered with enter_barrier"),
         };
+        if let Some(what) = unjustified(&process.node, op, &result, pending_before, &targets) {
+            self.fail(FailureKind::Correctness, format!("requests: slot {slot} {name}: {what}"));
+        }
         let ts = match result {
             Ok(ts) => ts,
             Err(error) => {
@@ -384,6 +388,45 @@ fn simple_targets(node: &pslite_core::Node, target: SimpleTarget) -> (Target, Ve
         SimpleTarget::Servers => group(Group::SERVERS),
         SimpleTarget::Workers => group(Group::WORKERS),
     }
+}
+
+/// What is wrong with `result`, the node's answer to issuing `op` (which
+/// waits on `targets`) while it had `pending` requests, if anything: a
+/// refusal must follow from what the node knows (its phase, its table,
+/// its limits), and a request it knows it cannot serve must be refused.
+fn unjustified(
+    node: &pslite_core::Node,
+    op: &Op,
+    result: &Result<Timestamp, RequestError>,
+    pending: usize,
+    targets: &[NodeId],
+) -> Option<String> {
+    use pslite_core::ApiMisuse;
+    let config = node.config();
+    let keys = op_keys(op);
+    let too_many_keys = keys > config.keys_per_request_max as usize;
+    let full = pending >= config.requests_pending_max as usize;
+    let gone = |id: &NodeId| *id != NodeId::SCHEDULER && *id != node.id() && !node.membership().is_alive(*id);
+    let dead = targets.iter().find(|id| gone(id));
+    let error = match result {
+        Ok(ts) if too_many_keys => return Some(format!("ts {} accepted with {keys} keys over the limit", ts.0)),
+        Ok(ts) if full => return Some(format!("ts {} accepted with {pending} requests pending, the limit", ts.0)),
+        Ok(ts) => return dead.map(|id| format!("ts {} accepted for {id}, which the node knows is dead", ts.0)),
+        Err(error) => error,
+    };
+    let justified = match error {
+        RequestError::Terminated => node.phase() == Phase::Terminated,
+        RequestError::ApiMisuse(ApiMisuse::TooManyKeys { keys: k, max }) => {
+            too_many_keys && *k == keys && *max == config.keys_per_request_max
+        }
+        RequestError::ApiMisuse(ApiMisuse::TooManyPending { max }) => full && *max == config.requests_pending_max,
+        RequestError::PeerDead(id) => targets.contains(id) && gone(id),
+        // A group with nobody alive in it (servers only: the workers'
+        // group holds the sender).
+        RequestError::ApiMisuse(ApiMisuse::EmptyTarget) => targets.is_empty(),
+        _ => false,
+    };
+    (!justified).then(|| format!("refused with {error:?} ({keys} keys, {pending} pending, {targets:?} targeted)"))
 }
 
 fn op_keys(op: &Op) -> usize {

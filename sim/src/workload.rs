@@ -12,7 +12,7 @@
 use pslite_core::{Duration, NodeId, Rank, Rng, ServerRanges};
 
 /// Most keys one operation touches.
-const KEYS_PER_OP_MAX: u64 = 8;
+pub(crate) const KEYS_PER_OP_MAX: u64 = 8;
 
 /// Whom a SimpleApp request goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

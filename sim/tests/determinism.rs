@@ -19,7 +19,7 @@ fn the_same_seed_gives_the_same_run() {
     // Every fault class on, so lost and duplicated frames (and the failures
     // they cause) must replay too.
     for faults in [FaultClasses::DEFAULT, FaultClasses::ALL] {
-        let options = SwarmOptions { lite: true, faults, strict: false };
+        let options = SwarmOptions { lite: true, faults, strict: false, resend: None };
         for seed in SEEDS {
             let (a, b) = (run(seed, options), run(seed, options));
             assert_eq!(key(&a), key(&b), "seed {seed:#x} with {faults:?}");
@@ -51,11 +51,12 @@ fn results_do_not_depend_on_threads() {
 #[test]
 fn switching_a_class_off_leaves_the_rest_of_the_plan() {
     for seed in SEEDS {
-        let all = Setup::swarm(seed, SwarmOptions { lite: false, faults: FaultClasses::ALL, strict: false });
+        let all =
+            Setup::swarm(seed, SwarmOptions { lite: false, faults: FaultClasses::ALL, strict: false, resend: None });
         for class in FaultClass::ALL {
             let without = Setup::swarm(
                 seed,
-                SwarmOptions { lite: false, faults: FaultClasses::ALL.without(class), strict: false },
+                SwarmOptions { lite: false, faults: FaultClasses::ALL.without(class), strict: false, resend: None },
             );
             assert_eq!(without.plan, all.plan.without(class), "seed {seed:#x} without {class:?}");
             assert_eq!((without.servers, without.workers), (all.servers, all.workers));

@@ -45,6 +45,19 @@ struct Args {
     /// In seeds without faults, fail on any failed request or barrier.
     #[arg(long)]
     strict: bool,
+    /// Reliable delivery (ps-lite's PS_RESEND) in every seed: on or off.
+    /// By default each seed draws it (off in about one in four, without
+    /// the faults only resends make up for).
+    #[arg(long, value_parser = parse_on_off)]
+    resend: Option<bool>,
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "1" => Ok(true),
+        "off" | "0" => Ok(false),
+        _ => Err(format!("{text:?}: on or off")),
+    }
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
@@ -62,7 +75,7 @@ fn random_seed() -> u64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let options = SwarmOptions { lite: args.lite, faults: args.faults, strict: args.strict };
+    let options = SwarmOptions { lite: args.lite, faults: args.faults, strict: args.strict, resend: args.resend };
     match args.seeds {
         Some(count) => sweep(&args, options, count),
         None => single(args.seed.unwrap_or_else(random_seed), options, args.trace),
