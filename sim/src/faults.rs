@@ -40,11 +40,15 @@ pub enum FaultClass {
     SlowHandle,
     /// Each node's clock has its own offset and rate.
     ClockDrift,
+    /// A server's answer to a pull does not fit the request (other keys
+    /// echoed, values of another type, lengths that do not add up), as
+    /// from a buggy or hostile server: the worker must refuse it.
+    Corrupt,
 }
 
 impl FaultClass {
     /// Every class, in a fixed order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Reorder,
         Self::Clog,
         Self::Partition,
@@ -56,6 +60,7 @@ impl FaultClass {
         Self::Pause,
         Self::SlowHandle,
         Self::ClockDrift,
+        Self::Corrupt,
     ];
 
     /// The name used on the command line.
@@ -72,6 +77,7 @@ impl FaultClass {
             Self::Pause => "pause",
             Self::SlowHandle => "slow-handle",
             Self::ClockDrift => "clock-drift",
+            Self::Corrupt => "corrupt",
         }
     }
 
@@ -229,6 +235,8 @@ pub struct FaultPlan {
     pub clock_offset_max: Duration,
     /// Largest clock rate error of a node, in parts per million.
     pub clock_drift_ppm_max: u32,
+    /// Chance that a server's answer to a pull is corrupted.
+    pub corrupt_probability: f64,
 }
 
 impl FaultPlan {
@@ -263,6 +271,7 @@ impl FaultPlan {
             slow_handle_delay_max: Duration::ZERO,
             clock_offset_max: Duration::ZERO,
             clock_drift_ppm_max: 0,
+            corrupt_probability: 0.0,
         }
     }
 
@@ -273,7 +282,10 @@ impl FaultPlan {
         let mut plan = Self::calm();
         let calm = rng.chance(0.125);
         let mut classes = FaultClasses::NONE;
-        for class in FaultClass::ALL {
+        // Classes added later draw after everything else (below), so that
+        // a seed keeps the plan it had before they existed.
+        let later = [FaultClass::Corrupt];
+        for class in FaultClass::ALL.into_iter().filter(|c| !later.contains(c)) {
             // Draw for every class, allowed or not, so that switching one
             // class off does not change what the seed means for the others.
             if rng.chance(0.75) && !calm && allowed.contains(class) {
@@ -329,6 +341,10 @@ impl FaultPlan {
             (clog.0, partition_probability, reset);
         (plan.crash_probability, plan.pause_probability, plan.slow_handle_probability) = (crash.0, pause.0, slow.0);
         (plan.clock_offset_max, plan.clock_drift_ppm_max) = clock;
+        if rng.chance(0.75) && !calm && allowed.contains(FaultClass::Corrupt) {
+            classes = classes.with(FaultClass::Corrupt);
+        }
+        plan.corrupt_probability = rng.unit() * 0.05;
         let mut plan = FaultClass::ALL.into_iter().filter(|c| !classes.contains(*c)).fold(plan, |p, c| p.without(c));
         plan.classes = classes;
         plan
@@ -353,6 +369,7 @@ impl FaultPlan {
                 plan.clock_offset_max = Duration::ZERO;
                 plan.clock_drift_ppm_max = 0;
             }
+            FaultClass::Corrupt => plan.corrupt_probability = 0.0,
         }
         if !plan.classes.contains(FaultClass::CrashServer) && !plan.classes.contains(FaultClass::CrashWorker) {
             plan.crash_probability = 0.0;
@@ -455,13 +472,14 @@ impl fmt::Display for FaultPlan {
             self.slow_handle_probability,
             self.slow_handle_delay_max
         )?;
-        write!(
+        writeln!(
             f,
             "  clock drift         {} offset up to {:?}, rate up to {} ppm",
             on(FaultClass::ClockDrift),
             self.clock_offset_max,
             self.clock_drift_ppm_max
-        )
+        )?;
+        write!(f, "  corrupt answers     {} p={:.4}", on(FaultClass::Corrupt), self.corrupt_probability)
     }
 }
 

@@ -50,6 +50,7 @@
 
 pub mod checker;
 pub mod cluster;
+mod corrupt;
 pub mod faults;
 mod injector;
 mod liveness;

@@ -24,6 +24,8 @@ pub(crate) mod stream {
     /// Request limits and reliable delivery on or off: drawn after the
     /// streams above existed, so seeds kept what those draw.
     pub(crate) const PROTOCOL: u64 = 10;
+    /// Which answers a corrupting server corrupts.
+    pub(crate) const CORRUPT: u64 = 11;
     /// Plus the worker's rank.
     pub(crate) const THINK: u64 = 1 << 16;
 }

@@ -69,6 +69,8 @@ pub struct Sim {
     pub(crate) failure: Option<Failure>,
     pub(crate) ranges: ServerRanges,
     node_seed: u64,
+    /// Where the choice of answers to corrupt starts.
+    pub(crate) corrupt_seed: u64,
     /// Node events as they happened, when the setup asks for them.
     log: Vec<(Slot, Instant, Event)>,
     pub(crate) last_node_fault: Option<Instant>,
@@ -147,6 +149,7 @@ impl Sim {
             failure: None,
             ranges,
             node_seed: Rng::derive_seed(seed, stream::NODES),
+            corrupt_seed: Rng::derive_seed(seed, stream::CORRUPT),
             log: Vec::new(),
             last_node_fault: None,
             partition_quiet_until: Instant::ZERO,
@@ -493,6 +496,7 @@ impl Sim {
         if let Some(what) = broken {
             self.fail(FailureKind::Correctness, what);
         }
+        let bytes = self.maybe_corrupt(from, &header, bytes);
         let Some(to) = self.slot_of(transmit.addr) else {
             // Only a forged table can name an address no slot has.
             assert!(self.forged, "slot {from} sent to {}, which is no node's address", transmit.addr);

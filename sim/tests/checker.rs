@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, NodeId, Rank,
-    RequestError, ServerRanges, Timestamp,
+    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, Mismatch,
+    NodeId, Rank, RequestError, ServerRanges, Timestamp,
 };
 use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
 use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
@@ -277,4 +277,29 @@ fn a_request_that_the_crashed_server_already_answered_is_not_bound_by_its_crash(
     c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
     c.process_crashed(at(1000), SERVER_SLOT, Some((S0, Incarnation(0))));
     c.check_deadlines(at(4000)).expect("only request_timeout bounds it now");
+}
+
+#[test]
+fn a_pull_completed_despite_a_corrupt_answer_or_refused_for_an_honest_one_is_reported() {
+    let pull = |c: &mut Checker, ts| {
+        c.request_issued(at(0), WORKER_SLOT, request(ts), Issued::Pull { keys: vec![1] }, vec![S0]).unwrap();
+    };
+    let mut c = checker();
+    pull(&mut c, 0);
+    c.pull_served(STORE, S0, request(0)).unwrap();
+    c.answer_corrupted(request(0), S0, Mismatch::Keys);
+    let what = violation(c.request_completed(at(1), request(0), Completion::Pulled { keys: &[1], values: &[0.0] }));
+    assert!(what.contains("completed although"), "{what}");
+    // Refused for the right reason: fine; for another, or with no reason: not.
+    pull(&mut c, 1);
+    c.answer_corrupted(request(1), S0, Mismatch::ValueType);
+    let refused = RequestError::BadResponse { server: S0, mismatch: Mismatch::ValueType };
+    c.request_completed(at(1), request(1), Completion::Failed(&refused)).expect("the corrupt answer was refused");
+    pull(&mut c, 2);
+    c.answer_corrupted(request(2), S0, Mismatch::Lengths);
+    let what = violation(c.request_completed(at(1), request(2), Completion::Failed(&refused)));
+    assert!(what.contains("answered it as asked"), "{what}");
+    pull(&mut c, 3);
+    let what = violation(c.request_completed(at(1), request(3), Completion::Failed(&refused)));
+    assert!(what.contains("answered it as asked"), "{what}");
 }

@@ -47,7 +47,7 @@ use std::fmt;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, NodeId, Rank,
+    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, Mismatch, NodeId, Rank,
     RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
 };
 
@@ -271,6 +271,8 @@ struct RequestRecord {
     /// the request up.
     answered: Vec<NodeId>,
     crash: Option<CrashBound>,
+    /// Servers that answered it with an answer that does not fit, and how.
+    corrupted: Vec<(NodeId, Mismatch)>,
 }
 
 #[derive(Debug)]
@@ -435,6 +437,7 @@ impl Checker {
             served: Vec::new(),
             answered: Vec::new(),
             crash,
+            corrupted: Vec::new(),
         };
         if self.requests.insert(request, record).is_some() {
             return violation(format!("timestamps: {request} issued twice"));
@@ -462,6 +465,22 @@ impl Checker {
             _ => Fate::Acked(at),
         };
         let kind = record.issued.name();
+        if let Completion::Failed(RequestError::BadResponse { server, mismatch }) = completion {
+            if !record.corrupted.contains(&(*server, *mismatch)) {
+                return violation(format!(
+                    "requests: {request} failed with a bad response ({mismatch}) from {server}, \
+                     which answered it as asked (corrupted: {:?})",
+                    record.corrupted
+                ));
+            }
+        }
+        if let (Some((server, mismatch)), false) =
+            (record.corrupted.first(), matches!(completion, Completion::Failed(_)))
+        {
+            return violation(format!(
+                "requests: {request} completed although server {server} answered it with {mismatch}"
+            ));
+        }
         match (&record.issued, completion) {
             (_, Completion::Failed(_)) => Ok(()),
             (Issued::Push { .. }, Completion::Done) => self.check_applied_everywhere(request),
@@ -587,6 +606,14 @@ impl Checker {
         record.served.push(store);
         record.answered.push(server);
         Ok(())
+    }
+
+    /// Server `server` answered `request` with an answer that does not fit
+    /// it (`mismatch`): the request must not complete.
+    pub fn answer_corrupted(&mut self, request: RequestKey, server: NodeId, mismatch: Mismatch) {
+        if let Some(record) = self.requests.get_mut(&request).filter(|r| r.fate == Fate::Pending) {
+            record.corrupted.push((server, mismatch));
+        }
     }
 
     /// `node` answered `request` (a SimpleApp request, say): its crash no
