@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::id::{Group, Incarnation, NodeId, Role};
+use crate::id::{Group, Incarnation, NodeId};
 use crate::wire::NodeEntry;
 
 /// A change between two tables.
@@ -72,11 +72,6 @@ impl Membership {
     /// Whether `id` is known and alive.
     pub fn is_alive(&self, id: NodeId) -> bool {
         self.nodes.get(&id).is_some_and(|n| n.alive)
-    }
-
-    /// Number of nodes of `role` in the table.
-    pub fn count(&self, role: Role) -> usize {
-        self.members(role.group()).count()
     }
 
     /// Replaces the table when `epoch` is newer; returns what changed, or

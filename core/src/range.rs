@@ -237,6 +237,7 @@ mod tests {
         fn equal_split_partitions_the_key_space(n in 1u32..=64, key: u64) {
             let ranges = ServerRanges::equal(n);
             prop_assert_eq!(ranges.len(), n as usize);
+            prop_assert!(!ranges.is_empty());
             prop_assert!(ranges.check().is_ok());
             let owner = ranges.owner(key);
             prop_assert!(ranges.get(owner).unwrap().contains(key));

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use pslite_core::wire::Header;
+use pslite_core::wire::{Header, Message};
 use pslite_core::{
-    Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role, ServerRanges,
-    ServerRequest, SimpleRequest, Transmit,
+    CustomerId, Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role,
+    ServerRanges, ServerRequest, SimpleRequest, Timestamp, Transmit,
 };
 
 use crate::checker::wire::{Sent, WireLedger};
@@ -477,6 +477,22 @@ impl Sim {
             ));
         }
         if sent == Sent::Resend {
+            // A request's frames are resent only while it waits for its
+            // outcome: once it has one, a late copy could only do harm
+            // (reach a replacement of its server and be applied again).
+            let request = match Message::decode(&header, &bytes) {
+                Ok(Message::KvRequest(m)) => Some((CustomerId::new(m.app, m.customer), Timestamp(m.ts))),
+                Ok(Message::SimpleRequest(m)) => Some((CustomerId::new(m.app, m.customer), Timestamp(m.ts))),
+                _ => None,
+            };
+            if let Some((customer, ts)) = request.filter(|&(c, t)| !process.node.is_pending(c, t)) {
+                broken = Some(format!(
+                    "reliable: node {} (slot {from}) resent a frame of request app {} ts {} after it ended",
+                    process.node.id(),
+                    customer.app,
+                    ts.0
+                ));
+            }
             // A resend goes only where the frame may still be awaited:
             // what was kept for a dead or replaced incarnation is gone.
             let gone = process.node.membership().get(header.receiver).is_some_and(|e| {

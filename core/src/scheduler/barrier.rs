@@ -577,14 +577,17 @@ mod tests {
         let membership = workers(1);
         let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());
         let policy = BarrierPolicy::Elastic;
-        let total = ENDED_REMEMBERED_MAX as u64 + 2;
+        let total = ENDED_REMEMBERED_MAX as u64 + 1;
         for generation in 0..total {
             arrive(&mut arrivals, at(generation), W0, generation, &membership, policy, &mut out);
         }
         assert_eq!(releases(&mut out).len(), total as usize);
-        // Generation 0 is forgotten: a late arrival there is failed.
+        // Generation 0 is forgotten: a late arrival there is failed. The
+        // last ENDED_REMEMBERED_MAX are remembered, generation 1 the oldest.
         arrive(&mut arrivals, at(total), W0, 0, &membership, policy, &mut out);
         assert_eq!(releases(&mut out), vec![(W0, 0, BarrierOutcome::MemberDied(W0))]);
+        arrive(&mut arrivals, at(total), W0, 1, &membership, policy, &mut out);
+        assert_eq!(releases(&mut out), vec![(W0, 1, BarrierOutcome::Released)]);
         assert_eq!(arrivals.generations_for(W0), vec![(Group::WORKERS, total)], "nothing was opened");
         // Another group's barriers do not push this group's out.
         let mut arrivals = Arrivals::default();

@@ -170,3 +170,141 @@ proptest! {
         prop_assert!(sim.failure().is_none(), "{:?}", sim.failure());
     }
 }
+
+/// Puts `message` on the wire from the node in `from` to the node in `to`,
+/// stamped with both nodes' real ids and incarnations.
+fn inject(sim: &mut Sim, from: usize, to: usize, message: &Message, seq: u64) {
+    let (sender, receiver) = (sim.node(from).expect("running"), sim.node(to).expect("running"));
+    let envelope = Envelope {
+        sender: sender.id(),
+        incarnation: sender.incarnation(),
+        receiver: receiver.id(),
+        receiver_incarnation: receiver.incarnation(),
+        seq,
+    };
+    sim.inject_frame(from, to, message.encode(envelope).to_bytes());
+}
+
+fn stats(sim: &Sim, slot: usize) -> pslite_core::Stats {
+    sim.node(slot).expect("running").stats().clone()
+}
+
+/// Messages only the scheduler sends (or only it receives), sent by
+/// another member: each is dropped with no effect and counted where an
+/// operator looks for a misbehaving peer.
+#[test]
+fn scheduler_messages_from_anyone_else_are_dropped_and_counted() {
+    let mut sim = ready(setup(0x5c4e, 1, 2));
+    let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
+    // The worker waits in a barrier the other worker never enters.
+    let ticket = sim.with_node(w, |n, now| n.barrier(now, Group::WORKERS)).expect("barrier entered");
+    drive(&mut sim);
+    let epoch = sim.node(w).unwrap().membership().epoch();
+    let release = Message::BarrierRelease { group: Group::WORKERS, generation: 0, outcome: BarrierOutcome::Released };
+    let table = Message::NodeTable(NodeTableMsg {
+        epoch: epoch + 1,
+        nodes: sim.node(w).unwrap().membership().iter().copied().collect(),
+        generations: Vec::new(),
+    });
+    let to_worker =
+        [release, Message::HeartbeatAck { epoch: epoch + 1 }, Message::Terminate, table, Message::Heartbeat];
+    for message in &to_worker {
+        let before = stats(&sim, w).unexpected_drops;
+        inject(&mut sim, s, w, message, 0);
+        drive(&mut sim);
+        assert_eq!(stats(&sim, w).unexpected_drops, before + 1, "{message:?} from a server");
+    }
+    let node = sim.node(w).unwrap();
+    assert_eq!(node.phase(), pslite_core::Phase::Ready, "still running");
+    assert_eq!(node.membership().epoch(), epoch, "the table is the scheduler's");
+    assert!(barrier_end(&sim, w, ticket).is_none(), "still in the barrier");
+    // A barrier arrival is counted by the scheduler only.
+    let before = stats(&sim, s).unexpected_drops;
+    inject(&mut sim, w, s, &Message::Barrier { group: Group::WORKERS, generation: 0, finalize: false }, 0);
+    drive(&mut sim);
+    assert_eq!(stats(&sim, s).unexpected_drops, before + 1);
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
+
+/// Requests a server cannot take: a KV request from no member (the
+/// scheduler sends none), pulls that carry values or lengths, and
+/// SimpleApp requests beyond `requests_pending_max`.
+#[test]
+fn requests_a_server_cannot_take_are_refused_or_dropped_and_counted() {
+    let mut setup = setup(0x5e2f, 1, 2);
+    setup.configure = Some(|mut b: pslite_core::ConfigBuilder| {
+        b.requests_pending_max = 1;
+        b
+    });
+    let mut sim = ready(setup);
+    let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
+    let served = |sim: &Sim| count(sim, s, |e| matches!(e, Event::ServerRequest(_)));
+    let pull = |values: Values, lens: Option<Lens>| {
+        Message::KvRequest(KvRequestMsg {
+            app: 0,
+            customer: 0,
+            ts: 77,
+            cmd: 0,
+            op: KvOp::Pull,
+            keys: Keys::from_slice(&[1]),
+            values,
+            lens,
+        })
+    };
+    let before = stats(&sim, s).unknown_sender_drops;
+    inject(&mut sim, SCHEDULER, s, &pull(Values::empty(DType::F32), None), 0);
+    drive(&mut sim);
+    assert_eq!(stats(&sim, s).unknown_sender_drops, before + 1, "no member sent it");
+    // A pull with values, or with lengths, is refused: the worker hears
+    // the refusal (of a request it does not have, so it counts it).
+    for bad in
+        [pull(Values::from_slice(&[1.0f32]), None), pull(Values::empty(DType::F32), Some(Lens::from_slice(&[1])))]
+    {
+        let refusals = stats(&sim, w).unexpected_drops;
+        inject(&mut sim, w, s, &bad, 0);
+        drive(&mut sim);
+        assert_eq!(stats(&sim, w).unexpected_drops, refusals + 1, "{bad:?} answered with a refusal");
+    }
+    assert_eq!(served(&sim), 0, "none of them reached the handle");
+    // One SimpleApp request may wait for its answer; the next is dropped.
+    sim.serve(s, false);
+    let server = NodeId::server(pslite_core::Rank(0));
+    let dropped = stats(&sim, s).unexpected_drops;
+    for w in [sim.worker_slot(0), sim.worker_slot(1)] {
+        sim.with_node(w, |n, now| n.simple_request(now, CustomerId::new(1, 0), server, 1, Bytes::new())).expect("sent");
+        drive(&mut sim);
+    }
+    assert_eq!(count(&sim, s, |e| matches!(e, Event::SimpleRequest(_))), 1);
+    assert_eq!(stats(&sim, s).unexpected_drops, dropped + 1);
+}
+
+/// A frame numbered beyond the duplicate filter's window is neither
+/// delivered nor acknowledged (its sender resends it once the window has
+/// moved on), and it is counted.
+#[test]
+fn a_frame_too_far_ahead_of_the_duplicate_window_is_dropped_unacknowledged() {
+    let mut setup = setup(0xfa2, 1, 1);
+    setup.configure = Some(|mut b: pslite_core::ConfigBuilder| {
+        b.heartbeats = false;
+        b
+    });
+    let mut sim = ready(setup);
+    let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
+    let push = Message::KvRequest(KvRequestMsg {
+        app: 0,
+        customer: 0,
+        ts: 5,
+        cmd: 0,
+        op: KvOp::Push,
+        keys: Keys::from_slice(&[1]),
+        values: Values::from_slice(&[1.0f32]),
+        lens: None,
+    });
+    let before = stats(&sim, s);
+    inject(&mut sim, w, s, &push, 1 << 20);
+    drive(&mut sim);
+    let after = stats(&sim, s);
+    assert_eq!(after.duplicates_dropped, before.duplicates_dropped + 1);
+    assert_eq!(after.frames_out, before.frames_out, "no ACK");
+    assert_eq!(count(&sim, s, |e| matches!(e, Event::ServerRequest(_))), 0, "not delivered");
+}

@@ -66,6 +66,7 @@ fn a_push_whose_frames_never_arrive_fails_with_resend_exhausted() {
     let (w, s) = (sim.worker_slot(0), sim.server_slot(0));
     sim.isolate(s, PATIENCE);
     let (customer, ts) = sim.issue(w, &Op::Push { app: 0, keys: vec![1], values: vec![1.0] }).unwrap();
+    assert_eq!(sim.node(w).unwrap().frames_unacked(), 1, "the request is kept for resending");
     match wait(&mut sim, w, customer, ts) {
         Event::RequestFailed { error, .. } => assert_eq!(error, RequestError::ResendExhausted),
         other => panic!("{other:?}"),
@@ -127,5 +128,32 @@ fn an_answered_request_is_not_resent_when_its_ack_was_lost() {
     assert_eq!(sim.node(w).unwrap().stats().resends, 0, "nothing was resent after the answer");
     let applied = sim.store(s, 0).and_then(|store| store.get(1)).map_or(0.0, |v| v[0]);
     assert_eq!(applied, 1.0);
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
+
+#[test]
+fn a_node_keeps_one_duplicate_filter_per_sender_and_drops_a_replaced_ones() {
+    let mut sim = ready(setup(0xd1f, 1, 1));
+    let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
+    assert_eq!(sim.node(s).unwrap().dedup_windows(), 0, "nothing sequenced reached the server yet");
+    for _ in 0..3 {
+        push_wait(&mut sim, w, &[1], &[1.0]);
+    }
+    drive(&mut sim);
+    assert_eq!(sim.node(s).unwrap().dedup_windows(), 1, "the worker's, however many frames");
+    assert_eq!(sim.node(w).unwrap().dedup_windows(), 1, "the server's");
+    // The worker is replaced: its predecessor's filter goes.
+    sim.crash(w);
+    sim.restart(w);
+    form(&mut sim);
+    assert_eq!(sim.node(s).unwrap().dedup_windows(), 0, "the former worker's filter is gone");
+    // (The new process numbers its requests from 0 again, so its push is
+    // followed on the wire rather than by timestamp.)
+    let keys = Keys::from_slice(&[1]);
+    sim.with_node(w, |n, now| n.push(now, CustomerId::DEFAULT, 0, keys, Values::from_slice(&[1.0f32]), None))
+        .expect("push accepted");
+    drive(&mut sim);
+    assert_eq!(sim.node(s).unwrap().dedup_windows(), 1, "the replacement's");
+    assert_eq!(sim.node(w).unwrap().frames_unacked(), 0);
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
