@@ -21,7 +21,7 @@ async fn a_killed_server_turns_waits_into_errors() {
             .unwrap();
     let worker = KvWorker::new(cluster.workers[0].clone(), CustomerId::DEFAULT);
     let keys = [1u64, u64::MAX];
-    let ts = worker.push(&keys, &[1.0f32, 1.0]).await.unwrap();
+    let ts = tokio::time::timeout(BOUND, worker.push(&keys, &[1.0f32, 1.0])).await.unwrap().unwrap();
     tokio::time::timeout(BOUND, worker.wait(ts)).await.unwrap().unwrap();
 
     let mut news = cluster.workers[0].events();

@@ -103,14 +103,15 @@ async fn a_node_with_a_wrong_token_is_refused_and_the_cluster_goes_on() {
     .await
     .unwrap()
     .unwrap();
-    let frames_before = cluster.scheduler.stats().await.unwrap().frames_in;
+    let frames_before = tokio::time::timeout(BOUND, cluster.scheduler.stats()).await.unwrap().unwrap().frames_in;
     // A well-formed heartbeat frame behind the wrong token, then no token.
     for token in ["guess", ""] {
         let mut intruder = hello(token);
         intruder.extend(header(u32::from_le_bytes(*b"PSLT"), 5, 0));
         closed_after(cluster.scheduler.local_addr(), &intruder).await;
     }
-    assert_eq!(cluster.scheduler.stats().await.unwrap().frames_in, frames_before, "no frame reached the core");
+    let frames_after = tokio::time::timeout(BOUND, cluster.scheduler.stats()).await.unwrap().unwrap().frames_in;
+    assert_eq!(frames_after, frames_before, "no frame reached the core");
     works(&cluster).await;
     assert!(tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap().is_complete());
 }
