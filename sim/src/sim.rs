@@ -202,6 +202,7 @@ impl Sim {
                 RunPhase::Liveness(since) => {
                     self.supervise();
                     let Some(reason) = self.pending() else {
+                        self.check_finished();
                         return;
                     };
                     if self.now >= since + self.setup.limits.liveness_time_max {
@@ -745,6 +746,29 @@ impl Sim {
             check = self.checker.check_table(id, epoch, entries);
         }
         self.report(check);
+    }
+
+    /// At the end of a run every node has terminated with nothing left
+    /// over: no request of its own waiting, none to answer, no barrier
+    /// open.
+    fn check_finished(&mut self) {
+        for (slot, n) in self.nodes.iter().enumerate() {
+            let Some(node) = n.process.as_ref().map(|p| &p.node) else {
+                continue;
+            };
+            let left = (node.requests_pending(), node.responses_pending(), node.barriers_pending());
+            if left != (0, 0, 0) {
+                let what = format!(
+                    "finish: node {} (slot {slot}) terminated with {} requests pending, {} to answer, {} barriers open",
+                    node.id(),
+                    left.0,
+                    left.1,
+                    left.2
+                );
+                self.fail(FailureKind::Correctness, what);
+                return;
+            }
+        }
     }
 
     /// Cluster-wide checks, after every event.

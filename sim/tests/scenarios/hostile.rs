@@ -218,6 +218,7 @@ fn scheduler_messages_from_anyone_else_are_dropped_and_counted() {
     assert_eq!(node.phase(), pslite_core::Phase::Ready, "still running");
     assert_eq!(node.membership().epoch(), epoch, "the table is the scheduler's");
     assert!(barrier_end(&sim, w, ticket).is_none(), "still in the barrier");
+    assert_eq!(sim.node(w).unwrap().barriers_pending(), 1);
     // A barrier arrival is counted by the scheduler only.
     let before = stats(&sim, s).unexpected_drops;
     inject(&mut sim, w, s, &Message::Barrier { group: Group::WORKERS, generation: 0, finalize: false }, 0);
@@ -276,6 +277,7 @@ fn requests_a_server_cannot_take_are_refused_or_dropped_and_counted() {
     }
     assert_eq!(count(&sim, s, |e| matches!(e, Event::SimpleRequest(_))), 1);
     assert_eq!(stats(&sim, s).unexpected_drops, dropped + 1);
+    assert_eq!(sim.node(s).unwrap().responses_pending(), 1, "the one waiting for its answer");
 }
 
 /// A frame numbered beyond the duplicate filter's window is neither
