@@ -310,3 +310,237 @@ fn a_frame_too_far_ahead_of_the_duplicate_window_is_dropped_unacknowledged() {
     assert_eq!(after.frames_out, before.frames_out, "no ACK");
     assert_eq!(count(&sim, s, |e| matches!(e, Event::ServerRequest(_))), 0, "not delivered");
 }
+
+/// The counter a frame is expected to move.
+type Counter = fn(&pslite_core::Stats) -> u64;
+
+/// Every drop counter, by name: the sum a case must leave as it was apart
+/// from its own counter.
+const DROP_COUNTERS: [(&str, Counter); 9] = [
+    ("decode_errors", |s| s.decode_errors),
+    ("stale_incarnation_drops", |s| s.stale_incarnation_drops),
+    ("unknown_sender_drops", |s| s.unknown_sender_drops),
+    ("dead_sender_drops", |s| s.dead_sender_drops),
+    ("misrouted_drops", |s| s.misrouted_drops),
+    ("stale_receiver_drops", |s| s.stale_receiver_drops),
+    ("unexpected_drops", |s| s.unexpected_drops),
+    ("resends", |s| s.resends),
+    ("duplicates_dropped", |s| s.duplicates_dropped),
+];
+
+/// A frame nobody honest sends, where it lands, and the one counter it
+/// must move there.
+struct Case {
+    name: &'static str,
+    from: usize,
+    to: usize,
+    /// Changes to the envelope the real ids and incarnations give.
+    envelope: fn(&mut Envelope),
+    message: Message,
+    counter: &'static str,
+}
+
+/// Each frame a node cannot take is dropped with no effect and counted by
+/// exactly one counter, the one that names why: operators read these
+/// counters to find a misconfigured or misbehaving peer.
+#[test]
+fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
+    let mut setup = setup(0xc0de, 2, 2);
+    setup.configure = Some(|mut b: pslite_core::ConfigBuilder| {
+        b.heartbeats = false;
+        b
+    });
+    let mut sim = ready(setup);
+    let (s0, s1, w) = (sim.server_slot(0), sim.server_slot(1), sim.worker_slot(0));
+    // The worker waits on server 0 for a KV and a SimpleApp request.
+    sim.serve(s0, false);
+    let keys = Keys::from_slice(&[1]);
+    let kv_ts = sim.with_node(w, |n, now| n.pull(now, CustomerId::DEFAULT, 0, keys, DType::F32)).expect("pull");
+    let simple = CustomerId::new(1, 0);
+    let server0 = NodeId::server(pslite_core::Rank(0));
+    let simple_ts =
+        sim.with_node(w, |n, now| n.simple_request(now, simple, server0, 1, Bytes::new())).expect("simple request");
+    drive(&mut sim);
+    let w_addr = sim.config(w).listen_addr;
+    let answer = |ts: u32, customer: u32| {
+        Message::KvResponse(KvResponseMsg {
+            app: 0,
+            customer,
+            ts,
+            error: None,
+            keys: Keys::default(),
+            values: Values::from_slice(&[1.0f32]),
+            lens: None,
+        })
+    };
+    let reply =
+        |app: u32, ts: u32| Message::SimpleResponse(SimpleMsg { app, customer: 0, ts, head: 0, body: Bytes::new() });
+    let register = |role| Message::Register(RegisterMsg { role, listen_addr: w_addr, instance: 0x5eed });
+    let kv_request = Message::KvRequest(KvRequestMsg {
+        app: 0,
+        customer: 0,
+        ts: 3,
+        cmd: 0,
+        op: KvOp::Push,
+        keys: Keys::from_slice(&[1]),
+        values: Values::from_slice(&[1.0f32]),
+        lens: None,
+    });
+    let unassigned = |e: &mut Envelope| {
+        e.sender = NodeId::UNASSIGNED;
+        e.incarnation = Incarnation(0);
+    };
+    let cases = vec![
+        Case {
+            name: "a frame for another node",
+            from: w,
+            to: s0,
+            envelope: |e| e.receiver = NodeId::server(pslite_core::Rank(1)),
+            message: Message::Heartbeat,
+            counter: "misrouted_drops",
+        },
+        Case {
+            name: "a scheduler that is not incarnation 0",
+            from: SCHEDULER,
+            to: w,
+            envelope: |e| e.incarnation = Incarnation(1),
+            message: Message::HeartbeatAck { epoch: 0 },
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a sender the table does not know",
+            from: s1,
+            to: w,
+            envelope: |e| e.sender = NodeId::worker(pslite_core::Rank(7)),
+            message: Message::Heartbeat,
+            counter: "unknown_sender_drops",
+        },
+        Case {
+            name: "a KV request to a worker",
+            from: s1,
+            to: w,
+            envelope: |_| {},
+            message: kv_request,
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a registration at a node that is not the scheduler",
+            from: s1,
+            to: w,
+            envelope: |_| {},
+            message: register(Role::Server),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a registration as a second scheduler",
+            from: w,
+            to: SCHEDULER,
+            envelope: unassigned,
+            message: register(Role::Scheduler),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a registration with no place left",
+            from: w,
+            to: SCHEDULER,
+            envelope: unassigned,
+            message: register(Role::Server),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "an ACK of nothing sent",
+            from: s1,
+            to: w,
+            envelope: |_| {},
+            message: Message::Ack { seqs: vec![999] },
+            counter: "duplicates_dropped",
+        },
+        Case {
+            name: "a SimpleApp request from no node",
+            from: w,
+            to: s1,
+            envelope: unassigned,
+            message: Message::SimpleRequest(SimpleMsg { app: 1, customer: 0, ts: 1, head: 0, body: Bytes::new() }),
+            counter: "unknown_sender_drops",
+        },
+        Case {
+            name: "a heartbeat from no node",
+            from: w,
+            to: SCHEDULER,
+            envelope: unassigned,
+            message: Message::Heartbeat,
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "an answer to no request",
+            from: s0,
+            to: w,
+            envelope: |_| {},
+            message: answer(kv_ts.0 + 50, 0),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "an answer from a server the request does not wait on",
+            from: s1,
+            to: w,
+            envelope: |_| {},
+            message: answer(kv_ts.0, 0),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a SimpleApp reply to no request",
+            from: s0,
+            to: w,
+            envelope: |_| {},
+            message: reply(1, simple_ts.0 + 50),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a SimpleApp reply from a node the request does not wait on",
+            from: s1,
+            to: w,
+            envelope: |_| {},
+            message: reply(1, simple_ts.0),
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "a server arriving at the workers' barrier",
+            from: s1,
+            to: SCHEDULER,
+            envelope: |_| {},
+            message: Message::Barrier { group: Group::WORKERS, generation: 0, finalize: false },
+            counter: "unexpected_drops",
+        },
+        Case {
+            name: "the end of a barrier the node is not in",
+            from: SCHEDULER,
+            to: w,
+            envelope: |_| {},
+            message: Message::BarrierRelease { group: Group::ALL, generation: 9, outcome: BarrierOutcome::Released },
+            counter: "unexpected_drops",
+        },
+    ];
+    for case in cases {
+        let before = stats(&sim, case.to);
+        let (sender, receiver) = (sim.node(case.from).unwrap(), sim.node(case.to).unwrap());
+        let mut envelope = Envelope {
+            sender: sender.id(),
+            incarnation: sender.incarnation(),
+            receiver: receiver.id(),
+            receiver_incarnation: receiver.incarnation(),
+            seq: 0,
+        };
+        (case.envelope)(&mut envelope);
+        sim.inject_frame(case.from, case.to, case.message.encode(envelope).to_bytes());
+        drive(&mut sim);
+        let after = stats(&sim, case.to);
+        for (name, counter) in DROP_COUNTERS {
+            let expected = counter(&before) + u64::from(name == case.counter);
+            assert_eq!(counter(&after), expected, "{}: {name}", case.name);
+        }
+    }
+    // Nothing the frames said reached the requests they named.
+    assert!(completion(&sim, w, CustomerId::DEFAULT, kv_ts).is_none());
+    assert!(completion(&sim, w, simple, simple_ts).is_none());
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
