@@ -1023,9 +1023,8 @@ impl Node {
     }
 
     fn on_heartbeat_timer(&mut self) {
-        if self.phase != Phase::Ready {
-            return;
-        }
+        // Armed only once ready; a terminated node fires no timers.
+        debug_assert_eq!(self.phase, Phase::Ready);
         self.watch.beat(&mut self.out);
         self.timers.set(Timer::Heartbeat, self.now + self.config.heartbeat_interval);
     }
@@ -1033,9 +1032,9 @@ impl Node {
     /// The scheduler looks for silent nodes; every other node checks the
     /// scheduler is still there.
     fn on_liveness_scan(&mut self) {
-        if self.phase != Phase::Ready || !self.config.heartbeats {
-            return;
-        }
+        // Armed only once ready and with heartbeats on; a terminated node
+        // fires no timers.
+        debug_assert!(self.phase == Phase::Ready && self.config.heartbeats);
         let now = self.now;
         self.timers.set(Timer::LivenessScan, now + self.config.heartbeat_interval);
         let timeout = self.config.heartbeat_timeout;

@@ -249,3 +249,26 @@ fn finalize_terminates_every_node_and_later_commands_are_refused() {
         assert!(sim.failure().is_none(), "seed {seed}: {:?}", sim.failure());
     }
 }
+
+#[test]
+fn a_member_whose_final_release_is_lost_is_told_to_stop_by_the_scheduler() {
+    // The scheduler stops once it released the finalize, so it resends
+    // nothing: a member whose release is lost learns from the Terminate
+    // the scheduler sends after it, not a heartbeat timeout later.
+    let mut sim = ready(setup(0xf1a1, 1, 1));
+    let w = sim.worker_slot(0);
+    let ticket = sim.with_node(w, |n, now| n.finalize(now)).expect("finalize accepted");
+    for i in (0..sim.slots()).filter(|&i| i != w) {
+        sim.with_node(i, |n, now| n.finalize(now)).expect("finalize accepted");
+    }
+    let release = pslite_core::wire::Kind::BarrierRelease as u8;
+    let sent = sim.run_until(PATIENCE, |s| s.frames_in_flight().any(|f| f.to == w && f.bytes[6] == release));
+    assert!(sent, "the scheduler released the finalize");
+    let started = sim.now();
+    assert_eq!(sim.drop_frames(|f| f.to == w && f.bytes[6] == release), 1);
+    drive(&mut sim);
+    let (at, end) = barrier_end(&sim, w, ticket).expect("the worker's finalize ended");
+    assert_eq!(end, Event::BarrierFailed(ticket, RequestError::Terminated), "stopped by the scheduler");
+    assert!(at.saturating_since(started) < sim.config(w).heartbeat_interval, "at once, not after a timeout");
+    assert_eq!(sim.node(w).unwrap().phase(), Phase::Terminated);
+}
