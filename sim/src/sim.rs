@@ -94,6 +94,9 @@ pub struct Sim {
     pub(crate) stores_unmodelled: std::collections::BTreeSet<StoreId>,
 }
 
+/// The longest delay between two resends of a frame, whatever the attempt
+/// (the core's cap).
+const RESEND_DELAY_MAX: Duration = Duration::from_secs(30);
 /// Timer fires of one node at one instant before it counts as spinning.
 const TIMER_SPIN_MAX: u32 = 1000;
 /// Rounds of one drain before it counts as a loop.
@@ -467,9 +470,29 @@ impl Sim {
         let bytes = transmit.frame.to_bytes();
         let header = Header::decode(&bytes, u32::MAX).expect("nodes send frames that decode");
         let process = self.nodes[from].process.as_ref().expect("frames come from a running process");
-        let sent = self.wire.sent((from, process.life), &header, bytes.len());
+        let sent = self.wire.sent((from, process.life), &header, bytes.len(), self.nodes[from].clock.to_node(self.now));
         let mut broken = None;
-        if sent == Sent::Resend && self.prompt && self.wire.was_delivered_to_ready(&header) {
+        if let Sent::Resend { attempt, since_last } = sent {
+            // The schedule the configuration promises: the first resend
+            // after resend_timeout, each later one after twice the delay
+            // before it (up to the core's cap of 30 s), and no more than
+            // resend_attempts_max of them.
+            let config = process.node.config();
+            let doubled = config.resend_timeout.saturating_mul(1 << (attempt - 1).min(16));
+            let gap = doubled.min(RESEND_DELAY_MAX);
+            if attempt > config.resend_attempts_max || since_last < gap {
+                broken = Some(format!(
+                    "reliable: node {} (slot {from}) resent seq {} to {} for the {attempt}th time {since_last:?} \
+                     after the last, against a schedule of at least {gap:?} and {} attempts",
+                    process.node.id(),
+                    header.seq,
+                    header.receiver,
+                    config.resend_attempts_max
+                ));
+            }
+        }
+        let resent = matches!(sent, Sent::Resend { .. });
+        if resent && self.prompt && self.wire.was_delivered_to_ready(&header) {
             broken = Some(format!(
                 "reliable: node {} (slot {from}) resent seq {} to {}, which got it promptly and ACKs at once",
                 process.node.id(),
@@ -477,7 +500,7 @@ impl Sim {
                 header.receiver,
             ));
         }
-        if sent == Sent::Resend {
+        if resent {
             // A request's frames are resent only while it waits for its
             // outcome: once it has one, a late copy could only do harm
             // (reach a replacement of its server and be applied again).

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pslite_core::wire::{Header, Kind};
-use pslite_core::{Incarnation, NodeId, Stats};
+use pslite_core::{Duration, Incarnation, Instant, NodeId, Stats};
 
 use super::{violation, Check};
 use crate::queue::Slot;
@@ -44,8 +44,10 @@ struct Wire {
     frames_out: u64,
     bytes_out: u64,
     resends: u64,
-    /// Sequenced frames sent: receiver, its incarnation, sequence number.
-    sent: BTreeSet<(NodeId, Incarnation, u64)>,
+    /// Sequenced frames sent, by receiver, its incarnation and sequence
+    /// number: how often they were resent, and when (by the node's clock)
+    /// they were last sent.
+    sent: BTreeMap<(NodeId, Incarnation, u64), (u32, Instant)>,
     /// Sequenced frames received (ACKs aside): sender, its incarnation,
     /// sequence number.
     received: BTreeSet<(NodeId, Incarnation, u64)>,
@@ -57,20 +59,34 @@ pub enum Sent {
     /// Not sequenced, or sequenced and sent for the first time.
     First,
     /// A sequenced frame sent before, to the same receiver incarnation.
-    Resend,
+    Resend {
+        /// Which resend of the frame this is (1 for the first).
+        attempt: u32,
+        /// Time since the frame was last sent, by the node's clock.
+        since_last: Duration,
+    },
 }
 
 impl WireLedger {
-    /// `process` sent a frame of `len` bytes with `header`.
-    pub fn sent(&mut self, process: ProcessId, header: &Header, len: usize) -> Sent {
+    /// `process` sent a frame of `len` bytes with `header` at `now` by its
+    /// own clock.
+    pub fn sent(&mut self, process: ProcessId, header: &Header, len: usize, now: Instant) -> Sent {
         let wire = self.processes.entry(process).or_default();
         wire.frames_out += 1;
         wire.bytes_out += len as u64;
-        if header.seq == 0 || wire.sent.insert((header.receiver, header.receiver_incarnation, header.seq)) {
+        if header.seq == 0 {
             return Sent::First;
         }
+        let key = (header.receiver, header.receiver_incarnation, header.seq);
+        let Some((resends, last)) = wire.sent.get_mut(&key) else {
+            wire.sent.insert(key, (0, now));
+            return Sent::First;
+        };
         wire.resends += 1;
-        Sent::Resend
+        *resends += 1;
+        let since_last = now.saturating_since(*last);
+        *last = now;
+        Sent::Resend { attempt: *resends, since_last }
     }
 
     /// `process` is handed a frame of `len` bytes (`header` when it has
@@ -162,11 +178,13 @@ mod tests {
         let mut ledger = WireLedger::default();
         let p = (3, 0);
         let (h, len) = header(&Message::Terminate, 5);
-        assert_eq!(ledger.sent(p, &h, len), Sent::First);
-        assert_eq!(ledger.sent(p, &h, len), Sent::Resend);
+        let at = |ms| Instant::ZERO + Duration::from_millis(ms);
+        assert_eq!(ledger.sent(p, &h, len, at(0)), Sent::First);
+        let resend = Sent::Resend { attempt: 1, since_last: Duration::from_millis(7) };
+        assert_eq!(ledger.sent(p, &h, len, at(7)), resend);
         let (unsequenced, len0) = header(&Message::Heartbeat, 0);
-        assert_eq!(ledger.sent(p, &unsequenced, len0), Sent::First);
-        assert_eq!(ledger.sent(p, &unsequenced, len0), Sent::First);
+        assert_eq!(ledger.sent(p, &unsequenced, len0, at(8)), Sent::First);
+        assert_eq!(ledger.sent(p, &unsequenced, len0, at(9)), Sent::First);
         let stats = Stats { frames_out: 4, bytes_out: 2 * (len + len0) as u64, resends: 1, ..Stats::default() };
         ledger.check_stats(p, NodeId::worker(Rank(0)), &stats).expect("what the wire saw");
         let wrong = Stats { resends: 0, ..stats };
