@@ -194,7 +194,8 @@ fn a_barrier_released_before_a_member_entered_is_reported() {
     let mut c = checker();
     c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
     c.node_declared_dead(at(1), W1, Incarnation(0));
-    c.barrier_ended(at(2), W0, Incarnation(0), ticket, Some(&[W1])).expect("the missing member was dead");
+    // (Once the recovery timeout ran out: the policy is WaitForRecovery.)
+    c.barrier_ended(at(2001), W0, Incarnation(0), ticket, Some(&[W1])).expect("the missing member was dead");
 }
 
 #[test]
@@ -302,4 +303,19 @@ fn a_pull_completed_despite_a_corrupt_answer_or_refused_for_an_honest_one_is_rep
     pull(&mut c, 3);
     let what = violation(c.request_completed(at(1), request(3), Completion::Failed(&refused)));
     assert!(what.contains("answered it as asked"), "{what}");
+}
+
+#[test]
+fn a_barrier_that_waits_for_recovery_released_before_the_recovery_timeout_is_reported() {
+    // Bounds: recovery 2 s, WaitForRecovery. W1 dies at 1 s; W0 waits.
+    let ticket = BarrierTicket { group: Group::WORKERS, generation: 0 };
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    c.node_declared_dead(at(1000), W1, Incarnation(0));
+    let what = violation(c.barrier_ended(at(2500), W0, Incarnation(0), ticket, Some(&[W1])));
+    assert!(what.contains("before the recovery timeout"), "{what}");
+    let mut c = checker();
+    c.barrier_entered(at(0), WORKER_SLOT, W0, Incarnation(0), ticket, false).unwrap();
+    c.node_declared_dead(at(1000), W1, Incarnation(0));
+    c.barrier_ended(at(3000), W0, Incarnation(0), ticket, Some(&[W1])).expect("released at the timeout");
 }

@@ -724,6 +724,23 @@ impl Checker {
                     "barriers: {ticket:?} released at node {node} without member {member}, which was alive throughout"
                 ));
             }
+            // A barrier that waits for recovery gives a dead member's
+            // replacement the whole recovery timeout from the death (by the
+            // scheduler's clock, which may run a little fast).
+            let recovery = self.bounds.recovery - self.bounds.recovery / 1000;
+            let waited = |since: Instant| at >= since + recovery;
+            let deaths = self.dead.get(&member).map_or(&[][..], Vec::as_slice);
+            if listed
+                && !finalizing
+                && record.waits_for_recovery(self.bounds.barrier_policy)
+                && !deaths.iter().any(|&(since, _)| since <= at && waited(since))
+            {
+                return violation(format!(
+                    "barriers: {ticket:?} released at node {node} without member {member} before the recovery \
+                     timeout ({:?}) since its death ran out (deaths: {deaths:?})",
+                    self.bounds.recovery
+                ));
+            }
         }
         if let Some(stranger) = missing.iter().find(|id| !members.contains(id)) {
             return violation(format!("barriers: {ticket:?} at node {node} names {stranger} missing, no member"));
