@@ -502,6 +502,14 @@ impl Node {
     }
 
     #[cfg(any(test, feature = "inspect"))]
+    /// Receiver incarnations this node numbers reliable frames for: one
+    /// stream per peer at most, since a dead or replaced incarnation's
+    /// stream is closed.
+    pub fn send_streams(&self) -> usize {
+        self.reliable.streams_len()
+    }
+
+    #[cfg(any(test, feature = "inspect"))]
     /// Sender incarnations this node keeps a duplicate filter for; each
     /// filter has a fixed size, so this bounds their memory.
     pub fn dedup_windows(&self) -> usize {

@@ -244,6 +244,12 @@ impl Reliable {
     }
 
     #[cfg(any(test, feature = "inspect"))]
+    /// Receiver incarnations with a sequence number stream.
+    pub(crate) fn streams_len(&self) -> usize {
+        self.next_seq.len()
+    }
+
+    #[cfg(any(test, feature = "inspect"))]
     /// Sender incarnations with a duplicate filter.
     pub(crate) fn windows_len(&self) -> usize {
         self.received.len()

@@ -748,17 +748,15 @@ impl Sim {
         if check.is_ok() {
             check = self.wire.check_stats((slot, process.life), id, node.stats());
         }
-        // One duplicate filter per peer id at most, its current
-        // incarnation's (and the scheduler's): a dead or replaced
-        // incarnation's filter goes with it. (A forged table may leave
-        // peers out.)
-        let windows_max = node.membership().iter().count() + 1;
-        if check.is_ok() && !self.forged && node.dedup_windows() > windows_max {
-            let what = format!(
-                "reliable: node {id} (slot {slot}) keeps {} duplicate filters for {windows_max} peers",
-                node.dedup_windows()
-            );
-            check = Err(Violation { what });
+        // One duplicate filter and one send stream per peer id at most, its
+        // current incarnation's (and the scheduler's): a dead or replaced
+        // incarnation's go with it. (A forged table may leave peers out.)
+        let peers_max = node.membership().iter().count() + 1;
+        let per_peer = [("duplicate filters", node.dedup_windows()), ("send streams", node.send_streams())];
+        if let Some((what, n)) = per_peer.into_iter().find(|&(_, n)| n > peers_max).filter(|_| !self.forged) {
+            check = check.and(Err(Violation {
+                what: format!("reliable: node {id} (slot {slot}) keeps {n} {what} for {peers_max} peers"),
+            }));
         }
 
         let epoch = node.membership().epoch();

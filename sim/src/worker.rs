@@ -297,6 +297,14 @@ impl Sim {
             );
             return;
         };
+        if process.node.is_pending(customer, ts) {
+            // Shells ask the node whether a request still waits, to tell
+            // it from one never issued: once its end was reported, it does
+            // not.
+            let what = format!("requests: slot {slot} reported the end of ts {} and still holds it pending", ts.0);
+            self.fail(FailureKind::Correctness, what);
+            return;
+        }
         let key = RequestKey { node: id, incarnation, customer, ts };
         let check = self.checker.request_completed(self.now, key, ended.completion());
         self.report(check);

@@ -573,6 +573,21 @@ mod tests {
     }
 
     #[test]
+    fn a_member_waiting_in_another_ordinary_barrier_is_still_awaited() {
+        // Only a final barrier means a member arrives at no other: W0 waits
+        // in the workers' barrier and will come to this one after it.
+        let membership = workers(2);
+        let (mut arrivals, mut out, mut stats) = (Arrivals::default(), Outbox::default(), Stats::default());
+        let policy = BarrierPolicy::WaitForRecovery;
+        arrive(&mut arrivals, at(0), W0, 0, &membership, policy, &mut out);
+        let both = Group::SERVERS | Group::WORKERS;
+        arrivals.on_arrival(at(1), (W1, both, 0, false), &membership, rules(policy), &mut out, &mut stats);
+        assert!(releases(&mut out).is_empty(), "neither barrier may go on without W0 or W1");
+        arrivals.on_arrival(at(2), (W0, both, 0, false), &membership, rules(policy), &mut out, &mut stats);
+        assert_eq!(releases(&mut out).len(), 2, "the second barrier, once both are there");
+    }
+
+    #[test]
     fn an_arrival_older_than_what_is_remembered_is_failed_not_opened_again() {
         let membership = workers(1);
         let (mut arrivals, mut out) = (Arrivals::default(), Outbox::default());

@@ -71,3 +71,29 @@ fn a_request_to_a_replaced_server_fails_even_when_its_death_was_missed() {
     assert_eq!(failed, Some(Event::RequestFailed { customer: CustomerId::DEFAULT, ts, error }));
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
+
+#[test]
+fn a_node_that_waited_long_for_the_cluster_counts_the_schedulers_silence_from_its_registration() {
+    // The worker starts long before anyone else: its registrations go
+    // unanswered for several heartbeat timeouts, which says nothing about
+    // a scheduler it has not met yet.
+    let mut setup = setup(0x1a7e, 1, 1);
+    setup.autostart = false;
+    let mut sim = Sim::new(setup);
+    let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
+    sim.start(w);
+    sim.run_for(sim.config(w).heartbeat_timeout * 3);
+    sim.start(SCHEDULER);
+    sim.start(s);
+    assert!(sim.run_until(PATIENCE, |sim| sim.node(w).is_some_and(|n| n.phase() == Phase::Ready)));
+    // The scheduler's answers to the first heartbeats are slow to come (a
+    // congested link for half a heartbeat timeout): no reason to give up.
+    let slow = sim.now() + sim.config(w).heartbeat_timeout / 2;
+    sim.clog(SCHEDULER, w, slow);
+    let keys = Keys::from_slice(&[1]);
+    let ts = sim
+        .with_node(w, |n, now| n.push(now, CustomerId::DEFAULT, 0, keys, Values::from_slice(&[1.0f32]), None))
+        .expect("push accepted");
+    assert_eq!(wait(&mut sim, w, CustomerId::DEFAULT, ts), Event::RequestDone { customer: CustomerId::DEFAULT, ts });
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}

@@ -132,7 +132,7 @@ fn an_answered_request_is_not_resent_when_its_ack_was_lost() {
 }
 
 #[test]
-fn a_node_keeps_one_duplicate_filter_per_sender_and_drops_a_replaced_ones() {
+fn a_node_keeps_one_duplicate_filter_and_stream_per_peer_and_drops_a_replaced_ones() {
     let mut sim = ready(setup(0xd1f, 1, 1));
     let (s, w) = (sim.server_slot(0), sim.worker_slot(0));
     assert_eq!(sim.node(s).unwrap().dedup_windows(), 0, "nothing sequenced reached the server yet");
@@ -142,11 +142,13 @@ fn a_node_keeps_one_duplicate_filter_per_sender_and_drops_a_replaced_ones() {
     drive(&mut sim);
     assert_eq!(sim.node(s).unwrap().dedup_windows(), 1, "the worker's, however many frames");
     assert_eq!(sim.node(w).unwrap().dedup_windows(), 1, "the server's");
+    assert_eq!(sim.node(s).unwrap().send_streams(), 1, "answers to the worker");
     // The worker is replaced: its predecessor's filter goes.
     sim.crash(w);
     sim.restart(w);
     form(&mut sim);
     assert_eq!(sim.node(s).unwrap().dedup_windows(), 0, "the former worker's filter is gone");
+    assert_eq!(sim.node(s).unwrap().send_streams(), 0, "and the stream of answers to it");
     // (The new process numbers its requests from 0 again, so its push is
     // followed on the wire rather than by timestamp.)
     let keys = Keys::from_slice(&[1]);
