@@ -273,6 +273,41 @@ mod tests {
         assert_eq!(w.admit(3 + DEDUP_WINDOW), Admission::New);
     }
 
+    fn transmit(to: NodeId) -> Transmit {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let message = crate::wire::Message::Heartbeat;
+        let envelope = crate::wire::message::Envelope {
+            sender: NodeId::SCHEDULER,
+            incarnation: Incarnation(0),
+            receiver: to,
+            receiver_incarnation: Incarnation(0),
+            seq: 1,
+        };
+        Transmit { to, addr, frame: message.encode(envelope) }
+    }
+
+    #[test]
+    fn forgetting_a_peer_drops_its_streams_up_to_the_incarnation_and_keeps_newer_ones() {
+        let peer = NodeId::worker(crate::id::Rank(0));
+        let other = NodeId::worker(crate::id::Rank(1));
+        let mut reliable = Reliable::default();
+        let now = Instant::ZERO;
+        for incarnation in [0, 1, 2].map(Incarnation) {
+            let seq = reliable.next_seq(peer, incarnation);
+            reliable.track(now, seq + 10 * u64::from(incarnation.0), transmit(peer), None, Duration::from_secs(1));
+            assert_eq!(reliable.admit(peer, incarnation, 1), Admission::New);
+        }
+        reliable.next_seq(other, Incarnation(0));
+        reliable.admit(other, Incarnation(0), 1);
+        reliable.forget_peer(peer, Incarnation(1));
+        assert_eq!((reliable.streams_len(), reliable.windows_len()), (2, 2), "incarnation 2 and the other peer");
+        assert_eq!(reliable.unacked_len(), 0, "nothing is resent to the peer");
+        assert_eq!(reliable.next_seq(peer, Incarnation(2)), 2, "incarnation 2's stream goes on");
+        assert_eq!(reliable.next_seq(peer, Incarnation(1)), 1, "incarnation 1's starts over");
+        assert_eq!(reliable.admit(peer, Incarnation(2), 1), Admission::Duplicate);
+        assert_eq!(reliable.admit(peer, Incarnation(1), 1), Admission::New);
+    }
+
     proptest! {
         #[test]
         fn window_delivers_each_number_once_within_reach(seqs in proptest::collection::vec(1u64..3000, 0..2000)) {

@@ -132,6 +132,10 @@ mod tests {
         assert_eq!(check_keys(&Keys::from_slice(&[1, 1])), Err(ApiMisuse::DuplicateKey { index: 1, key: 1 }));
         assert!(matches!(check_lengths(&list(&[1, 2], &[1.0, 2.0, 3.0], None)), Err(ApiMisuse::LengthMismatch { .. })));
         assert!(matches!(
+            check_lengths(&list(&[], &[1.0], None)),
+            Err(ApiMisuse::LengthMismatch { what: "values without keys", .. })
+        ));
+        assert!(matches!(
             check_lengths(&list(&[1, 2], &[1.0, 2.0, 3.0], Some(&[1, 1]))),
             Err(ApiMisuse::LengthMismatch { what: "sum of lens vs values", .. })
         ));

@@ -133,3 +133,29 @@ fn a_server_that_reads_a_workers_death_in_a_table_forgets_its_requests_and_sends
     c.settle();
     assert!(c.events[SURVIVOR].contains(&Event::RequestDone { customer: CustomerId::DEFAULT, ts }));
 }
+
+#[test]
+fn a_process_cut_off_and_replaced_learns_it_once_it_reaches_the_scheduler_again() {
+    let mut c = Nodes::new();
+    c.settle();
+    let id = c.nodes[CRASHED].id();
+    // Cut off: it neither sends nor hears, and is declared dead.
+    c.running[CRASHED] = false;
+    let died = Event::NodeDead { id, incarnation: Incarnation(0) };
+    c.run_until(|c| c.events[SCHEDULER].contains(&died));
+    // A new process takes its id.
+    let config = c.nodes[SURVIVOR].config().for_role(Role::Worker, addr(4));
+    c.nodes.push(Node::new(config, 99, c.now));
+    c.running.push(true);
+    c.events.push(Vec::new());
+    let recovered = Event::NodeRecovered { id, incarnation: Incarnation(1) };
+    c.run_until(|c| c.events[SCHEDULER].contains(&recovered));
+    // The cut heals: the former process, having lost the scheduler, asks to
+    // register again and is told its id belongs to another process now.
+    c.running[CRASHED] = true;
+    c.run_until(|c| c.nodes[CRASHED].phase() == Phase::Terminated);
+    // Replaced, not declared dead: the table it got names its successor.
+    assert!(!c.events[CRASHED].contains(&died), "{:?}", c.events[CRASHED]);
+    assert_eq!(c.events[CRASHED].last(), Some(&Event::Terminated));
+    assert_eq!(c.nodes[4].phase(), Phase::Ready, "the replacement goes on");
+}
