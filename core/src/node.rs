@@ -225,7 +225,8 @@ impl Node {
         for timer in self.timers.expire(now) {
             match timer {
                 Timer::RegisterRetry => {
-                    if self.phase == Phase::Registering && self.id == NodeId::UNASSIGNED {
+                    // Registered meanwhile: the retry has nothing to do.
+                    if self.phase == Phase::Registering {
                         if now >= self.register_deadline {
                             self.out.event(Event::RegistrationFailed { scheduler: self.config.scheduler_addr });
                             self.terminate();
