@@ -470,6 +470,17 @@ impl Sim {
         let bytes = transmit.frame.to_bytes();
         let header = Header::decode(&bytes, u32::MAX).expect("nodes send frames that decode");
         let process = self.nodes[from].process.as_ref().expect("frames come from a running process");
+        // (A forged request may come from a sender of any role, and be answered.)
+        if let Some(what) = nonconforming(&process.node, &header).filter(|_| !self.forged) {
+            let what = format!(
+                "wire: node {} (slot {from}) sent {:?} to {}: {what}",
+                process.node.id(),
+                header.kind,
+                header.receiver
+            );
+            self.fail(FailureKind::Correctness, what);
+            return;
+        }
         let sent = self.wire.sent((from, process.life), &header, bytes.len(), self.nodes[from].clock.to_node(self.now));
         let mut broken = None;
         if let Sent::Resend { attempt, since_last } = sent {
@@ -577,6 +588,33 @@ impl Sim {
     fn on_node_event(&mut self, slot: Slot, event: Event) {
         if self.setup.record_events {
             self.log.push((slot, self.now, event.clone()));
+        }
+        let request_id = match &event {
+            Event::ServerRequest(r) => Some(r.id),
+            Event::SimpleRequest(r) => Some(r.id),
+            _ => None,
+        };
+        if let (Some(id), Some(process)) = (request_id, self.nodes[slot].process.as_ref()) {
+            // A request is named after the incarnation that sent it (the
+            // answer goes to that process, and to no successor of it).
+            let node = &process.node;
+            let sender = if id.from == node.id() {
+                Some(node.incarnation())
+            } else if id.from == NodeId::SCHEDULER {
+                Some(Incarnation(0))
+            } else {
+                node.membership().get(id.from).map(|e| e.incarnation)
+            };
+            if sender != Some(id.incarnation) && !self.forged {
+                let what = format!(
+                    "requests: node {} (slot {slot}) names a request of {} after incarnation {}, its sender is {sender:?}",
+                    node.id(),
+                    id.from,
+                    id.incarnation.0
+                );
+                self.fail(FailureKind::Correctness, what);
+                return;
+            }
         }
         match event {
             Event::Registered { id, incarnation, .. } => {
@@ -906,6 +944,31 @@ impl Sim {
             reproduce,
         }
     }
+}
+
+/// What is wrong with a frame `node` sent with `header`, if anything: who
+/// sends which message to whom is part of the protocol, and so is the
+/// absence of sequence numbers and ACKs when resends are off.
+fn nonconforming(node: &Node, header: &Header) -> Option<&'static str> {
+    use pslite_core::wire::Kind;
+    let me = node.id();
+    let role = node.role();
+    let config = node.config();
+    if header.receiver == me && me != NodeId::UNASSIGNED {
+        return Some("a message to itself, which the loopback handles");
+    }
+    if !config.resend && (header.seq != 0 || header.kind == Kind::Ack) {
+        return Some("sequenced or acknowledged with resends off");
+    }
+    let to = header.receiver.role();
+    let ok = match header.kind {
+        Kind::Register | Kind::Heartbeat | Kind::Barrier => header.receiver == NodeId::SCHEDULER,
+        Kind::NodeTable | Kind::BarrierRelease | Kind::HeartbeatAck | Kind::Terminate => role == Role::Scheduler,
+        Kind::KvRequest => role == Role::Worker && to == Some(Role::Server),
+        Kind::KvResponse => role == Role::Server && to == Some(Role::Worker),
+        _ => true,
+    };
+    (!ok).then_some("not a message its role sends to that receiver")
 }
 
 /// The checker's time limits for `setup`, whose nodes run `config`.
