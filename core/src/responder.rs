@@ -327,7 +327,8 @@ mod tests {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
         responder.on_kv_request(worker(), push(1, &[1, u64::MAX]), limits(), &membership, &mut out, &mut stats);
-        assert!(refusal(&mut out).unwrap().contains("outside this server's range"));
+        let reason = refusal(&mut out).unwrap();
+        assert!(reason.contains("outside this server's range [0, 9223372036854775807]"), "{reason}");
         for ts in 2..4 {
             responder.on_kv_request(worker(), push(ts, &[ts.into()]), limits(), &membership, &mut out, &mut stats);
         }
