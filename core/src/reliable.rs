@@ -184,20 +184,18 @@ impl Reliable {
 
     /// Forgets everything about `peer` up to and including `incarnation`
     /// (it died or was replaced): pending frames to it are dropped and its
-    /// old streams closed. Returns the owners of the dropped frames.
-    pub(crate) fn forget_peer(&mut self, peer: NodeId, incarnation: Incarnation) -> Vec<Owner> {
+    /// old streams closed. (The requests those frames carried fail on their
+    /// own: they wait on the peer.)
+    pub(crate) fn forget_peer(&mut self, peer: NodeId, incarnation: Incarnation) {
         let seqs: Vec<u64> = self.unacked.keys_in((peer, 0)..=(peer, u64::MAX)).map(|&(_, s)| s).collect();
-        let mut owners = Vec::new();
         for seq in seqs {
             if let Some(entry) = self.unacked.remove(&(peer, seq)) {
                 self.resend_queue.remove(&(entry.resend_at, peer, seq));
                 self.disown(entry.owner, peer, seq);
-                owners.push(entry.owner);
             }
         }
         self.next_seq.retain(|&(id, inc), _| id != peer || inc > incarnation);
         self.received.retain(|&(id, inc), _| id != peer || inc > incarnation);
-        owners
     }
 
     /// Resends what is due at `now`; gives up on frames out of attempts.

@@ -54,6 +54,11 @@ impl Responder {
         self.pending.len()
     }
 
+    /// The node stopped: nobody will be answered.
+    pub(crate) fn forget_all(&mut self) {
+        self.pending.clear();
+    }
+
     /// Drops requests from `id`'s earlier incarnations (it died or was
     /// replaced; nobody waits for those answers).
     pub(crate) fn forget_from(&mut self, id: NodeId) {
@@ -96,11 +101,11 @@ impl Responder {
         }
         let list = KvList { keys: request.keys, values: request.values, lens: request.lens };
         if let Err(reason) = check_request(&list, request.op, limits.range) {
-            send_kv_response(id, Response::Refused(reason), limits, membership, out);
+            send_kv_response(id, Response::Refused(reason), limits, out);
             return;
         }
         if self.pending.len() >= limits.requests_pending_max as usize {
-            send_kv_response(id, Response::Refused(Refusal::TooManyPending), limits, membership, out);
+            send_kv_response(id, Response::Refused(Refusal::TooManyPending), limits, out);
             return;
         }
         self.pending.insert(id, Answer::Kv(request.op));
@@ -126,7 +131,7 @@ impl Responder {
         out: &mut Outbox,
     ) -> Result<(), RequestError> {
         if self.take(id, |answer| matches!(answer, Answer::Kv(_)), membership)? {
-            send_kv_response(id, response, limits, membership, out);
+            send_kv_response(id, response, limits, out);
         }
         Ok(())
     }
@@ -219,18 +224,9 @@ fn check_request(list: &KvList, op: KvOp, range: Option<KeyRange>) -> Result<(),
     Ok(())
 }
 
-fn send_kv_response(
-    id: ServerRequestId,
-    response: Response,
-    limits: Limits,
-    membership: &Membership,
-    out: &mut Outbox,
-) {
-    if requester_gone(id, membership) || membership.get(id.from).is_none() {
-        // The requester died or was replaced meanwhile: the answer is for
-        // a process that no longer exists.
-        return;
-    }
+fn send_kv_response(id: ServerRequestId, response: Response, limits: Limits, out: &mut Outbox) {
+    // The requester is alive in the table: requests of a dead or replaced
+    // one are forgotten (`forget_from`) before anyone could answer them.
     // An answer the requester would refuse as too large (or that could
     // not be framed at all) becomes a refusal it can report.
     let frame_len_max = u64::from(limits.frame_len_max);
@@ -335,6 +331,22 @@ mod tests {
         responder.on_kv_request(worker(), push(4, &[4]), limits(), &membership, &mut out, &mut stats);
         assert!(refusal(&mut out).unwrap().contains("too many pending"));
         assert_eq!(responder.len(), 2);
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_is_refused_and_the_request_still_waits() {
+        let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
+        let mut responder = Responder::default();
+        responder.on_kv_request(worker(), push(1, &[1]), limits(), &membership, &mut out, &mut stats);
+        let simple = SimpleMsg { app: 0, customer: 0, ts: 2, head: 0, body: Bytes::new() };
+        responder.on_simple_request(worker(), Incarnation(0), simple, limits(), &mut out, &mut stats);
+        let Some(Event::ServerRequest(kv)) = out.pop_event() else { panic!("a server request") };
+        let Some(Event::SimpleRequest(simple)) = out.pop_event() else { panic!("a simple request") };
+        let unknown = Err(ApiMisuse::UnknownRequest.into());
+        assert_eq!(responder.respond(simple.id, Response::ack(), limits(), &membership, &mut out), unknown);
+        assert_eq!(responder.simple_respond(kv.id, 0, Bytes::new(), &membership, &mut out), unknown);
+        assert_eq!(responder.len(), 2, "both still wait for their answer");
+        assert!(out.pop_message().is_none(), "nothing was sent");
     }
 
     #[test]
