@@ -326,7 +326,8 @@ impl Node {
         Ok(ts)
     }
 
-    /// Answers a `SimpleRequest` with a head and a body.
+    /// Answers a `SimpleRequest` with a head and a body (dropped once the
+    /// node has terminated).
     pub fn simple_respond(
         &mut self,
         now: Instant,
@@ -335,6 +336,10 @@ impl Node {
         body: Bytes,
     ) -> Result<(), RequestError> {
         self.advance_to(now);
+        if self.phase == Phase::Terminated {
+            // A stopped node answers nothing; the handle did nothing wrong.
+            return Ok(());
+        }
         self.responder.simple_respond(id, head, body, &self.membership, &mut self.out)?;
         self.flush();
         self.drain_loopback();
@@ -403,9 +408,14 @@ impl Node {
 
     /// Answers a `ServerRequest`. Pulls (and push_pulls) must answer with
     /// one value run per requested key; a refusal fails the worker's request.
+    /// Once the node has terminated, answers are dropped.
     pub fn respond(&mut self, now: Instant, id: ServerRequestId, response: Response) -> Result<(), RequestError> {
         self.advance_to(now);
         self.ensure_role(Role::Server, "respond")?;
+        if self.phase == Phase::Terminated {
+            // A stopped node answers nothing; the handle did nothing wrong.
+            return Ok(());
+        }
         let limits = self.limits();
         self.responder.respond(id, response, limits, &self.membership, &mut self.out)?;
         self.flush();
@@ -729,12 +739,11 @@ impl Node {
                     let addr = if to == NodeId::SCHEDULER {
                         self.config.scheduler_addr
                     } else {
+                        // Components send only to ids the table holds; a
+                        // forged table that left one out drops the message.
                         match self.membership.get(to) {
                             Some(entry) => entry.addr,
-                            None => {
-                                self.stats.unknown_sender_drops += 1;
-                                continue;
-                            }
+                            None => continue,
                         }
                     };
                     self.transmit(to, addr, message);
@@ -1127,6 +1136,7 @@ impl Node {
         // The phase changes first, so failing a finalize barrier below
         // does not terminate a second time.
         self.phase = Phase::Terminated;
+        self.responder.forget_all();
         self.fail_all_pending(RequestError::Terminated);
         self.out.event(Event::Terminated);
     }
