@@ -306,7 +306,10 @@ impl Sim {
             return;
         }
         let key = RequestKey { node: id, incarnation, customer, ts };
-        let check = self.checker.request_completed(self.now, key, ended.completion());
+        let mut check = self.checker.request_completed(self.now, key, ended.completion());
+        if let (Ok(()), Ended::Failed(RequestError::SchedulerLost)) = (&check, &ended) {
+            check = self.checker.scheduler_lost(self.now, slot, id, incarnation);
+        }
         self.report(check);
         let outstanding = self.workers[index].outstanding.remove(&(customer, ts));
         if let (Some(Outstanding::Simple { head, body, targets }), Ended::Simple(replies)) = (&outstanding, &ended) {
@@ -362,6 +365,10 @@ impl Sim {
         let modelled = self.barrier_tickets.remove(&(id, incarnation, ticket)) || !self.hand_driven;
         if modelled {
             let check = self.checker.barrier_ended(self.now, id, incarnation, ticket, end.ok().as_deref());
+            self.report(check);
+        }
+        if error == Some(RequestError::SchedulerLost) {
+            let check = self.checker.scheduler_lost(self.now, slot, id, incarnation);
             self.report(check);
         }
         // A finalize barrier may end in Terminated when the Terminate frame

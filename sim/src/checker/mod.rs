@@ -783,6 +783,29 @@ impl Checker {
         }
     }
 
+    /// The process at `slot`, `node` in `incarnation`, failed its work at
+    /// `at` because it took the scheduler for lost. That must have a cause
+    /// within the last failure-detection period: a pause of either, a link
+    /// between them clogged, cut or reset, frames that can be lost anyway,
+    /// or the scheduler having declared the process dead (it answers a dead
+    /// node's heartbeats no more).
+    pub fn scheduler_lost(&self, at: Instant, slot: Slot, node: NodeId, incarnation: Incarnation) -> Check {
+        let scheduler = self.bounds.scheduler_slot;
+        let since = Instant::from_nanos(at.as_nanos().saturating_sub(self.bounds.lost_after.as_nanos() as u64));
+        let between = |d: &Disturbance| match d.peer {
+            None => d.slot == slot || d.slot == scheduler,
+            Some(peer) => (d.slot == slot && peer == scheduler) || (d.slot == scheduler && peer == slot),
+        };
+        let disturbed = self.disturbances.iter().any(|d| between(d) && d.from <= at && d.until >= since);
+        if disturbed || !self.bounds.crash_checked || self.declared_dead.contains_key(&(node, incarnation)) {
+            return Ok(());
+        }
+        violation(format!(
+            "liveness: node {node} (slot {slot}) took the scheduler for lost at {at:?}, \
+             with nothing between them since {since:?}"
+        ))
+    }
+
     /// Something held up frames or a node from `from` to `until`.
     pub fn disturbance(&mut self, disturbance: Disturbance) {
         if self.disturbances.len() == DISTURBANCES_MAX {

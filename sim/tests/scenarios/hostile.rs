@@ -535,6 +535,14 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             counter: "duplicates_dropped",
         },
         Case {
+            name: "a frame the server already took, again",
+            from: w,
+            to: s0,
+            envelope: |e| e.seq = 1,
+            message: Message::Heartbeat,
+            counter: "duplicates_dropped",
+        },
+        Case {
             name: "a server arriving at the workers' barrier",
             from: s1,
             to: SCHEDULER,
