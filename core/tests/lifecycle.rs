@@ -98,28 +98,32 @@ fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacem
     assert!(matches!(node.poll_event(), Some(Event::SimpleRequest(request)) if request.id.ts == Timestamp(2)));
 }
 
+/// The scheduler's node table of server 0 and `entry`, at `epoch`, sent
+/// to `receiver`, as bytes a node reads.
+fn table_with_one_server(epoch: u64, entry: NodeEntry, receiver: NodeId) -> Bytes {
+    let server =
+        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
+    let envelope = Envelope {
+        sender: NodeId::SCHEDULER,
+        incarnation: Incarnation(0),
+        receiver,
+        receiver_incarnation: Incarnation(0),
+        seq: 0,
+    };
+    Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
+        .encode(envelope)
+        .to_bytes()
+}
+
 #[test]
 fn a_node_that_reads_that_its_id_went_to_a_new_process_stops_with_replaced() {
     let now = Instant::ZERO;
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 11, now);
     let instance = registration_instance(&mut node);
     let me = NodeId::worker(Rank(0));
-    let server =
-        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
     // The table that registers a node is addressed to its id; the one that
     // tells a former process it was replaced, to no id.
-    let table = |epoch, entry: NodeEntry, receiver: NodeId| {
-        let envelope = Envelope {
-            sender: NodeId::SCHEDULER,
-            incarnation: Incarnation(0),
-            receiver,
-            receiver_incarnation: Incarnation(0),
-            seq: 0,
-        };
-        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
-            .encode(envelope)
-            .to_bytes()
-    };
+    let table = |epoch, entry: NodeEntry, receiver: NodeId| table_with_one_server(epoch, entry, receiver);
     let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
     node.handle_frame(now, table(1, mine, NodeId::UNASSIGNED)).unwrap();
     assert_eq!(node.phase(), Phase::Registering, "a table addressed to no id places nobody");
@@ -143,20 +147,7 @@ fn a_node_that_reads_it_was_declared_dead_stops_and_keeps_the_reason() {
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 12, now);
     let instance = registration_instance(&mut node);
     let me = NodeId::worker(Rank(0));
-    let server =
-        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
-    let table = |epoch, entry: NodeEntry| {
-        let envelope = Envelope {
-            sender: NodeId::SCHEDULER,
-            incarnation: Incarnation(0),
-            receiver: me,
-            receiver_incarnation: Incarnation(0),
-            seq: 0,
-        };
-        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
-            .encode(envelope)
-            .to_bytes()
-    };
+    let table = |epoch, entry: NodeEntry| table_with_one_server(epoch, entry, me);
     let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
     node.handle_frame(now, table(1, mine)).unwrap();
     assert_eq!(node.phase(), Phase::Ready);

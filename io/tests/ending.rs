@@ -9,6 +9,17 @@ use pslite_io::{Error, LocalCluster, Settings};
 
 const BOUND: Duration = Duration::from_secs(60);
 
+/// Returns once `node`'s task has ended (`what` names it in a failure);
+/// yields meanwhile, bounded so a task that never ends fails the test.
+async fn until_closed(node: &pslite_io::NodeHandle, what: &str) {
+    let ended = tokio::time::timeout(BOUND, async {
+        while !node.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    });
+    ended.await.unwrap_or_else(|_| panic!("{what}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalize_after_a_failed_registration_reports_the_missing_scheduler() {
     // An address nobody listens on: bound by the OS, then closed.
@@ -20,13 +31,7 @@ async fn finalize_after_a_failed_registration_reports_the_missing_scheduler() {
     let ready = tokio::time::timeout(BOUND, node.wait_ready()).await.expect("registration gives up");
     assert!(matches!(ready, Err(Error::RegistrationFailed { scheduler }) if scheduler == closed), "{ready:?}");
     // Once the node's task has stopped, finalize still says why.
-    tokio::time::timeout(BOUND, async {
-        while !node.is_closed() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the node's task ends");
+    until_closed(&node, "the node's task ends").await;
     let finalized = tokio::time::timeout(BOUND, node.finalize()).await.unwrap();
     assert!(matches!(finalized, Err(Error::RegistrationFailed { scheduler }) if scheduler == closed), "{finalized:?}");
 }
@@ -36,26 +41,14 @@ async fn finalize_again_after_a_clean_finalize_repeats_its_report_and_an_aborted
     let cluster = tokio::time::timeout(BOUND, LocalCluster::start(1, 1)).await.unwrap().unwrap();
     let worker = cluster.workers[0].clone();
     assert!(tokio::time::timeout(BOUND, cluster.finalize()).await.unwrap().unwrap().is_complete());
-    tokio::time::timeout(BOUND, async {
-        while !worker.is_closed() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the worker's task ends after finalize");
+    until_closed(&worker, "the worker's task ends after finalize").await;
     assert!(worker.finalize().await.unwrap().is_complete(), "a second finalize repeats the first's report");
 
     let cluster = tokio::time::timeout(BOUND, LocalCluster::start(1, 1)).await.unwrap().unwrap();
     let aborted = cluster.workers[0].clone();
     aborted.abort();
     // The rest of that cluster is simply dropped.
-    tokio::time::timeout(BOUND, async {
-        while !aborted.is_closed() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("an aborted node's task ends");
+    until_closed(&aborted, "an aborted node's task ends").await;
     assert!(matches!(aborted.finalize().await, Err(Error::Shutdown)), "a crash reports no success");
 }
 
