@@ -10,6 +10,9 @@
 #   scripts/mutants.sh --shard 3/30      one shard
 #   scripts/mutants.sh --shards 30       every shard in turn (a finished shard is skipped)
 #   scripts/mutants.sh --summary         the per-file table of what --out holds
+#   scripts/mutants.sh --missed-from mutants.out/sim
+#                                        core+sim, retesting only what the simulator's
+#                                        tests missed (what they catch, both catch)
 #
 # Options:
 #   --tests core+sim|sim|core|workspace  whose tests judge each mutant (default core+sim)
@@ -19,6 +22,9 @@
 #   --jobs N          mutants built and tested at once (default 1)
 #   --timeout S       seconds a mutant's tests may take before it counts as
 #                     a hang, which kills it (default 60; the tests take ~4)
+#   --missed-from DIR test only the mutants DIR/missed.txt lists (a finished
+#                     run's); the table then counts DIR's results too, the
+#                     newer run's outcome winning for a mutant both tested
 #   -- ARGS           passed on to cargo mutants (e.g. -- --re 'reliable.rs')
 #
 # Everything runs under `nice -n 19` (NICE=0 to change that). The table
@@ -36,6 +42,7 @@ shards=
 jobs=1
 timeout=60
 summary_only=false
+missed_from=
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +53,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --summary) summary_only=true; shift ;;
+    --missed-from) missed_from=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "mutants.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
@@ -88,8 +96,26 @@ finished() {
       "$1/mutants.out/outcomes.json"
 }
 
+# A regex matching exactly the mutant names in file $1, for --re.
+names_re() {
+  python3 - "$1" <<'EOF'
+import sys
+meta = set('\\.+*?()|[]{}^$#&-~')
+names = [line.strip() for line in open(sys.argv[1]) if line.strip()]
+escape = lambda name: ''.join('\\' + c if c in meta else c for c in name)
+print('^(' + '|'.join(map(escape, names)) + ')$')
+EOF
+}
+
+if [ -n "$missed_from" ]; then
+  [ -f "$missed_from/missed.txt" ] || { echo "mutants.sh: no $missed_from/missed.txt (run --summary there first)" >&2; exit 1; }
+  [ -s "$missed_from/missed.txt" ] || { echo "mutants.sh: $missed_from missed nothing"; summary_only=true; }
+fi
+
 if ! $summary_only; then
-  if [ -n "$shards" ]; then
+  if [ -n "$missed_from" ]; then
+    run "$out/missed-from-$(basename "$missed_from")" --re "$(names_re "$missed_from/missed.txt")"
+  elif [ -n "$shards" ]; then
     for ((k = 0; k < shards; k++)); do
       dir="$out/shard-$k-of-$shards"
       if finished "$dir"; then
@@ -116,16 +142,18 @@ while read -r glob; do file_args+=(-f "$glob"); done <<<"$globs"
 cargo mutants -p pslite-core --list --no-config "${file_args[@]}" >"$listing/all.txt"
 cargo mutants -p pslite-core --list >"$listing/kept.txt"
 
-python3 - "$out" "$listing/all.txt" "$listing/kept.txt" <<'EOF'
+python3 - "$out" "$listing/all.txt" "$listing/kept.txt" "$missed_from" <<'EOF'
 import collections, json, pathlib, sys
 
 out, all_path, kept_path = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+bases = [pathlib.Path(sys.argv[4])] if sys.argv[4] else []
 file_of = lambda name: name.split(":", 1)[0]
 all_names = [l.strip() for l in open(all_path) if l.strip()]
 kept = set(l.strip() for l in open(kept_path) if l.strip())
 
 results = {}  # name -> outcome, the newest run's
-for path in sorted(out.glob("**/mutants.out/outcomes.json"), key=lambda p: p.stat().st_mtime):
+runs = [p for d in bases + [out] for p in d.glob("**/mutants.out/outcomes.json")]
+for path in sorted(runs, key=lambda p: p.stat().st_mtime):
     for outcome in json.load(open(path))["outcomes"]:
         scenario = outcome["scenario"]
         if isinstance(scenario, dict) and "Mutant" in scenario:

@@ -797,6 +797,13 @@ impl Sim {
             }));
         }
 
+        // A stopped node holds nothing from the moment it stops (what it
+        // held failed, or is dropped), not only at the end of the run: a
+        // process that stopped on its own is replaced before then.
+        if check.is_ok() && node.phase() == Phase::Terminated {
+            check = held_after_termination(node, slot);
+        }
+
         let epoch = node.membership().epoch();
         // A forged table is the test's own; only the scheduler's are checked.
         if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {
@@ -815,15 +822,7 @@ impl Sim {
             let Some(node) = n.process.as_ref().map(|p| &p.node) else {
                 continue;
             };
-            let left = (node.requests_pending(), node.responses_pending(), node.barriers_pending());
-            if left != (0, 0, 0) {
-                let what = format!(
-                    "finish: node {} (slot {slot}) terminated with {} requests pending, {} to answer, {} barriers open",
-                    node.id(),
-                    left.0,
-                    left.1,
-                    left.2
-                );
+            if let Err(Violation { what }) = held_after_termination(node, slot) {
                 self.fail(FailureKind::Correctness, what);
                 return;
             }
@@ -1043,4 +1042,22 @@ pub(crate) fn deliver_what(d: &Delivery, dropped: Option<Dropped>) -> What {
         dropped,
         duplicate: d.duplicate,
     }
+}
+
+/// A terminated node must hold no request of its own, none to answer and
+/// no open barrier.
+fn held_after_termination(node: &Node, slot: Slot) -> Check {
+    let left = (node.requests_pending(), node.responses_pending(), node.barriers_pending());
+    if left == (0, 0, 0) {
+        return Ok(());
+    }
+    Err(Violation {
+        what: format!(
+            "stopped: node {} (slot {slot}) terminated with {} requests pending, {} to answer, {} barriers open",
+            node.id(),
+            left.0,
+            left.1,
+            left.2
+        ),
+    })
 }

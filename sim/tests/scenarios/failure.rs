@@ -392,3 +392,38 @@ fn a_table_that_lists_the_scheduler_does_not_make_it_two_targets_of_a_group_requ
     assert_eq!(from.first(), Some(&NodeId::SCHEDULER));
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
+
+#[test]
+fn a_server_stopped_while_it_holds_a_request_answers_nothing_and_keeps_nothing() {
+    let mut sim = calm(1, 1);
+    let (worker, server) = (sim.worker_slot(0), sim.server_slot(0));
+    // The server's handle holds what it gets, like a slow user handle.
+    sim.serve(server, false);
+    let (customer, ts) = sim.issue(worker, &Op::Push { app: 0, keys: vec![5], values: vec![1.0] }).unwrap();
+    let held = |s: &Sim| {
+        s.events_of(server).find_map(|(_, e)| match e {
+            Event::ServerRequest(request) => Some(request.clone()),
+            _ => None,
+        })
+    };
+    assert!(sim.run_until(PATIENCE, |s| held(s).is_some()), "the push reaches the server");
+    let request = held(&sim).unwrap();
+    // Told of its own death, the server stops.
+    let me = sim.node(server).unwrap().id();
+    inject_table(&mut sim, server, |nodes| {
+        for entry in nodes.iter_mut().filter(|entry| entry.id == me) {
+            entry.alive = false;
+        }
+    });
+    assert!(sim.run_until(PATIENCE, |s| count(s, server, |e| *e == Event::Terminated) > 0));
+    // The handle's late answer is dropped without blaming the handle, the
+    // push fails rather than completing, and the stopped node keeps no
+    // request to answer (the end-of-run check counts what it holds).
+    let answered = sim.with_node(server, |n, now| n.respond(now, request.id, pslite_core::Response::ack()));
+    assert_eq!(answered, Ok(()));
+    assert_eq!(
+        wait(&mut sim, worker, customer, ts),
+        Event::RequestFailed { customer, ts, error: RequestError::PeerDead(me) }
+    );
+    finish(sim);
+}
