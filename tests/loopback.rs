@@ -238,3 +238,20 @@ async fn a_node_tells_the_generation_of_its_next_barrier() {
     }
     assert!(bounded(cluster.finalize()).await.unwrap().is_complete());
 }
+
+/// A typed worker and a raw one share a customer: waiting for `i32`s on a
+/// pull the raw one issued for `f32`s is the caller's mistake, named as
+/// such (not blamed on a server), and the values stay readable as issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_another_value_type_than_issued_is_a_misuse() {
+    let cluster = bounded(LocalCluster::start(1, 1)).await.unwrap();
+    let (typed, raw) = (cluster.worker::<i32>(0), cluster.raw_worker(0));
+    let keys = pslite::Keys::from_slice(&[3]);
+    let ts = bounded(raw.zpull(keys.clone(), pslite::DType::F32, 0)).await.unwrap();
+    let error = bounded(typed.wait_pull(ts)).await.unwrap_err();
+    let expected = pslite::ApiMisuse::ValueType { asked: pslite::DType::I32, issued: pslite::DType::F32 };
+    assert!(matches!(&error, pslite::Error::Request(pslite::RequestError::ApiMisuse(m)) if *m == expected), "{error}");
+    let ts = bounded(raw.zpull(keys, pslite::DType::F32, 0)).await.unwrap();
+    assert_eq!(bounded(cluster.worker::<f32>(0).wait_pull(ts)).await.unwrap().to_vec(), [0.0]);
+    assert!(bounded(cluster.finalize()).await.unwrap().is_complete());
+}

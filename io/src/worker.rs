@@ -50,11 +50,11 @@ pub struct Pulled<T> {
 impl<T: Element> Pulled<T> {
     /// The answer of `raw` as `T`; an error if the servers sent another type.
     fn typed(raw: RawPulled) -> Result<Self> {
+        // The core checked the servers' answers against the request, so
+        // another type here is the caller's: it issued the request as one.
         if raw.values.dtype() != T::DTYPE {
-            return Err(Error::Request(pslite_core::RequestError::BadResponse {
-                server: pslite_core::NodeId::UNASSIGNED,
-                mismatch: pslite_core::Mismatch::ValueType,
-            }));
+            let misuse = pslite_core::ApiMisuse::ValueType { asked: T::DTYPE, issued: raw.values.dtype() };
+            return Err(Error::Request(misuse.into()));
         }
         Ok(Self { keys: raw.keys, values: raw.values, lens: raw.lens, element: PhantomData })
     }
