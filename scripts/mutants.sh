@@ -75,6 +75,11 @@ command -v cargo-mutants >/dev/null || {
 }
 command -v python3 >/dev/null || { echo "mutants.sh: the summary needs python3" >&2; exit 1; }
 
+# The simulator's sweep tests run this many seeds each per mutant (200
+# without it): a few seconds more per mutant, and a protocol bug that only
+# some interleavings reach gets that many more chances to show.
+export PSLITE_SIM_SEEDS=${PSLITE_SIM_SEEDS:-1000}
+
 # One shard (or, without --shard, everything) into $1.
 run() {
   local dir=$1; shift
