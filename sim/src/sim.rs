@@ -805,6 +805,21 @@ impl Sim {
             }));
         }
 
+        // A node its own table calls dead or replaced stops at once: a new
+        // process may do its work already, so anything it did would be a
+        // zombie's (the supervisor would only replace it later).
+        let own = node.membership().get(id).filter(|_| node.phase() == Phase::Ready);
+        if let Some(entry) = own.filter(|e| e.incarnation > node.incarnation() || !e.alive) {
+            check = check.and(Err(Violation {
+                what: format!(
+                    "membership: node {id}@{} (slot {slot}) runs on after its table gave its id to {}@{} ({})",
+                    node.incarnation().0,
+                    id,
+                    entry.incarnation.0,
+                    if entry.alive { "alive" } else { "dead" }
+                ),
+            }));
+        }
         // A stopped node holds nothing from the moment it stops (what it
         // held failed, or is dropped), not only at the end of the run: a
         // process that stopped on its own is replaced before then.
