@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use pslite_core::wire::{Header, Message};
+use pslite_core::wire::{Header, Kind, Message};
 use pslite_core::{
     CustomerId, Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role,
     ServerRanges, ServerRequest, SimpleRequest, Timestamp, Transmit,
@@ -528,24 +528,31 @@ impl Sim {
                     ts.0
                 ));
             }
-            // A resend goes only where the frame may still be awaited:
-            // what was kept for a dead or replaced incarnation is gone. (A
-            // forged table can drop an id and bring it back as new, which
-            // no scheduler's table does: then nothing told of a death.)
-            let gone = !self.forged
-                && process.node.membership().get(header.receiver).is_some_and(|e| {
-                    e.incarnation > header.receiver_incarnation
-                        || (e.incarnation == header.receiver_incarnation && !e.alive)
-                });
-            if gone {
-                broken = Some(format!(
-                    "reliable: node {} (slot {from}) resent seq {} to {}@{}, which it knows is dead or replaced",
-                    process.node.id(),
-                    header.seq,
-                    header.receiver,
-                    header.receiver_incarnation.0
-                ));
-            }
+        }
+        // A resend goes only where the frame may still be awaited, and a
+        // request or an answer only to a process that may still take it:
+        // what was kept for (or owed to) a dead or replaced incarnation is
+        // gone. (The scheduler does tell a node declared dead so, in case it
+        // lives on. A forged table can drop an id and bring it back as new,
+        // which no scheduler's table does: then nothing told of a death.)
+        let data =
+            matches!(header.kind, Kind::KvRequest | Kind::KvResponse | Kind::SimpleRequest | Kind::SimpleResponse);
+        let gone = header.seq != 0
+            && (resent || data)
+            && !self.forged
+            && process.node.membership().get(header.receiver).is_some_and(|e| {
+                e.incarnation > header.receiver_incarnation
+                    || (e.incarnation == header.receiver_incarnation && !e.alive)
+            });
+        if gone {
+            let how = if resent { "resent" } else { "sent" };
+            broken = Some(format!(
+                "reliable: node {} (slot {from}) {how} seq {} to {}@{}, which it knows is dead or replaced",
+                process.node.id(),
+                header.seq,
+                header.receiver,
+                header.receiver_incarnation.0
+            ));
         }
         if let Some(what) = broken {
             self.fail(FailureKind::Correctness, what);
