@@ -53,6 +53,37 @@ fn pushes_land_exactly_once_with_a_fifth_of_frames_lost_and_a_tenth_duplicated()
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
 
+/// Hundreds of frames in flight on one stream, lost and reordered: the
+/// receiver's duplicate filter tells every sequence number in its window
+/// apart, however far ahead of the first missing one a frame lands.
+#[test]
+fn a_deep_pipeline_under_loss_and_reordering_lands_every_push_once() {
+    let mut setup = setup(12, 1, 1);
+    setup.configure = Some(|mut b: ConfigBuilder| {
+        b.resend_timeout = Duration::from_millis(50);
+        b.resend_attempts_max = 20;
+        b.requests_pending_max = 1000;
+        b
+    });
+    let mut sim = ready(setup);
+    sim.set_frame_faults(0.2, 0.0);
+    let w = sim.worker_slot(0);
+    let in_flight = 600;
+    let pending: Vec<_> = (0..in_flight)
+        .map(|i| {
+            let push = Op::Push { app: 0, keys: vec![i % 3], values: vec![1.0] };
+            sim.issue(w, &push).expect("push accepted")
+        })
+        .collect();
+    for (customer, ts) in pending {
+        let done = wait(&mut sim, w, customer, ts);
+        assert!(matches!(done, Event::RequestDone { .. }), "push failed: {done:?}");
+    }
+    sim.set_frame_faults(0.0, 0.0);
+    assert_eq!(pull_wait(&mut sim, w, &[0, 1, 2]), vec![200.0; 3], "every push applied exactly once");
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
+
 #[test]
 fn a_push_whose_frames_never_arrive_fails_with_resend_exhausted() {
     let mut setup = setup(12, 1, 1);
