@@ -19,27 +19,50 @@ use numpy::{
     PyUntypedArray, PyUntypedArrayMethods,
 };
 use pslite_core::{DType, Element, Keys, Values};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 /// The value types pslite and numpy share, by their numpy names.
 const VALUE_DTYPES: &str = "float32, float64, int32, int64 or uint8";
 
-/// The keys of a request: a uint64 array, or anything numpy turns into one
-/// (a list of non-negative ints). Other integer arrays are refused rather
-/// than converted, so a negative key never wraps silently.
+/// The keys of a request: a uint64 array, or an iterable of ints in
+/// `0..2**64`. Other integer arrays are refused rather than converted, and
+/// so are negative, too large or fractional keys in a list, which numpy
+/// would wrap or truncate into another key without a word.
 pub(crate) fn keys(keys: &Bound<'_, PyAny>) -> PyResult<Keys> {
     let py = keys.py();
     let array = match keys.cast::<PyUntypedArray>() {
         Ok(array) => array.clone(),
-        Err(_) => asarray(keys, Some(&dtype::<u64>(py)))?,
+        Err(_) => return key_list(keys),
     };
     let found = array.dtype();
     if !found.is_equiv_to(&dtype::<u64>(py)) {
         return Err(PyTypeError::new_err(format!("keys must be a uint64 array, not {found}")));
     }
     Ok(Keys::from_bytes(share::<u64>(&array)?).expect("eight bytes per uint64"))
+}
+
+/// Keys from an iterable of Python ints (or anything with `__index__`,
+/// such as numpy integers), each checked on its own.
+fn key_list(keys: &Bound<'_, PyAny>) -> PyResult<Keys> {
+    let mut list = Vec::new();
+    for (index, key) in keys.try_iter()?.enumerate() {
+        let key = key?;
+        let value = key.extract::<u64>().map_err(|error| {
+            let why = format!(
+                "key at index {index} ({}) is not an integer in [0, 2**64): {error}",
+                key.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+            );
+            if error.is_instance_of::<PyOverflowError>(key.py()) {
+                PyOverflowError::new_err(why)
+            } else {
+                PyTypeError::new_err(why)
+            }
+        })?;
+        list.push(value);
+    }
+    Ok(Keys::from_slice(&list))
 }
 
 /// The values of a request: an array of one of [`VALUE_DTYPES`], or a list

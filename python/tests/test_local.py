@@ -144,8 +144,14 @@ def test_arguments_of_the_wrong_type_raise_type_error():
             worker.push(np.array([1, 2], np.int64), np.ones(2, np.float32))
         with pytest.raises(TypeError, match="values must be float32"):
             worker.push(np.array([1, 2], np.uint64), np.ones(2, np.float16))
-        with pytest.raises(OverflowError):
+        with pytest.raises(OverflowError, match="key at index 0 .-1."):
             worker.pull([-1])
+        with pytest.raises(OverflowError, match="key at index 1"):
+            worker.pull([1, 2**64])
+        with pytest.raises(TypeError, match=r"key at index 0 \(1\.5\)"):
+            worker.pull([1.5])
+        with pytest.raises(TypeError, match="key at index 1"):
+            worker.pull([1, np.float64(2.0)])
         with pytest.raises(ValueError, match="unknown group"):
             worker.barrier("everyone")
         with pytest.raises(IndexError):
