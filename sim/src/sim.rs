@@ -816,11 +816,12 @@ impl Sim {
         // process may do its work already, so anything it did would be a
         // zombie's (the supervisor would only replace it later).
         let own = node.membership().get(id).filter(|_| node.phase() == Phase::Ready);
-        if let Some(entry) = own.filter(|e| e.incarnation > node.incarnation() || !e.alive) {
+        let mine = node.incarnation();
+        if let Some(entry) = own.filter(|e| e.incarnation > mine || (e.incarnation == mine && !e.alive)) {
             check = check.and(Err(Violation {
                 what: format!(
                     "membership: node {id}@{} (slot {slot}) runs on after its table gave its id to {}@{} ({})",
-                    node.incarnation().0,
+                    mine.0,
                     id,
                     entry.incarnation.0,
                     if entry.alive { "alive" } else { "dead" }
