@@ -5,7 +5,6 @@
 //! input is a [`crate::wire::DecodeError`] and never reaches either.
 
 use crate::id::{Group, NodeId, Role};
-use crate::kv::DType;
 
 /// Why a request did not complete.
 ///
@@ -148,15 +147,6 @@ pub enum ApiMisuse {
     /// The cluster is not ready yet (or no longer running).
     #[error("the cluster is not ready")]
     NotReady,
-    /// Values of one type were waited for, and the request was issued for
-    /// another (through a raw worker on the same customer, say).
-    #[error("the request was issued for {issued:?} values, not {asked:?}")]
-    ValueType {
-        /// The type waited for.
-        asked: DType,
-        /// The type the request was issued for.
-        issued: DType,
-    },
     /// More keys than `keys_per_request_max`.
     #[error("{keys} keys exceed keys_per_request_max {max}")]
     TooManyKeys {

@@ -1,6 +1,6 @@
 //! The shell's one error type: everything a caller of `pslite-io` can see.
 
-use pslite_core::{ConfigError, DecodeError, RequestError};
+use pslite_core::{ConfigError, DType, DecodeError, RequestError};
 
 /// What went wrong, from the socket up to the protocol.
 ///
@@ -34,6 +34,17 @@ pub enum Error {
     /// The node has shut down; its handles no longer work.
     #[error("the node has shut down")]
     Shutdown,
+    /// A wait asked for values of one type, and the request was issued for
+    /// another (through a raw worker on the same customer, say): the
+    /// caller's mistake, since the servers' answers were checked against
+    /// the request.
+    #[error("a wait for {asked:?} values of a request issued for {issued:?} values")]
+    ValueType {
+        /// The type waited for.
+        asked: DType,
+        /// The type the request was issued for.
+        issued: DType,
+    },
     /// No scheduler answered within `register_timeout`.
     #[error("no scheduler answered at {scheduler} within the registration timeout (PS_REGISTER_TIMEOUT)")]
     RegistrationFailed {

@@ -53,8 +53,7 @@ impl<T: Element> Pulled<T> {
         // The core checked the servers' answers against the request, so
         // another type here is the caller's: it issued the request as one.
         if raw.values.dtype() != T::DTYPE {
-            let misuse = pslite_core::ApiMisuse::ValueType { asked: T::DTYPE, issued: raw.values.dtype() };
-            return Err(Error::Request(misuse.into()));
+            return Err(Error::ValueType { asked: T::DTYPE, issued: raw.values.dtype() });
         }
         Ok(Self { keys: raw.keys, values: raw.values, lens: raw.lens, element: PhantomData })
     }
