@@ -84,6 +84,7 @@ fn kind(error: &pslite::Error) -> String {
         pslite::Error::Decode(_) => "decode".to_owned(),
         pslite::Error::Shutdown => "shutdown".to_owned(),
         pslite::Error::RegistrationFailed { .. } => "registration-failed".to_owned(),
+        pslite::Error::ValueType { .. } => "value-type".to_owned(),
     }
 }
 
