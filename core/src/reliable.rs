@@ -306,6 +306,32 @@ mod tests {
         assert_eq!(reliable.admit(peer, Incarnation(1), 1), Admission::New);
     }
 
+    /// The schedule a lost frame is resent on: each resend after twice the
+    /// delay before it (capped), plus at most a quarter timeout of jitter so
+    /// peers do not resend in lockstep; never sooner, never much later.
+    #[test]
+    fn resends_back_off_by_doubling_with_a_quarter_timeout_of_jitter_at_most() {
+        let timeout = Duration::from_millis(200);
+        let peer = NodeId::worker(crate::id::Rank(0));
+        let mut reliable = Reliable::default();
+        let mut rng = crate::rng::Rng::new(7);
+        reliable.track(Instant::ZERO, 1, transmit(peer), None, timeout);
+        let attempts_max = 12;
+        for attempt in 1..=attempts_max {
+            let now = reliable.next_deadline().expect("a resend is due");
+            let expired = reliable.expire(now, timeout, attempts_max, &mut rng);
+            assert_eq!((expired.resend.len(), expired.failed.len()), (1, 0), "attempt {attempt}");
+            let backoff = timeout.saturating_mul(1 << attempt).min(RESEND_DELAY_MAX);
+            let next = reliable.next_deadline().expect("scheduled again");
+            let delay = next.saturating_since(now);
+            assert!(backoff <= delay && delay <= backoff + timeout / 4, "attempt {attempt}: {delay:?} after {now:?}");
+        }
+        let now = reliable.next_deadline().expect("the last wait");
+        let expired = reliable.expire(now, timeout, attempts_max, &mut rng);
+        assert_eq!((expired.resend.len(), expired.failed.len()), (0, 1), "out of attempts, the frame fails");
+        assert_eq!(reliable.next_deadline(), None);
+    }
+
     proptest! {
         #[test]
         fn window_delivers_each_number_once_within_reach(seqs in proptest::collection::vec(1u64..3000, 0..2000)) {
