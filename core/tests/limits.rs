@@ -77,8 +77,12 @@ impl Cluster {
     }
 
     fn push(&mut self, keys: &[u64], values: &[u8]) -> Result<Timestamp, RequestError> {
+        self.push_lens(keys, values, None)
+    }
+
+    fn push_lens(&mut self, keys: &[u64], values: &[u8], lens: Option<&[u32]>) -> Result<Timestamp, RequestError> {
         let (keys, values) = (Keys::from_slice(keys), Values::from_slice(values));
-        self.nodes[2].push(Instant::ZERO, CustomerId::DEFAULT, 0, keys, values, None)
+        self.nodes[2].push(Instant::ZERO, CustomerId::DEFAULT, 0, keys, values, lens.map(Lens::from_slice))
     }
 
     fn done(&self, ts: Timestamp) -> bool {
@@ -108,6 +112,23 @@ fn a_request_whose_frame_fills_frame_len_max_is_sent_and_one_byte_more_is_refuse
     assert!(c.done(ts), "the server took the frame and applied the push");
     assert_eq!(c.store.get(7).map(<[u8]>::len), Some(fits));
     let refused = c.push(&[8], &vec![1; fits + 1]);
+    let needed = u64::from(FRAME_LEN_MAX) + 1;
+    assert_eq!(refused, Err(ApiMisuse::FrameTooLarge { bytes: needed, max: FRAME_LEN_MAX }.into()));
+}
+
+#[test]
+fn per_key_lengths_count_against_frame_len_max_too() {
+    let mut c = Cluster::new();
+    // Two keys with their lengths listed: the header, at most 64 bytes of
+    // metadata, two keys, two lengths and the values.
+    let fits = FRAME_LEN_MAX as usize - wire::HEADER_LEN - 64 - 2 * 8 - 2 * 4;
+    let lens = [1, fits as u32 - 1];
+    let ts = c.push_lens(&[3, 4], &vec![1; fits], Some(&lens)).expect("a frame at the limit");
+    c.settle();
+    assert!(c.done(ts), "the server took the frame and applied the push");
+    assert_eq!(c.store.get(4).map(<[u8]>::len), Some(fits - 1));
+    let lens = [1, fits as u32];
+    let refused = c.push_lens(&[5, 6], &vec![1; fits + 1], Some(&lens));
     let needed = u64::from(FRAME_LEN_MAX) + 1;
     assert_eq!(refused, Err(ApiMisuse::FrameTooLarge { bytes: needed, max: FRAME_LEN_MAX }.into()));
 }
