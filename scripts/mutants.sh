@@ -23,8 +23,8 @@
 #   --timeout S       seconds a mutant's tests may take before it counts as
 #                     a hang, which kills it (default 60; the tests take ~4)
 #   --missed-from DIR test only the mutants DIR/missed.txt lists (a finished
-#                     run's); the table then counts DIR's results too, the
-#                     newer run's outcome winning for a mutant both tested
+#                     run's); the table then counts DIR's results too, a
+#                     mutant either run caught counting as caught
 #   -- ARGS           passed on to cargo mutants (e.g. -- --re 'reliable.rs')
 #
 # Everything runs under `nice -n 19` (NICE=0 to change that). The table
@@ -156,13 +156,17 @@ file_of = lambda name: name.split(":", 1)[0]
 all_names = [l.strip() for l in open(all_path) if l.strip()]
 kept = set(l.strip() for l in open(kept_path) if l.strip())
 
-results = {}  # name -> outcome, the newest run's
+# name -> outcome. Runs overlap and tests are only ever added between
+# them, so a mutant any run caught (or timed out) counts as caught.
+results = {}
 runs = [p for d in bases + [out] for p in d.glob("**/mutants.out/outcomes.json")]
 for path in sorted(runs, key=lambda p: p.stat().st_mtime):
     for outcome in json.load(open(path))["outcomes"]:
         scenario = outcome["scenario"]
         if isinstance(scenario, dict) and "Mutant" in scenario:
-            results[scenario["Mutant"]["name"]] = outcome["summary"]
+            name = scenario["Mutant"]["name"]
+            if results.get(name) not in ("CaughtMutant", "Timeout"):
+                results[name] = outcome["summary"]
 
 rows = collections.defaultdict(collections.Counter)
 for name in all_names:
