@@ -7,6 +7,7 @@
 //! [`store`] is the default handle that both the io shell and the
 //! simulator run, so tests of either exercise the same summing code.
 
+pub(crate) mod arena;
 pub(crate) mod index;
 pub mod list;
 pub mod store;

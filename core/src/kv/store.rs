@@ -1,8 +1,8 @@
 //! The default server handle: sum pushes, return sums on pull.
 //!
-//! Values live in one arena per store (`Vec<T>`) with a lookup table from
-//! key to its run, so ten million keys are one allocation rather than ten
-//! million. A key's length is fixed by its first push; a later push of
+//! Values live in one arena per store (a few shared segments, see `arena`)
+//! with a lookup table from key to its run, so ten million keys are one
+//! allocation rather than ten million. A key's length is fixed by its first push; a later push of
 //! another length is refused with a reason, never a panic. A key that was
 //! never pushed pulls as `value_len_default` zeros (1 by default, ps-lite's
 //! behaviour): a model starts at zero.
@@ -15,6 +15,7 @@ use hashbrown::HashMap;
 use crate::error::ApiMisuse;
 use crate::recycle::Recycler;
 
+use super::arena::Arena;
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
 use super::values::{add_all, put_all, DType, Element, Lens, Values};
 use super::{KvHandle, Response, ServerRequest};
@@ -109,7 +110,7 @@ impl PulledLens {
 #[derive(Debug, Clone)]
 pub struct KvStore<T: Element = f32> {
     index: KeyIndex,
-    arena: Vec<T>,
+    arena: Arena<T>,
     value_len_default: u32,
     /// Buffers of earlier pull answers, to write later ones in.
     recycler: Recycler,
@@ -147,7 +148,12 @@ impl<T: Element> KvStore<T> {
     /// assert_eq!(pulled, Response::Ok { values: Values::from_slice(&[0.0f32; 4]), lens: None });
     /// ```
     pub fn with_value_len_default(len: u32) -> Self {
-        Self { index: KeyIndex::default(), arena: Vec::new(), value_len_default: len, recycler: Recycler::default() }
+        Self {
+            index: KeyIndex::default(),
+            arena: Arena::default(),
+            value_len_default: len,
+            recycler: Recycler::default(),
+        }
     }
 
     /// Number of keys stored.
@@ -162,7 +168,7 @@ impl<T: Element> KvStore<T> {
 
     /// The values of `key`, if pushed.
     pub fn get(&self, key: u64) -> Option<&[T]> {
-        self.index.get(key).map(|r| &self.arena[r.start..r.start + r.len as usize])
+        self.index.get(key).map(|r| self.arena.slice(r.start..r.start + r.len as usize))
     }
 
     /// Adds `values` (`lens[i]` per key, or an equal share) to the keys.
@@ -219,14 +225,13 @@ impl<T: Element> KvStore<T> {
         if self.arena.len() + new_elements > ARENA_ELEMENTS_MAX {
             return Err(StoreError::Full { held: self.arena.len(), max: ARENA_ELEMENTS_MAX });
         }
-        self.arena.reserve_exact(new_elements);
+        self.arena.reserve(new_elements);
         let size = size_of::<T>();
         let bytes = values.as_bytes();
         let mut batch = Batch::with_capacity(new_keys);
         if new_keys == keys.len() {
             // All new (a first push): the values go in as they are, in one pass.
-            let start = self.arena.len();
-            self.arena.extend(bytes.chunks_exact(size).map(T::read));
+            let start = self.arena.extend(bytes.chunks_exact(size).map(T::read));
             let mut at = start;
             for (i, key) in keys.iter().enumerate() {
                 let len = lens.get(i);
@@ -240,10 +245,10 @@ impl<T: Element> KvStore<T> {
                 let len = lens.get(i) as usize;
                 let chunk = &bytes[at * size..(at + len) * size];
                 match self.index.find(&mut cursor, key) {
-                    Some(run) => add_all(&mut self.arena[run.start..run.start + len], chunk),
+                    Some(run) => add_all(self.arena.slice_mut(run.start..run.start + len), chunk),
                     None => {
-                        batch.push(key, Run { start: self.arena.len(), len: len as u32 });
-                        self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                        let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                        batch.push(key, Run { start, len: len as u32 });
                     }
                 }
                 at += len;
@@ -275,7 +280,7 @@ impl<T: Element> KvStore<T> {
     /// assert_eq!(answer, Response::Ok { values: Values::from_slice(&[7i64, 0]), lens: None });
     /// ```
     pub fn pull(&self, request: &ServerRequest) -> Result<Response, StoreError> {
-        self.pull_into(request, &mut BytesMut::new())
+        self.pull_into(request, &mut BytesMut::new(), true)
     }
 
     /// Bytes a pull of `request` answers with, if cheap to tell: a walk of
@@ -294,8 +299,10 @@ impl<T: Element> KvStore<T> {
     }
 
     /// [`pull`](Self::pull), writing the values into `out` and splitting
-    /// them off it, so the caller can give `out`'s memory a second life.
-    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut) -> Result<Response, StoreError> {
+    /// them off it, so the caller can give `out`'s memory a second life;
+    /// or, if `share` allows, answering with the store's own memory when
+    /// the keys make up one stretch of it.
+    fn pull_into(&self, request: &ServerRequest, out: &mut BytesMut, share: bool) -> Result<Response, StoreError> {
         if request.values.dtype() != T::DTYPE {
             return Err(StoreError::PullType { held: T::DTYPE, asked: request.values.dtype() });
         }
@@ -311,19 +318,28 @@ impl<T: Element> KvStore<T> {
             match run {
                 Some(run) if run.start == stretch.end => stretch.end += run.len as usize,
                 Some(run) => {
-                    put_all(&self.arena[stretch], out);
+                    self.arena.copy_into(stretch, out);
                     stretch = run.start..run.start + run.len as usize;
                 }
                 None => {
-                    put_all(&self.arena[stretch], out);
+                    self.arena.copy_into(stretch, out);
                     stretch = 0..0;
                     put_all(&zeros, out);
                 }
             }
             lens.push(run.map_or(self.value_len_default, |run| run.len));
         }
-        put_all(&self.arena[stretch], out);
-        let values = Values::from_bytes(T::DTYPE, out.split().freeze()).expect("whole elements");
+        // Every key in one stretch, nothing copied yet: the answer can
+        // share the store's memory instead.
+        let shared = if share && out.is_empty() { self.arena.share(stretch.clone()) } else { None };
+        let bytes = match shared {
+            Some(bytes) => bytes,
+            None => {
+                self.arena.copy_into(stretch, out);
+                out.split().freeze()
+            }
+        };
+        let values = Values::from_bytes(T::DTYPE, bytes).expect("whole elements");
         Ok(Response::Ok { values, lens: lens.finish(request.lens.is_some()) })
     }
 
@@ -417,8 +433,14 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
             let Some(bytes) = self.answer_bytes(request) else {
                 return self.pull(request).unwrap_or_else(|error| Response::Refused(error.into()));
             };
+            // A push-and-pull's answer is copied: sharing it, the next
+            // push-and-pull (training's usual step) would find it still on
+            // the wire and copy the segment into fresh memory instead,
+            // which measured slower than this copy into warm memory.
+            let share = !request.op.pushes();
             let (mut out, size) = self.recycler.take(bytes);
-            let response = self.pull_into(request, &mut out).unwrap_or_else(|error| Response::Refused(error.into()));
+            let response =
+                self.pull_into(request, &mut out, share).unwrap_or_else(|error| Response::Refused(error.into()));
             self.recycler.keep(out, size);
             return response;
         }
@@ -482,17 +504,47 @@ mod tests {
             Response::Ok { values, .. } => values,
             Response::Refused(r) => panic!("{r}"),
         };
-        let first = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
-        let second = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        // Key 10 was never pushed: its zeros make the answer a copy.
+        let expected: Vec<f32> = big.iter().copied().chain([0.0]).collect();
+        let first = values_of(store.handle(&request(KvOp::Pull, &[9, 10], &[], None)));
+        let second = values_of(store.handle(&request(KvOp::Pull, &[9, 10], &[], None)));
         // Both alive: two buffers.
         assert_ne!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr());
         let memory = first.as_bytes().as_ptr();
-        assert_eq!(first.to_vec::<f32>().unwrap(), big);
+        assert_eq!(first.to_vec::<f32>().unwrap(), expected);
         drop(first);
-        let third = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        let third = values_of(store.handle(&request(KvOp::Pull, &[9, 10], &[], None)));
         assert_eq!(third.as_bytes().as_ptr(), memory);
-        assert_eq!(third.to_vec::<f32>().unwrap(), big);
-        assert_eq!(second.to_vec::<f32>().unwrap(), big, "an answer still held is never overwritten");
+        assert_eq!(third.to_vec::<f32>().unwrap(), expected);
+        assert_eq!(second.to_vec::<f32>().unwrap(), expected, "an answer still held is never overwritten");
+    }
+
+    #[test]
+    fn a_pull_of_what_was_pushed_together_shares_the_store_memory_and_keeps_its_values() {
+        let mut store = KvStore::<f32>::new();
+        let big = vec![1.5f32; 1 << 18];
+        store.handle(&request(KvOp::Push, &[9], &big, None));
+        let values_of = |response: Response| match response {
+            Response::Ok { values, .. } => values,
+            Response::Refused(r) => panic!("{r}"),
+        };
+        let first = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        let second = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        assert_eq!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr(), "no copy: the store's own memory");
+        assert_eq!(first.as_bytes().as_ptr(), store.get(9).unwrap().as_ptr().cast());
+        // A push while the answers are held changes the store, not them.
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; 1 << 18], None));
+        assert_eq!(first.to_vec::<f32>().unwrap(), big);
+        assert_eq!(store.get(9).unwrap()[0], 2.5);
+        let third = values_of(store.handle(&request(KvOp::Pull, &[9], &[], None)));
+        assert_eq!(third.to_vec::<f32>().unwrap(), vec![2.5f32; 1 << 18]);
+        drop((first, second));
+        // Nothing holds the old memory now: a push changes the values in place.
+        let before = store.get(9).unwrap().as_ptr();
+        drop(third);
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; 1 << 18], None));
+        assert_eq!(store.get(9).unwrap().as_ptr(), before);
+        assert_eq!(store.get(9).unwrap()[0], 3.5);
     }
 
     #[test]
@@ -548,6 +600,39 @@ mod tests {
                 }
                 None => prop_assert!(!ask_lens && uniform, "lens missing"),
             }
+        }
+
+        #[test]
+        fn answers_held_across_later_pushes_keep_the_values_they_were_made_with(
+            pushes in proptest::collection::vec(proptest::collection::btree_set(0u64..24, 1..8), 1..12),
+        ) {
+            let mut store = KvStore::<f32>::new();
+            let mut model: BTreeMap<u64, f32> = BTreeMap::new();
+            let mut held = Vec::new();
+            for (n, push) in pushes.iter().enumerate() {
+                let keys: Vec<u64> = push.iter().copied().collect();
+                let values: Vec<f32> = keys.iter().map(|&k| (n * 100) as f32 + k as f32).collect();
+                let applied = matches!(store.handle(&request(KvOp::Push, &keys, &values, None)), Response::Ok { .. });
+                prop_assert!(applied);
+                for (key, value) in keys.iter().zip(&values) {
+                    *model.entry(*key).or_default() += value;
+                }
+                // Pull what was just pushed (often one stretch of the
+                // arena, answered with the store's memory) and keep it.
+                let Response::Ok { values, .. } = store.handle(&request(KvOp::Pull, &keys, &[], None)) else {
+                    panic!("pull refused")
+                };
+                let expected: Vec<f32> = keys.iter().map(|k| model[k]).collect();
+                held.push((values, expected));
+            }
+            for (values, expected) in &held {
+                prop_assert_eq!(&values.to_vec::<f32>().unwrap(), expected);
+            }
+            let keys: Vec<u64> = model.keys().copied().collect();
+            let Response::Ok { values, .. } = store.handle(&request(KvOp::Pull, &keys, &[], None)) else {
+                panic!("pull refused")
+            };
+            prop_assert_eq!(values.to_vec::<f32>().unwrap(), model.values().copied().collect::<Vec<_>>());
         }
 
         #[test]

@@ -80,7 +80,7 @@ impl DType {
 /// // Integers wrap rather than panic: no peer can crash a server with a sum.
 /// assert_eq!(total::<u8>(&Values::from_slice(&[200u8, 100])), 44);
 /// ```
-pub trait Element: Copy + Default + std::fmt::Debug + bytemuck::Pod + 'static {
+pub trait Element: Copy + Default + std::fmt::Debug + bytemuck::Pod + Send + Sync + 'static {
     /// Its [`DType`].
     const DTYPE: DType;
     /// Appends `self` in little-endian order.

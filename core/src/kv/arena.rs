@@ -1,0 +1,166 @@
+//! The default store's values: one growing list of elements, kept in a
+//! few shared segments so a pull can answer with the store's own memory.
+//!
+//! A large pull answered from a copy costs a memcpy of the whole answer on
+//! the server's one task, which also writes the socket: measured, that copy
+//! was most of what a 4 MiB pull lost to raw TCP. So a pull of one stretch
+//! that makes up much of its segment is answered with a reference to the
+//! segment instead ([`Arena::share`]), and a push that finds its segment
+//! still referenced by an answer on the wire copies the segment first
+//! (copy-on-write, [`Arc::make_mut`]), which leaves the answer as it was
+//! when it was made. New elements go into the last segment while nothing
+//! else holds it, so a store has few segments however it is filled.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::values::{put_all, Element};
+
+/// A run of elements starting at `base` in the arena's numbering.
+#[derive(Debug, Clone)]
+struct Segment<T> {
+    base: usize,
+    data: Arc<Vec<T>>,
+}
+
+/// Elements numbered `0..len`, in segments.
+#[derive(Debug, Clone)]
+pub(crate) struct Arena<T> {
+    segments: Vec<Segment<T>>,
+    len: usize,
+}
+
+impl<T> Default for Arena<T> {
+    fn default() -> Self {
+        Self { segments: Vec::new(), len: 0 }
+    }
+}
+
+/// An answer's bytes: a stretch of a segment, which it keeps alive.
+struct Shared<T> {
+    data: Arc<Vec<T>>,
+    range: Range<usize>,
+}
+
+impl<T: Element> AsRef<[u8]> for Shared<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.data[self.range.clone()])
+    }
+}
+
+impl<T: Element> Arena<T> {
+    /// Elements held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Makes room for `additional` more elements in the segment they will
+    /// go to.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.writable_tail().reserve_exact(additional);
+    }
+
+    /// Appends `items`; returns where the first one went.
+    pub(crate) fn extend(&mut self, items: impl Iterator<Item = T>) -> usize {
+        let start = self.len;
+        let tail = self.writable_tail();
+        let before = tail.len();
+        tail.extend(items);
+        let added = tail.len() - before;
+        self.len += added;
+        start
+    }
+
+    /// The elements in `range`, which lies within one segment (a key's run
+    /// always does: its values are appended in one go).
+    pub(crate) fn slice(&self, range: Range<usize>) -> &[T] {
+        let segment = &self.segments[self.find(range.start)];
+        &segment.data[range.start - segment.base..range.end - segment.base]
+    }
+
+    /// [`slice`](Self::slice) to change, copying the segment first if an
+    /// answer on the wire still holds it.
+    pub(crate) fn slice_mut(&mut self, range: Range<usize>) -> &mut [T] {
+        let at = self.find(range.start);
+        let segment = &mut self.segments[at];
+        let base = segment.base;
+        &mut Arc::make_mut(&mut segment.data)[range.start - base..range.end - base]
+    }
+
+    /// Appends the elements in `range` (which may span segments) to `out`.
+    pub(crate) fn copy_into(&self, mut range: Range<usize>, out: &mut BytesMut) {
+        while !range.is_empty() {
+            let segment = &self.segments[self.find(range.start)];
+            let end = range.end.min(segment.base + segment.data.len());
+            put_all(&segment.data[range.start - segment.base..end - segment.base], out);
+            range.start = end;
+        }
+    }
+
+    /// The elements in `range` as bytes that share the segment's memory,
+    /// when `range` lies in one segment and makes up at least half of it:
+    /// a later push to the segment while the answer is on the wire copies
+    /// the segment, which then costs at most twice the copy saved here.
+    pub(crate) fn share(&self, range: Range<usize>) -> Option<Bytes> {
+        if cfg!(target_endian = "big") || range.is_empty() {
+            return None;
+        }
+        let segment = &self.segments[self.find(range.start)];
+        let held = segment.data.len();
+        let inner = range.start - segment.base..range.end - segment.base;
+        if inner.end > held || inner.len() * 2 < held {
+            return None;
+        }
+        Some(Bytes::from_owner(Shared { data: Arc::clone(&segment.data), range: inner }))
+    }
+
+    /// The index of the segment holding element `at`.
+    fn find(&self, at: usize) -> usize {
+        debug_assert!(at < self.len);
+        self.segments.partition_point(|segment| segment.base <= at) - 1
+    }
+
+    /// The last segment, to append to: a new one when an answer holds the
+    /// last (appending could move its memory under the answer's feet).
+    fn writable_tail(&mut self) -> &mut Vec<T> {
+        let appendable = self.segments.last_mut().is_some_and(|last| Arc::get_mut(&mut last.data).is_some());
+        if !appendable {
+            self.segments.push(Segment { base: self.len, data: Arc::new(Vec::new()) });
+        }
+        let last = self.segments.last_mut().expect("one at least");
+        Arc::get_mut(&mut last.data).expect("nothing else holds it")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_answer_keeps_its_values_while_pushes_change_the_store() {
+        let mut arena = Arena::<f32>::default();
+        assert_eq!(arena.extend([1.0, 2.0, 3.0, 4.0].into_iter()), 0);
+        let answer = arena.share(1..4).expect("three of four elements of one segment");
+        // The push copies the segment the answer holds; the answer keeps
+        // the values it was made with.
+        arena.slice_mut(1..2)[0] += 10.0;
+        assert_eq!(answer, Bytes::from(bytemuck::cast_slice::<f32, u8>(&[2.0, 3.0, 4.0]).to_vec()));
+        assert_eq!(arena.slice(0..4), [1.0, 12.0, 3.0, 4.0]);
+        // The push left the first segment to the answer and took a copy of
+        // its own, which nothing holds: it grows in place. Held, it does
+        // not, and a second segment starts.
+        assert_eq!(arena.extend([5.0].into_iter()), 4);
+        let old = arena.share(0..4).expect("four of five elements");
+        assert_eq!(arena.extend([6.0].into_iter()), 5);
+        assert_eq!((arena.slice(4..5), arena.slice(5..6)), (&[5.0][..], &[6.0][..]));
+        let mut out = BytesMut::new();
+        arena.copy_into(2..6, &mut out);
+        assert_eq!(&out[..], bytemuck::cast_slice::<f32, u8>(&[3.0, 4.0, 5.0, 6.0]));
+        drop((answer, old));
+        // A small part of a big segment is copied rather than shared.
+        assert!(arena.share(0..1).is_none());
+        assert_eq!(arena.len(), 6);
+    }
+}
