@@ -59,7 +59,10 @@ impl<T: Element> Arena<T> {
     /// Makes room for `additional` more elements in the segment they will
     /// go to.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        self.writable_tail().reserve_exact(additional);
+        // Nothing to add: no reason to start a segment.
+        if additional > 0 {
+            self.writable_tail().reserve_exact(additional);
+        }
     }
 
     /// Appends `items`; returns where the first one went.

@@ -2,10 +2,10 @@
 //!
 //! Values live in one arena per store (a few shared segments, see `arena`)
 //! with a lookup table from key to its run, so ten million keys are one
-//! allocation rather than ten million. A key's length is fixed by its first push; a later push of
-//! another length is refused with a reason, never a panic. A key that was
-//! never pushed pulls as `value_len_default` zeros (1 by default, ps-lite's
-//! behaviour): a model starts at zero.
+//! allocation rather than ten million. A key's length is fixed by its
+//! first push; a later push of another length is refused with a reason,
+//! never a panic. A key that was never pushed pulls as `value_len_default`
+//! zeros (1 by default, ps-lite's behaviour): a model starts at zero.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -7,14 +7,18 @@ use pslite_sim::Op;
 
 use super::*;
 
+/// Quick resends, and enough of them that heavy loss never exhausts a
+/// frame's attempts.
+fn patient_resends(mut b: ConfigBuilder) -> ConfigBuilder {
+    b.resend_timeout = Duration::from_millis(50);
+    b.resend_attempts_max = 20;
+    b
+}
+
 #[test]
 fn pushes_land_exactly_once_with_a_fifth_of_frames_lost_and_a_tenth_duplicated() {
     let mut setup = setup(11, 2, 2);
-    setup.configure = Some(|mut b: ConfigBuilder| {
-        b.resend_timeout = Duration::from_millis(50);
-        b.resend_attempts_max = 20;
-        b
-    });
+    setup.configure = Some(patient_resends);
     let mut sim = ready(setup);
     sim.set_frame_faults(0.2, 0.1);
     let boundary = sim.node(1).unwrap().server_ranges().as_slice()[1].start();
@@ -59,9 +63,8 @@ fn pushes_land_exactly_once_with_a_fifth_of_frames_lost_and_a_tenth_duplicated()
 #[test]
 fn a_deep_pipeline_under_loss_and_reordering_lands_every_push_once() {
     let mut setup = setup(12, 1, 1);
-    setup.configure = Some(|mut b: ConfigBuilder| {
-        b.resend_timeout = Duration::from_millis(50);
-        b.resend_attempts_max = 20;
+    setup.configure = Some(|b: ConfigBuilder| {
+        let mut b = patient_resends(b);
         b.requests_pending_max = 1000;
         b
     });
