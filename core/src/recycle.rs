@@ -46,9 +46,16 @@ impl Recycler {
     /// most twice the need, else a new one of exactly `needed` bytes. A
     /// buffer that is never written past `needed` keeps that size, which
     /// is what [`keep`](Self::keep) must be told.
+    ///
+    /// The spare kept last is tried first: it is the likeliest to still be
+    /// in the cache, so the kernel's copy into it and the reads of what
+    /// lands there do not go to memory. Taking the oldest instead cycled a
+    /// reader through all its spares (16 MiB of 4 MiB frames against a
+    /// 32 MiB L3 shared with everything else), and 4 MiB pushes ran at
+    /// 0.73-0.83x raw TCP against 0.93-1.16x taking the newest.
     pub fn take(&mut self, needed: usize) -> (BytesMut, usize) {
         let fits = |size: usize| needed <= size && size / 2 <= needed;
-        let reusable = self.spares.iter_mut().position(|(spare, size)| fits(*size) && spare.try_reclaim(needed));
+        let reusable = self.spares.iter_mut().rposition(|(spare, size)| fits(*size) && spare.try_reclaim(needed));
         match reusable.and_then(|i| self.spares.remove(i)) {
             Some(spare) => spare,
             None => (BytesMut::with_capacity(needed), needed),
@@ -115,6 +122,28 @@ mod tests {
         assert!(recycler.is_empty());
         recycler.keep(other, other_size);
         assert_eq!(recycler.len(), 1);
+    }
+
+    #[test]
+    fn the_spare_kept_last_serves_first() {
+        let mut recycler = Recycler::default();
+        let (first, first_size) = recycler.take(2 << 20);
+        let (second, second_size) = recycler.take(2 << 20);
+        let (older, newer) = (first.as_ptr(), second.as_ptr());
+        recycler.keep(first, first_size);
+        recycler.keep(second, second_size);
+        assert_eq!(recycler.take(2 << 20).0.as_ptr(), newer, "the newest, likeliest in the cache");
+        assert_eq!(recycler.take(2 << 20).0.as_ptr(), older);
+        // The newest still has a view alive: the next newest serves.
+        let (mut busy, busy_size) = recycler.take(2 << 20);
+        let (idle, idle_size) = recycler.take(2 << 20);
+        let idle_memory = idle.as_ptr();
+        busy.resize(16, 0);
+        let view = busy.split().freeze();
+        recycler.keep(idle, idle_size);
+        recycler.keep(busy, busy_size);
+        assert_eq!(recycler.take(2 << 20).0.as_ptr(), idle_memory);
+        drop(view);
     }
 
     #[test]
