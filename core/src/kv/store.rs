@@ -603,6 +603,46 @@ mod tests {
         }
 
         #[test]
+        fn a_push_and_pull_answers_what_a_push_then_a_pull_would(
+            steps in proptest::collection::vec(
+                (proptest::collection::btree_map(0u64..40, 1u32..4, 1..10), any::<bool>(), any::<bool>()),
+                1..10,
+            ),
+            long in 0usize..3,
+        ) {
+            // Two stores: one takes push-and-pulls, the other a push and
+            // then a pull of the same keys. Push-and-pull answers are built
+            // apart from pull answers (copied, never shared): they must
+            // not differ.
+            let (mut together, mut apart) = (KvStore::<f32>::new(), KvStore::<f32>::new());
+            let mut held: BTreeMap<u64, u32> = BTreeMap::new();
+            for (n, (push, listed, wrong_len)) in steps.iter().enumerate() {
+                // A key's length is fixed by its first push; some pushes
+                // get one wrong, and both stores must refuse them alike.
+                let lens: Vec<u32> = push.iter().map(|(k, &l)| held.get(k).map_or(l, |&h| h + u32::from(*wrong_len))).collect();
+                let keys: Vec<u64> = push.keys().copied().collect();
+                // Some keys long: answers of a page or more.
+                let lens: Vec<u32> = lens.iter().map(|&l| if l == 3 && long > 0 { 3 + (4096 * long) as u32 } else { l }).collect();
+                let values: Vec<f32> = lens.iter().flat_map(|&l| (0..l).map(move |j| (n as u32 * 7 + j % 5) as f32)).collect();
+                let lens_sent = listed.then_some(&lens[..]);
+                let answer = together.handle(&request(KvOp::PushPull, &keys, &values, lens_sent));
+                let pushed = apart.handle(&request(KvOp::Push, &keys, &values, lens_sent));
+                match (&answer, &pushed) {
+                    (Response::Refused(a), Response::Refused(b)) => prop_assert_eq!(a, b),
+                    (Response::Ok { .. }, Response::Ok { .. }) => {
+                        for (key, len) in keys.iter().zip(&lens) {
+                            held.insert(*key, *len);
+                        }
+                        let asked: Vec<u32> = vec![0; keys.len()];
+                        let pulled = apart.handle(&request(KvOp::Pull, &keys, &[], listed.then_some(&asked[..])));
+                        prop_assert_eq!(&answer, &pulled);
+                    }
+                    _ => prop_assert!(false, "push-and-pull {answer:?}, push {pushed:?}"),
+                }
+            }
+        }
+
+        #[test]
         fn answers_held_across_later_pushes_keep_the_values_they_were_made_with(
             pushes in proptest::collection::vec(proptest::collection::btree_set(0u64..24, 1..8), 1..12),
         ) {
