@@ -9,6 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Deref;
 
+use crate::chains::REPLICAS_MAX;
 use crate::id::Role;
 use crate::range::{KeyRange, RangesError, ServerRanges};
 use crate::time::Duration;
@@ -116,6 +117,15 @@ pub struct ConfigBuilder {
     /// Explicit key ranges, one per server in rank order; `None` splits the
     /// key space equally.
     pub server_ranges: Option<Vec<KeyRange>>,
+    /// Copies kept of each key range, `1..=3` and at most `num_servers`
+    /// (`PS_REPLICAS` once replication's data path lands). The scheduler
+    /// places ranges on chains of this many servers, fails them over on a
+    /// death and has restarted servers learn them back (see [`Chains`]);
+    /// pushes are not forwarded along the chain yet, so today every value
+    /// lives on the range's head only, as with 1.
+    ///
+    /// [`Chains`]: crate::Chains
+    pub replicas: u8,
 }
 
 /// Validated configuration. Reads like [`ConfigBuilder`] (through `Deref`)
@@ -190,6 +200,17 @@ pub enum ConfigError {
         /// Servers configured.
         servers: u32,
     },
+    /// A replica count outside `1..=REPLICAS_MAX`, or above the number of
+    /// servers that would hold the copies.
+    #[error("replicas must be in 1..={max} and at most num_servers ({servers}), not {replicas}")]
+    Replicas {
+        /// The configured count.
+        replicas: u8,
+        /// Servers configured.
+        servers: u32,
+        /// [`REPLICAS_MAX`](crate::REPLICAS_MAX).
+        max: u8,
+    },
     /// Explicit ranges that do not partition the key space.
     #[error("server_ranges: {0}")]
     Ranges(#[from] RangesError),
@@ -238,6 +259,7 @@ impl ConfigBuilder {
             requests_pending_max: 1 << 16,
             barrier_policy: BarrierPolicy::WaitForRecovery,
             server_ranges: None,
+            replicas: 1,
         }
     }
 
@@ -337,6 +359,13 @@ impl ConfigBuilder {
         }
         if self.frame_len_max < FRAME_LEN_MIN {
             return Err(ConfigError::FrameLenTooSmall { len: self.frame_len_max, min: FRAME_LEN_MIN });
+        }
+        if !(1..=REPLICAS_MAX).contains(&self.replicas) || u32::from(self.replicas) > self.num_servers {
+            return Err(ConfigError::Replicas {
+                replicas: self.replicas,
+                servers: self.num_servers,
+                max: REPLICAS_MAX,
+            });
         }
         if let Some(ranges) = &self.server_ranges {
             if ranges.len() != self.num_servers as usize {
@@ -483,5 +512,13 @@ mod tests {
         let mut b = builder().cluster(2, 1);
         b.server_ranges = Some(vec![KeyRange::FULL, KeyRange::FULL]);
         assert!(matches!(b.build().unwrap_err(), ConfigError::Ranges(_)));
+        for (replicas, servers) in [(0, 1), (4, 4), (3, 2)] {
+            let mut b = builder().cluster(servers, 1);
+            b.replicas = replicas;
+            assert_eq!(b.build().unwrap_err(), ConfigError::Replicas { replicas, servers, max: 3 });
+        }
+        let mut b = builder().cluster(3, 1);
+        b.replicas = 3;
+        assert_eq!(b.build().unwrap().replicas, 3);
     }
 }

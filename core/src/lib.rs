@@ -47,9 +47,10 @@
 //! | `responder` | requests this node must answer: checks, the pending table, answers |
 //! | `barrier` | barriers this node entered, and what their end means |
 //! | `liveness` | this node's heartbeats and its watch on the scheduler |
-//! | `scheduler` | the scheduler's sub-machine: `registry` (ids, replacements), `barrier` (arrival counting, recovery deadlines), `liveness` (who was heard when) |
+//! | `scheduler` | the scheduler's sub-machine: `registry` (ids, replacements), `barrier` (arrival counting, recovery deadlines), `liveness` (who was heard when), `placement` (how the replica table changes on deaths, restarts and catch-ups) |
 //! | `reliable` | sequence numbers, ACKs, resends with backoff, duplicate windows |
 //! | `membership` | the node table as last heard, and what changed between two ([`Membership`]) |
+//! | `chains` | the replica table that travels with it: which servers hold each key range, head first, and who is learning it ([`Chains`]) |
 //! | `outbox` | messages, events and settled requests, from components to the node |
 //! | `event` | what a node hands its driver: [`Event`], [`Transmit`], [`Phase`], [`BarrierTicket`] |
 //! | `timer` | the node's fixed timers |
@@ -127,6 +128,7 @@
 #![warn(missing_docs)]
 
 mod barrier;
+mod chains;
 mod config;
 mod error;
 mod event;
@@ -159,6 +161,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use chains::{Chains, ChainsError, Members, RangeChain, REPLICAS_MAX};
 pub use config::{BarrierPolicy, Config, ConfigBuilder, ConfigError};
 pub use error::{ApiMisuse, Mismatch, RequestError};
 pub use id::{Group, Incarnation, NodeId, Rank, Role};

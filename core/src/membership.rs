@@ -3,10 +3,14 @@
 //! The scheduler owns the authoritative table and sends a copy with a new
 //! epoch whenever it changes; everyone else replaces theirs only with a
 //! newer epoch, so reordered tables cannot roll membership back. Changes
-//! between two tables become `NodeDead` / `NodeRecovered` events.
+//! between two tables become `NodeDead` / `NodeRecovered` events. The
+//! replica table ([`Chains`]) travels and is replaced with it, under the
+//! same epoch: who holds a range never belongs to another moment than who
+//! is alive.
 
 use std::collections::BTreeMap;
 
+use crate::chains::Chains;
 use crate::id::{Group, Incarnation, NodeId};
 use crate::wire::NodeEntry;
 
@@ -22,24 +26,25 @@ pub enum Change {
 /// The node table at one epoch.
 ///
 /// ```
-/// use pslite_core::{wire::NodeEntry, Group, Incarnation, Membership, NodeId, Rank};
+/// use pslite_core::{wire::NodeEntry, Chains, Group, Incarnation, Membership, NodeId, Rank};
 /// let server = |rank, alive| NodeEntry {
 ///     id: NodeId::server(Rank(rank)), incarnation: Incarnation(0),
 ///     addr: "127.0.0.1:9000".parse().unwrap(), instance: 7, alive,
 /// };
 /// let mut table = Membership::default();
-/// table.apply(1, vec![server(0, true), server(1, true)]);
+/// table.apply(1, vec![server(0, true), server(1, true)], Chains::default());
 /// // Server 1 died: a newer table says so, and the change is reported.
-/// assert_eq!(table.apply(2, vec![server(0, true), server(1, false)]).map(|changes| changes.len()), Some(1));
+/// assert_eq!(table.apply(2, vec![server(0, true), server(1, false)], Chains::default()).map(|changes| changes.len()), Some(1));
 /// assert_eq!(table.alive(Group::SERVERS).collect::<Vec<_>>(), [NodeId::server(Rank(0))]);
 /// // An older table is ignored: membership never rolls back.
-/// assert_eq!(table.apply(1, vec![server(0, true), server(1, true)]), None);
+/// assert_eq!(table.apply(1, vec![server(0, true), server(1, true)], Chains::default()), None);
 /// assert!(!table.is_alive(NodeId::server(Rank(1))));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
     epoch: u64,
     nodes: BTreeMap<NodeId, NodeEntry>,
+    chains: Chains,
 }
 
 impl Membership {
@@ -51,6 +56,11 @@ impl Membership {
     /// The entry of `id`.
     pub fn get(&self, id: NodeId) -> Option<&NodeEntry> {
         self.nodes.get(&id)
+    }
+
+    /// Which servers hold each key range (empty before the first table).
+    pub fn chains(&self) -> &Chains {
+        &self.chains
     }
 
     /// All entries, ordered by id.
@@ -80,7 +90,7 @@ impl Membership {
     /// An entry for the scheduler is ignored: nodes reach it at its
     /// configured address, and a table naming it (a corrupt one) would
     /// make it, say, a second target of a group request.
-    pub fn apply(&mut self, epoch: u64, nodes: Vec<NodeEntry>) -> Option<Vec<Change>> {
+    pub fn apply(&mut self, epoch: u64, nodes: Vec<NodeEntry>, chains: Chains) -> Option<Vec<Change>> {
         if epoch <= self.epoch {
             return None;
         }
@@ -102,6 +112,7 @@ impl Membership {
         }
         self.epoch = epoch;
         self.nodes = nodes.into_iter().map(|n| (n.id, n)).collect();
+        self.chains = chains;
         Some(changes)
     }
 
@@ -115,6 +126,12 @@ impl Membership {
     pub(crate) fn install(&mut self, nodes: Vec<NodeEntry>) {
         self.epoch += 1;
         self.nodes = nodes.into_iter().map(|n| (n.id, n)).collect();
+    }
+
+    /// Scheduler only: the replica table, changed in place under the
+    /// epoch of the membership change that caused it.
+    pub(crate) fn chains_mut(&mut self) -> &mut Chains {
+        &mut self.chains
     }
 
     /// The table as sent on the wire.

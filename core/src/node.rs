@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 use crate::barrier::{Barriers, Purpose};
+use crate::chains::Chains;
 use crate::config::Config;
 use crate::error::{ApiMisuse, RequestError};
 pub use crate::event::{BarrierTicket, Event, Phase, Transmit};
@@ -37,6 +38,7 @@ use crate::requests::{Cluster, Requests};
 use crate::responder::{Limits, Responder};
 use crate::rng::Rng;
 use crate::scheduler::barrier::Rules;
+use crate::scheduler::placement;
 use crate::scheduler::registry::{self, Registered};
 use crate::scheduler::Scheduler;
 use crate::simple::Target;
@@ -900,6 +902,8 @@ impl Node {
                 for node in self.membership.iter() {
                     scheduler.heard_at.heard(node.id, now);
                 }
+                let epoch = self.membership.epoch();
+                *self.membership.chains_mut() = Chains::initial(&self.ranges, self.config.replicas, epoch);
                 self.phase = Phase::Ready;
                 self.out.event(Event::ClusterReady);
                 registry::broadcast_table(&self.membership, &scheduler.arrivals, &mut self.out);
@@ -943,7 +947,13 @@ impl Node {
             // one that does brings everything.
             return;
         }
-        let Some(changes) = self.membership.apply(table.epoch, table.nodes) else {
+        if !table.chains.is_empty() && !self.fits_our_cluster(&table.chains) {
+            // Another cluster's table, or a corrupt one: routing by it
+            // would send keys to servers that do not hold them.
+            self.stats.unexpected_drops += 1;
+            return;
+        }
+        let Some(changes) = self.membership.apply(table.epoch, table.nodes, table.chains) else {
             return;
         };
         self.watch.heard(self.now);
@@ -990,6 +1000,13 @@ impl Node {
         }
     }
 
+    /// Whether a replica table splits the keys as our configuration does,
+    /// into as many copies.
+    fn fits_our_cluster(&self, chains: &Chains) -> bool {
+        chains.replicas() == self.config.replicas
+            && chains.as_slice().iter().map(|c| c.range()).eq(self.ranges.as_slice().iter().copied())
+    }
+
     // ----- membership changes, fanned out -----
 
     /// Incarnation `incarnation` of `id` was declared dead: every component
@@ -1004,6 +1021,11 @@ impl Node {
         let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_died(self.now, id, &self.membership, rules, &mut self.out);
+            if id.role() == Some(Role::Server) {
+                let (epoch, membership) = (self.membership.epoch(), &mut self.membership);
+                let alive: Vec<Rank> = membership.alive(Group::SERVERS).map(NodeId::rank).collect();
+                placement::on_server_died(membership.chains_mut(), id.rank(), epoch, |r| alive.contains(&r));
+            }
         }
         // Before the next change moves the table on: what a component
         // queued goes out on the stream it was meant for.
@@ -1020,6 +1042,11 @@ impl Node {
         let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_recovered(self.now, id, &self.membership, rules);
+            if id.role() == Some(Role::Server) {
+                let (epoch, membership) = (self.membership.epoch(), &mut self.membership);
+                let alive: Vec<Rank> = membership.alive(Group::SERVERS).map(NodeId::rank).collect();
+                placement::on_server_restarted(membership.chains_mut(), id.rank(), epoch, |r| alive.contains(&r));
+            }
         }
         self.flush();
     }

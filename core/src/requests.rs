@@ -464,7 +464,7 @@ mod tests {
                 alive: true,
             })
             .collect();
-        membership.apply(1, nodes).unwrap();
+        membership.apply(1, nodes, crate::chains::Chains::default()).unwrap();
         (config, ranges, membership)
     }
 

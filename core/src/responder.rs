@@ -271,7 +271,7 @@ mod tests {
             instance: 1,
             alive,
         };
-        membership.apply(1, vec![entry]).unwrap();
+        membership.apply(1, vec![entry], crate::chains::Chains::default()).unwrap();
         membership
     }
 

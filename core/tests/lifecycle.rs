@@ -75,7 +75,8 @@ fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacem
         NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true },
         NodeEntry { id: me, incarnation: Incarnation(1), addr: addr(3), instance, alive: true },
     ];
-    let table = NodeTableMsg { epoch: 2, nodes: entries, generations: vec![(Group::WORKERS, 3)] };
+    let table =
+        NodeTableMsg { epoch: 2, nodes: entries, generations: vec![(Group::WORKERS, 3)], chains: Chains::default() };
     let from_scheduler = |receiver_incarnation: u32| Envelope {
         sender: NodeId::SCHEDULER,
         incarnation: Incarnation(0),
@@ -110,9 +111,14 @@ fn table_with_one_server(epoch: u64, entry: NodeEntry, receiver: NodeId) -> Byte
         receiver_incarnation: Incarnation(0),
         seq: 0,
     };
-    Message::NodeTable(NodeTableMsg { epoch, nodes: vec![server, entry], generations: Vec::new() })
-        .encode(envelope)
-        .to_bytes()
+    Message::NodeTable(NodeTableMsg {
+        epoch,
+        nodes: vec![server, entry],
+        generations: Vec::new(),
+        chains: Chains::default(),
+    })
+    .encode(envelope)
+    .to_bytes()
 }
 
 #[test]
@@ -160,4 +166,42 @@ fn a_node_that_reads_it_was_declared_dead_stops_and_keeps_the_reason() {
     assert_eq!(events.last(), Some(&Event::Terminated));
     assert_eq!(node.phase(), Phase::Terminated);
     assert_eq!(node.ended_by(), Some(&RequestError::PeerDead(me)));
+}
+
+#[test]
+fn a_table_whose_replica_table_splits_keys_otherwise_is_refused_and_a_fitting_one_is_kept() {
+    let now = Instant::ZERO;
+    let mut node = Node::new(worker_config(Duration::from_secs(60)), 13, now);
+    let instance = registration_instance(&mut node);
+    let me = NodeId::worker(Rank(0));
+    let send = |node: &mut Node, chains: Chains| {
+        let entries = vec![
+            NodeEntry {
+                id: NodeId::server(Rank(0)),
+                incarnation: Incarnation(0),
+                addr: addr(2),
+                instance: 1,
+                alive: true,
+            },
+            NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true },
+        ];
+        let table = NodeTableMsg { epoch: 2, nodes: entries, generations: Vec::new(), chains };
+        let envelope = Envelope {
+            sender: NodeId::SCHEDULER,
+            incarnation: Incarnation(0),
+            receiver: me,
+            receiver_incarnation: Incarnation(0),
+            seq: 0,
+        };
+        node.handle_frame(now, Message::NodeTable(table).encode(envelope).to_bytes()).unwrap();
+    };
+    // Another cluster's split (two ranges for our one server): routing by
+    // it would send keys where nobody holds them.
+    send(&mut node, Chains::initial(&ServerRanges::equal(2), 1, 2));
+    assert_eq!((node.phase(), node.stats().unexpected_drops), (Phase::Registering, 1));
+    assert!(node.membership().chains().is_empty());
+    let ours = Chains::initial(&ServerRanges::equal(1), 1, 2);
+    send(&mut node, ours.clone());
+    assert_eq!((node.phase(), node.id()), (Phase::Ready, me));
+    assert_eq!(node.membership().chains(), &ours, "kept with the node table, at its epoch");
 }

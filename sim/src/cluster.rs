@@ -69,6 +69,7 @@ pub fn base_config(setup: &Setup) -> Config {
     builder.keys_per_request_max = setup.request_limits.keys_per_request_max;
     builder.requests_pending_max = setup.request_limits.requests_pending_max;
     builder.resend = setup.resend;
+    builder.replicas = setup.replicas;
     builder.build().expect("simulator configuration is valid")
 }
 

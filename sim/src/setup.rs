@@ -3,7 +3,7 @@
 //! swarm mode ([`Setup::swarm`]), or written by hand for scenario tests
 //! ([`Setup::scenario`]).
 
-use pslite_core::{BarrierPolicy, ConfigBuilder, Duration, Rng, ServerRanges};
+use pslite_core::{BarrierPolicy, ConfigBuilder, Duration, Rng, ServerRanges, REPLICAS_MAX};
 
 use crate::cluster::Timing;
 use crate::faults::{FaultClasses, FaultPlan};
@@ -26,6 +26,9 @@ pub(crate) mod stream {
     pub(crate) const PROTOCOL: u64 = 10;
     /// Which answers a corrupting server corrupts.
     pub(crate) const CORRUPT: u64 = 11;
+    /// The replica count: its own stream, so adding it kept every other
+    /// draw of a seed.
+    pub(crate) const REPLICAS: u64 = 12;
     /// Plus the worker's rank.
     pub(crate) const THINK: u64 = 1 << 16;
 }
@@ -97,6 +100,8 @@ pub struct Setup {
     pub servers: u32,
     /// Workers.
     pub workers: u32,
+    /// Copies of each key range (`Config::replicas`), at most `servers`.
+    pub replicas: u8,
     /// Protocol timings.
     pub timing: Timing,
     /// What barriers do when a member dies.
@@ -162,6 +167,8 @@ impl Setup {
                 plan = plan.without(class);
             }
         }
+        let replicas_max = servers.min(u32::from(REPLICAS_MAX)) as u8;
+        let replicas = 1 + Rng::new(Rng::derive_seed(seed, stream::REPLICAS)).below(u64::from(replicas_max)) as u8;
         let ranges = ServerRanges::equal(servers);
         let workload =
             Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
@@ -170,6 +177,7 @@ impl Setup {
             seed,
             servers,
             workers,
+            replicas,
             timing,
             barrier_policy,
             request_limits,
@@ -195,6 +203,7 @@ impl Setup {
             seed,
             servers,
             workers,
+            replicas: 1,
             timing: Timing::default(),
             barrier_policy: BarrierPolicy::FailOnDeath,
             request_limits: RequestLimits::default(),
@@ -215,13 +224,14 @@ impl Setup {
     pub fn describe(&self) -> String {
         let ops: Vec<usize> = self.workload.scripts.iter().map(|s| s.ops.len()).collect();
         format!(
-            "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers\n  \
+            "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers, {} replicas\n  \
              timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}, recovery {:?}\n  \
              requests            at most {} keys, {} pending; resend {}\n  \
              workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
             self.seed,
             self.servers,
             self.workers,
+            self.replicas,
             self.timing.heartbeat_interval,
             self.timing.heartbeat_timeout,
             self.timing.request_timeout,

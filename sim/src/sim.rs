@@ -132,7 +132,7 @@ impl Sim {
             .collect();
         assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
         let bounds = bounds_for(&setup, &config);
-        let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers);
+        let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers, config.replicas);
         let prompt = setup.swarm.is_some() && setup.plan.delivers_promptly(config.resend_timeout);
         let mut sim = Self {
             now: Instant::ZERO,
@@ -840,7 +840,7 @@ impl Sim {
         if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {
             process.epoch_checked = epoch;
             let entries: Vec<_> = node.membership().iter().copied().collect();
-            check = self.checker.check_table(id, epoch, entries);
+            check = self.checker.check_table(id, epoch, entries, node.membership().chains());
         }
         self.report(check);
     }

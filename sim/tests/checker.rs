@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore, Mismatch,
-    NodeId, Rank, RequestError, ServerRanges, Timestamp,
+    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore,
+    Mismatch, NodeId, RangeChain, Rank, RequestError, ServerRanges, Timestamp,
 };
 use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
 use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
@@ -23,6 +23,10 @@ fn at(ms: u64) -> Instant {
 }
 
 fn checker() -> Checker {
+    checker_keeping(1)
+}
+
+fn checker_keeping(replicas: u8) -> Checker {
     let bounds = Bounds {
         request: Duration::from_secs(5),
         crash: Duration::from_millis(1200),
@@ -34,7 +38,7 @@ fn checker() -> Checker {
         lost_after: Duration::from_millis(1202),
         scheduler_slot: 0,
     };
-    Checker::new(bounds, ServerRanges::equal(2), 2, 2)
+    Checker::new(bounds, ServerRanges::equal(2), 2, 2, replicas)
 }
 
 fn request(ts: u32) -> RequestKey {
@@ -235,12 +239,84 @@ fn tables_that_differ_at_one_epoch_are_reported() {
     ordered.sort();
     let table = |dead: Option<NodeId>| ordered.iter().map(|&id| entry(id, Some(id) != dead)).collect::<Vec<_>>();
     let mut c = checker();
-    c.check_table(W0, 3, table(None)).unwrap();
-    c.check_table(W1, 3, table(None)).expect("the same table");
-    let what = violation(c.check_table(W1, 3, table(Some(S0))));
+    let chains = Chains::initial(&ServerRanges::equal(2), 1, 3);
+    c.check_table(W0, 3, table(None), &chains).unwrap();
+    c.check_table(W1, 3, table(None), &chains).expect("the same table");
+    let what = violation(c.check_table(W1, 3, table(Some(S0)), &chains));
     assert!(what.contains("another table at epoch 3"), "{what}");
-    let what = violation(c.check_table(W1, 4, table(None)[1..].to_vec()));
+    let what = violation(c.check_table(W1, 4, table(None)[1..].to_vec(), &chains));
     assert!(what.contains("lists ids"), "{what}");
+}
+
+/// Server `rank`'s entry in a table of 2 servers and 2 workers.
+fn entries(servers: [(u32, bool); 2]) -> Vec<NodeEntry> {
+    let entry = |id: NodeId, incarnation: u32, alive: bool| NodeEntry {
+        id,
+        incarnation: Incarnation(incarnation),
+        addr: SocketAddr::from(([10, 0, 0, 1], 7000)),
+        instance: u64::from(id.get()),
+        alive,
+    };
+    let mut table = vec![entry(W0, 0, true), entry(W1, 0, true)];
+    for (rank, (incarnation, alive)) in (0..).zip(servers) {
+        table.push(entry(NodeId::server(Rank(rank)), incarnation, alive));
+    }
+    table.sort_by_key(|e| e.id);
+    table
+}
+
+/// A table of 2 ranges kept twice: `chains[i]` is range i's members, its
+/// learner and its `changed_at`.
+fn chains(ranges: [(&[u32], Option<u32>, u64); 2]) -> Chains {
+    let split = ServerRanges::equal(2);
+    let chains = (0..2)
+        .map(|i| {
+            let (members, learner, changed_at) = ranges[i];
+            let members = members.iter().map(|&r| Rank(r)).collect();
+            RangeChain::new(split.as_slice()[i], members, learner.map(Rank), changed_at)
+        })
+        .collect();
+    Chains::from_parts(2, chains).unwrap()
+}
+
+#[test]
+fn replica_tables_that_differ_at_one_epoch_or_name_the_dead_are_reported() {
+    let mut c = checker_keeping(2);
+    let all = entries([(0, true), (0, true)]);
+    let initial = chains([(&[0, 1], None, 1), (&[1, 0], None, 1)]);
+    c.check_table(W0, 1, all.clone(), &initial).unwrap();
+    let other = chains([(&[1, 0], None, 1), (&[1, 0], None, 1)]);
+    let what = violation(c.check_table(W1, 1, all.clone(), &other));
+    assert!(what.contains("another replica table at epoch 1"), "{what}");
+    // Server 1 is dead in the table that still names it.
+    let what = violation(c.check_table(W1, 2, entries([(0, true), (0, false)]), &initial));
+    assert!(what.contains("names server 1, dead"), "{what}");
+    let mut c = checker_keeping(2);
+    let what = violation(c.check_table(W0, 1, all, &Chains::initial(&ServerRanges::equal(2), 1, 1)));
+    assert!(what.contains("1 replicas, the cluster keeps 2"), "{what}");
+}
+
+#[test]
+fn a_server_that_leaves_a_chain_alive_or_joins_without_catching_up_is_reported() {
+    let mut c = checker_keeping(2);
+    c.check_table(W0, 1, entries([(0, true), (0, true)]), &chains([(&[0, 1], None, 1), (&[1, 0], None, 1)])).unwrap();
+    // Server 1 dies: it leaves both chains; then it restarts and learns.
+    let dead = chains([(&[0], None, 2), (&[0], None, 2)]);
+    c.check_table(W0, 2, entries([(0, true), (0, false)]), &dead).expect("a death");
+    let learning = chains([(&[0], Some(1), 2), (&[0], None, 2)]);
+    c.check_table(W0, 3, entries([(0, true), (1, true)]), &learning).expect("a learner");
+    let caught_up = chains([(&[0, 1], None, 4), (&[0], None, 2)]);
+    c.check_table(W0, 4, entries([(0, true), (1, true)]), &caught_up).expect("the learner caught up");
+    let skipped = chains([(&[0, 1], None, 4), (&[0, 1], None, 5)]);
+    let what = violation(c.check_table(W0, 5, entries([(0, true), (1, true)]), &skipped));
+    assert!(what.contains("range 1 from epoch 4 to 5: server 1 joined without catching up"), "{what}");
+    let unchanged = chains([(&[0], None, 4), (&[0], None, 2)]);
+    let what = violation(c.check_table(W0, 6, entries([(0, true), (1, true)]), &unchanged));
+    assert!(what.contains("range 0 from epoch 4 to 6: server 1 left the chain alive"), "{what}");
+    // Server 1 dies again and leaves range 0, but the range's date stays.
+    let undated = chains([(&[0], None, 4), (&[0], None, 2)]);
+    let what = violation(c.check_table(W0, 7, entries([(0, true), (1, false)]), &undated));
+    assert!(what.contains("without changed_at moving on"), "{what}");
 }
 
 #[test]

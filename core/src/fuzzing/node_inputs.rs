@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::decisions::Decisions;
+use crate::chains::Chains;
 use crate::config::{BarrierPolicy, Config, FRAME_LEN_MIN};
 use crate::error::{ApiMisuse, RequestError};
 use crate::id::{Group, Incarnation, NodeId, Rank, Role};
@@ -484,7 +485,7 @@ impl World {
             nodes.pop();
         }
         let epoch = self.probes[target].node.membership().epoch() + d.pick(&[1, 1, 1, 0, 2]);
-        NodeTableMsg { epoch, nodes, generations: Vec::new() }
+        NodeTableMsg { epoch, nodes, generations: Vec::new(), chains: Chains::default() }
     }
 
     /// A response naming one of the target's open requests when it has

@@ -361,7 +361,7 @@ mod tests {
             })
             .collect();
         let mut membership = Membership::default();
-        membership.apply(1, nodes).unwrap();
+        membership.apply(1, nodes, crate::chains::Chains::default()).unwrap();
         membership
     }
 

@@ -1,5 +1,6 @@
 //! The scheduler's sub-machine: registration and ids ([`registry`]), group
-//! barrier counting ([`barrier`]) and who was heard when ([`liveness`]).
+//! barrier counting ([`barrier`]), who was heard when ([`liveness`]) and
+//! which servers hold which key range ([`placement`]).
 //!
 //! Only the scheduler node has one. Its parts read and change the
 //! authoritative membership table, which the node owns and passes in; the
@@ -8,6 +9,7 @@
 
 pub(crate) mod barrier;
 pub(crate) mod liveness;
+pub(crate) mod placement;
 pub(crate) mod registry;
 
 /// Everything only the scheduler keeps.

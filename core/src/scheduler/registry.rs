@@ -137,7 +137,12 @@ pub(crate) fn broadcast_table(membership: &Membership, arrivals: &Arrivals, out:
 /// should the table be the one that registers it.
 fn send_table_to(membership: &Membership, arrivals: &Arrivals, id: NodeId, addr: SocketAddr, out: &mut Outbox) {
     let generations = arrivals.generations_for(id);
-    let table = NodeTableMsg { epoch: membership.epoch(), nodes: membership.entries(), generations };
+    let table = NodeTableMsg {
+        epoch: membership.epoch(),
+        nodes: membership.entries(),
+        generations,
+        chains: membership.chains().clone(),
+    };
     // The receiver may not know its id yet; it finds itself by instance.
     out.send_to_addr(id, addr, Message::NodeTable(table));
 }

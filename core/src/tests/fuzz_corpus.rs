@@ -135,6 +135,7 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
                     NodeEntry { alive: false, incarnation: Incarnation(2), ..entry(NodeId::worker(Rank(0)), v6, 77) },
                 ],
                 generations: vec![(Group::WORKERS, 4)],
+                chains: Chains::initial(&ServerRanges::equal(1), 1, 3),
             }),
         ),
         ("barrier", Message::Barrier { group: Group::ALL, generation: 5, finalize: true }),
@@ -550,9 +551,14 @@ fn node_takes_no_id_of_another_role() {
             receiver_incarnation: Incarnation(0),
             seq: 0,
         };
-        Message::NodeTable(NodeTableMsg { epoch, nodes: vec![entry], generations: Vec::new() })
-            .encode(envelope)
-            .to_bytes()
+        Message::NodeTable(NodeTableMsg {
+            epoch,
+            nodes: vec![entry],
+            generations: Vec::new(),
+            chains: Chains::default(),
+        })
+        .encode(envelope)
+        .to_bytes()
     };
     server.handle_frame(Instant::ZERO, table(NodeId::worker(Rank(0)), 1)).expect("table decodes");
     assert_eq!((server.phase(), server.id()), (Phase::Registering, NodeId::UNASSIGNED));

@@ -13,9 +13,11 @@ use smallvec::{smallvec, SmallVec};
 use super::frame::Frame;
 use super::header::{Header, Kind, HEADER_LEN};
 use super::DecodeError;
-use crate::id::{Group, Incarnation, NodeId, Role};
+use crate::chains::{Chains, Members, RangeChain, REPLICAS_MAX};
+use crate::id::{Group, Incarnation, NodeId, Rank, Role};
 use crate::kv::values::{DType, Keys, Lens, Values};
 pub use crate::kv::KvOp;
+use crate::range::KeyRange;
 
 /// A node asks the scheduler to join (or rejoin) the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +58,10 @@ pub struct NodeTableMsg {
     /// table gives it its id: a replacement joins the barriers where the
     /// survivors are, not at 0.
     pub generations: Vec<(Group, u64)>,
+    /// Which servers hold each key range, at the same epoch as `nodes`
+    /// (empty only in tables no scheduler sent, such as forged ones in
+    /// tests: the scheduler always sends its table).
+    pub chains: Chains,
 }
 
 /// How a barrier ended.
@@ -263,6 +269,7 @@ impl Message {
                     meta.put_u8(group.bits());
                     meta.put_u64_le(*generation);
                 }
+                put_chains(meta, &m.chains);
             }
             Self::Barrier { group, generation, finalize } => {
                 meta.put_u8(group.bits());
@@ -383,7 +390,8 @@ impl Message {
                 for _ in 0..count {
                     generations.push((read_group(&mut r)?, r.u64()?));
                 }
-                Self::NodeTable(NodeTableMsg { epoch, nodes, generations })
+                let chains = read_chains(&mut r)?;
+                Self::NodeTable(NodeTableMsg { epoch, nodes, generations, chains })
             }
             Kind::Barrier => {
                 let group = read_group(&mut r)?;
@@ -508,6 +516,60 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+/// Bytes of a chain entry with no members and no learner.
+const CHAIN_ENTRY_MIN: usize = 8 + 8 + 8 + 1 + 4;
+/// A learner field that names no learner.
+const NO_LEARNER: u32 = u32::MAX;
+
+/// The replica table: its replica count (0: no table), then per range its
+/// keys, `changed_at`, members head first and learner.
+fn put_chains(out: &mut BytesMut, chains: &Chains) {
+    out.put_u8(chains.replicas());
+    out.put_u32_le(chains.as_slice().len() as u32);
+    for chain in chains.as_slice() {
+        out.put_u64_le(chain.range().start());
+        out.put_u64_le(chain.range().end_inclusive());
+        out.put_u64_le(chain.changed_at());
+        out.put_u8(chain.members().len() as u8);
+        for rank in chain.members() {
+            out.put_u32_le(rank.0);
+        }
+        out.put_u32_le(chain.learner().map_or(NO_LEARNER, |r| r.0));
+    }
+}
+
+fn read_chains(r: &mut Reader<'_>) -> Result<Chains, DecodeError> {
+    let replicas = r.u8()?;
+    let count = r.u32()? as usize;
+    if replicas == 0 {
+        return match count {
+            0 => Ok(Chains::default()),
+            _ => Err(DecodeError::InvalidField { field: "chains without replicas", value: count as u64 }),
+        };
+    }
+    if count > NODES_MAX {
+        return Err(DecodeError::InvalidField { field: "range count", value: count as u64 });
+    }
+    r.need(count * CHAIN_ENTRY_MIN)?;
+    let mut chains = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (start, end) = (r.u64()?, r.u64()?);
+        let range = KeyRange::new(start, end).ok_or(DecodeError::InvalidField { field: "range end", value: end })?;
+        let changed_at = r.u64()?;
+        let len = r.u8()?;
+        if len > REPLICAS_MAX {
+            return Err(DecodeError::InvalidField { field: "chain length", value: u64::from(len) });
+        }
+        let members: Members = (0..len).map(|_| r.u32().map(Rank)).collect::<Result<_, _>>()?;
+        let learner = match r.u32()? {
+            NO_LEARNER => None,
+            rank => Some(Rank(rank)),
+        };
+        chains.push(RangeChain::new(range, members, learner, changed_at));
+    }
+    Ok(Chains::from_parts(replicas, chains)?)
 }
 
 fn put_addr(out: &mut BytesMut, addr: SocketAddr) {

@@ -63,6 +63,9 @@ pub enum DecodeError {
     /// Declared section lengths disagree with each other or with the body.
     #[error("section mismatch: {0}")]
     SectionMismatch(&'static str),
+    /// A replica table that is not one (see [`Chains::from_parts`](crate::Chains::from_parts)).
+    #[error("invalid replica table: {0}")]
+    Chains(#[from] crate::chains::ChainsError),
     /// A field holds a value that no valid sender produces.
     #[error("invalid field {field}: {value}")]
     InvalidField {

@@ -11,8 +11,10 @@ use proptest::prelude::*;
 
 use super::message::Envelope;
 use super::*;
+use crate::chains::{Chains, ChainsError, Members, RangeChain, REPLICAS_MAX};
 use crate::id::{Group, Incarnation, NodeId, Role};
 use crate::kv::{DType, Keys, Lens, Values};
+use crate::range::{RangesError, ServerRanges};
 
 /// Small enough that generated frames hit it, large enough for all of them.
 const FRAME_LEN_MAX: u32 = 1 << 14;
@@ -88,6 +90,30 @@ fn node_entry() -> impl Strategy<Value = NodeEntry> {
     )
 }
 
+/// A replica table as the scheduler makes one: the initial placement,
+/// with some members gone and a learner, or none at all.
+fn chains() -> impl Strategy<Value = Chains> {
+    let table = (1u32..=6, 1u8..=REPLICAS_MAX, any::<u64>(), vec(any::<u8>(), 6)).prop_map(
+        |(servers, replicas, epoch, drops)| {
+            let replicas = replicas.min(servers as u8);
+            let initial = Chains::initial(&ServerRanges::equal(servers), replicas, epoch);
+            let chains = initial
+                .as_slice()
+                .iter()
+                .zip(drops)
+                .map(|(chain, drop)| {
+                    let mut members: Members = chain.members().into();
+                    let learner =
+                        (members.len() > 1 && drop % 3 == 0).then(|| members.remove(usize::from(drop) % members.len()));
+                    RangeChain::new(chain.range(), members, learner, epoch.wrapping_add(u64::from(drop)))
+                })
+                .collect();
+            Chains::from_parts(replicas, chains).expect("a placement the scheduler could make")
+        },
+    );
+    prop_oneof![1 => Just(Chains::default()), 4 => table]
+}
+
 pub(crate) fn message() -> impl Strategy<Value = Message> {
     let kv_request = (any::<[u32; 3]>(), any::<i32>(), kv_op(), keys_and_lens(), values()).prop_map(
         |([app, customer, ts], cmd, op, (keys, lens), values)| {
@@ -103,8 +129,16 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (role(), socket_addr(), any::<u64>())
             .prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg { role, listen_addr, instance })),
-        (any::<u64>(), vec(node_entry(), 0..8), vec((group(), any::<u64>()), 0..7))
-            .prop_map(|(epoch, nodes, generations)| Message::NodeTable(NodeTableMsg { epoch, nodes, generations })),
+        (any::<u64>(), vec(node_entry(), 0..8), vec((group(), any::<u64>()), 0..7)).prop_flat_map(
+            |(epoch, nodes, generations)| chains().prop_map(move |chains| {
+                Message::NodeTable(NodeTableMsg {
+                    epoch,
+                    nodes: nodes.clone(),
+                    generations: generations.clone(),
+                    chains,
+                })
+            })
+        ),
         (group(), any::<u64>(), any::<bool>()).prop_map(|(group, generation, finalize)| Message::Barrier {
             group,
             generation,
@@ -321,8 +355,8 @@ fn each_bad_header_field_has_its_own_error() {
     };
     let cases = [
         (bad(0, b"PSLX"), DecodeError::BadMagic(u32::from_le_bytes(*b"PSLX"))),
-        (bad(4, &1u16.to_le_bytes()), DecodeError::UnsupportedVersion(1)),
-        (bad(4, &3u16.to_le_bytes()), DecodeError::UnsupportedVersion(3)),
+        (bad(4, &2u16.to_le_bytes()), DecodeError::UnsupportedVersion(2)),
+        (bad(4, &4u16.to_le_bytes()), DecodeError::UnsupportedVersion(4)),
         (bad(4, &0u16.to_le_bytes()), DecodeError::UnsupportedVersion(0)),
         (bad(6, &[0]), DecodeError::UnknownKind(0)),
         (bad(6, &[13]), DecodeError::UnknownKind(13)),
@@ -359,6 +393,48 @@ fn bad_bodies_name_what_is_wrong() {
         Message::decode(&header, &Bytes::from(raw))
     };
     assert_eq!(frame(Kind::Heartbeat, &[0]), Err(DecodeError::SectionMismatch("trailing bytes after the message")));
+    // A node table with no nodes and no generations, then a replica table.
+    let table = |replicas: u8, count: u32, entries: &[u8]| {
+        let mut body = 5u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.push(0);
+        body.push(replicas);
+        body.extend_from_slice(&count.to_le_bytes());
+        body.extend_from_slice(entries);
+        frame(Kind::NodeTable, &body)
+    };
+    let entry = |start: u64, end: u64, members: &[u32], learner: u32| {
+        let mut raw = [start.to_le_bytes(), end.to_le_bytes(), 9u64.to_le_bytes()].concat();
+        raw.push(members.len() as u8);
+        raw.extend(members.iter().flat_map(|m| m.to_le_bytes()));
+        raw.extend_from_slice(&learner.to_le_bytes());
+        raw
+    };
+    assert!(table(1, 1, &entry(0, u64::MAX, &[0], u32::MAX)).is_ok());
+    assert_eq!(table(0, 1, &[]), Err(DecodeError::InvalidField { field: "chains without replicas", value: 1 }));
+    assert_eq!(table(1, 1 << 20, &[]), Err(DecodeError::InvalidField { field: "range count", value: 1 << 20 }));
+    assert!(matches!(table(1, 1000, &[]), Err(DecodeError::Truncated { .. })), "checked before allocating");
+    assert_eq!(
+        table(1, 1, &entry(9, 8, &[0], u32::MAX)),
+        Err(DecodeError::InvalidField { field: "range end", value: 8 })
+    );
+    assert_eq!(
+        table(3, 1, &entry(0, u64::MAX, &[0, 0, 0, 0], u32::MAX)),
+        Err(DecodeError::InvalidField { field: "chain length", value: 4 })
+    );
+    assert_eq!(
+        table(2, 1, &entry(0, u64::MAX, &[0, 0], u32::MAX)),
+        Err(DecodeError::Chains(ChainsError::Repeated { index: 0, rank: 0 }))
+    );
+    assert_eq!(
+        table(1, 1, &entry(0, u64::MAX, &[0], 0)),
+        Err(DecodeError::Chains(ChainsError::Repeated { index: 0, rank: 0 })),
+        "a member is no learner"
+    );
+    assert_eq!(
+        table(1, 1, &entry(1, u64::MAX, &[0], u32::MAX)),
+        Err(DecodeError::Chains(ChainsError::Ranges(RangesError::FirstNotZero(1))))
+    );
     assert_eq!(frame(Kind::HeartbeatAck, &[0; 7]), Err(DecodeError::Truncated { needed: 8, have: 7 }));
     assert_eq!(frame(Kind::Barrier, &[8; 10]), Err(DecodeError::InvalidField { field: "group", value: 8 }));
     let mut barrier = vec![1u8];

@@ -47,13 +47,14 @@ use std::fmt;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, CustomerId, Duration, Group, Incarnation, Instant, KvStore, Mismatch, NodeId, Rank,
-    RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
+    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KvStore, Mismatch, NodeId,
+    Rank, RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
 };
 
 use crate::queue::Slot;
 
 mod deadlines;
+mod placement;
 pub mod wire;
 
 /// A broken invariant, in words.
@@ -364,6 +365,7 @@ pub struct Checker {
     disturbances: Vec<Disturbance>,
     deadlines: BTreeSet<(Instant, Waiter)>,
     tables: BTreeMap<u64, Vec<NodeEntry>>,
+    placement: placement::Placement,
 }
 
 /// Most disturbances remembered; the oldest are forgotten beyond it (only
@@ -372,10 +374,11 @@ const DISTURBANCES_MAX: usize = 4096;
 
 impl Checker {
     /// A checker for a cluster of `servers` servers and `workers` workers
-    /// partitioned by `ranges`.
-    pub fn new(bounds: Bounds, ranges: ServerRanges, servers: u32, workers: u32) -> Self {
+    /// partitioned by `ranges`, each range kept `replicas` times.
+    pub fn new(bounds: Bounds, ranges: ServerRanges, servers: u32, workers: u32, replicas: u8) -> Self {
         assert_eq!(ranges.len(), servers as usize, "one range per server");
         Self {
+            placement: placement::Placement::new(replicas, ranges.clone()),
             bounds,
             ranges,
             servers,
@@ -827,22 +830,25 @@ impl Checker {
     }
 
     /// A node's table at `epoch` is the one everybody else had at that
-    /// epoch, and lists every id of the cluster.
-    pub fn check_table(&mut self, node: NodeId, epoch: u64, entries: Vec<NodeEntry>) -> Check {
+    /// epoch, and lists every id of the cluster; its replica table too, and
+    /// that changed from the epochs before and after only as it may.
+    pub fn check_table(&mut self, node: NodeId, epoch: u64, entries: Vec<NodeEntry>, chains: &Chains) -> Check {
         let ids: Vec<NodeId> = entries.iter().map(|e| e.id).collect();
         if ids != self.members(Group::SERVERS | Group::WORKERS) {
             return violation(format!("identity: table at epoch {epoch} of node {node} lists ids {ids:?}"));
         }
         match self.tables.get(&epoch) {
-            Some(known) if *known != entries => violation(format!(
-                "identity: node {node} holds another table at epoch {epoch} than others did:\n  {entries:?}\n  {known:?}"
-            )),
-            Some(_) => Ok(()),
+            Some(known) if *known != entries => {
+                return violation(format!(
+                    "identity: node {node} holds another table at epoch {epoch} than others did:\n  {entries:?}\n  {known:?}"
+                ))
+            }
+            Some(_) => {}
             None => {
-                self.tables.insert(epoch, entries);
-                Ok(())
+                self.tables.insert(epoch, entries.clone());
             }
         }
+        self.placement.check(node, epoch, &entries, chains)
     }
 
     /// A node's key ranges are the cluster's partition, and that is a

@@ -15,7 +15,7 @@ use pslite_core::wire::message::Envelope;
 use pslite_core::wire::{
     BarrierOutcome, KvOp, KvRequestMsg, KvResponseMsg, Message, NodeEntry, NodeTableMsg, RegisterMsg, SimpleMsg,
 };
-use pslite_core::{CustomerId, DType, Group, Incarnation, Keys, Lens, NodeId, Role, Values};
+use pslite_core::{Chains, CustomerId, DType, Group, Incarnation, Keys, Lens, NodeId, Role, Values};
 
 use super::*;
 
@@ -111,8 +111,14 @@ fn message() -> impl Strategy<Value = Message> {
             listen_addr,
             instance
         })),
-        (small_or_any(), vec(entry, 0..8), vec((group(), small_or_any()), 0..3))
-            .prop_map(|(epoch, nodes, generations)| Message::NodeTable(NodeTableMsg { epoch, nodes, generations })),
+        (small_or_any(), vec(entry, 0..8), vec((group(), small_or_any()), 0..3)).prop_map(
+            |(epoch, nodes, generations)| Message::NodeTable(NodeTableMsg {
+                epoch,
+                nodes,
+                generations,
+                chains: Chains::default()
+            })
+        ),
         (group(), small_or_any(), any::<bool>()).prop_map(|(group, generation, finalize)| Message::Barrier {
             group,
             generation,
@@ -205,6 +211,7 @@ fn scheduler_messages_from_anyone_else_are_dropped_and_counted() {
         epoch: epoch + 1,
         nodes: sim.node(w).unwrap().membership().iter().copied().collect(),
         generations: Vec::new(),
+        chains: sim.node(w).unwrap().membership().chains().clone(),
     });
     let to_worker =
         [release, Message::HeartbeatAck { epoch: epoch + 1 }, Message::Terminate, table, Message::Heartbeat];

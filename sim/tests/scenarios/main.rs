@@ -16,14 +16,15 @@ mod failure;
 mod hostile;
 mod kv;
 mod liveness;
+mod placement;
 mod reliability;
 
 use bytes::Bytes;
 use pslite_core::wire::message::Envelope;
 use pslite_core::wire::{Message, NodeEntry, NodeTableMsg};
 use pslite_core::{
-    BarrierTicket, CustomerId, DType, Duration, Event, Group, Incarnation, Instant, Keys, NodeId, Rng, Timestamp,
-    Values,
+    BarrierTicket, Chains, CustomerId, DType, Duration, Event, Group, Incarnation, Instant, Keys, NodeId, Rng,
+    Timestamp, Values,
 };
 use pslite_sim::{FailureKind, FaultClass, Setup, Sim, SCHEDULER_SLOT};
 
@@ -170,7 +171,7 @@ fn inject_table(sim: &mut Sim, to: usize, edit: impl FnOnce(&mut Vec<NodeEntry>)
     let mut nodes: Vec<NodeEntry> = node.membership().iter().copied().collect();
     edit(&mut nodes);
     let receiver_incarnation = node.incarnation();
-    let table = Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new() });
+    let table = Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains: Chains::default() });
     let envelope =
         Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver, receiver_incarnation, seq: 0 };
     sim.inject_frame(SCHEDULER, to, table.encode(envelope).to_bytes());

@@ -1,0 +1,131 @@
+//! The replica tables every node holds: one per epoch, the same on every
+//! node, shaped like the cluster, and changed only as deaths, restarts
+//! and catch-ups allow (REPLICATION.md's config agreement).
+//!
+//! Checked by hand from the tables' parts, not with the core's own
+//! `Chains::from_parts`, so a bug there cannot hide itself.
+
+use std::collections::BTreeMap;
+
+use pslite_core::wire::NodeEntry;
+use pslite_core::{Chains, Incarnation, NodeId, RangeChain, Rank, ServerRanges};
+
+use super::{violation, Check};
+
+/// Every replica table seen, by epoch, with the node table it came with.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    replicas: u8,
+    ranges: ServerRanges,
+    tables: BTreeMap<u64, (Vec<NodeEntry>, Chains)>,
+}
+
+impl Placement {
+    pub(crate) fn new(replicas: u8, ranges: ServerRanges) -> Self {
+        Self { replicas, ranges, tables: BTreeMap::new() }
+    }
+
+    /// `node` holds `chains` with the node table `entries` at `epoch`.
+    pub(crate) fn check(&mut self, node: NodeId, epoch: u64, entries: &[NodeEntry], chains: &Chains) -> Check {
+        if let Some((_, known)) = self.tables.get(&epoch) {
+            if known != chains {
+                return violation(format!(
+                    "placement: node {node} holds another replica table at epoch {epoch} than others did:\n  \
+                     {chains:?}\n  {known:?}"
+                ));
+            }
+            return Ok(());
+        }
+        self.check_shape(node, epoch, entries, chains)?;
+        let before = self.tables.range(..epoch).next_back().map(|(&e, (n, c))| (e, n.as_slice(), c));
+        if let Some((old_epoch, old_entries, old_chains)) = before {
+            check_change((old_epoch, old_entries, old_chains), (epoch, entries, chains))?;
+        }
+        let after = self.tables.range(epoch + 1..).next().map(|(&e, (n, c))| (e, n.as_slice(), c));
+        if let Some((new_epoch, new_entries, new_chains)) = after {
+            check_change((epoch, entries, chains), (new_epoch, new_entries, new_chains))?;
+        }
+        self.tables.insert(epoch, (entries.to_vec(), chains.clone()));
+        Ok(())
+    }
+
+    /// One chain per range of the cluster's partition, at most R distinct
+    /// live servers in each, a learner that is live and not a member, and
+    /// no change dated after the table.
+    fn check_shape(&self, node: NodeId, epoch: u64, entries: &[NodeEntry], chains: &Chains) -> Check {
+        let what =
+            |problem: String| violation(format!("placement: node {node}, epoch {epoch}: {problem}\n  {chains:?}"));
+        if chains.replicas() != self.replicas {
+            return what(format!("{} replicas, the cluster keeps {}", chains.replicas(), self.replicas));
+        }
+        let ranges: Vec<_> = chains.as_slice().iter().map(RangeChain::range).collect();
+        if ranges != self.ranges.as_slice() {
+            return what(format!("ranges {ranges:?} are not the cluster's {:?}", self.ranges));
+        }
+        let alive = |rank: Rank| entries.iter().any(|e| e.id == NodeId::server(rank) && e.alive);
+        for (index, chain) in chains.as_slice().iter().enumerate() {
+            if chain.members().len() > usize::from(self.replicas) {
+                return what(format!("range {index} has more than {} members", self.replicas));
+            }
+            let named: Vec<Rank> = chain.members().iter().copied().chain(chain.learner()).collect();
+            for (at, rank) in named.iter().enumerate() {
+                if named[..at].contains(rank) {
+                    return what(format!("range {index} names server {} twice", rank.0));
+                }
+                if !alive(*rank) {
+                    return what(format!("range {index} names server {}, dead or unknown in the same table", rank.0));
+                }
+            }
+            if chain.changed_at() > epoch {
+                return what(format!("range {index} changed at epoch {}, after its table", chain.changed_at()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// From one table to a later one: a server leaves a chain only by dying
+/// (so a range is lost only when all its members died), joins only as
+/// the learner that caught up or as a new process starting a lost range
+/// (or, across epochs not seen here, by having been replaced), survivors
+/// keep their order, and `changed_at` moves exactly when members may have.
+fn check_change(old: (u64, &[NodeEntry], &Chains), new: (u64, &[NodeEntry], &Chains)) -> Check {
+    let ((old_epoch, old_entries, old_chains), (new_epoch, new_entries, new_chains)) = (old, new);
+    let incarnation = |entries: &[NodeEntry], rank: Rank| -> Option<(Incarnation, bool)> {
+        entries.iter().find(|e| e.id == NodeId::server(rank)).map(|e| (e.incarnation, e.alive))
+    };
+    let replaced = |rank: Rank| match (incarnation(old_entries, rank), incarnation(new_entries, rank)) {
+        (Some((before, _)), Some((after, alive))) => after > before || !alive,
+        _ => true,
+    };
+    for (index, (was, is)) in old_chains.as_slice().iter().zip(new_chains.as_slice()).enumerate() {
+        let what = |problem: String| {
+            violation(format!(
+                "placement: range {index} from epoch {old_epoch} to {new_epoch}: {problem}\n  {was:?}\n  {is:?}"
+            ))
+        };
+        for &rank in was.members().iter().filter(|r| !is.holds(**r)) {
+            if !replaced(rank) {
+                return what(format!("server {} left the chain alive", rank.0));
+            }
+        }
+        // Tables between the two, not seen here, may have lost the range
+        // and had a new process start it.
+        let unseen_between = new_epoch > old_epoch + 1;
+        for &rank in is.members().iter().filter(|r| !was.holds(**r)) {
+            if !(was.learner() == Some(rank) || was.is_lost() || (unseen_between && replaced(rank))) {
+                return what(format!("server {} joined without catching up", rank.0));
+            }
+        }
+        let kept: Vec<Rank> = is.members().iter().copied().filter(|r| was.holds(*r)).collect();
+        let order: Vec<Rank> = was.members().iter().copied().filter(|r| is.holds(*r)).collect();
+        if kept != order {
+            return what("survivors changed order".into());
+        }
+        if is.changed_at() < was.changed_at() || (is.changed_at() == was.changed_at() && is.members() != was.members())
+        {
+            return what("members changed without changed_at moving on".into());
+        }
+    }
+    Ok(())
+}
