@@ -144,6 +144,7 @@ mod outbox;
 mod range;
 pub mod recycle;
 mod reliable;
+mod replica;
 mod requests;
 mod responder;
 mod rng;

@@ -1,0 +1,18 @@
+//! Replicated key ranges: the parts a chain member runs for each range it
+//! holds, apart from the node that wires them to the wire and the
+//! application.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `log` | one member's ordered log of one range: the next number, what it applied, `Sent`, batches held back |
+//! | `dedup` | the pushes a range applied, by the worker's id for them, so one sent again to a new head is applied once |
+//!
+//! The replica table itself (who holds what) is [`Chains`](crate::Chains),
+//! and its changes are the scheduler's (`scheduler::placement`).
+
+// The node wires these once pushes travel along chains; until then only
+// their tests use them.
+#![cfg_attr(not(test), allow(dead_code))]
+
+pub(crate) mod dedup;
+pub(crate) mod log;
