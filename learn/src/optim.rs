@@ -25,7 +25,7 @@
 use std::str::FromStr;
 
 use pslite_core::kv::store::KeyMap;
-use pslite_core::{DType, KvHandle, Refusal, Response, ServerRequest, Values};
+use pslite_core::{DType, Keys, KvHandle, KvList, Refusal, Response, ServerRequest, Values};
 
 /// The request command for gradients. Other commands are reserved and
 /// refused, so that a later command (say, "set weights") cannot be
@@ -201,7 +201,10 @@ pub struct OptimizerStore {
 
 /// Per-key state: `[w, unused]` for SGD, `[w, n]` for AdaGrad, `[z, n]`
 /// for FTRL.
-type State = [f32; 2];
+type State = [f32; STATE_LEN];
+
+/// Floats of one key's state.
+const STATE_LEN: usize = 2;
 
 /// The largest gradient magnitude accepted. No sane gradient comes near
 /// it; a larger one is a bug upstream, and its square would soon overflow
@@ -283,7 +286,40 @@ impl OptimizerStore {
     }
 }
 
+/// Replicated ranges: each key's whole optimizer state travels, the
+/// accumulators with the weight, so a copy takes the next gradient exactly
+/// as the head would.
 impl KvHandle for OptimizerStore {
+    fn export(&self, keys: &Keys) -> Option<KvList> {
+        let (mut held, mut states) = (Vec::new(), Vec::new());
+        for key in keys.iter() {
+            if let Some(state) = self.states.get(&key) {
+                held.push(key);
+                states.extend_from_slice(state);
+            }
+        }
+        Some(KvList { keys: Keys::from_slice(&held), values: Values::from_slice(&states), lens: None })
+    }
+
+    fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
+        let fits = state.values.dtype() == DType::F32
+            && state.lens.is_none()
+            && state.values.len() == state.keys.len() * STATE_LEN;
+        if !fits {
+            return Err(Refusal::Handle(format!(
+                "an optimizer state is {STATE_LEN} F32 per key; got {} {:?} for {} keys",
+                state.values.len(),
+                state.values.dtype(),
+                state.keys.len()
+            )));
+        }
+        let values: Vec<f32> = state.values.iter::<f32>().collect();
+        for (key, pair) in state.keys.iter().zip(values.chunks_exact(STATE_LEN)) {
+            self.states.insert(key, [pair[0], pair[1]]);
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, request: &ServerRequest) -> Response {
         if let Some(reason) = Self::refusal(request) {
             return Response::Refused(Refusal::Handle(reason));
@@ -393,6 +429,47 @@ mod tests {
         assert!(matches!(OptimizerStore::new(bad), Err(OptimizerError::Parameter { name: "learning_rate", .. })));
         let bad = Optimizer::Ftrl(Ftrl { l1: -1.0, ..Ftrl::default() });
         assert!(matches!(OptimizerStore::new(bad), Err(OptimizerError::Parameter { name: "l1", .. })));
+    }
+
+    proptest::proptest! {
+        /// For every rule: a copy that installs the head's export after
+        /// each push, then takes the same next gradients itself, holds the
+        /// head's weights bit for bit. The state that travels includes the
+        /// accumulators: a copy given the weights alone would step
+        /// AdaGrad and FTRL differently.
+        #[test]
+        fn a_copy_that_installs_exports_steps_as_the_head_does(
+            pushes in proptest::collection::vec(
+                proptest::collection::btree_map(0u64..12, -3.0f32..3.0, 1..6), 1..10),
+            next in proptest::collection::vec(-3.0f32..3.0, 12),
+        ) {
+            for name in Optimizer::NAMES {
+                let (mut head, mut copy) = (store(name), store(name));
+                for gradients in &pushes {
+                    let keys: Vec<u64> = gradients.keys().copied().collect();
+                    push(&mut head, &keys, &gradients.values().copied().collect::<Vec<_>>());
+                    let state = head.export(&Keys::from_slice(&keys)).expect("optimizers replicate");
+                    proptest::prop_assert!(copy.install(&state).is_ok());
+                }
+                let keys: Vec<u64> = (0..12).collect();
+                push(&mut head, &keys, &next);
+                push(&mut copy, &keys, &next);
+                let bits = |store: &mut OptimizerStore| pull(store, &keys).iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&mut copy), bits(&mut head), "{}", name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_of_another_shape_is_refused() {
+        let mut store = store("adagrad");
+        let state = KvList { keys: Keys::from_slice(&[1]), values: Values::from_slice(&[1.0f32]), lens: None };
+        assert!(refusal_of(store.install(&state)).contains("2 F32 per key"));
+        assert!(store.is_empty());
+    }
+
+    fn refusal_of(result: Result<(), Refusal>) -> String {
+        result.expect_err("refused").to_string()
     }
 
     #[test]

@@ -329,6 +329,28 @@ impl Response {
 pub trait KvHandle: Send + 'static {
     /// Answers one request.
     fn handle(&mut self, request: &ServerRequest) -> Response;
+
+    /// The state `keys` hold now (those that hold any), in a form only
+    /// [`install`](Self::install) on the same kind of handle reads: all a
+    /// copy needs to answer every later request on those keys exactly as
+    /// this one would, byte for byte. Replicated ranges send it down the
+    /// chain after each push and to a server catching up, which is why
+    /// it is the state and not the push: a handle whose update is not a
+    /// sum (an optimizer's, with per-key accumulators) or not
+    /// deterministic replicates all the same.
+    ///
+    /// `None` (the default): this handle cannot be replicated.
+    fn export(&self, keys: &Keys) -> Option<KvList> {
+        let _ = keys;
+        None
+    }
+
+    /// Installs what [`export`](Self::export) of another copy returned,
+    /// replacing what these keys held.
+    fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
+        let _ = state;
+        Err(Refusal::Handle("this handle cannot be replicated (it does not export its state)".into()))
+    }
 }
 
 /// A boxed handle is a handle, so handles chosen at run time (by name,
@@ -336,6 +358,14 @@ pub trait KvHandle: Send + 'static {
 impl KvHandle for Box<dyn KvHandle> {
     fn handle(&mut self, request: &ServerRequest) -> Response {
         (**self).handle(request)
+    }
+
+    fn export(&self, keys: &Keys) -> Option<KvList> {
+        (**self).export(keys)
+    }
+
+    fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
+        (**self).install(state)
     }
 }
 

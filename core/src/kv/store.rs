@@ -17,8 +17,9 @@ use crate::recycle::Recycler;
 
 use super::arena::Arena;
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
-use super::values::{add_all, put_all, DType, Element, Lens, Values};
-use super::{KvHandle, Response, ServerRequest};
+use super::list::KvList;
+use super::values::{add_all, put_all, DType, Element, Keys, Lens, Values};
+use super::{KvHandle, Refusal, Response, ServerRequest};
 
 /// A fast, fixed (hence deterministic) hasher for integer keys:
 /// one multiply and a fold (Fx-style). Lookup only, never iterated.
@@ -344,16 +345,103 @@ impl<T: Element> KvStore<T> {
     }
 
     fn lens_of(&self, request: &ServerRequest) -> Result<RunLens, StoreError> {
-        let keys = request.keys.len();
-        match &request.lens {
-            Some(lens) if lens.len() == keys && lens.total() == request.values.len() as u64 => {
-                Ok(RunLens::Listed(lens.clone()))
+        run_lens(&request.keys, &request.values, request.lens.as_ref())
+    }
+
+    /// What `keys` hold (keys never pushed are left out), with each key's
+    /// length: what a copy of this store installs to answer every later
+    /// request on those keys exactly as this one does.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let push = |keys: &[u64], values: &[f32]| ServerRequest {
+    /// #     id: ServerRequestId { from: NodeId::worker(Rank(0)), incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT, ts: Timestamp(0) },
+    /// #     cmd: 0, op: KvOp::Push, keys: Keys::from_slice(keys), values: Values::from_slice(values), lens: None,
+    /// # };
+    /// let mut head = KvStore::<f32>::new();
+    /// head.push(&push(&[1, 2], &[0.1, 0.2])).unwrap();
+    /// head.push(&push(&[2], &[0.3])).unwrap();
+    /// let state = head.export(&Keys::from_slice(&[1, 2, 3]));
+    /// assert_eq!(state.keys, Keys::from_slice(&[1, 2]), "3 holds nothing");
+    /// // A copy that installs it holds the same bits, whatever order of
+    /// // additions made them.
+    /// let mut copy = KvStore::<f32>::new();
+    /// copy.install(&state).unwrap();
+    /// assert_eq!(copy.get(2).unwrap()[0].to_bits(), head.get(2).unwrap()[0].to_bits());
+    /// ```
+    pub fn export(&self, keys: &Keys) -> KvList {
+        let (mut held, mut lens, mut out) = (Vec::new(), Vec::new(), BytesMut::new());
+        for key in keys.iter() {
+            if let Some(run) = self.index.get(key) {
+                held.push(key);
+                lens.push(run.len);
+                self.arena.copy_into(run.start..run.start + run.len as usize, &mut out);
             }
-            Some(_) => Err(StoreError::LensMismatch),
-            None if keys == 0 => Ok(RunLens::Equal(0)),
-            None if request.values.len() % keys == 0 => Ok(RunLens::Equal((request.values.len() / keys) as u32)),
-            None => Err(StoreError::Uneven { values: request.values.len(), keys }),
         }
+        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements copied");
+        KvList { keys: Keys::from_slice(&held), values, lens: Some(Lens::from_slice(&lens)) }
+    }
+
+    /// Replaces what the keys of `state` hold with it (see
+    /// [`export`](Self::export)). Checks everything first, so a refused
+    /// state changes nothing.
+    pub fn install(&mut self, state: &KvList) -> Result<(), StoreError> {
+        if state.values.dtype() != T::DTYPE {
+            return Err(StoreError::PushType { held: T::DTYPE, pushed: state.values.dtype() });
+        }
+        super::list::check_keys(&state.keys)?;
+        let lens = run_lens(&state.keys, &state.values, state.lens.as_ref())?;
+        let mut new_elements = 0usize;
+        for (i, key) in state.keys.iter().enumerate() {
+            match self.index.get(key) {
+                Some(run) if run.len != lens.get(i) => {
+                    return Err(StoreError::LengthChanged { key, held: run.len, pushed: lens.get(i) });
+                }
+                Some(_) => {}
+                None => new_elements += lens.get(i) as usize,
+            }
+        }
+        if self.arena.len() + new_elements > ARENA_ELEMENTS_MAX {
+            return Err(StoreError::Full { held: self.arena.len(), max: ARENA_ELEMENTS_MAX });
+        }
+        self.arena.reserve(new_elements);
+        let size = size_of::<T>();
+        let bytes = state.values.as_bytes();
+        let mut batch = Batch::with_capacity(state.keys.len());
+        let mut at = 0usize;
+        for (i, key) in state.keys.iter().enumerate() {
+            let len = lens.get(i) as usize;
+            let chunk = &bytes[at * size..(at + len) * size];
+            match self.index.get(key) {
+                Some(run) => {
+                    let held = self.arena.slice_mut(run.start..run.start + len);
+                    for (value, raw) in held.iter_mut().zip(chunk.chunks_exact(size)) {
+                        *value = T::read(raw);
+                    }
+                }
+                None => {
+                    let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
+                    batch.push(key, Run { start, len: len as u32 });
+                }
+            }
+            at += len;
+        }
+        self.index.insert(batch);
+        Ok(())
+    }
+}
+
+/// Values per key of a list of `keys` and `values`: listed in `lens`, or
+/// an equal share.
+fn run_lens(keys: &Keys, values: &Values, lens: Option<&Lens>) -> Result<RunLens, StoreError> {
+    let count = keys.len();
+    match lens {
+        Some(lens) if lens.len() == count && lens.total() == values.len() as u64 => Ok(RunLens::Listed(lens.clone())),
+        Some(_) => Err(StoreError::LensMismatch),
+        None if count == 0 => Ok(RunLens::Equal(0)),
+        None if values.len() % count == 0 => Ok(RunLens::Equal((values.len() / count) as u32)),
+        None => Err(StoreError::Uneven { values: values.len(), keys: count }),
     }
 }
 
@@ -419,6 +507,14 @@ pub enum StoreError {
 }
 
 impl<T: Element + Send> KvHandle for KvStore<T> {
+    fn export(&self, keys: &Keys) -> Option<KvList> {
+        Some(Self::export(self, keys))
+    }
+
+    fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
+        Self::install(self, state).map_err(Refusal::from)
+    }
+
     fn handle(&mut self, request: &ServerRequest) -> Response {
         if request.op.pushes() {
             if let Err(error) = self.push(request) {
@@ -560,7 +656,61 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_install_that_does_not_fit_is_refused_and_changes_nothing() {
+        let mut store = KvStore::<f32>::new();
+        store.handle(&request(KvOp::Push, &[1, 2], &[1.0, 2.0], None));
+        let state = |keys: &[u64], values: &[f32], lens: &[u32]| KvList {
+            keys: Keys::from_slice(keys),
+            values: Values::from_slice(values),
+            lens: Some(Lens::from_slice(lens)),
+        };
+        let longer = state(&[2, 3], &[5.0, 6.0, 7.0, 8.0], &[1, 3]);
+        assert!(store.install(&longer).is_ok(), "a key of its held length and a new one");
+        let changed = state(&[1, 4], &[9.0, 9.0, 9.0], &[2, 1]);
+        assert_eq!(store.install(&changed), Err(StoreError::LengthChanged { key: 1, held: 1, pushed: 2 }));
+        assert_eq!(store.get(4), None, "checked before anything changed");
+        let f64s = KvList { keys: Keys::from_slice(&[1]), values: Values::from_slice(&[1.0f64]), lens: None };
+        assert!(matches!(store.install(&f64s), Err(StoreError::PushType { .. })));
+        assert_eq!(pulled(&mut store, &[1, 2, 3]), [1.0, 5.0, 6.0, 7.0, 8.0]);
+    }
+
     proptest! {
+        /// A copy that installs the head's export of each push's keys
+        /// after the push, and a fresh store that installs one export of
+        /// everything at the end (a state transfer), hold the head's bits:
+        /// every pull answers alike, byte for byte, with non-integer
+        /// values whose sums depend on the order of additions.
+        #[test]
+        fn copies_that_install_exports_answer_as_the_head_does(
+            pushes in proptest::collection::vec(
+                proptest::collection::btree_map(0u64..40, (1u32..4, -1.0e3f32..1.0e3), 1..10), 1..12),
+        ) {
+            let mut head = KvStore::<f32>::new();
+            let mut copy = KvStore::<f32>::new();
+            let mut lens_of: BTreeMap<u64, u32> = BTreeMap::new();
+            for push in &pushes {
+                let keys: Vec<u64> = push.keys().copied().collect();
+                let lens: Vec<u32> = push.iter().map(|(k, &(l, _))| *lens_of.entry(*k).or_insert(l)).collect();
+                let values: Vec<f32> = push.values().zip(&lens).flat_map(|(&(_, v), &l)| (0..l).map(move |j| v / (j + 3) as f32)).collect();
+                let applied = matches!(head.handle(&request(KvOp::Push, &keys, &values, Some(&lens))), Response::Ok { .. });
+                prop_assert!(applied);
+                let state = KvHandle::export(&head, &Keys::from_slice(&keys)).expect("the store replicates");
+                prop_assert_eq!(state.keys.len(), keys.len());
+                prop_assert!(KvHandle::install(&mut copy, &state).is_ok());
+            }
+            let everything: Vec<u64> = (0..44).collect();
+            let mut transferred = KvStore::<f32>::new();
+            transferred.install(&head.export(&Keys::from_slice(&everything))).unwrap();
+            let pull = request(KvOp::Pull, &everything, &[], Some(&[]));
+            let answer = |store: &mut KvStore| store.handle(&pull);
+            let expected = answer(&mut head);
+            prop_assert_eq!(&answer(&mut copy), &expected);
+            prop_assert_eq!(&answer(&mut transferred), &expected);
+            prop_assert_eq!(copy.len(), head.len());
+            prop_assert_eq!(transferred.export(&Keys::from_slice(&everything)), head.export(&Keys::from_slice(&everything)));
+        }
+
         #[test]
         fn pulls_match_a_model_of_variable_lengths(
             pushes in proptest::collection::vec(proptest::collection::btree_map(0u64..40, 1u32..4, 1..10), 1..8),
