@@ -76,11 +76,6 @@ impl<S: Clone, A> RangeMember<S, A> {
         self.log.applied()
     }
 
-    /// The last batch known committed.
-    pub(crate) fn committed(&self) -> u64 {
-        self.log.committed()
-    }
-
     /// Answers owed, over every batch.
     pub(crate) fn owed(&self) -> usize {
         self.owed.values().map(Vec::len).sum()
@@ -89,16 +84,6 @@ impl<S: Clone, A> RangeMember<S, A> {
     /// Batches kept for the successor.
     pub(crate) fn sent(&self) -> usize {
         self.log.sent().count()
-    }
-
-    /// Batches held back until an earlier one comes.
-    pub(crate) fn held(&self) -> usize {
-        self.log.held()
-    }
-
-    /// Entries of the dedup table.
-    pub(crate) fn dedup_entries(&self) -> usize {
-        self.dedup.len()
     }
 
     /// At the head: a push part arrived.
@@ -226,6 +211,9 @@ mod tests {
         assert_eq!(lone.applied(smallvec![push], 1, false), (1, None), "a chain of one commits at once");
         assert_eq!(lone.admit(later), Admit::Apply);
         assert_eq!(lone.admit(push), Admit::Drop, "its worker moved its floor past it");
+        // A worker process that died sends nothing again: its entries go.
+        lone.forget_worker(NodeId::worker(Rank(0)), Incarnation(0));
+        assert_eq!(lone.admit(push), Admit::Apply, "forgotten");
     }
 
     #[derive(Clone, Debug)]
