@@ -837,6 +837,15 @@ impl Sim {
 
         let epoch = node.membership().epoch();
         // A forged table is the test's own; only the scheduler's are checked.
+        if check.is_ok() && epoch < process.epoch_checked && !self.forged {
+            // Membership (and with it the replica table) never rolls back.
+            check = Err(Violation {
+                what: format!(
+                    "membership: node {id} (slot {slot}) went back from epoch {} to {epoch}",
+                    process.epoch_checked
+                ),
+            });
+        }
         if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {
             process.epoch_checked = epoch;
             let entries: Vec<_> = node.membership().iter().copied().collect();
