@@ -1,6 +1,6 @@
 //! The replica tables every node holds: one per epoch, the same on every
 //! node, shaped like the cluster, and changed only as deaths, restarts
-//! and catch-ups allow (REPLICATION.md's config agreement).
+//! and catch-ups allow (the replication design's config agreement).
 //!
 //! Checked by hand from the tables' parts, not with the core's own
 //! `Chains::from_parts`, so a bug there cannot hide itself.
