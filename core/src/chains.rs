@@ -176,7 +176,8 @@ pub enum ChainsError {
 ///     assert_eq!(chain.range(), ranges.as_slice()[i]);
 /// }
 /// // A key's chain is found by binary search, u64::MAX included.
-/// assert_eq!(chains.index_of(u64::MAX), 3);
+/// assert_eq!(chains.index_of(u64::MAX), Some(3));
+/// assert_eq!(Chains::default().index_of(7), None, "no table yet");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chains {
@@ -242,14 +243,11 @@ impl Chains {
         self.chains.is_empty()
     }
 
-    /// The index of the range holding `key`.
-    ///
-    /// # Panics
-    ///
-    /// On an empty table (none received yet).
-    pub fn index_of(&self, key: u64) -> usize {
-        assert!(!self.chains.is_empty(), "no replica table yet");
-        self.chains.partition_point(|c| c.range.end_inclusive() < key)
+    /// The index of the range holding `key`; `None` before the first
+    /// table.
+    pub fn index_of(&self, key: u64) -> Option<usize> {
+        let index = self.chains.partition_point(|c| c.range.end_inclusive() < key);
+        (index < self.chains.len()).then_some(index)
     }
 
     /// Whether a frame for range `index` sent under `epoch` was routed by
@@ -336,7 +334,7 @@ mod tests {
                 prop_assert_eq!(held, copies);
                 prop_assert_eq!(chains.homes_of(Rank(rank)).count(), copies);
             }
-            let index = chains.index_of(key);
+            let index = chains.index_of(key).expect("a table covers every key");
             prop_assert!(chains.as_slice()[index].range().contains(key));
             prop_assert_eq!(Rank(index as u32), ranges.owner(key), "R=1 routing is today's");
         }

@@ -947,9 +947,16 @@ impl Node {
             // one that does brings everything.
             return;
         }
-        if !table.chains.is_empty() && !self.fits_our_cluster(&table.chains) {
-            // Another cluster's table, or a corrupt one: routing by it
-            // would send keys to servers that do not hold them.
+        let fits = if table.chains.is_empty() {
+            // The scheduler always sends its replica table: one without
+            // (a forged table) must not take away the one we hold.
+            self.membership.chains().is_empty()
+        } else {
+            // Another cluster's table, or a corrupt one, would send keys
+            // to servers that do not hold them.
+            self.fits_our_cluster(&table.chains)
+        };
+        if !fits {
             self.stats.unexpected_drops += 1;
             return;
         }

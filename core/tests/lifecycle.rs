@@ -205,3 +205,33 @@ fn a_table_whose_replica_table_splits_keys_otherwise_is_refused_and_a_fitting_on
     assert_eq!((node.phase(), node.id()), (Phase::Ready, me));
     assert_eq!(node.membership().chains(), &ours, "kept with the node table, at its epoch");
 }
+
+#[test]
+fn a_table_without_a_replica_table_cannot_take_away_the_one_held() {
+    let now = Instant::ZERO;
+    let mut node = Node::new(worker_config(Duration::from_secs(60)), 17, now);
+    let instance = registration_instance(&mut node);
+    let me = NodeId::worker(Rank(0));
+    let entries = |alive: bool| {
+        vec![
+            NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive },
+            NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true },
+        ]
+    };
+    let envelope = Envelope {
+        sender: NodeId::SCHEDULER,
+        incarnation: Incarnation(0),
+        receiver: me,
+        receiver_incarnation: Incarnation(0),
+        seq: 0,
+    };
+    let ours = Chains::initial(&ServerRanges::equal(1), 1, 2);
+    let table =
+        |epoch, nodes, chains| Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains });
+    node.handle_frame(now, table(2, entries(true), ours.clone()).encode(envelope).to_bytes()).unwrap();
+    assert_eq!(node.phase(), Phase::Ready);
+    node.handle_frame(now, table(3, entries(false), Chains::default()).encode(envelope).to_bytes()).unwrap();
+    assert_eq!((node.membership().epoch(), node.stats().unexpected_drops), (2, 1), "refused whole");
+    assert!(node.membership().is_alive(NodeId::server(Rank(0))));
+    assert_eq!(node.membership().chains(), &ours);
+}

@@ -395,3 +395,20 @@ fn a_barrier_that_waits_for_recovery_released_before_the_recovery_timeout_is_rep
     c.node_declared_dead(at(1000), W1, Incarnation(0));
     c.barrier_ended(at(3000), W0, Incarnation(0), ticket, Some(&[W1])).expect("released at the timeout");
 }
+
+#[test]
+fn a_learner_that_joins_ahead_of_the_tail_or_a_date_that_moves_alone_is_reported() {
+    let mut c = checker_keeping(2);
+    let alive = || entries([(0, true), (1, true)]);
+    c.check_table(W0, 1, entries([(0, true), (0, false)]), &chains([(&[0], None, 1), (&[0], None, 1)])).unwrap();
+    let learning = chains([(&[0], Some(1), 1), (&[0], Some(1), 1)]);
+    c.check_table(W0, 2, entries([(0, true), (1, true)]), &learning).expect("learners");
+    let ahead = chains([(&[1, 0], None, 3), (&[0], Some(1), 1)]);
+    let what = violation(c.check_table(W0, 3, alive(), &ahead));
+    assert!(what.contains("range 0 from epoch 2 to 3: server 1 joined, but not as the tail"), "{what}");
+    let redated = chains([(&[0], Some(1), 3), (&[0], Some(1), 1)]);
+    let what = violation(c.check_table(W0, 3, alive(), &redated));
+    assert!(what.contains("changed_at moved, but the members did not change"), "{what}");
+    let behind = chains([(&[0, 1], None, 3), (&[0], Some(1), 1)]);
+    c.check_table(W0, 3, alive(), &behind).expect("caught up, as the tail");
+}

@@ -15,11 +15,19 @@
 //! entries go with it. Per origin the table never holds more than
 //! `ENTRIES_MAX`; a worker that outruns it (no honest one can, since it
 //! has at most `requests_pending_max` requests waiting) loses its oldest.
+//!
+//! Timestamps wrap at 2^32, and an origin's floor moves only when it
+//! pushes to this range. An origin silent here for longer than `idle_max`
+//! (the request timeout: no request is sent again after it) has nothing
+//! that could come again, so its next push starts its entries afresh; a
+//! floor left that long could otherwise look newer than a wrapped one,
+//! and a new push would be taken for a settled one.
 
 use std::collections::BTreeMap;
 
 use crate::id::{Incarnation, NodeId};
 use crate::kv::{CustomerId, Timestamp};
+use crate::time::{Duration, Instant};
 
 /// Entries kept per origin at most.
 pub(crate) const ENTRIES_MAX: usize = 1 << 16;
@@ -52,6 +60,8 @@ struct Applied {
     floor: Timestamp,
     /// `ts - floor` → the batch that carried the push.
     by_offset: BTreeMap<u32, u64>,
+    /// When the origin last pushed to this range.
+    seen: Instant,
 }
 
 impl Applied {
@@ -61,12 +71,18 @@ impl Applied {
 }
 
 /// The table of one range.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DedupTable {
     origins: BTreeMap<Origin, Applied>,
+    idle_max: Duration,
 }
 
 impl DedupTable {
+    /// An empty table that forgets origins silent for over `idle_max`.
+    pub(crate) fn new(idle_max: Duration) -> Self {
+        Self { origins: BTreeMap::new(), idle_max }
+    }
+
     /// What the table knows of push `ts` from `origin`.
     pub(crate) fn check(&self, origin: Origin, ts: Timestamp) -> Seen {
         let Some(applied) = self.origins.get(&origin) else {
@@ -81,9 +97,10 @@ impl DedupTable {
     /// Push `ts` from `origin` was applied in batch `seq`; the push said
     /// its worker waits on nothing older than `floor`. A push older than the
     /// floor is not recorded (nobody will send it again).
-    pub(crate) fn record(&mut self, origin: Origin, ts: Timestamp, floor: Timestamp, seq: u64) {
-        self.settle_before(origin, floor);
-        let applied = self.origins.entry(origin).or_insert_with(|| Applied { floor, by_offset: BTreeMap::new() });
+    pub(crate) fn record(&mut self, origin: Origin, ts: Timestamp, floor: Timestamp, seq: u64, now: Instant) {
+        self.settle_before(origin, floor, now);
+        let applied =
+            self.origins.entry(origin).or_insert_with(|| Applied { floor, by_offset: BTreeMap::new(), seen: now });
         let Some(offset) = applied.offset(ts) else {
             return;
         };
@@ -93,12 +110,19 @@ impl DedupTable {
         }
     }
 
-    /// `origin` waits on nothing older than `floor`: entries before it go.
-    /// A floor that does not move forward changes nothing.
-    pub(crate) fn settle_before(&mut self, origin: Origin, floor: Timestamp) {
+    /// `origin` waits on nothing older than `floor` at `now`: entries
+    /// before it go. A floor that does not move forward changes nothing,
+    /// unless the origin was silent so long that its old floor means
+    /// nothing any more.
+    pub(crate) fn settle_before(&mut self, origin: Origin, floor: Timestamp, now: Instant) {
         let Some(applied) = self.origins.get_mut(&origin) else {
             return;
         };
+        if now >= applied.seen + self.idle_max {
+            *applied = Applied { floor, by_offset: BTreeMap::new(), seen: now };
+            return;
+        }
+        applied.seen = now;
         let Some(shift) = applied.offset(floor).filter(|&shift| shift > 0) else {
             return;
         };
@@ -125,6 +149,12 @@ mod tests {
     use crate::id::Rank;
     use proptest::prelude::*;
 
+    const IDLE: Duration = Duration::from_secs(120);
+
+    fn at(secs: u64) -> Instant {
+        Instant::ZERO + Duration::from_secs(secs)
+    }
+
     fn origin(worker: u32, incarnation: u32) -> Origin {
         Origin {
             worker: NodeId::worker(Rank(worker)),
@@ -135,23 +165,23 @@ mod tests {
 
     #[test]
     fn a_push_is_known_by_its_id_until_its_worker_settles_past_it() {
-        let mut table = DedupTable::default();
+        let mut table = DedupTable::new(IDLE);
         let w = origin(0, 0);
         assert_eq!(table.check(w, Timestamp(5)), Seen::New);
-        table.record(w, Timestamp(5), Timestamp(3), 17);
+        table.record(w, Timestamp(5), Timestamp(3), 17, at(0));
         // Requests of one worker arrive in any order.
-        table.record(w, Timestamp(4), Timestamp(3), 18);
+        table.record(w, Timestamp(4), Timestamp(3), 18, at(0));
         assert_eq!(table.check(w, Timestamp(4)), Seen::Applied(18));
-        table.record(w, Timestamp(9), Timestamp(3), 18);
+        table.record(w, Timestamp(9), Timestamp(3), 18, at(0));
         assert_eq!(table.check(w, Timestamp(5)), Seen::Applied(17));
         assert_eq!(table.check(origin(0, 1), Timestamp(5)), Seen::New, "another process, another push");
-        table.settle_before(w, Timestamp(7));
+        table.settle_before(w, Timestamp(7), at(1));
         assert_eq!(table.check(w, Timestamp(5)), Seen::Settled);
         assert_eq!(table.check(w, Timestamp(9)), Seen::Applied(18));
         assert_eq!(table.len(), 1);
-        table.record(w, Timestamp(6), Timestamp(3), 19);
+        table.record(w, Timestamp(6), Timestamp(3), 19, at(1));
         assert_eq!(table.check(w, Timestamp(6)), Seen::Settled, "settled already: not recorded");
-        table.settle_before(w, Timestamp(6));
+        table.settle_before(w, Timestamp(6), at(1));
         assert_eq!(table.check(w, Timestamp(9)), Seen::Applied(18), "a floor never moves back");
         table.forget_worker(NodeId::worker(Rank(0)), Incarnation(0));
         assert_eq!((table.len(), table.check(w, Timestamp(9))), (0, Seen::New));
@@ -159,13 +189,28 @@ mod tests {
 
     #[test]
     fn timestamps_keep_their_order_across_the_wrap() {
-        let mut table = DedupTable::default();
+        let mut table = DedupTable::new(IDLE);
         let w = origin(1, 0);
-        table.record(w, Timestamp(u32::MAX - 1), Timestamp(u32::MAX - 1), 1);
-        table.record(w, Timestamp(2), Timestamp(u32::MAX - 1), 2);
-        table.settle_before(w, Timestamp(u32::MAX));
+        table.record(w, Timestamp(u32::MAX - 1), Timestamp(u32::MAX - 1), 1, at(0));
+        table.record(w, Timestamp(2), Timestamp(u32::MAX - 1), 2, at(0));
+        table.settle_before(w, Timestamp(u32::MAX), at(0));
         assert_eq!(table.check(w, Timestamp(u32::MAX - 1)), Seen::Settled);
         assert_eq!(table.check(w, Timestamp(2)), Seen::Applied(2), "after the wrap, still ahead of the floor");
+    }
+
+    #[test]
+    fn an_origin_silent_past_the_request_timeout_starts_afresh() {
+        let mut table = DedupTable::new(IDLE);
+        let w = origin(2, 0);
+        table.record(w, Timestamp(0), Timestamp(0), 1, at(0));
+        // 2^31 + 1 requests later (pulls, other ranges) it pushes here
+        // again: serially its floor looks older than the one held.
+        let far = Timestamp((1 << 31) + 1);
+        table.settle_before(w, far, at(10));
+        assert_eq!(table.check(w, far), Seen::Settled, "within the timeout the old floor stands");
+        table.settle_before(w, far, at(10) + IDLE);
+        assert_eq!(table.check(w, far), Seen::New, "silent for a timeout: nothing of it can come again");
+        assert_eq!(table.len(), 0);
     }
 
     #[derive(Clone, Debug)]
@@ -190,7 +235,7 @@ mod tests {
                 3 => (0u8..3, 0u32..64).prop_map(|(w, t)| Op::Check(w, t)),
             ], 0..200),
         ) {
-            let mut table = DedupTable::default();
+            let mut table = DedupTable::new(IDLE);
             // Per worker: recorded (offset → seq), and the floor's offset.
             let mut model: BTreeMap<u8, (BTreeMap<u32, u64>, Option<u32>)> = BTreeMap::new();
             let mut seq = 0;
@@ -199,7 +244,7 @@ mod tests {
                 match op {
                     Op::Record(w, t, f) => {
                         seq += 1;
-                        table.record(origin(u32::from(w), 0), ts(t), ts(f), seq);
+                        table.record(origin(u32::from(w), 0), ts(t), ts(f), seq, at(0));
                         let (recorded, floor) = model.entry(w).or_default();
                         let floor = *floor.insert(floor.map_or(f, |old| old.max(f)));
                         recorded.retain(|&at, _| at >= floor);
@@ -208,7 +253,7 @@ mod tests {
                         }
                     }
                     Op::Settle(w, t) => {
-                        table.settle_before(origin(u32::from(w), 0), ts(t));
+                        table.settle_before(origin(u32::from(w), 0), ts(t), at(0));
                         if let Some((recorded, Some(floor))) = model.get_mut(&w) {
                             if t > *floor {
                                 *floor = t;

@@ -22,8 +22,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// Batches held back because an earlier one is missing, at most: beyond
-/// it a batch is dropped and comes again with the predecessor's resend.
+/// How far ahead of the next expected batch one may arrive and be held;
+/// beyond it a batch is dropped, and the member asks its predecessor for
+/// everything after what it applied (`resend_from`). Reliable delivery
+/// resends a lost frame by itself, but it may have delivered (and
+/// acknowledged) a batch this log then had to drop.
 pub(crate) const HELD_MAX: u64 = 1024;
 
 /// A batch and its number in the range's order.
@@ -43,7 +46,8 @@ pub(crate) enum Arrival<P> {
     Duplicate,
     /// An earlier batch is missing: kept until it comes.
     Held,
-    /// Too far ahead to keep: dropped; it comes again.
+    /// Too far ahead to keep: dropped. Ask the predecessor to send again
+    /// everything after [`ChainLog::applied`].
     Dropped,
 }
 
@@ -59,11 +63,25 @@ pub(crate) struct ChainLog<P> {
     sent: VecDeque<Numbered<P>>,
     /// Arrived before their turn.
     held: BTreeMap<u64, P>,
+    held_max: u64,
 }
 
 impl<P> Default for ChainLog<P> {
     fn default() -> Self {
-        Self { applied: 0, committed: 0, sent: VecDeque::new(), held: BTreeMap::new() }
+        Self::starting_at(0)
+    }
+}
+
+impl<P> ChainLog<P> {
+    /// A log that starts where a state transfer left it: the range's state
+    /// up to batch `applied` is installed, and that much is committed.
+    pub(crate) fn starting_at(applied: u64) -> Self {
+        Self { applied, committed: applied, sent: VecDeque::new(), held: BTreeMap::new(), held_max: HELD_MAX }
+    }
+
+    /// The same log, holding at most `held_max` batches ahead.
+    pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
+        Self { held_max, ..self }
     }
 }
 
@@ -110,7 +128,7 @@ impl<P: Clone> ChainLog<P> {
             return Arrival::Duplicate;
         }
         if seq > self.applied + 1 {
-            if seq - self.applied > HELD_MAX {
+            if seq - self.applied > self.held_max {
                 return Arrival::Dropped;
             }
             self.held.insert(seq, payload);
@@ -158,6 +176,12 @@ impl<P: Clone> ChainLog<P> {
         self.sent.iter().cloned().collect()
     }
 
+    /// The successor dropped batches it could not hold and has applied
+    /// everything before `from`: what it lacks goes again.
+    pub(crate) fn resend_from(&self, from: u64) -> Vec<Numbered<P>> {
+        self.sent.iter().filter(|b| b.seq >= from).cloned().collect()
+    }
+
     /// The tail died and this member is the tail now: everything it
     /// forwarded is applied on every member left, so it is committed.
     /// Returns those batches, to be acknowledged.
@@ -192,6 +216,7 @@ mod tests {
         assert_eq!((log.applied(), log.committed(), log.held()), (3, 0, 0));
         assert_eq!(log.receive(batch(2)), Arrival::Duplicate);
         assert_eq!(log.receive(batch(4 + HELD_MAX)), Arrival::Dropped);
+        assert_eq!(ChainLog::<u64>::starting_at(9).receive(batch(10)), Arrival::Apply(vec![batch(10)]));
         log.on_committed(2);
         assert_eq!(log.sent().map(|b| b.seq).collect::<Vec<_>>(), [3]);
         log.on_committed(1);
@@ -226,6 +251,8 @@ mod tests {
     enum Msg {
         Batch(Numbered<u64>),
         Committed(u64),
+        /// "Send again everything from this batch on."
+        ResendFrom(u64),
     }
 
     struct Member {
@@ -233,6 +260,10 @@ mod tests {
         log: ChainLog<u64>,
         /// Payloads applied, in order.
         state: Vec<u64>,
+    }
+
+    fn from_id(at: usize, chain: &[Member]) -> usize {
+        chain[at].id
     }
 
     /// A chain and the messages between its members. A message is taken
@@ -279,7 +310,12 @@ mod tests {
             match msg {
                 Msg::Batch(batch) if sender + 1 == at => {
                     let has_successor = at + 1 < self.chain.len();
-                    if let Arrival::Apply(ready) = self.chain[at].log.receive(batch) {
+                    let arrival = self.chain[at].log.receive(batch);
+                    if arrival == Arrival::Dropped {
+                        let from = self.chain[at].log.applied() + 1;
+                        self.wire.push((to, from_id(sender, &self.chain), Msg::ResendFrom(from)));
+                    }
+                    if let Arrival::Apply(ready) = arrival {
                         self.chain[at].state.extend(ready.iter().map(|b| b.payload));
                         self.chain[at].log.applied_through(&ready, has_successor);
                         if has_successor {
@@ -289,6 +325,10 @@ mod tests {
                             self.committed_at_tail();
                         }
                     }
+                }
+                Msg::ResendFrom(from) if sender == at + 1 => {
+                    let again = self.chain[at].log.resend_from(from);
+                    self.wire.extend(again.into_iter().map(|b| (to, self.chain[sender].id, Msg::Batch(b))));
                 }
                 Msg::Committed(seq) if sender == at + 1 => {
                     self.chain[at].log.on_committed(seq);
@@ -328,7 +368,9 @@ mod tests {
             length in 1usize..=3,
             steps in proptest::collection::vec(step(), 0..150),
         ) {
-            let chain = (0..length).map(|id| Member { id, log: ChainLog::default(), state: Vec::new() }).collect();
+            // Hold at most 2 batches, so drops and resend requests happen.
+            let log = || ChainLog::default().holding_at_most(2);
+            let chain = (0..length).map(|id| Member { id, log: log(), state: Vec::new() }).collect();
             let mut model = Model { chain, wire: Vec::new(), acked: BTreeSet::new(), next_payload: 100 };
             for step in steps {
                 match step {

@@ -23,6 +23,7 @@ use super::dedup::{DedupTable, Origin, Seen};
 use super::log::{Arrival, ChainLog, Numbered};
 use crate::id::{Incarnation, NodeId};
 use crate::kv::Timestamp;
+use crate::time::{Duration, Instant};
 
 /// One push part as the range knows it: whose it is, and the oldest
 /// request its worker still waited on when sending it.
@@ -64,13 +65,29 @@ pub(crate) struct RangeMember<S, A> {
     owed: BTreeMap<u64, Vec<A>>,
 }
 
-impl<S, A> Default for RangeMember<S, A> {
-    fn default() -> Self {
-        Self { log: ChainLog::default(), dedup: DedupTable::default(), owed: BTreeMap::new() }
-    }
-}
-
 impl<S: Clone, A> RangeMember<S, A> {
+    /// A member from the range's start; a worker's pushes are forgotten
+    /// after `idle_max` without one (the request timeout).
+    pub(crate) fn new(idle_max: Duration) -> Self {
+        Self::caught_up(0, DedupTable::new(idle_max))
+    }
+
+    /// A learner that caught up: it holds the range as of batch `seq`, and
+    /// the dedup table that came with the transfer.
+    pub(crate) fn caught_up(seq: u64, dedup: DedupTable) -> Self {
+        Self { log: ChainLog::starting_at(seq), dedup, owed: BTreeMap::new() }
+    }
+
+    /// The same member, holding at most `held_max` batches ahead.
+    pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
+        Self { log: self.log.holding_at_most(held_max), ..self }
+    }
+
+    /// The dedup table, to send with a state transfer.
+    pub(crate) fn dedup(&self) -> &DedupTable {
+        &self.dedup
+    }
+
     /// The last batch applied here.
     pub(crate) fn last_applied(&self) -> u64 {
         self.log.applied()
@@ -86,9 +103,9 @@ impl<S: Clone, A> RangeMember<S, A> {
         self.log.sent().count()
     }
 
-    /// At the head: a push part arrived.
-    pub(crate) fn admit(&mut self, push: PushRef) -> Admit {
-        self.dedup.settle_before(push.origin, push.floor);
+    /// At the head: a push part arrived at `now`.
+    pub(crate) fn admit(&mut self, push: PushRef, now: Instant) -> Admit {
+        self.dedup.settle_before(push.origin, push.floor, now);
         match self.dedup.check(push.origin, push.ts) {
             Seen::New => Admit::Apply,
             Seen::Settled => Admit::Drop,
@@ -105,10 +122,11 @@ impl<S: Clone, A> RangeMember<S, A> {
         pushes: SmallVec<[PushRef; 1]>,
         state: S,
         has_successor: bool,
+        now: Instant,
     ) -> (u64, Option<Numbered<Batch<S>>>) {
         let seq = self.log.applied() + 1;
         for push in &pushes {
-            self.dedup.record(push.origin, push.ts, push.floor, seq);
+            self.dedup.record(push.origin, push.ts, push.floor, seq, now);
         }
         let batch = self.log.sequence(Batch { pushes, state }, has_successor);
         debug_assert_eq!(batch.seq, seq);
@@ -130,10 +148,10 @@ impl<S: Clone, A> RangeMember<S, A> {
     /// known here from now on, so a resend to this member (should it
     /// become head) is not applied again. Returns whether they are
     /// committed (this member is the tail).
-    pub(crate) fn installed(&mut self, batches: &[Numbered<Batch<S>>], has_successor: bool) -> bool {
+    pub(crate) fn installed(&mut self, batches: &[Numbered<Batch<S>>], has_successor: bool, now: Instant) -> bool {
         for batch in batches {
             for push in &batch.payload.pushes {
-                self.dedup.record(push.origin, push.ts, push.floor, batch.seq);
+                self.dedup.record(push.origin, push.ts, push.floor, batch.seq, now);
             }
         }
         self.log.applied_through(batches, has_successor);
@@ -150,6 +168,12 @@ impl<S: Clone, A> RangeMember<S, A> {
     /// What a new successor must be sent.
     pub(crate) fn resend(&self) -> Vec<Numbered<Batch<S>>> {
         self.log.resend()
+    }
+
+    /// What the successor asks for again after dropping batches it could
+    /// not hold: everything from `from` on.
+    pub(crate) fn resend_from(&self, from: u64) -> Vec<Numbered<Batch<S>>> {
+        self.log.resend_from(from)
     }
 
     /// The tail died and this member is the tail now: everything applied
@@ -186,6 +210,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     const WORKERS: u32 = 2;
+    const IDLE: Duration = Duration::from_secs(120);
 
     fn origin(worker: u32) -> Origin {
         Origin { worker: NodeId::worker(Rank(worker)), incarnation: Incarnation(0), customer: CustomerId::DEFAULT }
@@ -193,27 +218,34 @@ mod tests {
 
     #[test]
     fn a_push_sent_again_to_a_new_head_is_answered_not_applied_twice() {
-        let mut head = RangeMember::<u32, &str>::default();
-        let mut next = RangeMember::<u32, &str>::default();
+        let now = Instant::ZERO;
+        let mut head = RangeMember::<u32, &str>::new(IDLE);
+        let mut next = RangeMember::<u32, &str>::new(IDLE);
         let push = PushRef { origin: origin(0), ts: Timestamp(4), floor: Timestamp(4) };
-        assert_eq!(head.admit(push), Admit::Apply);
-        let (seq, batch) = head.applied(smallvec![push], 40, true);
+        assert_eq!(head.admit(push, now), Admit::Apply);
+        let (seq, batch) = head.applied(smallvec![push], 40, true, now);
         head.owe(seq, "ack 4");
         let Arrival::Apply(ready) = next.receive(batch.unwrap()) else { panic!("in order") };
-        assert!(next.installed(&ready, false), "the tail commits");
+        assert!(next.installed(&ready, false, now), "the tail commits");
         // The head dies before the commit report reaches it: the worker
         // sends the push to the new head, which has it.
-        assert_eq!(next.admit(push), Admit::Answer);
+        assert_eq!(next.admit(push, now), Admit::Answer);
         assert_eq!(head.on_committed(1), ["ack 4"]);
-        let mut lone = RangeMember::<u32, &str>::default();
+        let mut lone = RangeMember::<u32, &str>::new(IDLE);
         let later = PushRef { ts: Timestamp(9), floor: Timestamp(9), ..push };
-        assert_eq!(lone.admit(push), Admit::Apply);
-        assert_eq!(lone.applied(smallvec![push], 1, false), (1, None), "a chain of one commits at once");
-        assert_eq!(lone.admit(later), Admit::Apply);
-        assert_eq!(lone.admit(push), Admit::Drop, "its worker moved its floor past it");
+        assert_eq!(lone.admit(push, now), Admit::Apply);
+        assert_eq!(lone.applied(smallvec![push], 1, false, now), (1, None), "a chain of one commits at once");
+        assert_eq!(lone.admit(later, now), Admit::Apply);
+        assert_eq!(lone.admit(push, now), Admit::Drop, "its worker moved its floor past it");
         // A worker process that died sends nothing again: its entries go.
         lone.forget_worker(NodeId::worker(Rank(0)), Incarnation(0));
-        assert_eq!(lone.admit(push), Admit::Apply, "forgotten");
+        assert_eq!(lone.admit(push, now), Admit::Apply, "forgotten");
+        // A learner that caught up goes on from the batch it holds, with
+        // the table it was sent.
+        let mut learner = RangeMember::<u32, &str>::caught_up(1, next.dedup().clone());
+        assert_eq!(learner.admit(push, now), Admit::Answer, "known through the transferred table");
+        let (seq, _) = learner.applied(smallvec![later], 9, false, now);
+        assert_eq!(seq, 2, "numbering goes on");
     }
 
     #[derive(Clone, Debug)]
@@ -252,6 +284,8 @@ mod tests {
         Ack(Id),
         Batch(Numbered<Batch<Id>>),
         Committed(u64),
+        /// "Send again everything from this batch on."
+        ResendFrom(u64),
     }
 
     struct Member {
@@ -313,10 +347,11 @@ mod tests {
             match msg {
                 Msg::Push(id, floor) if at == 0 => {
                     let push = PushRef { origin: origin(id.0), ts: Timestamp(id.1), floor };
-                    match self.chain[0].range.admit(push) {
+                    match self.chain[0].range.admit(push, Instant::ZERO) {
                         Admit::Apply => {
                             self.chain[0].state.push(id);
-                            let (seq, batch) = self.chain[0].range.applied(smallvec![push], id, has_successor);
+                            let (seq, batch) =
+                                self.chain[0].range.applied(smallvec![push], id, has_successor, Instant::ZERO);
                             match batch {
                                 Some(batch) => {
                                     self.chain[0].range.owe(seq, id);
@@ -331,15 +366,24 @@ mod tests {
                     }
                 }
                 Msg::Batch(batch) if self.at(from).is_some_and(|p| p + 1 == at) => {
-                    if let Arrival::Apply(ready) = self.chain[at].range.receive(batch) {
+                    let arrival = self.chain[at].range.receive(batch);
+                    if arrival == Arrival::Dropped {
+                        let again = self.chain[at].range.last_applied() + 1;
+                        self.wire.push((to, from, Msg::ResendFrom(again)));
+                    }
+                    if let Arrival::Apply(ready) = arrival {
                         self.chain[at].state.extend(ready.iter().map(|b| b.payload.state));
-                        if self.chain[at].range.installed(&ready, has_successor) {
+                        if self.chain[at].range.installed(&ready, has_successor, Instant::ZERO) {
                             self.tail_committed();
                         } else {
                             let next = self.chain[at + 1].id;
                             self.wire.extend(ready.into_iter().map(|b| (to, next, Msg::Batch(b))));
                         }
                     }
+                }
+                Msg::ResendFrom(again) if self.at(from) == Some(at + 1) => {
+                    let batches = self.chain[at].range.resend_from(again);
+                    self.wire.extend(batches.into_iter().map(|b| (to, from, Msg::Batch(b))));
                 }
                 Msg::Committed(seq) if self.at(from) == Some(at + 1) => {
                     let due = self.chain[at].range.on_committed(seq);
@@ -398,7 +442,7 @@ mod tests {
             length in 1usize..=3,
             steps in proptest::collection::vec(step(), 0..150),
         ) {
-            let chain = (0..length).map(|id| Member { id, range: RangeMember::default(), state: Vec::new() }).collect();
+            let chain = (0..length).map(|id| Member { id, range: RangeMember::new(IDLE).holding_at_most(2), state: Vec::new() }).collect();
             let workers = vec![(0, BTreeSet::new()); WORKERS as usize];
             let mut model = Model { chain, wire: Vec::new(), workers, acked: BTreeSet::new() };
             for step in steps {

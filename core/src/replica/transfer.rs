@@ -19,6 +19,7 @@
 //! batches carry their pushes, so the learner's table ends as the tail's.
 
 use super::log::{Arrival, ChainLog, Numbered};
+use crate::range::KeyRange;
 use crate::time::{Duration, Instant};
 
 /// One item of the stream to a learner.
@@ -32,19 +33,24 @@ pub(crate) enum Item<B, C> {
 }
 
 /// The tail's side: where the walk over the range's keys is, and the
-/// numbering of the stream.
+/// stream's items until the learner has them.
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing<B, C> {
+    range: KeyRange,
     /// Keys up to this one were sent (`None`: none yet).
     sent_through: Option<u64>,
     done: bool,
+    /// Items are kept, as a chain member keeps `Sent`, until the learner
+    /// reports it applied them: one it had to drop is asked for again.
     stream: ChainLog<Item<B, C>>,
     pacer: Pacer,
 }
 
 impl<B: Clone, C: Clone> Outgoing<B, C> {
-    pub(crate) fn new(pacer: Pacer) -> Self {
-        Self { sent_through: None, done: false, stream: ChainLog::default(), pacer }
+    /// A transfer of `range`'s keys (the tail's store may hold other
+    /// ranges too: they are not sent).
+    pub(crate) fn new(range: KeyRange, pacer: Pacer) -> Self {
+        Self { range, sent_through: None, done: false, stream: ChainLog::default(), pacer }
     }
 
     /// Whether every chunk went out.
@@ -52,18 +58,29 @@ impl<B: Clone, C: Clone> Outgoing<B, C> {
         self.done
     }
 
-    /// The first key the next chunk starts at, or `None` once done.
-    pub(crate) fn next_from(&self) -> Option<u64> {
-        match (self.done, self.sent_through) {
-            (true, _) => None,
-            (false, None) => Some(0),
-            (false, Some(key)) => key.checked_add(1),
-        }
+    /// The keys the next chunk reads from, or `None` once done.
+    pub(crate) fn next_keys(&self) -> Option<KeyRange> {
+        let from = match (self.done, self.sent_through) {
+            (true, _) => return None,
+            (false, None) => self.range.start(),
+            (false, Some(key)) => key + 1,
+        };
+        KeyRange::new(from, self.range.end_inclusive())
     }
 
     /// A batch the tail applied goes on the stream.
     pub(crate) fn batch(&mut self, seq: u64, batch: B) -> Numbered<Item<B, C>> {
-        self.stream.sequence(Item::Batch(seq, batch), false)
+        self.stream.sequence(Item::Batch(seq, batch), true)
+    }
+
+    /// The learner applied the stream through item `seq`.
+    pub(crate) fn on_acked(&mut self, seq: u64) {
+        self.stream.on_committed(seq);
+    }
+
+    /// The learner dropped items it could not hold: what it lacks.
+    pub(crate) fn resend_from(&self, from: u64) -> Vec<Numbered<Item<B, C>>> {
+        self.stream.resend_from(from)
     }
 
     /// Whether the budget allows a chunk of `bytes` at `now`.
@@ -71,13 +88,16 @@ impl<B: Clone, C: Clone> Outgoing<B, C> {
         !self.done && self.pacer.take(now, bytes)
     }
 
-    /// A chunk read now, covering the keys through `through` (`last` when
-    /// it reaches the end of the range), goes on the stream.
-    pub(crate) fn chunk(&mut self, through: u64, last: bool, state: C) -> Numbered<Item<B, C>> {
+    /// A chunk read now from [`next_keys`](Self::next_keys), covering
+    /// them through `through` (the range's last key once every key of it
+    /// the store holds is in), goes on the stream.
+    pub(crate) fn chunk(&mut self, through: u64, state: C) -> Numbered<Item<B, C>> {
         debug_assert!(self.sent_through.is_none_or(|sent| through > sent), "chunks walk forward");
+        debug_assert!(self.range.contains(through), "chunks stay in the range");
+        let last = through >= self.range.end_inclusive();
         self.sent_through = Some(through);
         self.done = last;
-        self.stream.sequence(Item::Chunk { through, last, state }, false)
+        self.stream.sequence(Item::Chunk { through, last, state }, true)
     }
 }
 
@@ -91,7 +111,7 @@ pub(crate) enum Install<B, C> {
 }
 
 /// The learner's side.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Incoming<B, C> {
     stream: ChainLog<Item<B, C>>,
     /// The last batch seen on the stream.
@@ -99,14 +119,38 @@ pub(crate) struct Incoming<B, C> {
     caught_up: bool,
 }
 
+/// What the learner makes of one stream item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Received<B, C> {
+    /// Install these, in order.
+    pub(crate) installs: Vec<Install<B, C>>,
+    /// Items had to be dropped: ask the tail for everything from this one.
+    pub(crate) resend_from: Option<u64>,
+}
+
+impl<B, C> Default for Incoming<B, C> {
+    fn default() -> Self {
+        Self { stream: ChainLog::default(), seq: 0, caught_up: false }
+    }
+}
+
 impl<B: Clone, C: Clone> Incoming<B, C> {
-    /// An item of the stream: what to install now, in order.
-    pub(crate) fn receive(&mut self, item: Numbered<Item<B, C>>) -> Vec<Install<B, C>> {
-        let Arrival::Apply(ready) = self.stream.receive(item) else {
-            return Vec::new();
+    /// The same learner, holding at most `held_max` items ahead.
+    pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
+        Self { stream: self.stream.holding_at_most(held_max), ..self }
+    }
+
+    /// An item of the stream.
+    pub(crate) fn receive(&mut self, item: Numbered<Item<B, C>>) -> Received<B, C> {
+        let ready = match self.stream.receive(item) {
+            Arrival::Apply(ready) => ready,
+            Arrival::Dropped => {
+                return Received { installs: Vec::new(), resend_from: Some(self.stream.applied() + 1) };
+            }
+            Arrival::Held | Arrival::Duplicate => return Received { installs: Vec::new(), resend_from: None },
         };
         self.stream.applied_through(&ready, false);
-        ready
+        let installs = ready
             .into_iter()
             .map(|item| match item.payload {
                 Item::Batch(seq, batch) => {
@@ -118,7 +162,13 @@ impl<B: Clone, C: Clone> Incoming<B, C> {
                     Install::Chunk(state)
                 }
             })
-            .collect()
+            .collect();
+        Received { installs, resend_from: None }
+    }
+
+    /// The last stream item applied, to acknowledge to the tail.
+    pub(crate) fn applied(&self) -> u64 {
+        self.stream.applied()
     }
 
     /// Whether the last chunk is installed: the learner holds the range as
@@ -205,42 +255,70 @@ mod tests {
         ]
     }
 
+    /// Stream traffic: items to the learner, reports back to the tail.
+    #[derive(Clone, Debug)]
+    enum Msg {
+        Item(Numbered<Item<State, State>>),
+        Acked(u64),
+        ResendFrom(u64),
+    }
+
     proptest! {
-        /// A learner fed an interleaving of live batches and chunks, in
-        /// any delivery order, ends equal to the tail at the same batch:
-        /// what batches changed before a chunk was read is in the chunk,
-        /// what they changed after comes with the batch.
+        /// A learner of one range, fed an interleaving of live batches and
+        /// chunks in any delivery order (holding at most 2 items ahead, so
+        /// it drops some and asks for them again), ends equal to the tail's
+        /// store over that range, caught up at the tail's last batch, and
+        /// never holds a key outside it: what batches changed before a
+        /// chunk was read is in the chunk, what they changed after comes
+        /// with the batch.
         #[test]
-        fn a_learner_ends_equal_to_the_tail_at_the_same_batch(
-            initial in proptest::collection::btree_map(any::<u8>(), any::<i64>(), 0..40),
+        fn a_learner_ends_equal_to_the_tail_over_its_range(
+            initial in proptest::collection::btree_map(any::<u8>(), any::<i64>(), 0..60),
             steps in proptest::collection::vec(step(), 0..120),
         ) {
-            // Keys spread over the whole space, so ranges are not small integers.
+            // Keys spread over the whole space; the range is the middle
+            // half of it, and the tail's store holds other ranges' keys too.
             let key = |offset: u8| u64::from(offset) << 56 | 0x1234;
+            let range = KeyRange::new(key(64), key(191)).unwrap();
+            let in_range = |offset: u8| 64 + offset % 128;
             let mut tail: Store = initial.iter().map(|(&k, &v)| (key(k), v)).collect();
             let mut learner: Store = Store::new();
-            let mut out = Outgoing::<State, State>::new(Pacer::new(64, Duration::from_millis(5)));
-            let mut incoming = Incoming::<State, State>::default();
-            let mut wire: Vec<Numbered<Item<State, State>>> = Vec::new();
+            let mut out = Outgoing::<State, State>::new(range, Pacer::new(64, Duration::from_millis(5)));
+            let mut incoming = Incoming::<State, State>::default().holding_at_most(2);
+            let mut wire: Vec<Msg> = Vec::new();
             let mut now = Instant::ZERO;
             let mut seq = 0;
-            let install = |learner: &mut Store, installs: Vec<Install<State, State>>| {
-                for install in installs {
+            let receive = |learner: &mut Store, incoming: &mut Incoming<State, State>, wire: &mut Vec<Msg>, item| {
+                let received = incoming.receive(item);
+                for install in received.installs {
                     match install {
                         Install::Chunk(state) => learner.extend(state),
                         Install::Batch { batch, .. } => learner.extend(batch),
                     }
                 }
+                wire.push(Msg::Acked(incoming.applied()));
+                wire.extend(received.resend_from.map(Msg::ResendFrom));
+            };
+            let deliver = |msg: Msg, learner: &mut Store, incoming: &mut Incoming<State, State>, out: &mut Outgoing<State, State>, wire: &mut Vec<Msg>| {
+                match msg {
+                    Msg::Item(item) => receive(learner, incoming, wire, item),
+                    Msg::Acked(seq) => out.on_acked(seq),
+                    Msg::ResendFrom(from) => wire.extend(out.resend_from(from).into_iter().map(Msg::Item)),
+                }
             };
             let send_chunk = |tail: &Store, out: &mut Outgoing<State, State>, now: Instant, keys: usize| {
-                let from = out.next_from()?;
-                let state: State = tail.range(from..).take(keys).map(|(&k, &v)| (k, v)).collect();
+                let next = out.next_keys()?;
+                let span = next.start()..=next.end_inclusive();
+                let state: State = tail.range(span.clone()).take(keys).map(|(&k, &v)| (k, v)).collect();
                 if !out.may_send(now, 16 * state.len().max(1) as u64) {
                     return None;
                 }
-                let last = state.len() < keys || tail.range(from..).nth(keys).is_none();
-                let through = if last { u64::MAX } else { state.last().expect("keys read").0 };
-                Some(out.chunk(through, last, state))
+                let rest = tail.range(span).nth(keys).is_some();
+                let through = match state.last() {
+                    Some(&(last, _)) if rest => last,
+                    _ => next.end_inclusive(),
+                };
+                Some(Msg::Item(out.chunk(through, state)))
             };
             for step in steps {
                 match step {
@@ -248,23 +326,21 @@ mod tests {
                         seq += 1;
                         let mut batch = State::new();
                         for (offset, delta) in deltas {
-                            let value = tail.entry(key(offset)).or_insert(0);
+                            let value = tail.entry(key(in_range(offset))).or_insert(0);
                             *value += i64::from(delta);
-                            batch.push((key(offset), *value));
+                            batch.push((key(in_range(offset)), *value));
                         }
-                        wire.push(out.batch(seq, batch));
+                        wire.push(Msg::Item(out.batch(seq, batch)));
                     }
                     Step::Chunk(keys) => wire.extend(send_chunk(&tail, &mut out, now, usize::from(keys))),
                     Step::Deliver(i) if !wire.is_empty() => {
-                        let item = wire.remove(i % wire.len());
-                        install(&mut learner, incoming.receive(item));
+                        let msg = wire.remove(i % wire.len());
+                        deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire);
                     }
                     Step::Tick => now += Duration::from_millis(5),
                     _ => {}
                 }
-                // Whatever arrived, the learner never holds a key the tail
-                // does not.
-                prop_assert!(learner.keys().all(|k| tail.contains_key(k)));
+                prop_assert!(learner.keys().all(|k| tail.contains_key(k) && range.contains(*k)));
             }
             // Finish the walk, deliver everything.
             while !out.is_done() {
@@ -272,12 +348,13 @@ mod tests {
                 wire.extend(send_chunk(&tail, &mut out, now, 4));
             }
             while !wire.is_empty() {
-                let item = wire.remove(0);
-                install(&mut learner, incoming.receive(item));
+                let msg = wire.remove(0);
+                deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire);
             }
             prop_assert!(incoming.caught_up());
             prop_assert_eq!(incoming.seq(), seq);
-            prop_assert_eq!(learner, tail);
+            let expected: Store = tail.range(range.start()..=range.end_inclusive()).map(|(&k, &v)| (k, v)).collect();
+            prop_assert_eq!(learner, expected);
         }
     }
 }

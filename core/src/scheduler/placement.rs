@@ -207,6 +207,7 @@ mod tests {
             let mut epoch = 1;
             for step in steps {
                 let before = chains.clone();
+                let step_taken = step.clone();
                 epoch += 1;
                 match step {
                     Step::Die(rank) if alive.contains(&rank) => {
@@ -232,6 +233,19 @@ mod tests {
                 for (index, (old, new)) in before.as_slice().iter().zip(chains.as_slice()).enumerate() {
                     for rank in new.members().iter().chain(new.learner().as_ref()) {
                         prop_assert!(alive.contains(&rank.0), "range {} names dead server {}", index, rank.0);
+                    }
+                    for rank in old.members().iter().filter(|r| !new.holds(**r)) {
+                        prop_assert!(!alive.contains(&rank.0), "range {}: live server {} left", index, rank.0);
+                    }
+                    if let Step::Restart(rank) = step_taken {
+                        // A restarted home server starts a lost range, or
+                        // learns it (or waits behind another learner).
+                        if chains.homes_of(Rank(rank)).any(|home| home == index) {
+                            let placed = new.holds(Rank(rank)) && old.is_lost()
+                                || new.learner() == Some(Rank(rank))
+                                || old.learner().is_some_and(|l| l != Rank(rank));
+                            prop_assert!(placed, "range {}: restarted {} not placed: {:?} -> {:?}", index, rank, old, new);
+                        }
                     }
                     let joined: Vec<Rank> = new.members().iter().copied().filter(|r| !old.holds(*r)).collect();
                     if !joined.is_empty() {

@@ -85,16 +85,16 @@ impl Placement {
 }
 
 /// From one table to a later one: a server leaves a chain only by dying
-/// (so a range is lost only when all its members died), joins only as
-/// the learner that caught up or as a new process starting a lost range
-/// (or, across epochs not seen here, by having been replaced), survivors
-/// keep their order, and `changed_at` moves exactly when members may have.
+/// (so a range is lost only when all its members died); between adjacent
+/// epochs it joins only as the tail, and only as the learner that caught
+/// up or as a new process starting a lost range; survivors keep their
+/// order; and `changed_at` moves exactly when members change.
 fn check_change(old: (u64, &[NodeEntry], &Chains), new: (u64, &[NodeEntry], &Chains)) -> Check {
     let ((old_epoch, old_entries, old_chains), (new_epoch, new_entries, new_chains)) = (old, new);
     let incarnation = |entries: &[NodeEntry], rank: Rank| -> Option<(Incarnation, bool)> {
         entries.iter().find(|e| e.id == NodeId::server(rank)).map(|e| (e.incarnation, e.alive))
     };
-    let replaced = |rank: Rank| match (incarnation(old_entries, rank), incarnation(new_entries, rank)) {
+    let gone = |rank: Rank| match (incarnation(old_entries, rank), incarnation(new_entries, rank)) {
         (Some((before, _)), Some((after, alive))) => after > before || !alive,
         _ => true,
     };
@@ -105,7 +105,7 @@ fn check_change(old: (u64, &[NodeEntry], &Chains), new: (u64, &[NodeEntry], &Cha
             ))
         };
         for &rank in was.members().iter().filter(|r| !is.holds(**r)) {
-            if !replaced(rank) {
+            if !gone(rank) {
                 return what(format!("server {} left the chain alive", rank.0));
             }
         }
@@ -113,8 +113,17 @@ fn check_change(old: (u64, &[NodeEntry], &Chains), new: (u64, &[NodeEntry], &Cha
         // and had a new process start it.
         let unseen_between = new_epoch > old_epoch + 1;
         for &rank in is.members().iter().filter(|r| !was.holds(**r)) {
-            if !(was.learner() == Some(rank) || was.is_lost() || (unseen_between && replaced(rank))) {
+            if unseen_between {
+                // Several changes happened in between (a restart that
+                // started a lost range, a learner promoted and the next
+                // one too): each was checked where it could be seen.
+                continue;
+            }
+            if !(was.learner() == Some(rank) || was.is_lost()) {
                 return what(format!("server {} joined without catching up", rank.0));
+            }
+            if is.tail() != Some(rank) {
+                return what(format!("server {} joined, but not as the tail", rank.0));
             }
         }
         let kept: Vec<Rank> = is.members().iter().copied().filter(|r| was.holds(*r)).collect();
@@ -125,6 +134,9 @@ fn check_change(old: (u64, &[NodeEntry], &Chains), new: (u64, &[NodeEntry], &Cha
         if is.changed_at() < was.changed_at() || (is.changed_at() == was.changed_at() && is.members() != was.members())
         {
             return what("members changed without changed_at moving on".into());
+        }
+        if !unseen_between && is.changed_at() != was.changed_at() && is.members() == was.members() {
+            return what("changed_at moved, but the members did not change".into());
         }
     }
     Ok(())

@@ -171,7 +171,8 @@ fn inject_table(sim: &mut Sim, to: usize, edit: impl FnOnce(&mut Vec<NodeEntry>)
     let mut nodes: Vec<NodeEntry> = node.membership().iter().copied().collect();
     edit(&mut nodes);
     let receiver_incarnation = node.incarnation();
-    let table = Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains: Chains::default() });
+    let chains = node.membership().chains().clone();
+    let table = Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains });
     let envelope =
         Envelope { sender: NodeId::SCHEDULER, incarnation: Incarnation(0), receiver, receiver_incarnation, seq: 0 };
     sim.inject_frame(SCHEDULER, to, table.encode(envelope).to_bytes());
