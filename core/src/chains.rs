@@ -304,6 +304,16 @@ mod tests {
     }
 
     #[test]
+    fn a_key_at_either_end_of_a_range_belongs_to_it() {
+        let chains = Chains::initial(&ServerRanges::equal(5), 2, 1);
+        for (index, chain) in chains.as_slice().iter().enumerate() {
+            assert_eq!(chains.index_of(chain.range().start()), Some(index));
+            assert_eq!(chains.index_of(chain.range().end_inclusive()), Some(index));
+        }
+        assert_eq!(Chains::default().index_of(0), None);
+    }
+
+    #[test]
     fn staleness_compares_the_epoch_with_the_last_change_of_members() {
         let mut chains = Chains::initial(&ServerRanges::equal(2), 2, 3);
         assert!(!chains.is_stale(0, 3) && chains.is_stale(0, 2));

@@ -183,8 +183,26 @@ mod tests {
         assert_eq!(table.check(w, Timestamp(6)), Seen::Settled, "settled already: not recorded");
         table.settle_before(w, Timestamp(6), at(1));
         assert_eq!(table.check(w, Timestamp(9)), Seen::Applied(18), "a floor never moves back");
+        // Its next process pushes too; forgetting the first keeps the second.
+        let next = origin(0, 1);
+        table.record(next, Timestamp(2), Timestamp(2), 20, at(1));
         table.forget_worker(NodeId::worker(Rank(0)), Incarnation(0));
-        assert_eq!((table.len(), table.check(w, Timestamp(9))), (0, Seen::New));
+        assert_eq!((table.len(), table.check(w, Timestamp(9))), (1, Seen::New));
+        assert_eq!(table.check(next, Timestamp(2)), Seen::Applied(20));
+    }
+
+    #[test]
+    fn an_origin_holds_at_most_its_cap_and_loses_its_oldest_first() {
+        let mut table = DedupTable::new(IDLE);
+        let w = origin(3, 0);
+        let count = ENTRIES_MAX as u32 + 1;
+        for ts in 0..count {
+            table.record(w, Timestamp(ts), Timestamp(0), u64::from(ts), at(0));
+        }
+        assert_eq!(table.len(), ENTRIES_MAX);
+        assert_eq!(table.check(w, Timestamp(0)), Seen::New, "the oldest went");
+        assert_eq!(table.check(w, Timestamp(1)), Seen::Applied(1));
+        assert_eq!(table.check(w, Timestamp(count - 1)), Seen::Applied(u64::from(count - 1)));
     }
 
     #[test]

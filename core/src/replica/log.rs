@@ -216,6 +216,10 @@ mod tests {
         assert_eq!((log.applied(), log.committed(), log.held()), (3, 0, 0));
         assert_eq!(log.receive(batch(2)), Arrival::Duplicate);
         assert_eq!(log.receive(batch(4 + HELD_MAX)), Arrival::Dropped);
+        // Exactly `held_max` ahead is still held; one more is dropped.
+        let mut small = ChainLog::default().holding_at_most(2);
+        assert_eq!(small.receive(batch(2)), Arrival::Held);
+        assert_eq!(small.receive(batch(3)), Arrival::Dropped);
         assert_eq!(ChainLog::<u64>::starting_at(9).receive(batch(10)), Arrival::Apply(vec![batch(10)]));
         log.on_committed(2);
         assert_eq!(log.sent().map(|b| b.seq).collect::<Vec<_>>(), [3]);

@@ -225,12 +225,14 @@ mod tests {
         assert_eq!(head.admit(push, now), Admit::Apply);
         let (seq, batch) = head.applied(smallvec![push], 40, true, now);
         head.owe(seq, "ack 4");
+        assert_eq!((head.owed(), head.sent()), (1, 1));
         let Arrival::Apply(ready) = next.receive(batch.unwrap()) else { panic!("in order") };
         assert!(next.installed(&ready, false, now), "the tail commits");
         // The head dies before the commit report reaches it: the worker
         // sends the push to the new head, which has it.
         assert_eq!(next.admit(push, now), Admit::Answer);
         assert_eq!(head.on_committed(1), ["ack 4"]);
+        assert_eq!((head.owed(), head.sent()), (0, 0));
         let mut lone = RangeMember::<u32, &str>::new(IDLE);
         let later = PushRef { ts: Timestamp(9), floor: Timestamp(9), ..push };
         assert_eq!(lone.admit(push, now), Admit::Apply);
