@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// How far ahead of the next expected batch one may arrive and be held;
-/// beyond it a batch is dropped, and the member asks its predecessor for
+/// How far past the last applied batch one may arrive and be held (the
+/// next one is applied at once); beyond it a batch is dropped, and the member asks its predecessor for
 /// everything after what it applied (`resend_from`). Reliable delivery
 /// resends a lost frame by itself, but it may have delivered (and
 /// acknowledged) a batch this log then had to drop.
@@ -216,10 +216,11 @@ mod tests {
         assert_eq!((log.applied(), log.committed(), log.held()), (3, 0, 0));
         assert_eq!(log.receive(batch(2)), Arrival::Duplicate);
         assert_eq!(log.receive(batch(4 + HELD_MAX)), Arrival::Dropped);
-        // Exactly `held_max` ahead is still held; one more is dropped.
-        let mut small = ChainLog::default().holding_at_most(2);
-        assert_eq!(small.receive(batch(2)), Arrival::Held);
-        assert_eq!(small.receive(batch(3)), Arrival::Dropped);
+        // Exactly `held_max` past the last applied is still held; one more
+        // is dropped.
+        let mut small = ChainLog::starting_at(10).holding_at_most(2);
+        assert_eq!(small.receive(batch(12)), Arrival::Held);
+        assert_eq!(small.receive(batch(13)), Arrival::Dropped);
         assert_eq!(ChainLog::<u64>::starting_at(9).receive(batch(10)), Arrival::Apply(vec![batch(10)]));
         log.on_committed(2);
         assert_eq!(log.sent().map(|b| b.seq).collect::<Vec<_>>(), [3]);
@@ -372,7 +373,8 @@ mod tests {
             length in 1usize..=3,
             steps in proptest::collection::vec(step(), 0..150),
         ) {
-            // Hold at most 2 batches, so drops and resend requests happen.
+            // Hold one batch past the next at most, so drops and resend
+            // requests happen.
             let log = || ChainLog::default().holding_at_most(2);
             let chain = (0..length).map(|id| Member { id, log: log(), state: Vec::new() }).collect();
             let mut model = Model { chain, wire: Vec::new(), acked: BTreeSet::new(), next_payload: 100 };

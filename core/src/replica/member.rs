@@ -248,6 +248,11 @@ mod tests {
         assert_eq!(learner.admit(push, now), Admit::Answer, "known through the transferred table");
         let (seq, _) = learner.applied(smallvec![later], 9, false, now);
         assert_eq!(seq, 2, "numbering goes on");
+        // A member holds at most as many batches ahead as it is told.
+        let mut short = RangeMember::<u32, &str>::new(IDLE).holding_at_most(2);
+        let ahead = |seq| Numbered { seq, payload: Batch { pushes: smallvec![push], state: 0 } };
+        assert_eq!(short.receive(ahead(2)), Arrival::Held);
+        assert_eq!(short.receive(ahead(3)), Arrival::Dropped);
     }
 
     #[derive(Clone, Debug)]

@@ -265,7 +265,7 @@ mod tests {
 
     proptest! {
         /// A learner of one range, fed an interleaving of live batches and
-        /// chunks in any delivery order (holding at most 2 items ahead, so
+        /// chunks in any delivery order (holding one item past the next at most, so
         /// it drops some and asks for them again), ends equal to the tail's
         /// store over that range, caught up at the tail's last batch, and
         /// never holds a key outside it: what batches changed before a
