@@ -38,6 +38,35 @@ struct Args {
     command: Vec<String>,
 }
 
+/// A port that is free now, for the scheduler to bind once it starts.
+///
+/// It is released before the scheduler binds it, so something else could
+/// take it in between. The likeliest taker is this launch itself: its
+/// servers and workers bind port 0 and connect out, and the OS hands both
+/// ephemeral ports, the just-released one among them (seen: a Python
+/// scheduler, slow to start, found its port taken). So the port is chosen
+/// below the ephemeral range, where only an explicit bind lands; should
+/// that fail, the scheduler fails to bind and the launch fails loudly.
+fn free_port() -> std::io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 100 {
+        let span = u32::from(ephemeral_low - LOWEST);
+        // Spread launches that run at once over the span.
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for step in 0..span.min(1000) {
+            let port = LOWEST + ((start + step * 7919) % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr().map(|addr| addr.port())
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
     Ok((name.to_owned(), value.to_owned()))
@@ -54,11 +83,8 @@ fn main() -> ExitCode {
     let port = if args.port != 0 {
         args.port
     } else {
-        // Ask the OS for a free port, then release it for the scheduler.
-        // Another process could take it in between; the scheduler then
-        // fails to bind and the launch fails loudly, never silently.
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
-            Ok(addr) => addr.port(),
+        match free_port() {
+            Ok(port) => port,
             Err(error) => {
                 eprintln!("pslite-launch: no free port: {error}");
                 return ExitCode::FAILURE;
