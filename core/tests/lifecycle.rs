@@ -99,11 +99,9 @@ fn a_frame_meant_for_a_former_incarnation_is_dropped_and_counted_at_its_replacem
     assert!(matches!(node.poll_event(), Some(Event::SimpleRequest(request)) if request.id.ts == Timestamp(2)));
 }
 
-/// The scheduler's node table of server 0 and `entry`, at `epoch`, sent
-/// to `receiver`, as bytes a node reads.
-fn table_with_one_server(epoch: u64, entry: NodeEntry, receiver: NodeId) -> Bytes {
-    let server =
-        NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive: true };
+/// A node table at `epoch` with `nodes` and `chains`, sent by the
+/// scheduler to `receiver` (incarnation 0), as bytes a node reads.
+fn from_scheduler(epoch: u64, nodes: Vec<NodeEntry>, chains: Chains, receiver: NodeId) -> Bytes {
     let envelope = Envelope {
         sender: NodeId::SCHEDULER,
         incarnation: Incarnation(0),
@@ -111,14 +109,18 @@ fn table_with_one_server(epoch: u64, entry: NodeEntry, receiver: NodeId) -> Byte
         receiver_incarnation: Incarnation(0),
         seq: 0,
     };
-    Message::NodeTable(NodeTableMsg {
-        epoch,
-        nodes: vec![server, entry],
-        generations: Vec::new(),
-        chains: Chains::default(),
-    })
-    .encode(envelope)
-    .to_bytes()
+    Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains }).encode(envelope).to_bytes()
+}
+
+/// Server 0's entry, alive or not.
+fn server_zero(alive: bool) -> NodeEntry {
+    NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive }
+}
+
+/// The scheduler's node table of server 0 and `entry`, at `epoch`, sent
+/// to `receiver`, as bytes a node reads.
+fn table_with_one_server(epoch: u64, entry: NodeEntry, receiver: NodeId) -> Bytes {
+    from_scheduler(epoch, vec![server_zero(true), entry], Chains::default(), receiver)
 }
 
 #[test]
@@ -174,26 +176,9 @@ fn a_table_whose_replica_table_splits_keys_otherwise_is_refused_and_a_fitting_on
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 13, now);
     let instance = registration_instance(&mut node);
     let me = NodeId::worker(Rank(0));
+    let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
     let send = |node: &mut Node, chains: Chains| {
-        let entries = vec![
-            NodeEntry {
-                id: NodeId::server(Rank(0)),
-                incarnation: Incarnation(0),
-                addr: addr(2),
-                instance: 1,
-                alive: true,
-            },
-            NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true },
-        ];
-        let table = NodeTableMsg { epoch: 2, nodes: entries, generations: Vec::new(), chains };
-        let envelope = Envelope {
-            sender: NodeId::SCHEDULER,
-            incarnation: Incarnation(0),
-            receiver: me,
-            receiver_incarnation: Incarnation(0),
-            seq: 0,
-        };
-        node.handle_frame(now, Message::NodeTable(table).encode(envelope).to_bytes()).unwrap();
+        node.handle_frame(now, from_scheduler(2, vec![server_zero(true), mine], chains, me)).unwrap();
     };
     // Another cluster's split (two ranges for our one server): routing by
     // it would send keys where nobody holds them.
@@ -212,25 +197,11 @@ fn a_table_without_a_replica_table_cannot_take_away_the_one_held() {
     let mut node = Node::new(worker_config(Duration::from_secs(60)), 17, now);
     let instance = registration_instance(&mut node);
     let me = NodeId::worker(Rank(0));
-    let entries = |alive: bool| {
-        vec![
-            NodeEntry { id: NodeId::server(Rank(0)), incarnation: Incarnation(0), addr: addr(2), instance: 1, alive },
-            NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true },
-        ]
-    };
-    let envelope = Envelope {
-        sender: NodeId::SCHEDULER,
-        incarnation: Incarnation(0),
-        receiver: me,
-        receiver_incarnation: Incarnation(0),
-        seq: 0,
-    };
+    let mine = NodeEntry { id: me, incarnation: Incarnation(0), addr: addr(3), instance, alive: true };
     let ours = Chains::initial(&ServerRanges::equal(1), 1, 2);
-    let table =
-        |epoch, nodes, chains| Message::NodeTable(NodeTableMsg { epoch, nodes, generations: Vec::new(), chains });
-    node.handle_frame(now, table(2, entries(true), ours.clone()).encode(envelope).to_bytes()).unwrap();
+    node.handle_frame(now, from_scheduler(2, vec![server_zero(true), mine], ours.clone(), me)).unwrap();
     assert_eq!(node.phase(), Phase::Ready);
-    node.handle_frame(now, table(3, entries(false), Chains::default()).encode(envelope).to_bytes()).unwrap();
+    node.handle_frame(now, from_scheduler(3, vec![server_zero(false), mine], Chains::default(), me)).unwrap();
     assert_eq!((node.membership().epoch(), node.stats().unexpected_drops), (2, 1), "refused whole");
     assert!(node.membership().is_alive(NodeId::server(Rank(0))));
     assert_eq!(node.membership().chains(), &ours);
