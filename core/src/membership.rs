@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::chains::Chains;
-use crate::id::{Group, Incarnation, NodeId};
+use crate::id::{Group, Incarnation, NodeId, Rank};
 use crate::wire::NodeEntry;
 
 /// A change between two tables.
@@ -132,6 +132,13 @@ impl Membership {
     /// epoch of the membership change that caused it.
     pub(crate) fn chains_mut(&mut self) -> &mut Chains {
         &mut self.chains
+    }
+
+    /// Scheduler only: the replica table to change, with who of the
+    /// servers is alive in this table (placement's question).
+    pub(crate) fn chains_and_live_servers(&mut self) -> (&mut Chains, impl Fn(Rank) -> bool + '_) {
+        let nodes = &self.nodes;
+        (&mut self.chains, move |rank| nodes.get(&NodeId::server(rank)).is_some_and(|n| n.alive))
     }
 
     /// The table as sent on the wire.

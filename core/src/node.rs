@@ -1029,9 +1029,9 @@ impl Node {
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_died(self.now, id, &self.membership, rules, &mut self.out);
             if id.role() == Some(Role::Server) {
-                let (epoch, membership) = (self.membership.epoch(), &mut self.membership);
-                let alive: Vec<Rank> = membership.alive(Group::SERVERS).map(NodeId::rank).collect();
-                placement::on_server_died(membership.chains_mut(), id.rank(), epoch, |r| alive.contains(&r));
+                let epoch = self.membership.epoch();
+                let (chains, alive) = self.membership.chains_and_live_servers();
+                placement::on_server_died(chains, id.rank(), epoch, alive);
             }
         }
         // Before the next change moves the table on: what a component
@@ -1050,9 +1050,9 @@ impl Node {
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_recovered(self.now, id, &self.membership, rules);
             if id.role() == Some(Role::Server) {
-                let (epoch, membership) = (self.membership.epoch(), &mut self.membership);
-                let alive: Vec<Rank> = membership.alive(Group::SERVERS).map(NodeId::rank).collect();
-                placement::on_server_restarted(membership.chains_mut(), id.rank(), epoch, |r| alive.contains(&r));
+                let epoch = self.membership.epoch();
+                let (chains, alive) = self.membership.chains_and_live_servers();
+                placement::on_server_restarted(chains, id.rank(), epoch, alive);
             }
         }
         self.flush();

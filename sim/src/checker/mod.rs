@@ -848,7 +848,7 @@ impl Checker {
                 self.tables.insert(epoch, entries.clone());
             }
         }
-        self.placement.check(node, epoch, &entries, chains)
+        self.placement.check(node, epoch, &entries, chains, &self.tables)
     }
 
     /// A node's key ranges are the cluster's partition, and that is a

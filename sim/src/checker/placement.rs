@@ -12,12 +12,13 @@ use pslite_core::{Chains, Incarnation, NodeId, RangeChain, Rank, ServerRanges};
 
 use super::{violation, Check};
 
-/// Every replica table seen, by epoch, with the node table it came with.
+/// Every replica table seen, by epoch (the node tables that came with them
+/// are the checker's).
 #[derive(Debug)]
 pub(crate) struct Placement {
     replicas: u8,
     ranges: ServerRanges,
-    tables: BTreeMap<u64, (Vec<NodeEntry>, Chains)>,
+    tables: BTreeMap<u64, Chains>,
 }
 
 impl Placement {
@@ -25,9 +26,17 @@ impl Placement {
         Self { replicas, ranges, tables: BTreeMap::new() }
     }
 
-    /// `node` holds `chains` with the node table `entries` at `epoch`.
-    pub(crate) fn check(&mut self, node: NodeId, epoch: u64, entries: &[NodeEntry], chains: &Chains) -> Check {
-        if let Some((_, known)) = self.tables.get(&epoch) {
+    /// `node` holds `chains` with the node table `entries` at `epoch`;
+    /// `node_tables` are the node tables seen so far, by epoch.
+    pub(crate) fn check(
+        &mut self,
+        node: NodeId,
+        epoch: u64,
+        entries: &[NodeEntry],
+        chains: &Chains,
+        node_tables: &BTreeMap<u64, Vec<NodeEntry>>,
+    ) -> Check {
+        if let Some(known) = self.tables.get(&epoch) {
             if known != chains {
                 return violation(format!(
                     "placement: node {node} holds another replica table at epoch {epoch} than others did:\n  \
@@ -37,15 +46,13 @@ impl Placement {
             return Ok(());
         }
         self.check_shape(node, epoch, entries, chains)?;
-        let before = self.tables.range(..epoch).next_back().map(|(&e, (n, c))| (e, n.as_slice(), c));
-        if let Some((old_epoch, old_entries, old_chains)) = before {
-            check_change((old_epoch, old_entries, old_chains), (epoch, entries, chains))?;
+        if let Some(before) = with_entries(self.tables.range(..epoch).next_back(), node_tables) {
+            check_change(before, (epoch, entries, chains))?;
         }
-        let after = self.tables.range(epoch + 1..).next().map(|(&e, (n, c))| (e, n.as_slice(), c));
-        if let Some((new_epoch, new_entries, new_chains)) = after {
-            check_change((epoch, entries, chains), (new_epoch, new_entries, new_chains))?;
+        if let Some(after) = with_entries(self.tables.range(epoch + 1..).next(), node_tables) {
+            check_change((epoch, entries, chains), after)?;
         }
-        self.tables.insert(epoch, (entries.to_vec(), chains.clone()));
+        self.tables.insert(epoch, chains.clone());
         Ok(())
     }
 
@@ -82,6 +89,15 @@ impl Placement {
         }
         Ok(())
     }
+}
+
+/// A replica table seen, with the node table of its epoch.
+fn with_entries<'a>(
+    table: Option<(&u64, &'a Chains)>,
+    node_tables: &'a BTreeMap<u64, Vec<NodeEntry>>,
+) -> Option<(u64, &'a [NodeEntry], &'a Chains)> {
+    let (&epoch, chains) = table?;
+    node_tables.get(&epoch).map(|entries| (epoch, entries.as_slice(), chains))
 }
 
 /// From one table to a later one: a server leaves a chain only by dying
