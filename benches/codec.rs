@@ -137,6 +137,7 @@ fn push_request(value_bytes: usize) -> Message {
         keys: Keys::from_slice(&keys),
         values: Values::from_slice(&values),
         lens: None,
+        route: Default::default(),
     })
 }
 

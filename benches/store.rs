@@ -110,6 +110,7 @@ fn request(op: KvOp, key_count: usize, values: Values) -> ServerRequest {
             incarnation: Incarnation(0),
             customer: CustomerId::DEFAULT,
             ts: Timestamp(1),
+            part: 0,
         },
         cmd: 0,
         op,

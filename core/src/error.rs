@@ -34,6 +34,10 @@ pub enum RequestError {
         /// The replacement's incarnation.
         incarnation: crate::id::Incarnation,
     },
+    /// Every copy of a key range the request touches is gone (with
+    /// `replicas` copies, all of them died before a replacement caught up).
+    #[error("every copy of key range {0:?} is lost")]
+    RangeLost(crate::range::KeyRange),
     /// The request exceeded `request_timeout`.
     #[error("request timed out")]
     TimedOut,

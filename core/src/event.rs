@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 
 use crate::error::RequestError;
 use crate::id::{Group, Incarnation, NodeId, Rank};
-use crate::kv::{CustomerId, Keys, Lens, ServerRequest, SimpleReply, SimpleRequest, Timestamp, Values};
+use crate::kv::{
+    CustomerId, Keys, KvList, Lens, ServerRequest, ServerRequestId, SimpleReply, SimpleRequest, Timestamp, Values,
+};
 use crate::wire::Frame;
 
 /// A frame to send: the shell writes `frame` to `addr`.
@@ -163,6 +165,19 @@ pub enum Event {
     },
     /// The barrier cannot complete.
     BarrierFailed(BarrierTicket, RequestError),
+    /// A replicated range's state, as its head's handle exported it
+    /// after applying `pushes`: install it in app `app`'s handle
+    /// ([`KvHandle::install`](crate::KvHandle::install)) before handing
+    /// that handle any later request, so that every copy passes through
+    /// the head's states in the head's order.
+    Install {
+        /// The application whose handle installs it.
+        app: u32,
+        /// Keys and what they hold now.
+        state: KvList,
+        /// The pushes this state includes that the last one did not.
+        pushes: Vec<ServerRequestId>,
+    },
     /// The scheduler declared a node dead.
     NodeDead {
         /// The node.

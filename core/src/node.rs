@@ -34,6 +34,7 @@ use crate::membership::{Change, Membership};
 use crate::outbox::{Dest, Outbox};
 use crate::range::ServerRanges;
 use crate::reliable::{Admission, Owner, Reliable};
+use crate::replica::serve::{self, Serving, Then};
 use crate::requests::{Cluster, Requests};
 use crate::responder::{Limits, Responder};
 use crate::rng::Rng;
@@ -53,6 +54,16 @@ use crate::wire::{BarrierOutcome, DecodeError, Header, Kind, KvOp, Message, Node
 /// one allocation per about 60 frames. A frame kept for resending keeps
 /// its whole buffer, so it stays small.
 const SCRATCH_BYTES: usize = 4 * 1024;
+
+/// What the replicated ranges are handled against; `None` before the node
+/// has its rank. A macro, not a method, so that it borrows only the fields
+/// it reads and the serving component can be borrowed beside it.
+macro_rules! serve_context {
+    ($node:ident) => {{
+        let limits = $node.limits();
+        $node.rank.map(|me| serve::Context { me, membership: &$node.membership, now: $node.now, limits })
+    }};
+}
 
 /// The pslite protocol for one process. See the crate docs for the loop
 /// that drives it.
@@ -84,7 +95,10 @@ pub struct Node {
     requests: Requests,
     /// Requests this node must answer: KV requests on a server, SimpleApp
     /// requests on any role.
-    responder: Responder,
+    responder: Responder<Then>,
+    /// The replicated ranges this server holds a copy of (none with one
+    /// copy of each range, or on other roles).
+    serving: Serving,
     barriers: Barriers,
     reliable: Reliable,
     /// What components asked for, and the events for the application.
@@ -109,6 +123,7 @@ impl Node {
         let instance = rng.next_u64() | 1;
         let role = config.role;
         let register_deadline = now + config.register_timeout;
+        let config_request_timeout = config.request_timeout;
         let mut node = Self {
             ranges: config.server_ranges(),
             config,
@@ -127,6 +142,7 @@ impl Node {
             watch: SchedulerWatch::new(now),
             requests: Requests::default(),
             responder: Responder::default(),
+            serving: Serving::new(config_request_timeout),
             barriers: Barriers::default(),
             reliable: Reliable::default(),
             out: Outbox::default(),
@@ -412,6 +428,21 @@ impl Node {
     /// one value run per requested key; a refusal fails the worker's request.
     /// Once the node has terminated, answers are dropped.
     pub fn respond(&mut self, now: Instant, id: ServerRequestId, response: Response) -> Result<(), RequestError> {
+        self.respond_with_state(now, id, response, None)
+    }
+
+    /// [`respond`](Self::respond), with what the handle's
+    /// [`export`](crate::KvHandle::export) returned for the request's
+    /// keys right after it answered. With `replicas > 1` a push's answer
+    /// needs it: the state goes down the range's chain to the other
+    /// copies. Elsewhere it is ignored.
+    pub fn respond_with_state(
+        &mut self,
+        now: Instant,
+        id: ServerRequestId,
+        response: Response,
+        state: Option<KvList>,
+    ) -> Result<(), RequestError> {
         self.advance_to(now);
         self.ensure_role(Role::Server, "respond")?;
         if self.phase == Phase::Terminated {
@@ -419,7 +450,16 @@ impl Node {
             return Ok(());
         }
         let limits = self.limits();
-        self.responder.respond(id, response, limits, &self.membership, &mut self.out)?;
+        match self.responder.respond(id, &self.membership)? {
+            Some(Then::Send) => crate::responder::send_kv_response(id, response, limits, &mut self.out),
+            Some(then) => {
+                let Some(cx) = serve_context!(self) else {
+                    return Ok(());
+                };
+                self.serving.on_answer(id, then, response, state, cx, &mut self.out, &mut self.stats);
+            }
+            None => {}
+        }
         self.flush();
         Ok(())
     }
@@ -575,6 +615,11 @@ impl Node {
     }
 
     /// What the responder checks requests against.
+    /// Whether this node serves replicated ranges now.
+    fn serves_replicas(&self) -> bool {
+        self.config.role == Role::Server && self.config.replicas > 1 && self.phase == Phase::Ready
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             range: self.rank.and_then(|rank| self.ranges.get(rank)),
@@ -668,22 +713,69 @@ impl Node {
             }
             Message::Terminate if from == NodeId::SCHEDULER => self.terminate(),
             Message::KvRequest(request) => {
-                if self.config.role == Role::Server && self.phase == Phase::Ready {
-                    let limits = self.limits();
-                    self.responder.on_kv_request(
-                        from,
-                        request,
-                        limits,
-                        &self.membership,
-                        &mut self.out,
-                        &mut self.stats,
-                    );
+                let incarnation = if self.config.role == Role::Server && self.phase == Phase::Ready {
+                    crate::responder::requester(from, &self.membership, &mut self.stats)
                 } else {
                     self.stats.unexpected_drops += 1;
+                    None
+                };
+                let limits = self.limits();
+                match (incarnation, serve_context!(self)) {
+                    (Some(incarnation), Some(cx)) if self.config.replicas > 1 => self.serving.on_kv_request(
+                        from,
+                        incarnation,
+                        request,
+                        cx,
+                        &mut self.responder,
+                        &mut self.out,
+                        &mut self.stats,
+                    ),
+                    (Some(incarnation), _) => {
+                        let id = ServerRequestId {
+                            from,
+                            incarnation,
+                            customer: CustomerId::new(request.app, request.customer),
+                            ts: Timestamp(request.ts),
+                            part: request.route.part,
+                        };
+                        let range = limits.range;
+                        self.responder.on_kv_request(
+                            id,
+                            request,
+                            range,
+                            Then::Send,
+                            limits,
+                            &mut self.out,
+                            &mut self.stats,
+                        );
+                    }
+                    (None, _) => {}
                 }
             }
             Message::KvResponse(response) => {
-                self.requests.on_kv_response(from, response, &mut self.out, &mut self.stats);
+                let cluster =
+                    Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
+                self.requests.on_kv_response(from, response, cluster, &mut self.out, &mut self.stats);
+            }
+            Message::Replicate(_) | Message::Committed { .. } | Message::ResendFrom { .. }
+                if !self.serves_replicas() || from.role() != Some(Role::Server) =>
+            {
+                self.stats.unexpected_drops += 1;
+            }
+            Message::Replicate(batch) => {
+                if let Some(cx) = serve_context!(self) {
+                    self.serving.on_replicate(from, batch, cx, &mut self.out, &mut self.stats);
+                }
+            }
+            Message::Committed { range, seq } => {
+                if let Some(cx) = serve_context!(self) {
+                    self.serving.on_committed(from, range, seq, cx, &mut self.out, &mut self.stats);
+                }
+            }
+            Message::ResendFrom { range, seq } => {
+                if let Some(cx) = serve_context!(self) {
+                    self.serving.on_resend_from(from, range, seq, cx, &mut self.out, &mut self.stats);
+                }
             }
             Message::SimpleRequest(request) => {
                 let incarnation = if from == self.id {
@@ -731,6 +823,8 @@ impl Node {
     /// Sends what the components wrote to the outbox, in order, and stops
     /// resending the frames of requests that have their outcome.
     fn flush(&mut self) {
+        let cluster = Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
+        self.requests.pump(cluster, &mut self.out);
         for (customer, ts) in self.out.take_settled() {
             self.reliable.forget_owner(customer, ts);
         }
@@ -802,7 +896,10 @@ impl Node {
             | Message::KvRequest(_)
             | Message::KvResponse(_)
             | Message::SimpleRequest(_)
-            | Message::SimpleResponse(_) => true,
+            | Message::SimpleResponse(_)
+            | Message::Replicate(_)
+            | Message::Committed { .. }
+            | Message::ResendFrom { .. } => true,
         }
     }
 
@@ -960,6 +1057,7 @@ impl Node {
             self.stats.unexpected_drops += 1;
             return;
         }
+        let old_chains = (self.config.replicas > 1).then(|| self.membership.chains().clone());
         let Some(changes) = self.membership.apply(table.epoch, table.nodes, table.chains) else {
             return;
         };
@@ -980,6 +1078,7 @@ impl Node {
             self.out.event(Event::Registered { id: mine.id, rank: mine.id.rank(), incarnation: mine.incarnation });
             self.out.event(Event::ClusterReady);
             self.start_liveness();
+            self.on_chains_changed(old_chains);
             return;
         }
         for change in changes {
@@ -1005,6 +1104,39 @@ impl Node {
                 Change::Recovered(id, incarnation) => self.on_peer_replaced(id, incarnation),
             }
         }
+        self.on_chains_changed(old_chains);
+    }
+
+    /// A table was adopted (`old`: the replica table before it, when
+    /// ranges are replicated): servers take their new places in the
+    /// chains and handle what waited for this table; workers send parts
+    /// again whose server left a chain.
+    fn on_chains_changed(&mut self, old: Option<Chains>) {
+        let Some(old) = old else {
+            return;
+        };
+        if self.phase != Phase::Ready {
+            return;
+        }
+        match self.config.role {
+            Role::Server => {
+                let Some(cx) = serve_context!(self) else {
+                    return;
+                };
+                let ready = self.serving.on_table(&old, cx, &mut self.out);
+                self.flush();
+                for (from, message) in ready {
+                    self.handle_message(from, self.id, message);
+                }
+            }
+            Role::Worker => {
+                let cluster =
+                    Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
+                self.requests.on_table(cluster, &mut self.out);
+            }
+            Role::Scheduler => {}
+        }
+        self.flush();
     }
 
     /// Whether a replica table splits the keys as our configuration does,
@@ -1025,6 +1157,7 @@ impl Node {
         self.reliable.forget_peer(id, incarnation);
         self.requests.on_peer_dead(id, &mut self.out);
         self.responder.forget_from(id);
+        self.serving.forget_worker(id, incarnation);
         let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_died(self.now, id, &self.membership, rules, &mut self.out);
@@ -1046,6 +1179,7 @@ impl Node {
         self.reliable.forget_peer(id, Incarnation(incarnation.0.saturating_sub(1)));
         self.requests.on_peer_dead(id, &mut self.out);
         self.responder.forget_from(id);
+        self.serving.forget_worker(id, Incarnation(incarnation.0.saturating_sub(1)));
         let rules = self.rules();
         if let Some(scheduler) = self.scheduler.as_mut() {
             scheduler.arrivals.on_member_recovered(self.now, id, &self.membership, rules);
@@ -1171,6 +1305,7 @@ impl Node {
         // does not terminate a second time.
         self.phase = Phase::Terminated;
         self.responder.forget_all();
+        self.serving.clear();
         self.fail_all_pending(RequestError::Terminated);
         self.out.event(Event::Terminated);
     }

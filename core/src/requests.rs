@@ -15,26 +15,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::chains::RangeChain;
 use crate::config::Config;
 use crate::error::{ApiMisuse, Mismatch, RequestError};
 use crate::event::Event;
+use crate::id::Rank;
 use crate::id::{NodeId, Role};
+use crate::kv::Lens;
 use crate::kv::{CustomerId, DType, Keys, KvCall, SimpleReply, Timestamp, Values};
 use crate::membership::Membership;
 use crate::outbox::Outbox;
+use crate::range::KeyRange;
 use crate::range::ServerRanges;
+use crate::replica::route::{self, ProgramOrder, Reroute};
 use crate::simple::Target;
 use crate::slice::{self, KvList};
 use crate::slotted::SlottedMap;
 use crate::stats::Stats;
 use crate::time::Instant;
-use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, Message, SimpleMsg, HEADER_LEN};
+use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, KvRoute, Message, SimpleMsg, HEADER_LEN};
 
 /// Requests this node waits on, by customer and timestamp, with their
 /// deadlines.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
     next_ts: BTreeMap<CustomerId, u32>,
+    /// Pull parts held behind this worker's pushes to their range
+    /// (replicated ranges only).
+    order: ProgramOrder<PartRef>,
+    /// Pull parts the program order let go, to send at the next `pump`.
+    released: Vec<PartRef>,
     /// A request's state is a few hundred bytes: kept out of the tree.
     pending: SlottedMap<(CustomerId, Timestamp), Pending>,
     deadlines: BTreeSet<(Instant, CustomerId, Timestamp)>,
@@ -60,31 +70,73 @@ enum PendingKind {
         /// The keys each slot asked for, to check answers against.
         asked: SmallVec<[Keys; 2]>,
         parts: SmallVec<[Option<KvList>; 2]>,
+        /// With replicated ranges, where each slot's part is, to send it
+        /// again; empty with one copy.
+        routed: SmallVec<[Routed; 2]>,
     },
     Simple {
         replies: Vec<Option<SimpleReply>>,
     },
 }
 
+/// One part of a request, named for the program order.
+type PartRef = (CustomerId, Timestamp, usize);
+
+/// A part of a request to replicated ranges, kept to send it again.
+#[derive(Debug)]
+struct Routed {
+    /// The range's index in the replica table.
+    part: u32,
+    cmd: i32,
+    values: Values,
+    lens: Option<Lens>,
+    at: Place,
+}
+
+/// Where a replicated part is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Sent to this member of its range.
+    Sent(Rank),
+    /// A pull behind this worker's pushes to the same range.
+    Held,
+    /// Redirected by a server whose table was newer than ours: sent again
+    /// once ours is at least this new.
+    Parked(u64),
+    /// Answered.
+    Done,
+}
+
 /// Who a request still waits on, each with the slot its answer fills: a
 /// list searched linearly, since a request goes to a few servers (one
 /// for most), and kept inline so tracking a request allocates nothing.
 #[derive(Debug, Default)]
-struct Targets(SmallVec<[(NodeId, usize); 2]>);
+struct Targets(SmallVec<[(NodeId, u32, usize); 2]>);
 
 impl Targets {
-    /// Adds `id` (not already waited on) for `slot`.
-    fn push(&mut self, id: NodeId, slot: usize) {
-        debug_assert!(self.get(id).is_none(), "one slot per target");
-        self.0.push((id, slot));
+    /// Adds `id` (not already waited on for `part`) for `slot`.
+    fn push(&mut self, id: NodeId, part: u32, slot: usize) {
+        debug_assert!(self.get(id, part).is_none(), "one slot per target and part");
+        self.0.push((id, part, slot));
     }
 
-    fn get(&self, id: NodeId) -> Option<&usize> {
-        self.0.iter().find(|(target, _)| *target == id).map(|(_, slot)| slot)
+    fn get(&self, id: NodeId, part: u32) -> Option<&usize> {
+        self.0.iter().find(|(target, p, _)| *target == id && *p == part).map(|(_, _, slot)| slot)
     }
 
-    fn remove(&mut self, id: NodeId) {
-        self.0.retain(|(target, _)| *target != id);
+    fn waits_on(&self, id: NodeId) -> bool {
+        self.0.iter().any(|(target, _, _)| *target == id)
+    }
+
+    fn remove(&mut self, id: NodeId, part: u32) {
+        self.0.retain(|(target, p, _)| *target != id || *p != part);
+    }
+
+    /// The part of `slot` waits on `id` now.
+    fn move_to(&mut self, slot: usize, id: NodeId) {
+        if let Some(entry) = self.0.iter_mut().find(|(_, _, s)| *s == slot) {
+            entry.0 = id;
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -151,6 +203,20 @@ impl Requests {
     fn remove(&mut self, customer: CustomerId, ts: Timestamp) -> Option<Pending> {
         let pending = self.pending.remove(&(customer, ts))?;
         self.deadlines.remove(&(pending.deadline, customer, ts));
+        if let PendingKind::Kv { op, routed, .. } = &pending.kind {
+            if !routed.is_empty() {
+                // Its pushes that are still out hold no pull up any more,
+                // and its held pulls wait for nothing.
+                for part in routed {
+                    if op.pushes() && part.at != Place::Done {
+                        let released = self.order.push_ended(part.part as usize);
+                        self.released.extend(released);
+                    }
+                }
+                self.order.forget(|&(c, t, _)| c == customer && t == ts);
+                self.released.retain(|&(c, t, _)| c != customer || t != ts);
+            }
+        }
         Some(pending)
     }
 
@@ -160,7 +226,7 @@ impl Requests {
 
     /// Pending requests waiting on `id`, in key order.
     fn waiting_on(&self, id: NodeId) -> Vec<(CustomerId, Timestamp)> {
-        self.pending.iter().filter(|(_, p)| p.waiting.get(id).is_some()).map(|(k, _)| *k).collect()
+        self.pending.iter().filter(|(_, p)| p.waiting.waits_on(id)).map(|(k, _)| *k).collect()
     }
 }
 
@@ -205,6 +271,16 @@ impl Requests {
         }
         self.check_room(config)?;
         let parts = slice::slice(cluster.ranges, &list);
+        let replicated = config.replicas > 1;
+        if replicated {
+            for part in &parts {
+                let chain = cluster.membership.chains().as_slice().get(part.rank.0 as usize);
+                match chain {
+                    Some(chain) if !chain.is_lost() => {}
+                    _ => return Err(RequestError::RangeLost(cluster.ranges.get(part.rank).unwrap_or(KeyRange::FULL))),
+                }
+            }
+        }
         let ts = self.take(customer, ts)?;
         if parts.is_empty() {
             // Nothing to send (no keys): complete at once, as ps-lite does.
@@ -221,6 +297,11 @@ impl Requests {
             out.settled(customer, ts);
             return Ok(ts);
         }
+        let dtype = list.values.dtype();
+        if replicated {
+            self.submit_replicated(now, (customer, ts, cmd, op, dtype), parts, cluster, out);
+            return Ok(ts);
+        }
         let mut waiting = Targets::default();
         let mut asked = SmallVec::with_capacity(parts.len());
         for (slot, part) in parts.iter().enumerate() {
@@ -228,10 +309,9 @@ impl Requests {
             if !cluster.membership.is_alive(server) {
                 return Err(RequestError::PeerDead(server));
             }
-            waiting.push(server, slot);
+            waiting.push(server, part.rank.0, slot);
             asked.push(part.list.keys.clone());
         }
-        let dtype = list.values.dtype();
         for part in parts.iter() {
             let message = KvRequestMsg {
                 app: customer.app,
@@ -242,12 +322,149 @@ impl Requests {
                 keys: part.list.keys.clone(),
                 values: part.list.values.clone(),
                 lens: part.list.lens.clone(),
+                route: KvRoute { part: part.rank.0, ..KvRoute::default() },
             };
             out.send(NodeId::server(part.rank), Message::KvRequest(message));
         }
-        let kind = PendingKind::Kv { op, dtype, parts: smallvec::smallvec![None; asked.len()], asked };
+        let parts = smallvec::smallvec![None; asked.len()];
+        let kind = PendingKind::Kv { op, dtype, parts, asked, routed: SmallVec::new() };
         self.insert(customer, ts, Pending::new(now + config.request_timeout, waiting, kind));
         Ok(ts)
+    }
+
+    /// The parts of a new request to replicated ranges go out: pushes to
+    /// their ranges' heads, pulls to their tails unless this worker has
+    /// a push to the same range out (then once it is answered).
+    fn submit_replicated(
+        &mut self,
+        now: Instant,
+        (customer, ts, cmd, op, dtype): (CustomerId, Timestamp, i32, KvOp, DType),
+        parts: SmallVec<[slice::Part; 4]>,
+        cluster: Cluster<'_>,
+        out: &mut Outbox,
+    ) {
+        let mut waiting = Targets::default();
+        let mut asked = SmallVec::with_capacity(parts.len());
+        let mut routed = SmallVec::with_capacity(parts.len());
+        for (slot, part) in parts.into_iter().enumerate() {
+            waiting.push(NodeId::UNASSIGNED, part.rank.0, slot);
+            asked.push(part.list.keys);
+            routed.push(Routed {
+                part: part.rank.0,
+                cmd,
+                values: part.list.values,
+                lens: part.list.lens,
+                at: Place::Held,
+            });
+        }
+        let slots = asked.len();
+        let kind = PendingKind::Kv { op, dtype, parts: smallvec::smallvec![None; slots], asked, routed };
+        self.insert(customer, ts, Pending::new(now + cluster.config.request_timeout, waiting, kind));
+        for slot in 0..slots {
+            let range = self.routed(customer, ts, slot).map_or(0, |r| r.part as usize);
+            if op.pushes() {
+                self.order.push_sent(range);
+                self.send_part(customer, ts, slot, cluster, out);
+            } else if let Some(part) = self.order.pull(range, (customer, ts, slot)) {
+                self.released.push(part);
+            }
+        }
+        self.pump(cluster, out);
+    }
+
+    fn routed(&self, customer: CustomerId, ts: Timestamp, slot: usize) -> Option<&Routed> {
+        match &self.pending.get(&(customer, ts))?.kind {
+            PendingKind::Kv { routed, .. } => routed.get(slot),
+            PendingKind::Simple { .. } => None,
+        }
+    }
+
+    /// Sends (or sends again) part `slot` of a replicated request where
+    /// the current table says, with the same id; fails the request when
+    /// its range is lost.
+    fn send_part(&mut self, customer: CustomerId, ts: Timestamp, slot: usize, cluster: Cluster<'_>, out: &mut Outbox) {
+        let floor = self.floor(customer, ts);
+        let Some(pending) = self.pending.get_mut(&(customer, ts)) else {
+            return;
+        };
+        let PendingKind::Kv { op, asked, routed, .. } = &mut pending.kind else {
+            return;
+        };
+        let Some(part) = routed.get_mut(slot) else {
+            return;
+        };
+        let chains = cluster.membership.chains();
+        let chain = chains.as_slice().get(part.part as usize);
+        let Some(rank) = chain.and_then(|chain| route::target(chain, *op)) else {
+            let range = chain.map_or(KeyRange::FULL, RangeChain::range);
+            self.fail(customer, ts, RequestError::RangeLost(range), out);
+            return;
+        };
+        part.at = Place::Sent(rank);
+        let message = KvRequestMsg {
+            app: customer.app,
+            customer: customer.customer,
+            ts: ts.0,
+            cmd: part.cmd,
+            op: *op,
+            keys: asked[slot].clone(),
+            values: part.values.clone(),
+            lens: part.lens.clone(),
+            route: KvRoute { part: part.part, epoch: cluster.membership.epoch(), floor: floor.0 },
+        };
+        pending.waiting.move_to(slot, NodeId::server(rank));
+        out.send(NodeId::server(rank), Message::KvRequest(message));
+    }
+
+    /// The oldest request of `customer` still pending, `ts` or before.
+    fn floor(&self, customer: CustomerId, ts: Timestamp) -> Timestamp {
+        self.pending.keys_in((customer, Timestamp(0))..=(customer, Timestamp(u32::MAX))).fold(ts, |oldest, &(_, t)| {
+            if t.is_before(oldest) {
+                t
+            } else {
+                oldest
+            }
+        })
+    }
+
+    /// Sends the pull parts the program order let go.
+    pub(crate) fn pump(&mut self, cluster: Cluster<'_>, out: &mut Outbox) {
+        while !self.released.is_empty() {
+            for (customer, ts, slot) in std::mem::take(&mut self.released) {
+                self.send_part(customer, ts, slot, cluster, out);
+            }
+        }
+    }
+
+    /// A new table: replicated parts whose server left their range's
+    /// chain go again to whoever holds that place now; parts a newer
+    /// table was awaited for go where this one says.
+    pub(crate) fn on_table(&mut self, cluster: Cluster<'_>, out: &mut Outbox) {
+        let epoch = cluster.membership.epoch();
+        let chains = cluster.membership.chains();
+        let mut again = Vec::new();
+        for (&(customer, ts), pending) in self.pending.iter() {
+            let PendingKind::Kv { op, routed, .. } = &pending.kind else {
+                continue;
+            };
+            for (slot, part) in routed.iter().enumerate() {
+                let Some(chain) = chains.as_slice().get(part.part as usize) else {
+                    continue;
+                };
+                let go = match part.at {
+                    Place::Sent(rank) => route::reroute(chain, *op, rank) != Reroute::Stay,
+                    Place::Parked(at) => epoch >= at,
+                    Place::Held | Place::Done => false,
+                };
+                if go {
+                    again.push((customer, ts, slot));
+                }
+            }
+        }
+        for (customer, ts, slot) in again {
+            self.send_part(customer, ts, slot, cluster, out);
+        }
+        self.pump(cluster, out);
     }
 
     /// Starts a SimpleApp request (see [`Node::simple_request`](crate::Node::simple_request)).
@@ -282,7 +499,7 @@ impl Requests {
         let ts = self.take(customer, ts)?;
         let mut waiting = Targets::default();
         for (slot, &id) in targets.iter().enumerate() {
-            waiting.push(id, slot);
+            waiting.push(id, 0, slot);
         }
         let kind = PendingKind::Simple { replies: vec![None; targets.len()] };
         self.insert(customer, ts, Pending::new(now + cluster.config.request_timeout, waiting, kind));
@@ -307,20 +524,39 @@ impl Requests {
         &mut self,
         from: NodeId,
         response: KvResponseMsg,
+        cluster: Cluster<'_>,
         out: &mut Outbox,
         stats: &mut Stats,
     ) {
         let customer = CustomerId::new(response.app, response.customer);
         let ts = Timestamp(response.ts);
-        let Some(pending) = self.get_mut(customer, ts) else {
+        let Some(pending) = self.pending.get_mut(&(customer, ts)) else {
             stats.unexpected_drops += 1;
             return;
         };
-        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts }) = (pending.waiting.get(from), &mut pending.kind)
+        // With one copy of each range a server gets at most one part of a
+        // request, which its id names; with several, the answer names it.
+        let replicated = matches!(&pending.kind, PendingKind::Kv { routed, .. } if !routed.is_empty());
+        let part = if replicated { response.part } else { from.rank().0 };
+        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts, routed }) =
+            (pending.waiting.get(from, part), &mut pending.kind)
         else {
             stats.unexpected_drops += 1;
             return;
         };
+        let op = *op;
+        if let (Some(epoch), Some(routed)) = (response.redirect, routed.get_mut(slot)) {
+            routed.at = Place::Parked(epoch);
+            pending.waiting.move_to(slot, NodeId::UNASSIGNED);
+            if cluster.membership.epoch() >= epoch {
+                self.send_part(customer, ts, slot, cluster, out);
+            }
+            return;
+        }
+        if response.redirect.is_some() {
+            stats.unexpected_drops += 1;
+            return;
+        }
         if let Some(reason) = response.error {
             self.fail(customer, ts, RequestError::Refused { server: from, reason }, out);
             return;
@@ -346,7 +582,12 @@ impl Requests {
             }
             parts[slot] = Some(answer);
         }
-        pending.waiting.remove(from);
+        pending.waiting.remove(from, part);
+        if op.pushes() && !routed.is_empty() {
+            routed[slot].at = Place::Done;
+            let released = self.order.push_ended(part as usize);
+            self.released.extend(released);
+        }
         if pending.waiting.is_empty() {
             self.complete(customer, ts, out);
         }
@@ -367,12 +608,12 @@ impl Requests {
             stats.unexpected_drops += 1;
             return;
         };
-        let (Some(&slot), PendingKind::Simple { replies }) = (pending.waiting.get(from), &mut pending.kind) else {
+        let (Some(&slot), PendingKind::Simple { replies }) = (pending.waiting.get(from, 0), &mut pending.kind) else {
             stats.unexpected_drops += 1;
             return;
         };
         replies[slot] = Some(reply);
-        pending.waiting.remove(from);
+        pending.waiting.remove(from, 0);
         if pending.waiting.is_empty() {
             self.complete(customer, ts, out);
         }
@@ -414,7 +655,13 @@ impl Requests {
     /// `id` died or was replaced: what waits on it can never complete.
     pub(crate) fn on_peer_dead(&mut self, id: NodeId, out: &mut Outbox) {
         for (customer, ts) in self.waiting_on(id) {
-            self.fail(customer, ts, RequestError::PeerDead(id), out);
+            // A part of a replicated range is sent again by `on_table`
+            // instead, to the member that holds the place now.
+            let rerouted = matches!(&self.pending.get(&(customer, ts)).map(|p| &p.kind),
+                Some(PendingKind::Kv { routed, .. }) if !routed.is_empty());
+            if !rerouted {
+                self.fail(customer, ts, RequestError::PeerDead(id), out);
+            }
         }
     }
 
@@ -473,7 +720,7 @@ mod tests {
         KvCall { customer: CustomerId::DEFAULT, ts: None, cmd: 0, op: KvOp::PushPull, list }
     }
 
-    fn answer(ts: Timestamp, values: &[f32]) -> KvResponseMsg {
+    fn answer(ts: Timestamp, part: u32, values: &[f32]) -> KvResponseMsg {
         KvResponseMsg {
             app: 0,
             customer: 0,
@@ -482,6 +729,8 @@ mod tests {
             keys: Keys::default(),
             values: Values::from_slice(values),
             lens: None,
+            part,
+            redirect: None,
         }
     }
 
@@ -498,10 +747,10 @@ mod tests {
         let servers = [NodeId::server(Rank(0)), NodeId::server(Rank(1))];
         assert_eq!(targets, vec![Dest::Node(servers[0]), Dest::Node(servers[1])]);
         // The higher range answers first; the result is still in key order.
-        requests.on_kv_response(servers[1], answer(ts, &[20.0]), &mut out, &mut stats);
+        requests.on_kv_response(servers[1], answer(ts, 1, &[20.0]), cluster, &mut out, &mut stats);
         assert!(requests.is_pending(CustomerId::DEFAULT, ts));
         assert_eq!(out.events().count(), 0);
-        requests.on_kv_response(servers[0], answer(ts, &[10.0]), &mut out, &mut stats);
+        requests.on_kv_response(servers[0], answer(ts, 0, &[10.0]), cluster, &mut out, &mut stats);
         assert!(!requests.is_pending(CustomerId::DEFAULT, ts));
         match out.pop_event() {
             Some(Event::PullDone { values, .. }) => assert_eq!(values.to_vec::<f32>(), Some(vec![10.0, 20.0])),
@@ -509,7 +758,7 @@ mod tests {
         }
         assert_eq!(out.take_settled().collect::<Vec<_>>(), vec![(CustomerId::DEFAULT, ts)]);
         // A late duplicate answer is counted, not reported.
-        requests.on_kv_response(servers[0], answer(ts, &[10.0]), &mut out, &mut stats);
+        requests.on_kv_response(servers[0], answer(ts, 0, &[10.0]), cluster, &mut out, &mut stats);
         assert_eq!(stats.unexpected_drops, 1);
         assert!(out.pop_event().is_none());
     }

@@ -26,16 +26,24 @@ use crate::slice::{self, KvList};
 use crate::stats::Stats;
 use crate::wire::{KvOp, KvRequestMsg, KvResponseMsg, Message, SimpleMsg};
 
-/// Requests this node has to answer.
-#[derive(Debug, Default)]
-pub(crate) struct Responder {
-    pending: BTreeMap<ServerRequestId, Answer>,
+/// Requests this node has to answer. Each KV request keeps a `T` that
+/// says what becomes of its answer (the node's business: with replicated
+/// ranges, whether it goes down a chain first).
+#[derive(Debug)]
+pub(crate) struct Responder<T> {
+    pending: BTreeMap<ServerRequestId, Answer<T>>,
+}
+
+impl<T> Default for Responder<T> {
+    fn default() -> Self {
+        Self { pending: BTreeMap::new() }
+    }
 }
 
 /// What kind of answer a pending request expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Answer {
-    Kv(KvOp),
+enum Answer<T> {
+    Kv(T),
     Simple,
 }
 
@@ -48,7 +56,7 @@ pub(crate) struct Limits {
     pub(crate) frame_len_max: u32,
 }
 
-impl Responder {
+impl<T: Copy> Responder<T> {
     #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
@@ -65,42 +73,26 @@ impl Responder {
         self.pending.retain(|k, _| k.from != id);
     }
 
-    /// A KV request from `from`: refused, or surfaced as a
-    /// [`ServerRequest`] event for the application's handle.
+    /// KV request `id`: refused, or surfaced as a [`ServerRequest`] event
+    /// for the application's handle, whose answer is then settled as
+    /// `then` says. `range` is where its keys must lie.
+    #[allow(clippy::too_many_arguments)] // the request, where it must lie, and the node's context
     pub(crate) fn on_kv_request(
         &mut self,
-        from: NodeId,
+        id: ServerRequestId,
         request: KvRequestMsg,
+        range: Option<KeyRange>,
+        then: T,
         limits: Limits,
-        membership: &Membership,
         out: &mut Outbox,
         stats: &mut Stats,
     ) {
-        let incarnation = match membership.get(from) {
-            Some(entry) if entry.alive => entry.incarnation,
-            Some(_) => {
-                // Declared dead: its requests are dropped, since nobody
-                // will wait for the answers and a replacement starts over.
-                stats.dead_sender_drops += 1;
-                return;
-            }
-            None => {
-                stats.unknown_sender_drops += 1;
-                return;
-            }
-        };
-        let id = ServerRequestId {
-            from,
-            incarnation,
-            customer: CustomerId::new(request.app, request.customer),
-            ts: Timestamp(request.ts),
-        };
         if self.pending.contains_key(&id) {
             stats.duplicates_dropped += 1;
             return;
         }
         let list = KvList { keys: request.keys, values: request.values, lens: request.lens };
-        if let Err(reason) = check_request(&list, request.op, limits.range) {
+        if let Err(reason) = check_request(&list, request.op, range) {
             send_kv_response(id, Response::Refused(reason), limits, out);
             return;
         }
@@ -108,32 +100,22 @@ impl Responder {
             send_kv_response(id, Response::Refused(Refusal::TooManyPending), limits, out);
             return;
         }
-        self.pending.insert(id, Answer::Kv(request.op));
-        out.event(Event::ServerRequest(ServerRequest {
-            id,
-            cmd: request.cmd,
-            op: request.op,
-            keys: list.keys,
-            values: list.values,
-            lens: list.lens,
-        }));
+        self.pending.insert(id, Answer::Kv(then));
+        let (cmd, op, keys, values, lens) = (request.cmd, request.op, list.keys, list.values, list.lens);
+        out.event(Event::ServerRequest(ServerRequest { id, cmd, op, keys, values, lens }));
     }
 
-    /// The application's answer to a [`ServerRequest`]. An answer for a
-    /// requester that died or was replaced meanwhile is dropped: nobody
-    /// waits for it, and a slow handle did nothing wrong.
-    pub(crate) fn respond(
-        &mut self,
-        id: ServerRequestId,
-        response: Response,
-        limits: Limits,
-        membership: &Membership,
-        out: &mut Outbox,
-    ) -> Result<(), RequestError> {
-        if self.take(id, |answer| matches!(answer, Answer::Kv(_)), membership)? {
-            send_kv_response(id, response, limits, out);
-        }
-        Ok(())
+    /// The application's answer to a [`ServerRequest`]: what to do with
+    /// it, or `None` when its requester died or was replaced meanwhile
+    /// (the answer is dropped: nobody waits for it, and a slow handle did
+    /// nothing wrong).
+    pub(crate) fn respond(&mut self, id: ServerRequestId, membership: &Membership) -> Result<Option<T>, RequestError> {
+        let then = match self.pending.get(&id) {
+            Some(Answer::Kv(then)) => *then,
+            _ => return self.take(id, |_| false, membership).map(|_| None),
+        };
+        self.pending.remove(&id);
+        Ok(Some(then))
     }
 
     /// Takes pending request `id` for an answer of the kind `fits` accepts:
@@ -142,7 +124,7 @@ impl Responder {
     fn take(
         &mut self,
         id: ServerRequestId,
-        fits: impl Fn(Answer) -> bool,
+        fits: impl Fn(Answer<T>) -> bool,
         membership: &Membership,
     ) -> Result<bool, RequestError> {
         match self.pending.get(&id) {
@@ -171,6 +153,7 @@ impl Responder {
             incarnation,
             customer: CustomerId::new(request.app, request.customer),
             ts: Timestamp(request.ts),
+            part: 0,
         };
         if self.pending.contains_key(&id) {
             stats.duplicates_dropped += 1;
@@ -194,7 +177,7 @@ impl Responder {
         membership: &Membership,
         out: &mut Outbox,
     ) -> Result<(), RequestError> {
-        if self.take(id, |answer| answer == Answer::Simple, membership)? {
+        if self.take(id, |answer| matches!(answer, Answer::Simple), membership)? {
             let message = SimpleMsg { app: id.customer.app, customer: id.customer.customer, ts: id.ts.0, head, body };
             out.send(id.from, Message::SimpleResponse(message));
         }
@@ -202,9 +185,26 @@ impl Responder {
     }
 }
 
+/// The incarnation `from` has in the table, when it may send requests:
+/// a sender declared dead is dropped (nobody will wait for the answers,
+/// and a replacement starts over), as is one we do not know.
+pub(crate) fn requester(from: NodeId, membership: &Membership, stats: &mut Stats) -> Option<Incarnation> {
+    match membership.get(from) {
+        Some(entry) if entry.alive => Some(entry.incarnation),
+        Some(_) => {
+            stats.dead_sender_drops += 1;
+            None
+        }
+        None => {
+            stats.unknown_sender_drops += 1;
+            None
+        }
+    }
+}
+
 /// Whether the process that sent request `id` died or was replaced. The
 /// scheduler and this node itself are not in the table and never go.
-fn requester_gone(id: ServerRequestId, membership: &Membership) -> bool {
+pub(crate) fn requester_gone(id: ServerRequestId, membership: &Membership) -> bool {
     membership.get(id.from).is_some_and(|entry| !entry.alive || entry.incarnation != id.incarnation)
 }
 
@@ -224,7 +224,7 @@ fn check_request(list: &KvList, op: KvOp, range: Option<KeyRange>) -> Result<(),
     Ok(())
 }
 
-fn send_kv_response(id: ServerRequestId, response: Response, limits: Limits, out: &mut Outbox) {
+pub(crate) fn send_kv_response(id: ServerRequestId, response: Response, limits: Limits, out: &mut Outbox) {
     // The requester is alive in the table: requests of a dead or replaced
     // one are forgotten (`forget_from`) before anyone could answer them.
     // An answer the requester would refuse as too large (or that could
@@ -245,6 +245,25 @@ fn send_kv_response(id: ServerRequestId, response: Response, limits: Limits, out
         keys: Keys::default(),
         values,
         lens,
+        part: id.part,
+        redirect: None,
+    };
+    out.send(id.from, Message::KvResponse(message));
+}
+
+/// Tells the worker that part `id` is not this server's to serve: its
+/// table at `epoch` puts another member at the part's place.
+pub(crate) fn send_redirect(id: ServerRequestId, epoch: u64, out: &mut Outbox) {
+    let message = KvResponseMsg {
+        app: id.customer.app,
+        customer: id.customer.customer,
+        ts: id.ts.0,
+        error: None,
+        keys: Keys::default(),
+        values: Values::empty(DType::U8),
+        lens: None,
+        part: id.part,
+        redirect: Some(epoch),
     };
     out.send(id.from, Message::KvResponse(message));
 }
@@ -281,6 +300,61 @@ mod tests {
         Limits { range: ranges.get(Rank(0)), requests_pending_max: 2, frame_len_max: 1 << 20 }
     }
 
+    /// A request from `from` as the node hands it over with one copy of
+    /// each range.
+    trait Take {
+        fn on_kv_request(
+            &mut self,
+            from: NodeId,
+            request: KvRequestMsg,
+            limits: Limits,
+            membership: &Membership,
+            out: &mut Outbox,
+            stats: &mut Stats,
+        );
+        fn respond(
+            &mut self,
+            id: ServerRequestId,
+            response: Response,
+            limits: Limits,
+            membership: &Membership,
+            out: &mut Outbox,
+        ) -> Result<(), RequestError>;
+    }
+
+    impl Take for Responder<()> {
+        fn on_kv_request(
+            &mut self,
+            from: NodeId,
+            request: KvRequestMsg,
+            limits: Limits,
+            membership: &Membership,
+            out: &mut Outbox,
+            stats: &mut Stats,
+        ) {
+            let Some(incarnation) = requester(from, membership, stats) else {
+                return;
+            };
+            let customer = CustomerId::new(request.app, request.customer);
+            let id = ServerRequestId { from, incarnation, customer, ts: Timestamp(request.ts), part: 0 };
+            Self::on_kv_request(self, id, request, limits.range, (), limits, out, stats);
+        }
+
+        fn respond(
+            &mut self,
+            id: ServerRequestId,
+            response: Response,
+            limits: Limits,
+            membership: &Membership,
+            out: &mut Outbox,
+        ) -> Result<(), RequestError> {
+            if Self::respond(self, id, membership)?.is_some() {
+                send_kv_response(id, response, limits, out);
+            }
+            Ok(())
+        }
+    }
+
     fn push(ts: u32, keys: &[u64]) -> KvRequestMsg {
         let values: Vec<f32> = keys.iter().map(|_| 1.0).collect();
         KvRequestMsg {
@@ -292,6 +366,7 @@ mod tests {
             keys: Keys::from_slice(keys),
             values: Values::from_slice(&values),
             lens: None,
+            route: crate::wire::KvRoute::default(),
         }
     }
 
@@ -306,15 +381,15 @@ mod tests {
     fn a_request_is_surfaced_once_and_answered_once() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        responder.on_kv_request(worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
-        responder.on_kv_request(worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
+        Take::on_kv_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
+        Take::on_kv_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
         assert_eq!(stats.duplicates_dropped, 1);
         let Some(Event::ServerRequest(request)) = out.pop_event() else { panic!("a server request") };
         assert!(out.pop_event().is_none());
         assert_eq!(responder.len(), 1);
-        responder.respond(request.id, Response::ack(), limits(), &membership, &mut out).unwrap();
+        Take::respond(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out).unwrap();
         assert_eq!(refusal(&mut out), None);
-        let again = responder.respond(request.id, Response::ack(), limits(), &membership, &mut out);
+        let again = Take::respond(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out);
         assert_eq!(again, Err(ApiMisuse::UnknownRequest.into()));
     }
 
@@ -322,13 +397,29 @@ mod tests {
     fn keys_outside_the_range_and_requests_beyond_the_cap_are_refused_with_a_reason() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        responder.on_kv_request(worker(), push(1, &[1, u64::MAX]), limits(), &membership, &mut out, &mut stats);
+        Take::on_kv_request(
+            &mut responder,
+            worker(),
+            push(1, &[1, u64::MAX]),
+            limits(),
+            &membership,
+            &mut out,
+            &mut stats,
+        );
         let reason = refusal(&mut out).unwrap();
         assert!(reason.contains("outside this server's range [0, 9223372036854775807]"), "{reason}");
         for ts in 2..4 {
-            responder.on_kv_request(worker(), push(ts, &[ts.into()]), limits(), &membership, &mut out, &mut stats);
+            Take::on_kv_request(
+                &mut responder,
+                worker(),
+                push(ts, &[ts.into()]),
+                limits(),
+                &membership,
+                &mut out,
+                &mut stats,
+            );
         }
-        responder.on_kv_request(worker(), push(4, &[4]), limits(), &membership, &mut out, &mut stats);
+        Take::on_kv_request(&mut responder, worker(), push(4, &[4]), limits(), &membership, &mut out, &mut stats);
         assert!(refusal(&mut out).unwrap().contains("too many pending"));
         assert_eq!(responder.len(), 2);
     }
@@ -337,13 +428,13 @@ mod tests {
     fn an_answer_of_the_wrong_kind_is_refused_and_the_request_still_waits() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        responder.on_kv_request(worker(), push(1, &[1]), limits(), &membership, &mut out, &mut stats);
+        Take::on_kv_request(&mut responder, worker(), push(1, &[1]), limits(), &membership, &mut out, &mut stats);
         let simple = SimpleMsg { app: 0, customer: 0, ts: 2, head: 0, body: Bytes::new() };
         responder.on_simple_request(worker(), Incarnation(0), simple, limits(), &mut out, &mut stats);
         let Some(Event::ServerRequest(kv)) = out.pop_event() else { panic!("a server request") };
         let Some(Event::SimpleRequest(simple)) = out.pop_event() else { panic!("a simple request") };
         let unknown = Err(ApiMisuse::UnknownRequest.into());
-        assert_eq!(responder.respond(simple.id, Response::ack(), limits(), &membership, &mut out), unknown);
+        assert_eq!(Take::respond(&mut responder, simple.id, Response::ack(), limits(), &membership, &mut out), unknown);
         assert_eq!(responder.simple_respond(kv.id, 0, Bytes::new(), &membership, &mut out), unknown);
         assert_eq!(responder.len(), 2, "both still wait for their answer");
         assert!(out.pop_message().is_none(), "nothing was sent");
@@ -353,10 +444,18 @@ mod tests {
     fn requests_of_a_dead_sender_are_dropped_and_forgotten() {
         let (mut out, mut stats) = (Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        responder.on_kv_request(worker(), push(1, &[1]), limits(), &membership(false), &mut out, &mut stats);
+        Take::on_kv_request(
+            &mut responder,
+            worker(),
+            push(1, &[1]),
+            limits(),
+            &membership(false),
+            &mut out,
+            &mut stats,
+        );
         assert_eq!(stats.dead_sender_drops, 1);
         assert_eq!(responder.len(), 0);
-        responder.on_kv_request(worker(), push(1, &[1]), limits(), &membership(true), &mut out, &mut stats);
+        Take::on_kv_request(&mut responder, worker(), push(1, &[1]), limits(), &membership(true), &mut out, &mut stats);
         assert_eq!(responder.len(), 1);
         responder.forget_from(worker());
         assert_eq!(responder.len(), 0);

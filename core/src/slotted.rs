@@ -58,7 +58,6 @@ impl<K: Ord, V> SlottedMap<K, V> {
         self.slots[slot].take()
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, key: &K) -> Option<&V> {
         self.slots[*self.index.get(key)?].as_ref()
     }

@@ -476,6 +476,7 @@ mod tests {
             keys: Keys::from_slice(&[7]),
             values: Values::from_slice(&values),
             lens: None,
+            route: Default::default(),
         });
         let large = push.encode(envelope).to_bytes();
         let small = Message::Heartbeat.encode(Envelope { seq: 2, ..envelope }).to_bytes();

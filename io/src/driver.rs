@@ -17,13 +17,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use pslite_core::{BarrierTicket, CustomerId, Event, Frame, Group, Instant, Node, Phase, RequestError, Timestamp};
+use pslite_core::{
+    BarrierTicket, CustomerId, Event, Frame, Group, Instant, Node, Phase, Refusal, RequestError, Response, Timestamp,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::conn;
 use crate::error::Error;
 use crate::msg::{
-    Answer, AnswerSender, Command, Completion, Ended, Inbound, Info, KvServe, NodeEvent, Released, SimpleServe,
+    Answer, AnswerSender, Command, Completion, Ended, Inbound, Info, Job, KvServe, NodeEvent, Released, SimpleServe,
 };
 use crate::outcomes::SharedOutcomes;
 
@@ -220,7 +222,7 @@ impl Driver {
     fn on_answer(&mut self, answer: Answer) {
         let now = self.now();
         let (id, result) = match answer {
-            Answer::Kv { id, response } => (id, self.node.respond(now, id, response)),
+            Answer::Kv { id, response, state } => (id, self.node.respond_with_state(now, id, response, state)),
             Answer::Simple { id, head, body } => (id, self.node.simple_respond(now, id, head, body)),
         };
         if let Err(error) = result {
@@ -378,20 +380,56 @@ impl Driver {
             Event::ServerRequest(request) => {
                 let app = request.id.customer.app;
                 let id = request.id;
-                let response = match self.handles.get_mut(&app) {
-                    Some(KvServe::Inline(handle)) => handle.handle(&request),
+                // With several copies of each range, a push's answer takes
+                // the state it left on its keys down the chain.
+                let export = self.node.config().replicas > 1 && request.op.pushes();
+                let (response, state) = match self.handles.get_mut(&app) {
+                    Some(KvServe::Inline(handle)) => {
+                        let response = handle.handle(&request);
+                        let state = if export { handle.export(&request.keys) } else { None };
+                        (response, state)
+                    }
+                    Some(KvServe::Threaded(jobs)) => {
+                        // The answer comes back through `answers`.
+                        let job = Job::Request { request, answers: self.answers.clone(), export };
+                        if let Err(std::sync::mpsc::SendError(Job::Request { request, answers, .. })) = jobs.send(job) {
+                            // The handle's thread panicked and is gone: the
+                            // request is dropped unanswered, which refuses it.
+                            drop(crate::respond::Responder::new(request.id, answers));
+                        }
+                        return;
+                    }
+                    Some(KvServe::Deferred(_)) if export => {
+                        // Its answers come from anywhere, in any order: the
+                        // copies could not follow the order it applied in.
+                        let reason = Refusal::Handle("a deferred handle cannot serve replicated ranges".into());
+                        (Response::Refused(reason), None)
+                    }
                     Some(KvServe::Deferred(handle)) => {
                         // The answer comes back through `answers`.
                         handle(request, self.answers.clone());
                         return;
                     }
-                    None => pslite_core::Response::Refused(pslite_core::Refusal::NoHandle { app }),
+                    None => (Response::Refused(Refusal::NoHandle { app }), None),
                 };
                 let now = self.now();
-                if let Err(error) = self.node.respond(now, id, response) {
+                if let Err(error) = self.node.respond_with_state(now, id, response, state) {
                     tracing::error!(%error, "respond failed");
                 }
             }
+            Event::Install { app, state, .. } => match self.handles.get_mut(&app) {
+                Some(KvServe::Inline(handle)) => {
+                    if let Err(error) = handle.install(&state) {
+                        tracing::error!(%error, app, "a replicated state could not be installed");
+                    }
+                }
+                Some(KvServe::Threaded(jobs)) => {
+                    let _ = jobs.send(Job::Install(state));
+                }
+                Some(KvServe::Deferred(_)) | None => {
+                    tracing::error!(app, "no handle that can install a replicated state");
+                }
+            },
             Event::SimpleRequest(request) => {
                 let (head, body) = match self.simple_handler.as_mut() {
                     Some(SimpleServe::Inline(handler)) => handler(&request),

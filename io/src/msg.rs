@@ -211,6 +211,18 @@ pub(crate) enum KvServe {
     /// Handed each request with the way back to the driver; the answer
     /// comes back later as an [`Answer`].
     Deferred(Box<dyn FnMut(ServerRequest, AnswerSender) + Send>),
+    /// On a thread of its own, which takes requests and the states of
+    /// replicated ranges to install in one queue, so it applies both in
+    /// the order the node handed them out.
+    Threaded(std::sync::mpsc::Sender<Job>),
+}
+
+/// What a threaded handle's thread does next.
+pub(crate) enum Job {
+    /// Answer a request (exporting its keys' state when `export`).
+    Request { request: ServerRequest, answers: AnswerSender, export: bool },
+    /// Install a replicated range's state.
+    Install(pslite_core::KvList),
 }
 
 /// A SimpleApp handler as the driver runs it; see [`KvServe`].
@@ -222,7 +234,7 @@ pub(crate) enum SimpleServe {
 /// An answer to a request the driver handed to a deferred handle.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Kv { id: ServerRequestId, response: Response },
+    Kv { id: ServerRequestId, response: Response, state: Option<pslite_core::KvList> },
     Simple { id: ServerRequestId, head: i32, body: Bytes },
 }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc as std_mpsc;
 use pslite_core::{KvHandle, Refusal, Response, ServerRequest, ServerRequestId, SimpleRequest};
 
 use crate::error::{Error, Result};
-use crate::msg::{Answer, AnswerSender, KvServe, SimpleHandler, SimpleServe};
+use crate::msg::{Answer, AnswerSender, Job, KvServe, SimpleHandler, SimpleServe};
 
 /// How a node runs the server handle of one application: what
 /// [`NodeHandle::set_handle`](crate::NodeHandle::set_handle) and
@@ -185,7 +185,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    fn new(id: ServerRequestId, answers: AnswerSender) -> Self {
+    pub(crate) fn new(id: ServerRequestId, answers: AnswerSender) -> Self {
         Self { id, answers: Some(answers) }
     }
 
@@ -203,7 +203,7 @@ impl Responder {
     /// ```
     pub fn respond(mut self, response: Response) -> Result<()> {
         let answers = self.answers.take().expect("a responder answers once: respond takes it");
-        answers.send(Answer::Kv { id: self.id, response }).map_err(|_| Error::Shutdown)
+        answers.send(Answer::Kv { id: self.id, response, state: None }).map_err(|_| Error::Shutdown)
     }
 
     /// The request this responder answers (the one the handle was given
@@ -230,36 +230,46 @@ impl Drop for Responder {
         if let Some(answers) = self.answers.take() {
             let reason = Refusal::Handle("the server handle dropped the request without answering".to_owned());
             // Nobody to tell when the node has ended.
-            let _ = answers.send(Answer::Kv { id: self.id, response: Response::Refused(reason) });
+            let _ = answers.send(Answer::Kv { id: self.id, response: Response::Refused(reason), state: None });
         }
     }
 }
 
-/// A [`threaded`](ServerHandle::threaded) handle: its thread, and what
-/// the driver calls to hand it a request.
+/// A [`threaded`](ServerHandle::threaded) handle: its thread, and the
+/// queue the driver hands it requests and installs through.
 fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe> {
-    let (requests, queue) = std_mpsc::channel::<(ServerRequest, Responder)>();
-    // The queue needs no bound of its own: each entry is a request pending
-    // in the node, and the node holds at most `requests_pending_max`.
+    let (jobs, queue) = std_mpsc::channel::<Job>();
+    // The queue needs no bound of its own: each request in it is pending
+    // in the node, which holds at most `requests_pending_max`, and each
+    // install is a batch the node applied.
     spawn(format!("pslite-handle-{app}"), move || {
-        // Ends when the driver drops `requests`: the node ended or the
-        // handle was replaced.
-        for (request, responder) in queue {
-            if responder.is_closed() {
-                // The node is gone; its requests need no work.
-                continue;
+        // Ends when the driver drops `jobs`: the node ended or the handle
+        // was replaced.
+        for job in queue {
+            match job {
+                Job::Request { request, answers, export } => {
+                    let responder = Responder::new(request.id, answers);
+                    if responder.is_closed() {
+                        // The node is gone; its requests need no work.
+                        continue;
+                    }
+                    let response = handle.handle(&request);
+                    let state = if export { handle.export(&request.keys) } else { None };
+                    let mut responder = responder;
+                    if let Some(answers) = responder.answers.take() {
+                        // An error only says the node ended meanwhile.
+                        let _ = answers.send(Answer::Kv { id: request.id, response, state });
+                    }
+                }
+                Job::Install(state) => {
+                    if let Err(error) = handle.install(&state) {
+                        tracing::error!(%error, app, "a replicated state could not be installed");
+                    }
+                }
             }
-            let response = handle.handle(&request);
-            // An error only says the node ended meanwhile.
-            let _ = responder.respond(response);
         }
     })?;
-    Ok(KvServe::Deferred(Box::new(move |request, answers| {
-        let responder = Responder::new(request.id, answers);
-        // Fails only when the thread is gone (the handle panicked): the
-        // responder comes back in the error, and dropped, refuses.
-        let _ = requests.send((request, responder));
-    })))
+    Ok(KvServe::Threaded(jobs))
 }
 
 /// A SimpleApp handler on a thread of its own, as

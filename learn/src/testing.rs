@@ -13,6 +13,7 @@ pub(crate) fn request(op: KvOp, cmd: i32, keys: &[u64], values: Values, lens: Op
             incarnation: Incarnation(0),
             customer: CustomerId::DEFAULT,
             ts: Timestamp(0),
+            part: 0,
         },
         cmd,
         op,

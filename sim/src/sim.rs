@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use pslite_core::wire::{Header, Kind, Message};
 use pslite_core::{
-    CustomerId, Duration, Event, Incarnation, Instant, KvHandle, Node, NodeId, Phase, Response, Rng, Role,
-    ServerRanges, ServerRequest, SimpleRequest, Timestamp, Transmit,
+    CustomerId, Duration, Event, Incarnation, Instant, KvHandle, KvList, Node, NodeId, Phase, Response, Rng, Role,
+    ServerRanges, ServerRequest, ServerRequestId, SimpleRequest, Timestamp, Transmit,
 };
 
 use crate::checker::wire::{Sent, WireLedger};
@@ -670,6 +670,7 @@ impl Sim {
                 self.record(Some(slot), What::Node(note), None);
             }
             Event::SimpleRequest(request) => self.answer_simple(slot, request),
+            Event::Install { app, state, pushes } => self.install(slot, app, state, pushes),
             Event::NodeDead { id, incarnation } => {
                 self.record(Some(slot), What::Node(Note::NodeDead(id, incarnation)), None);
                 if slot == SCHEDULER_SLOT {
@@ -734,7 +735,12 @@ impl Sim {
         let app = request.id.customer.app;
         let store = process.stores.entry(app).or_default();
         let response = store.handle(&request);
+        // With several copies, a push's answer takes its keys' state down
+        // the chain, as the io shell does.
+        let replicated = self.setup.replicas > 1;
+        let state = (replicated && request.op.pushes()).then(|| store.export(&request.keys));
         let key = RequestKey::from(request.id);
+        let part = self.checker.part_range(request.id.part);
         let mut check: Check = Ok(());
         // A request made by hand is outside the model: the store that
         // applies it no longer holds the model's sums.
@@ -745,16 +751,16 @@ impl Sim {
         if modelled && matches!(response, Response::Ok { .. }) {
             if request.op.pushes() {
                 let values = request.values.to_vec::<f32>().unwrap_or_default();
-                check = self.checker.push_applied(store_id, server, key, &request.keys.to_vec(), &values);
+                check = self.checker.push_applied(store_id, server, key, part, &request.keys.to_vec(), &values);
             }
             if check.is_ok() && request.op.pulls() {
-                check = self.checker.pull_served(store_id, server, key);
+                check = self.checker.pull_served(store_id, server, key, part);
             }
         }
         if check.is_ok() && !self.stores_unmodelled.contains(&store_id) {
             check = self.checker.check_store(store_id, app, store, &self.setup.workload.keys);
         }
-        let answered = process.node.respond(now, request.id, response);
+        let answered = process.node.respond_with_state(now, request.id, response, state);
         let note = Note::Answered { from: request.id.from, ts: request.id.ts.0, delayed };
         self.record(Some(slot), What::Node(note), None);
         if let Err(error) = answered {
@@ -766,6 +772,30 @@ impl Sim {
             if check.is_ok() {
                 check = Err(Violation { what: format!("respond: server slot {slot} refused its own answer: {error}") });
             }
+        }
+        self.report(check);
+    }
+
+    /// A replicated range's state reached a copy: the store installs it,
+    /// and from then on holds the pushes it names, each exactly once.
+    fn install(&mut self, slot: Slot, app: u32, state: KvList, pushes: Vec<ServerRequestId>) {
+        let process = self.nodes[slot].process.as_mut().expect("running");
+        let store_id = StoreId { slot, life: process.life };
+        let (server, _) = process.identity.expect("servers install only once registered");
+        let store = process.stores.entry(app).or_default();
+        let mut check = match store.install(&state) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                Err(Violation { what: format!("replication: {store_id} could not install a state: {error}") })
+            }
+        };
+        for id in &pushes {
+            if check.is_ok() && (!self.hand_driven || self.checker.knows_request(RequestKey::from(*id))) {
+                check = self.checker.push_installed(store_id, server, RequestKey::from(*id), id.part);
+            }
+        }
+        if check.is_ok() && !self.stores_unmodelled.contains(&store_id) {
+            check = self.checker.check_store(store_id, app, store, &self.setup.workload.keys);
         }
         self.report(check);
     }
@@ -1022,7 +1052,9 @@ fn bounds_for(setup: &Setup, config: &pslite_core::Config) -> Bounds {
         // Detection (the last heartbeat may arrive one delay after the
         // crash, then heartbeat_timeout, then up to one scan interval), and
         // one more delay for the table that announces it.
-        crash: detection + 2 * setup.plan.delay_max() + slack,
+        // With several copies, a part sent again to the new head goes down
+        // the chain and its commit comes back: two more delays per copy.
+        crash: detection + (2 + 2 * u32::from(setup.replicas)) * setup.plan.delay_max() + slack,
         crash_checked: !setup.plan.loses_frames(),
         resend: config.resend_timeout + config.resend_timeout / 4,
         recovery: config.recovery_timeout,

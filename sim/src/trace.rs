@@ -333,6 +333,9 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::KvResponse => "KvResponse",
         Kind::SimpleRequest => "SimpleRequest",
         Kind::SimpleResponse => "SimpleResponse",
+        Kind::Replicate => "Replicate",
+        Kind::Committed => "Committed",
+        Kind::ResendFrom => "ResendFrom",
     }
 }
 

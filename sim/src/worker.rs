@@ -197,6 +197,29 @@ impl Sim {
         let (id, incarnation) = process.identity.ok_or(RequestError::ApiMisuse(pslite_core::ApiMisuse::NotReady))?;
         let node = &mut process.node;
         let pending_before = node.requests_pending();
+        // Where the node's own table sends each part: with several copies
+        // the head of each range for pushes and its tail for pulls.
+        let replicated = node.config().replicas > 1;
+        let targets_of = |keys: &[u64], pushes: bool| -> Vec<NodeId> {
+            if !replicated {
+                return owners(&ranges, keys);
+            }
+            let chains = node.membership().chains().as_slice();
+            let mut ids: Vec<NodeId> = keys
+                .iter()
+                .filter_map(|&k| chains.get(ranges.owner(k).0 as usize))
+                .filter_map(|chain| if pushes { chain.head() } else { chain.tail() })
+                .map(NodeId::server)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let (push_targets, pull_targets) = match op {
+            Op::Push { keys, .. } | Op::PushPull { keys, .. } => (targets_of(keys, true), Vec::new()),
+            Op::Pull { keys, .. } => (Vec::new(), targets_of(keys, false)),
+            _ => (Vec::new(), Vec::new()),
+        };
         let (name, customer, result, issued, targets, outstanding) = match op {
             Op::Push { app, keys, values } | Op::PushPull { app, keys, values } => {
                 let customer = CustomerId::new(*app, 0);
@@ -213,12 +236,12 @@ impl Sim {
                     Issued::Push { keys: keys.clone(), values: values.clone() }
                 };
                 let name = if push_pull { "push_pull" } else { "push" };
-                (name, customer, result, issued, owners(&ranges, keys), Outstanding::Kv)
+                (name, customer, result, issued, push_targets, Outstanding::Kv)
             }
             Op::Pull { app, keys } => {
                 let customer = CustomerId::new(*app, 0);
                 let result = node.pull(now, customer, 0, Keys::from_slice(keys), DType::F32);
-                ("pull", customer, result, Issued::Pull { keys: keys.clone() }, owners(&ranges, keys), Outstanding::Kv)
+                ("pull", customer, result, Issued::Pull { keys: keys.clone() }, pull_targets, Outstanding::Kv)
             }
             Op::Simple { target, head, body } => {
                 let customer = CustomerId::new(SIMPLE_APP, 0);
@@ -436,6 +459,9 @@ fn unjustified(
         }
         RequestError::ApiMisuse(ApiMisuse::TooManyPending { max }) => full && *max == config.requests_pending_max,
         RequestError::PeerDead(id) => targets.contains(id) && gone(id),
+        RequestError::RangeLost(range) => {
+            node.membership().chains().as_slice().iter().any(|chain| chain.range() == *range && chain.is_lost())
+        }
         // A group with nobody alive in it (servers only: the workers'
         // group holds the sender).
         RequestError::ApiMisuse(ApiMisuse::EmptyTarget) => targets.is_empty(),

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KvHandle, KvStore,
-    Mismatch, NodeId, RangeChain, Rank, RequestError, ServerRanges, Timestamp,
+    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KeyRange, KvHandle,
+    KvStore, Mismatch, NodeId, RangeChain, Rank, RequestError, ServerRanges, Timestamp,
 };
 use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
 use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
@@ -20,6 +20,11 @@ const STORE: StoreId = StoreId { slot: SERVER_SLOT, life: 0 };
 
 fn at(ms: u64) -> Instant {
     Instant::ZERO + Duration::from_millis(ms)
+}
+
+/// Server 0's range, of two.
+fn r0() -> KeyRange {
+    ServerRanges::equal(2).get(Rank(0)).unwrap()
 }
 
 fn checker() -> Checker {
@@ -61,8 +66,8 @@ fn violation(result: Result<(), pslite_sim::Violation>) -> String {
 fn a_push_applied_twice_by_one_store_is_reported() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).expect("the first application is fine");
-    let what = violation(c.push_applied(STORE, S0, request(0), &[1], &[2.0]));
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).expect("the first application is fine");
+    let what = violation(c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]));
     assert!(what.contains("applied twice"), "{what}");
 }
 
@@ -70,9 +75,15 @@ fn a_push_applied_twice_by_one_store_is_reported() {
 fn a_store_whose_contents_differ_from_what_it_applied_is_reported() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
     let server_request = ServerRequest {
-        id: ServerRequestId { from: W0, incarnation: Incarnation(0), customer: CustomerId::DEFAULT, ts: Timestamp(0) },
+        id: ServerRequestId {
+            from: W0,
+            incarnation: Incarnation(0),
+            customer: CustomerId::DEFAULT,
+            ts: Timestamp(0),
+            part: 0,
+        },
         cmd: 0,
         op: KvOp::Push,
         keys: Keys::from_slice(&[1]),
@@ -91,7 +102,7 @@ fn a_store_whose_contents_differ_from_what_it_applied_is_reported() {
 fn a_push_applied_with_other_values_than_pushed_is_reported() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1, 2], &[2.0, 3.0]);
-    let what = violation(c.push_applied(STORE, S0, request(0), &[1, 2], &[3.0, 2.0]));
+    let what = violation(c.push_applied(STORE, S0, request(0), r0(), &[1, 2], &[3.0, 2.0]));
     assert!(what.contains("the worker pushed 2"), "{what}");
 }
 
@@ -100,7 +111,7 @@ fn an_acknowledged_push_that_no_store_applied_is_reported() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
     issue_push(&mut c, 0, 1, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(1), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(1), r0(), &[1], &[2.0]).unwrap();
     c.request_completed(at(5), request(1), Completion::Done).expect("applied, then acknowledged");
     let what = violation(c.request_completed(at(5), request(0), Completion::Done));
     assert!(what.contains("no store applied"), "{what}");
@@ -111,7 +122,7 @@ fn a_failed_push_may_be_applied_or_not() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
     issue_push(&mut c, 0, 1, &[1], &[3.0]);
-    c.push_applied(STORE, S0, request(1), &[1], &[3.0]).unwrap();
+    c.push_applied(STORE, S0, request(1), r0(), &[1], &[3.0]).unwrap();
     let failed = RequestError::TimedOut;
     c.request_completed(at(5), request(0), Completion::Failed(&failed)).expect("failed, never applied");
     c.request_completed(at(5), request(1), Completion::Failed(&failed)).expect("failed, applied once");
@@ -121,7 +132,7 @@ fn a_failed_push_may_be_applied_or_not() {
 fn a_request_completed_twice_or_never_issued_is_reported() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
     c.request_completed(at(1), request(0), Completion::Done).unwrap();
     assert!(violation(c.request_completed(at(2), request(0), Completion::Done)).contains("completed twice"));
     assert!(violation(c.request_completed(at(2), request(9), Completion::Done)).contains("never issued"));
@@ -141,14 +152,14 @@ fn a_pull_value_outside_its_window_is_reported() {
     // Push 2 to key 1, acknowledged before the pull is issued; push 3 more,
     // applied but still pending while the pull runs.
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
     c.request_completed(at(1), request(0), Completion::Done).unwrap();
     issue_push(&mut c, 2, 1, &[1], &[3.0]);
-    c.push_applied(STORE, S0, request(1), &[1], &[3.0]).unwrap();
+    c.push_applied(STORE, S0, request(1), r0(), &[1], &[3.0]).unwrap();
     for ts in 2..=5 {
         let pull = Issued::Pull { keys: vec![1] };
         c.request_issued(at(10), WORKER_SLOT, request(ts), pull, vec![S0]).unwrap();
-        c.pull_served(STORE, S0, request(ts)).unwrap();
+        c.pull_served(STORE, S0, request(ts), r0()).unwrap();
     }
     let pulled = |value: f32| [value];
     let keys = [1u64];
@@ -351,7 +362,7 @@ fn a_request_past_request_timeout_is_reported() {
 fn a_request_that_the_crashed_server_already_answered_is_not_bound_by_its_crash() {
     let mut c = checker();
     issue_push(&mut c, 0, 0, &[1], &[2.0]);
-    c.push_applied(STORE, S0, request(0), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
     c.process_crashed(at(1000), SERVER_SLOT, Some((S0, Incarnation(0))));
     c.check_deadlines(at(4000)).expect("only request_timeout bounds it now");
 }
@@ -363,7 +374,7 @@ fn a_pull_completed_despite_a_corrupt_answer_or_refused_for_an_honest_one_is_rep
     };
     let mut c = checker();
     pull(&mut c, 0);
-    c.pull_served(STORE, S0, request(0)).unwrap();
+    c.pull_served(STORE, S0, request(0), r0()).unwrap();
     c.answer_corrupted(request(0), S0, Mismatch::Keys);
     let what = violation(c.request_completed(at(1), request(0), Completion::Pulled { keys: &[1], values: &[0.0] }));
     assert!(what.contains("completed although"), "{what}");

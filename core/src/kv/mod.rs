@@ -146,7 +146,7 @@ pub struct KvCall {
 /// #     from: NodeId::worker(Rank(0)),
 /// #     incarnation: Incarnation(0),
 /// #     customer: CustomerId::DEFAULT,
-/// #     ts: Timestamp(0),
+/// #     ts: Timestamp(0), part: 0,
 /// # };
 ///
 /// use std::collections::BTreeMap;
@@ -167,6 +167,12 @@ pub struct ServerRequestId {
     pub customer: CustomerId,
     /// Its timestamp.
     pub ts: Timestamp,
+    /// Which part of the request this is: the index of its key range in
+    /// the replica table. With one copy of each range a server gets at
+    /// most one part of a request; with several, one server may get two
+    /// (it heads one range and is the tail of another), each answered
+    /// on its own.
+    pub part: u32,
 }
 
 /// A push, pull or push_pull slice a server must answer.
@@ -177,7 +183,7 @@ pub struct ServerRequestId {
 /// #     from: NodeId::worker(Rank(0)),
 /// #     incarnation: Incarnation(0),
 /// #     customer: CustomerId::DEFAULT,
-/// #     ts: Timestamp(0),
+/// #     ts: Timestamp(0), part: 0,
 /// # };
 ///
 /// // Requests built by hand test a handle without a cluster.
@@ -377,7 +383,7 @@ impl KvHandle for Box<dyn KvHandle> {
 /// #     from: NodeId::worker(Rank(0)),
 /// #     incarnation: Incarnation(0),
 /// #     customer: CustomerId::DEFAULT,
-/// #     ts: Timestamp(0),
+/// #     ts: Timestamp(0), part: 0,
 /// # };
 ///
 /// use bytes::Bytes;

@@ -138,7 +138,7 @@ impl<T: Element> KvStore<T> {
     /// #         from: NodeId::worker(Rank(0)),
     /// #         incarnation: Incarnation(0),
     /// #         customer: CustomerId::DEFAULT,
-    /// #         ts: Timestamp(0),
+    /// #         ts: Timestamp(0), part: 0,
     /// #     },
     /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
     /// # };
@@ -183,7 +183,7 @@ impl<T: Element> KvStore<T> {
     /// #         from: NodeId::worker(Rank(0)),
     /// #         incarnation: Incarnation(0),
     /// #         customer: CustomerId::DEFAULT,
-    /// #         ts: Timestamp(0),
+    /// #         ts: Timestamp(0), part: 0,
     /// #     },
     /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
     /// # };
@@ -269,7 +269,7 @@ impl<T: Element> KvStore<T> {
     /// #         from: NodeId::worker(Rank(0)),
     /// #         incarnation: Incarnation(0),
     /// #         customer: CustomerId::DEFAULT,
-    /// #         ts: Timestamp(0),
+    /// #         ts: Timestamp(0), part: 0,
     /// #     },
     /// #     cmd: 0, op, keys: Keys::from_slice(keys), values, lens: None,
     /// # };
@@ -356,7 +356,7 @@ impl<T: Element> KvStore<T> {
     /// # use pslite_core::*;
     /// # let push = |keys: &[u64], values: &[f32]| ServerRequest {
     /// #     id: ServerRequestId { from: NodeId::worker(Rank(0)), incarnation: Incarnation(0),
-    /// #         customer: CustomerId::DEFAULT, ts: Timestamp(0) },
+    /// #         customer: CustomerId::DEFAULT, ts: Timestamp(0), part: 0 },
     /// #     cmd: 0, op: KvOp::Push, keys: Keys::from_slice(keys), values: Values::from_slice(values), lens: None,
     /// # };
     /// let mut head = KvStore::<f32>::new();
@@ -560,6 +560,7 @@ mod tests {
                 incarnation: Incarnation(0),
                 customer: CustomerId::DEFAULT,
                 ts: Timestamp(0),
+                part: 0,
             },
             cmd: 0,
             op,

@@ -93,6 +93,11 @@ impl<S: Clone, A> RangeMember<S, A> {
         self.log.applied()
     }
 
+    /// The last batch known applied at the tail.
+    pub(crate) fn committed(&self) -> u64 {
+        self.log.committed()
+    }
+
     /// Answers owed, over every batch.
     pub(crate) fn owed(&self) -> usize {
         self.owed.values().map(Vec::len).sum()

@@ -54,4 +54,5 @@ pub(crate) mod dedup;
 pub(crate) mod log;
 pub(crate) mod member;
 pub(crate) mod route;
+pub(crate) mod serve;
 pub(crate) mod transfer;

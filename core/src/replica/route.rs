@@ -57,10 +57,16 @@ pub(crate) fn reroute(chain: &RangeChain, op: KvOp, sent_to: Rank) -> Reroute {
 }
 
 /// Pull parts held behind the same worker's unanswered pushes, per range.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct ProgramOrder<P> {
     pushes: BTreeMap<usize, u32>,
     held: BTreeMap<usize, SmallVec<[P; 1]>>,
+}
+
+impl<P> Default for ProgramOrder<P> {
+    fn default() -> Self {
+        Self { pushes: BTreeMap::new(), held: BTreeMap::new() }
+    }
 }
 
 impl<P> ProgramOrder<P> {

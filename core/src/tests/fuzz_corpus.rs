@@ -112,6 +112,7 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         keys: keys.clone(),
         values,
         lens,
+        route: Default::default(),
     };
     let response = |error: Option<&str>, values: Values| KvResponseMsg {
         app: 1,
@@ -121,6 +122,8 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         keys: Keys::default(),
         values,
         lens: None,
+        part: 0,
+        redirect: None,
     };
     let simple = SimpleMsg { app: 0, customer: 0, ts: 1, head: 42, body: Bytes::from_static(b"progress") };
     vec![
@@ -493,6 +496,8 @@ fn refused_response(reason: &str, tweak: impl FnOnce(&mut [u8])) -> Result<Messa
         keys: Keys::default(),
         values: Values::empty(DType::U8),
         lens: None,
+        part: 0,
+        redirect: None,
     });
     let mut frame = encoded(&message, NodeId::server(Rank(0)));
     tweak(&mut frame[HEADER_LEN..]);
@@ -506,7 +511,7 @@ fn kv_response_with_a_command_in_its_unused_slot_is_refused() {
     // Found by frame_decode: the slot was ignored, so two byte strings
     // decoded to one message (corpus: regression-kv-response-cmd-slot).
     assert!(refused_response("no such key", |_| {}).is_ok());
-    let decoded = refused_response("no such key", |body| body[14] = 3);
+    let decoded = refused_response("no such key", |body| body[16 + 14] = 3);
     assert_eq!(decoded, Err(DecodeError::ReservedNotZero));
 }
 
@@ -523,7 +528,7 @@ fn kv_response_reason_that_is_not_utf8_is_refused_not_altered() {
 fn kv_response_reason_of_another_dtype_is_refused() {
     // Same family: the dtype of a reason was ignored (corpus:
     // regression-kv-response-reason-dtype).
-    let decoded = refused_response("refused!", |body| body[17] = DType::F32.to_wire());
+    let decoded = refused_response("refused!", |body| body[16 + 17] = DType::F32.to_wire());
     assert_eq!(decoded, Err(DecodeError::InvalidField { field: "kv error dtype", value: 0 }));
 }
 

@@ -30,7 +30,7 @@ pub const HEADER_LEN: usize = 40;
 /// `PSLT` in little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSLT");
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 
 /// Message kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +60,12 @@ pub enum Kind {
     SimpleRequest = 11,
     /// SimpleApp response.
     SimpleResponse = 12,
+    /// A batch going down a range's chain.
+    Replicate = 13,
+    /// A range's batches are applied at the tail up to a number.
+    Committed = 14,
+    /// A chain member asks its predecessor for batches again.
+    ResendFrom = 15,
 }
 
 impl Kind {
@@ -78,6 +84,9 @@ impl Kind {
             10 => Self::KvResponse,
             11 => Self::SimpleRequest,
             12 => Self::SimpleResponse,
+            13 => Self::Replicate,
+            14 => Self::Committed,
+            15 => Self::ResendFrom,
             _ => return None,
         })
     }

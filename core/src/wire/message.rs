@@ -96,6 +96,26 @@ pub struct KvRequestMsg {
     pub values: Values,
     /// Per-key lengths for variable-length values.
     pub lens: Option<Lens>,
+    /// Which range the part is for and under which table it was routed.
+    pub route: KvRoute,
+}
+
+/// Where a request part was sent, for replicated ranges (all zero with
+/// one copy, where a server's range alone says where a part goes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvRoute {
+    /// The index of the part's key range in the replica table: with
+    /// several copies one server may get two parts of one request (it is
+    /// the tail of one range and the head of another), and its answers
+    /// name the part they are for.
+    pub part: u32,
+    /// The table epoch the worker routed the part under: a server whose
+    /// table is older holds the part until it learns the newer one.
+    pub epoch: u64,
+    /// The oldest request of the same customer the worker still waits
+    /// on: pushes before it are settled, and the range's dedup table may
+    /// forget them.
+    pub floor: u32,
 }
 
 /// A server's answer to a [`KvRequestMsg`].
@@ -114,6 +134,50 @@ pub struct KvResponseMsg {
     /// Pulled values.
     pub values: Values,
     /// Lengths of pulled values, when variable.
+    pub lens: Option<Lens>,
+    /// The part answered ([`KvRoute::part`] of the request).
+    pub part: u32,
+    /// `Some(epoch)`: not served, because this server's table at `epoch`
+    /// does not give it the part's place in its range's chain; the worker
+    /// sends the part again where a table at least that new says.
+    pub redirect: Option<u64>,
+}
+
+/// One push a replicated batch applied, named as the range's dedup table
+/// knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPush {
+    /// The worker process.
+    pub worker: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// The customer (app, customer).
+    pub customer: (u32, u32),
+    /// The request's timestamp.
+    pub ts: u32,
+    /// The worker's oldest waiting request then ([`KvRoute::floor`]).
+    pub floor: u32,
+}
+
+/// A batch going down a range's chain: the pushes it applied and the
+/// state they left on their keys (the handle's `export`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicateMsg {
+    /// The range's index in the replica table.
+    pub range: u32,
+    /// The sender's table epoch.
+    pub epoch: u64,
+    /// The batch's number in the range's order, from 1.
+    pub seq: u64,
+    /// The application whose handle made (and installs) the state.
+    pub app: u32,
+    /// The pushes it applied (at most [`BATCH_PUSHES_MAX`]).
+    pub pushes: Vec<BatchPush>,
+    /// Keys, values and lengths as the head's handle exported them.
+    pub keys: Keys,
+    /// See `keys`.
+    pub values: Values,
+    /// See `keys`.
     pub lens: Option<Lens>,
 }
 
@@ -182,6 +246,24 @@ pub enum Message {
     SimpleRequest(SimpleMsg),
     /// SimpleApp response.
     SimpleResponse(SimpleMsg),
+    /// See [`ReplicateMsg`].
+    Replicate(ReplicateMsg),
+    /// Every batch of range `range` up to `seq` is applied at the tail
+    /// (sent up the chain, member to predecessor).
+    Committed {
+        /// The range's index.
+        range: u32,
+        /// The last batch committed.
+        seq: u64,
+    },
+    /// The sender dropped batches of range `range` it could not hold: send
+    /// everything from `seq` on again.
+    ResendFrom {
+        /// The range's index.
+        range: u32,
+        /// The first batch missing.
+        seq: u64,
+    },
 }
 
 /// Header fields that are not about the body.
@@ -201,6 +283,9 @@ pub struct Envelope {
 
 /// Most sequence numbers one ACK frame carries.
 pub const ACKS_PER_FRAME_MAX: usize = 4096;
+/// Most pushes one replicated batch names: bounds the decode of a
+/// hostile batch.
+pub const BATCH_PUSHES_MAX: usize = 4096;
 /// Most nodes a table may list: bounds the decode of a hostile table.
 pub const NODES_MAX: usize = 1 << 16;
 /// Distinct groups (every non-empty subset of the three roles).
@@ -208,6 +293,9 @@ const GROUPS_MAX: usize = 7;
 const ADDR_LEN: usize = 19;
 const NODE_ENTRY_LEN: usize = 4 + 4 + ADDR_LEN + 8 + 1;
 const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
+const KV_ROUTE_LEN: usize = 4 + 4 + 8;
+const REPLICATE_META_LEN: usize = 4 + 8 + 8 + 4 + 4;
+const BATCH_PUSH_LEN: usize = 6 * 4;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
 /// Bytes of metadata of every message but a node table and a release that
@@ -230,6 +318,9 @@ impl Message {
             Self::KvResponse(_) => Kind::KvResponse,
             Self::SimpleRequest(_) => Kind::SimpleRequest,
             Self::SimpleResponse(_) => Kind::SimpleResponse,
+            Self::Replicate(_) => Kind::Replicate,
+            Self::Committed { .. } => Kind::Committed,
+            Self::ResendFrom { .. } => Kind::ResendFrom,
         }
     }
 
@@ -310,15 +401,22 @@ impl Message {
                     KvOp::Pull => 1,
                     KvOp::PushPull => 2,
                 };
+                meta.put_u32_le(m.route.part);
+                meta.put_u32_le(m.route.floor);
+                meta.put_u64_le(m.route.epoch);
                 put_kv_meta(meta, [m.app, m.customer, m.ts, m.cmd as u32], op, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
             Self::KvResponse(m) => {
                 let error = m.error.as_ref().map(|e| Values::from_slice(e.as_bytes()));
-                let (status, values) = match &error {
-                    Some(e) => (1, e),
-                    None => (0, &m.values),
+                let (status, values) = match (&error, m.redirect) {
+                    (Some(e), _) => (1, e),
+                    (None, Some(_)) => (2, &m.values),
+                    (None, None) => (0, &m.values),
                 };
+                meta.put_u32_le(m.part);
+                meta.put_u32_le(0);
+                meta.put_u64_le(m.redirect.unwrap_or(0));
                 put_kv_meta(meta, [m.app, m.customer, m.ts, 0], status, &m.keys, values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, values, m.lens.as_ref());
             }
@@ -328,6 +426,28 @@ impl Message {
                 meta.put_u32_le(m.ts);
                 meta.put_i32_le(m.head);
                 parts.push(m.body.clone());
+            }
+            Self::Replicate(m) => {
+                debug_assert!(m.pushes.len() <= BATCH_PUSHES_MAX, "the head folds at most that many");
+                meta.reserve(m.pushes.len() * BATCH_PUSH_LEN);
+                meta.put_u32_le(m.range);
+                meta.put_u64_le(m.epoch);
+                meta.put_u64_le(m.seq);
+                meta.put_u32_le(m.app);
+                meta.put_u32_le(m.pushes.len() as u32);
+                for push in &m.pushes {
+                    for field in
+                        [push.worker.get(), push.incarnation.0, push.customer.0, push.customer.1, push.ts, push.floor]
+                    {
+                        meta.put_u32_le(field);
+                    }
+                }
+                put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
+                push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
+            }
+            Self::Committed { range, seq } | Self::ResendFrom { range, seq } => {
+                meta.put_u32_le(*range);
+                meta.put_u64_le(*seq);
             }
         }
         let meta = meta.split().freeze();
@@ -444,6 +564,8 @@ impl Message {
                 Self::Ack { seqs }
             }
             Kind::KvRequest => {
+                r.need(KV_ROUTE_LEN)?;
+                let (part, floor, epoch) = (r.u32()?, r.u32()?, r.u64()?);
                 let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
                 let op = match kv.code {
                     0 => KvOp::Push,
@@ -460,16 +582,27 @@ impl Message {
                     keys: kv.keys,
                     values: kv.values,
                     lens: kv.lens,
+                    route: KvRoute { part, epoch, floor },
                 })
             }
             Kind::KvResponse => {
+                r.need(KV_ROUTE_LEN)?;
+                let part = r.u32()?;
+                if r.u32()? != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
+                let epoch = r.u64()?;
                 let kv = read_kv(&mut r, &body, KeysEcho::Optional)?;
                 // Responses have no command; its slot must stay zero.
                 if kv.ids[3] != 0 {
                     return Err(DecodeError::ReservedNotZero);
                 }
+                let redirect = (kv.code == 2).then_some(epoch);
+                if redirect.is_none() && epoch != 0 {
+                    return Err(DecodeError::InvalidField { field: "kv redirect epoch", value: epoch });
+                }
                 let (error, values) = match kv.code {
-                    0 => (None, kv.values),
+                    0 | 2 => (None, kv.values),
                     1 => {
                         // The reason is UTF-8 text sent as bytes: anything
                         // else is refused rather than silently altered.
@@ -492,7 +625,49 @@ impl Message {
                     keys: kv.keys,
                     values,
                     lens: kv.lens,
+                    part,
+                    redirect,
                 })
+            }
+            Kind::Replicate => {
+                r.need(REPLICATE_META_LEN)?;
+                let (range, epoch, seq, app, count) = (r.u32()?, r.u64()?, r.u64()?, r.u32()?, r.u32()? as usize);
+                if count > BATCH_PUSHES_MAX {
+                    return Err(DecodeError::InvalidField { field: "batch pushes", value: count as u64 });
+                }
+                r.need(count * BATCH_PUSH_LEN)?;
+                let mut pushes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let raw = r.u32()?;
+                    let worker = NodeId::from_raw(raw)
+                        .filter(|id| id.role() == Some(Role::Worker))
+                        .ok_or(DecodeError::InvalidField { field: "batch push worker", value: u64::from(raw) })?;
+                    let incarnation = Incarnation(r.u32()?);
+                    let customer = (r.u32()?, r.u32()?);
+                    pushes.push(BatchPush { worker, incarnation, customer, ts: r.u32()?, floor: r.u32()? });
+                }
+                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
+                if kv.ids != [0; 4] || kv.code != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
+                Self::Replicate(ReplicateMsg {
+                    range,
+                    epoch,
+                    seq,
+                    app,
+                    pushes,
+                    keys: kv.keys,
+                    values: kv.values,
+                    lens: kv.lens,
+                })
+            }
+            Kind::Committed | Kind::ResendFrom => {
+                let (range, seq) = (r.u32()?, r.u64()?);
+                if header.kind == Kind::Committed {
+                    Self::Committed { range, seq }
+                } else {
+                    Self::ResendFrom { range, seq }
+                }
             }
             Kind::SimpleRequest | Kind::SimpleResponse => {
                 r.need(SIMPLE_META_LEN)?;

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::message::Envelope;
 use super::*;
 use crate::chains::{Chains, ChainsError, Members, RangeChain, REPLICAS_MAX};
-use crate::id::{Group, Incarnation, NodeId, Role};
+use crate::id::{Group, Incarnation, NodeId, Rank, Role};
 use crate::kv::{DType, Keys, Lens, Values};
 use crate::range::{RangesError, ServerRanges};
 
@@ -115,17 +115,44 @@ fn chains() -> impl Strategy<Value = Chains> {
 }
 
 pub(crate) fn message() -> impl Strategy<Value = Message> {
-    let kv_request = (any::<[u32; 3]>(), any::<i32>(), kv_op(), keys_and_lens(), values()).prop_map(
-        |([app, customer, ts], cmd, op, (keys, lens), values)| {
-            Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens })
+    let route =
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(part, epoch, floor)| KvRoute { part, epoch, floor });
+    let kv_request = (any::<[u32; 3]>(), any::<i32>(), kv_op(), keys_and_lens(), values(), route).prop_map(
+        |([app, customer, ts], cmd, op, (keys, lens), values, route)| {
+            Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens, route })
         },
     );
-    let kv_response = (any::<[u32; 3]>(), proptest::option::of(any::<String>()), response_keys_and_lens(), values())
-        .prop_map(|([app, customer, ts], error, (keys, lens), values)| {
-            // A refusal carries its reason where the values would be.
-            let values = if error.is_some() { Values::empty(DType::U8) } else { values };
-            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens })
-        });
+    let redirect = proptest::option::of(1..u64::MAX);
+    let kv_response =
+        (any::<[u32; 4]>(), proptest::option::of(any::<String>()), response_keys_and_lens(), values(), redirect)
+            .prop_map(|([app, customer, ts, part], error, (keys, lens), values, redirect)| {
+                // A refusal carries its reason where the values would be, and
+                // is no redirect.
+                let values = if error.is_some() { Values::empty(DType::U8) } else { values };
+                let redirect = redirect.filter(|_| error.is_none());
+                Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part, redirect })
+            });
+    let batch_push = (1u32..1000, any::<u32>(), any::<(u32, u32)>(), any::<u32>(), any::<u32>()).prop_map(
+        |(worker, incarnation, customer, ts, floor)| BatchPush {
+            worker: NodeId::worker(Rank(worker)),
+            incarnation: Incarnation(incarnation),
+            customer,
+            ts,
+            floor,
+        },
+    );
+    let replicate =
+        ((any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()), vec(batch_push, 0..4), keys_and_lens(), values())
+            .prop_map(|((range, epoch, seq, app), pushes, (keys, lens), values)| {
+                Message::Replicate(ReplicateMsg { range, epoch, seq, app, pushes, keys, values, lens })
+            });
+    let chain_report = (any::<bool>(), any::<u32>(), any::<u64>()).prop_map(|(committed, range, seq)| {
+        if committed {
+            Message::Committed { range, seq }
+        } else {
+            Message::ResendFrom { range, seq }
+        }
+    });
     prop_oneof![
         (role(), socket_addr(), any::<u64>())
             .prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg { role, listen_addr, instance })),
@@ -160,6 +187,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         Just(Message::Terminate),
         kv_request,
         kv_response,
+        replicate,
+        chain_report,
         simple().prop_map(Message::SimpleRequest),
         simple().prop_map(Message::SimpleResponse),
     ]
@@ -356,10 +385,11 @@ fn each_bad_header_field_has_its_own_error() {
     let cases = [
         (bad(0, b"PSLX"), DecodeError::BadMagic(u32::from_le_bytes(*b"PSLX"))),
         (bad(4, &2u16.to_le_bytes()), DecodeError::UnsupportedVersion(2)),
-        (bad(4, &4u16.to_le_bytes()), DecodeError::UnsupportedVersion(4)),
+        (bad(4, &3u16.to_le_bytes()), DecodeError::UnsupportedVersion(3)),
+        (bad(4, &5u16.to_le_bytes()), DecodeError::UnsupportedVersion(5)),
         (bad(4, &0u16.to_le_bytes()), DecodeError::UnsupportedVersion(0)),
         (bad(6, &[0]), DecodeError::UnknownKind(0)),
-        (bad(6, &[13]), DecodeError::UnknownKind(13)),
+        (bad(6, &[16]), DecodeError::UnknownKind(16)),
         (bad(7, &[1]), DecodeError::ReservedNotZero),
         (bad(7, &[0x80]), DecodeError::ReservedNotZero),
         (
@@ -464,9 +494,10 @@ fn bad_bodies_name_what_is_wrong() {
         Err(DecodeError::Truncated { needed: HEADER_LEN + 8, have: HEADER_LEN })
     );
 
-    // KV metadata: ids, op, dtype, has-lens, reserved, three section lengths.
+    // KV metadata: the route (part, floor, epoch), ids, op, dtype,
+    // has-lens, reserved, three section lengths.
     let kv = |op: u8, dtype: u8, has_lens: u8, reserved: u8, lens: [u32; 3], tail: &[u8]| {
-        let mut body = vec![0u8; 16];
+        let mut body = vec![0u8; 16 + 16];
         body.extend_from_slice(&[op, dtype, has_lens, reserved]);
         for len in lens {
             body.extend_from_slice(&len.to_le_bytes());
@@ -493,12 +524,23 @@ fn bad_bodies_name_what_is_wrong() {
     );
     assert_eq!(kv(0, 0, 1, 0, [16, 8, 4], &[0; 28]), Err(DecodeError::SectionMismatch("one length per key expected")));
     // A response has no command: its slot is reserved.
-    let mut response = vec![0u8; 12];
+    let mut response = vec![0u8; 16 + 12];
     response.extend_from_slice(&1u32.to_le_bytes());
     response.extend_from_slice(&[0, 0, 0, 0]);
     response.extend_from_slice(&[0; 12]);
     assert_eq!(frame(Kind::KvResponse, &response), Err(DecodeError::ReservedNotZero));
-    response[12] = 0;
+    response[16 + 12] = 0;
+    assert!(frame(Kind::KvResponse, &response).is_ok());
+    // Nor does its route have a floor, and only a redirect names an epoch.
+    response[4] = 1;
+    assert_eq!(frame(Kind::KvResponse, &response), Err(DecodeError::ReservedNotZero));
+    response[4] = 0;
+    response[8] = 7;
+    assert_eq!(
+        frame(Kind::KvResponse, &response),
+        Err(DecodeError::InvalidField { field: "kv redirect epoch", value: 7 })
+    );
+    response[16 + 16] = 2;
     assert!(frame(Kind::KvResponse, &response).is_ok());
     // Section lengths near u32::MAX must not overflow the sum.
     assert_eq!(

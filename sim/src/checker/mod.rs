@@ -47,8 +47,8 @@ use std::fmt;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KvStore, Mismatch, NodeId,
-    Rank, RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
+    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KeyRange, KvStore,
+    Mismatch, NodeId, Rank, RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
 };
 
 use crate::queue::Slot;
@@ -267,7 +267,8 @@ struct RequestRecord {
     /// Stores that applied it, with the keys each applied.
     applied: Vec<(StoreId, Vec<u64>)>,
     /// Stores that answered it with values.
-    served: Vec<StoreId>,
+    /// Stores that served a part, with the part's keys.
+    served: Vec<(StoreId, KeyRange)>,
     /// Servers that answered it: a crash of one of them no longer holds
     /// the request up.
     answered: Vec<NodeId>,
@@ -341,6 +342,7 @@ pub struct Checker {
     ranges: ServerRanges,
     servers: u32,
     workers: u32,
+    replicas: u8,
     requests: BTreeMap<RequestKey, RequestRecord>,
     last_ts: BTreeMap<(NodeId, Incarnation, CustomerId), Timestamp>,
     /// What each store applied, per app and key.
@@ -383,6 +385,7 @@ impl Checker {
             ranges,
             servers,
             workers,
+            replicas,
             requests: BTreeMap::new(),
             last_ts: BTreeMap::new(),
             contributions: BTreeMap::new(),
@@ -426,10 +429,22 @@ impl Checker {
             assert!(values.iter().all(|v| *v >= 1.0 && v.fract() == 0.0), "pushed values are positive integers");
         }
         assert!(issued.keys().windows(2).all(|w| w[0] < w[1]), "keys ascending");
-        let crash = targets
-            .iter()
-            .find_map(|id| self.down.get(id))
-            .map(|down| CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot });
+        let crash = if self.replicas > 1 && !matches!(issued, Issued::Simple) {
+            // A copy may answer only once the copies after it have, so a
+            // request may wait on any server that is down: the latest
+            // crash bounds it.
+            self.down
+                .iter()
+                .filter(|(id, _)| id.role() == Some(Role::Server))
+                .map(|(_, down)| down)
+                .max_by_key(|down| down.crashed_at)
+                .map(|down| CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot })
+        } else {
+            targets
+                .iter()
+                .find_map(|id| self.down.get(id))
+                .map(|down| CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot })
+        };
         let record = RequestRecord {
             slot,
             issued_at: at,
@@ -521,9 +536,18 @@ impl Checker {
         self.down.insert(id, Down { slot, incarnation, crashed_at: at });
         let bound = CrashBound { crashed_at: at, crashed_slot: slot };
         let mut armed = Vec::new();
+        // With several copies a part that waited on a crashed server moves
+        // to whoever holds its place, who may crash in turn: the latest
+        // crash bounds a request that depends on one. (A head's answer
+        // also waits on the copies after it; a request the crash of one of
+        // those holds up keeps the request timeout as its bound.)
+        let replicated = self.replicas > 1 && id.role() == Some(Role::Server);
         for (key, record) in &mut self.requests {
+            let kv = !matches!(record.issued, Issued::Simple);
             let waits = record.targets.contains(&id) && !record.answered.contains(&id);
-            if record.fate == Fate::Pending && waits && record.crash.is_none() {
+            let has_crash = record.crash.is_some();
+            let depends = if replicated && kv { waits || has_crash } else { waits && !has_crash };
+            if record.fate == Fate::Pending && depends {
                 record.crash = Some(bound);
                 armed.push(Waiter::Request(*key));
             }
@@ -561,6 +585,7 @@ impl Checker {
         store: StoreId,
         server: NodeId,
         request: RequestKey,
+        range: KeyRange,
         keys: &[u64],
         values: &[f32],
     ) -> Check {
@@ -568,10 +593,14 @@ impl Checker {
         let Some(record) = self.requests.get_mut(&request) else {
             return violation(format!("aggregation: {store} applied {request}, which no worker issued"));
         };
-        if record.applied.iter().any(|(s, _)| *s == store) {
+        // With several copies one store may hold two parts of a request
+        // (it heads one range and follows in another): twice means a key twice.
+        if record.applied.iter().any(|(s, held)| *s == store && held.iter().any(|k| keys.contains(k))) {
             return violation(format!("aggregation: {request} applied twice by {store} (server {server})"));
         }
-        let range = self.ranges.get(server.rank()).expect("server ids have ranges");
+        if self.replicas == 1 && self.ranges.get(server.rank()) != Some(range) {
+            return violation(format!("aggregation: server {server} applied a part for range {range:?}, not its own"));
+        }
         for (&key, &value) in keys.iter().zip(values) {
             match record.issued.pushed(key) {
                 Some(sent) if sent == value => {}
@@ -587,7 +616,7 @@ impl Checker {
                 }
             }
             if !range.contains(key) {
-                return violation(format!("aggregation: server {server} applied key {key} outside its range"));
+                return violation(format!("aggregation: server {server} applied key {key} outside its part's range"));
             }
         }
         record.applied.push((store, keys.to_vec()));
@@ -600,13 +629,46 @@ impl Checker {
         Ok(())
     }
 
-    /// `store`, held by server `server`, answered `request` with values.
-    pub fn pull_served(&mut self, store: StoreId, server: NodeId, request: RequestKey) -> Check {
+    /// The key range of part `part` of a request (the index of the range).
+    pub fn part_range(&self, part: u32) -> KeyRange {
+        self.ranges.get(Rank(part)).unwrap_or(KeyRange::FULL)
+    }
+
+    /// `store`, held by server `server`, installed a replicated state that
+    /// includes the push part `part` of `request`: it holds that part from
+    /// now on, as if it had applied it.
+    pub fn push_installed(&mut self, store: StoreId, server: NodeId, request: RequestKey, part: u32) -> Check {
+        self.note_owner(store, server)?;
+        let range = self.part_range(part);
+        let Some(record) = self.requests.get_mut(&request) else {
+            return violation(format!("replication: {store} installed {request}, which no worker issued"));
+        };
+
+        let (keys, values): (Vec<u64>, Vec<i64>) = match &record.issued {
+            Issued::Push { keys, values } | Issued::PushPull { keys, values } => {
+                keys.iter().zip(values).filter(|(k, _)| range.contains(**k)).map(|(k, v)| (*k, *v as i64)).unzip()
+            }
+            _ => return violation(format!("replication: {store} installed {request}, which pushes nothing")),
+        };
+        if record.applied.iter().any(|(s, held)| *s == store && held.iter().any(|k| keys.contains(k))) {
+            return violation(format!("replication: {request} installed twice by {store} (server {server})"));
+        }
+        let app = request.customer.app;
+        for (&key, &value) in keys.iter().zip(&values) {
+            self.contributions.entry((store, app, key)).or_default().push(Contribution { request, value });
+        }
+        record.applied.push((store, keys));
+        Ok(())
+    }
+
+    /// `store`, held by server `server`, answered part `range` of
+    /// `request` with values.
+    pub fn pull_served(&mut self, store: StoreId, server: NodeId, request: RequestKey, range: KeyRange) -> Check {
         self.note_owner(store, server)?;
         let Some(record) = self.requests.get_mut(&request) else {
             return violation(format!("pulls: {store} served {request}, which no worker issued"));
         };
-        record.served.push(store);
+        record.served.push((store, range));
         record.answered.push(server);
         Ok(())
     }
@@ -633,7 +695,13 @@ impl Checker {
         let Some(&owner) = self.store_owner.get(&store) else {
             return Ok(());
         };
-        let range = self.ranges.get(owner.rank()).expect("server ids have ranges");
+        // With one copy a store holds its server's range; with several,
+        // the keys of every range its server is a member of.
+        let range = if self.replicas == 1 {
+            self.ranges.get(owner.rank()).expect("server ids have ranges")
+        } else {
+            KeyRange::FULL
+        };
         for &key in keys.iter().filter(|k| range.contains(**k)) {
             let expected: i64 =
                 self.contributions.get(&(store, app, key)).map_or(0, |c| c.iter().map(|c| c.value).sum());
@@ -979,7 +1047,8 @@ impl Checker {
         for (&key, &value) in keys.iter().zip(values) {
             let owner = NodeId::server(self.ranges.owner(key));
             let mut windows = Vec::new();
-            for &store in record.served.iter().filter(|s| self.store_owner.get(s) == Some(&owner)) {
+            let served = || record.served.iter().filter(|(_, range)| range.contains(key)).map(|(s, _)| *s);
+            for store in served() {
                 let (low, high) = self.window(store, app, key, record.issued_at, now);
                 if value.fract() == 0.0 && (low..=high).contains(&(value as i64)) {
                     windows.clear();
@@ -987,9 +1056,9 @@ impl Checker {
                 }
                 windows.push(format!("[{low}, {high}] at {store}"));
             }
-            if record.served.iter().all(|s| self.store_owner.get(s) != Some(&owner)) {
+            if served().next().is_none() {
                 return violation(format!(
-                    "pulls: {request} got key {key} = {value}, but server {owner} never served it"
+                    "pulls: {request} got key {key} = {value}, but it was never served (range owner {owner})"
                 ));
             }
             if !windows.is_empty() {

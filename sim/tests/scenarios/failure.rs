@@ -338,6 +338,7 @@ fn requests_from_a_worker_declared_dead_are_dropped_by_servers() {
         keys: Keys::from_slice(&[1]),
         values: Values::from_slice(&[5.0f32]),
         lens: None,
+        route: Default::default(),
     });
     let receiver_incarnation = sim.node(s).unwrap().incarnation();
     let envelope = Envelope { sender: worker_id, incarnation, receiver: server_id, receiver_incarnation, seq: 0 };

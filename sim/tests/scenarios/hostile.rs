@@ -95,14 +95,24 @@ fn message() -> impl Strategy<Value = Message> {
     let op = prop_oneof![Just(KvOp::Push), Just(KvOp::Pull), Just(KvOp::PushPull)];
     let kv_request = (ids(), any::<i32>(), op, keys_and_lens(), values()).prop_map(
         |((app, customer, ts), cmd, op, (keys, lens), values)| {
-            Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens })
+            Message::KvRequest(KvRequestMsg {
+                app,
+                customer,
+                ts,
+                cmd,
+                op,
+                keys,
+                values,
+                lens,
+                route: Default::default(),
+            })
         },
     );
     let kv_response = (ids(), proptest::option::of(".{0,16}"), keys_and_lens(), values()).prop_map(
         |((app, customer, ts), error, (keys, lens), values)| {
             // A refusal carries its reason where the values would be.
             let values = if error.is_some() { Values::empty(DType::U8) } else { values };
-            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens })
+            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part: 0, redirect: None })
         },
     );
     prop_oneof![
@@ -257,6 +267,7 @@ fn requests_a_server_cannot_take_are_refused_or_dropped_and_counted() {
             keys: Keys::from_slice(&[1]),
             values,
             lens,
+            route: Default::default(),
         })
     };
     let before = stats(&sim, s).unknown_sender_drops;
@@ -308,6 +319,7 @@ fn a_frame_too_far_ahead_of_the_duplicate_window_is_dropped_unacknowledged() {
         keys: Keys::from_slice(&[1]),
         values: Values::from_slice(&[1.0f32]),
         lens: None,
+        route: Default::default(),
     });
     let before = stats(&sim, s);
     inject(&mut sim, w, s, &push, 1 << 20);
@@ -378,6 +390,8 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             keys: Keys::default(),
             values: Values::from_slice(&[1.0f32]),
             lens: None,
+            part: 0,
+            redirect: None,
         })
     };
     let reply =
@@ -392,6 +406,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
         keys: Keys::from_slice(&[1]),
         values: Values::from_slice(&[1.0f32]),
         lens: None,
+        route: Default::default(),
     });
     let unassigned = |e: &mut Envelope| {
         e.sender = NodeId::UNASSIGNED;
@@ -524,6 +539,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
                 keys: Keys::from_slice(&[1]),
                 values: Values::empty(DType::F32),
                 lens: None,
+                route: Default::default(),
             }),
             counter: "duplicates_dropped",
         },

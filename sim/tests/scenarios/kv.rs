@@ -355,6 +355,7 @@ fn misuse_is_refused_with_a_named_reason_before_anything_is_sent() {
         incarnation: Incarnation(0),
         customer: CustomerId::DEFAULT,
         ts: Timestamp(0),
+        part: 0,
     };
     assert_eq!(
         sim.with_node(w, |n, now| n.respond(now, id, Response::ack())),

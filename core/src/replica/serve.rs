@@ -1,0 +1,447 @@
+//! A server's side of replicated ranges, wired to messages and to the
+//! application: which requests it takes for which range, what goes down
+//! and up each chain, and what a new table changes.
+//!
+//! One [`RangeMember`] per range this server is a member of, by the
+//! range's index in the replica table. The decisions are the member's;
+//! this module routes: a push reaches the handle only at the head, a pull
+//! only at the tail, anything else is redirected; batches come only from
+//! the current predecessor and commit reports only from the current
+//! successor; messages routed under a table newer than ours wait here
+//! until it arrives.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use smallvec::smallvec;
+
+use super::dedup::Origin;
+use super::log::{Arrival, Numbered};
+use super::member::{Admit, Batch, PushRef, RangeMember};
+use crate::chains::{Chains, RangeChain};
+use crate::event::Event;
+use crate::id::{Incarnation, NodeId, Rank, Role};
+use crate::kv::Values;
+use crate::kv::{CustomerId, Refusal, Response, ServerRequestId, Timestamp};
+use crate::membership::Membership;
+use crate::outbox::Outbox;
+use crate::responder::{self, Limits, Responder};
+use crate::slice::KvList;
+use crate::stats::Stats;
+use crate::time::{Duration, Instant};
+use crate::wire::{BatchPush, KvOp, KvRequestMsg, Message, ReplicateMsg};
+
+/// What becomes of the handle's answer to a KV request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// It goes to the worker at once.
+    Send,
+    /// A push to a replicated range, at its head: its state goes down the
+    /// chain, and the answer once the tail applied it.
+    Replicate(PushRef),
+    /// A push its range applied already (sent again after a failover):
+    /// answered once batch `seq` is committed, without applying it again.
+    AnswerAfter(u64),
+}
+
+/// What a batch carries: the app whose handle made it, and the state.
+pub(crate) type State = (u32, KvList);
+
+/// An answer the head owes a worker until the push's batch commits.
+#[derive(Clone, Debug)]
+pub(crate) struct Owed {
+    id: ServerRequestId,
+    response: Response,
+}
+
+/// Most messages kept while waiting for a newer table: beyond it they
+/// are dropped (requests are refused) and the senders' resends or a
+/// `ResendFrom` bring them again.
+const AHEAD_MAX: usize = 4096;
+
+/// The ranges this server holds a copy of.
+#[derive(Debug)]
+pub(crate) struct Serving {
+    members: BTreeMap<u32, RangeMember<State, Owed>>,
+    /// Messages routed under a newer table than ours, with that epoch.
+    ahead: VecDeque<(u64, NodeId, Message)>,
+    /// How long a worker's pushes are remembered without a new one.
+    idle_max: Duration,
+}
+
+/// What one message is handled against.
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub(crate) me: Rank,
+    pub(crate) membership: &'a Membership,
+    pub(crate) now: Instant,
+    pub(crate) limits: Limits,
+}
+
+impl Context<'_> {
+    fn chain(&self, range: u32) -> Option<&RangeChain> {
+        self.membership.chains().as_slice().get(range as usize)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.membership.epoch()
+    }
+}
+
+/// The member after `me` in `chain`, and the one before.
+fn neighbours(chain: &RangeChain, me: Rank) -> (Option<Rank>, Option<Rank>) {
+    let members = chain.members();
+    match members.iter().position(|&m| m == me) {
+        Some(at) => (at.checked_sub(1).map(|p| members[p]), members.get(at + 1).copied()),
+        None => (None, None),
+    }
+}
+
+fn origin_of(id: ServerRequestId) -> Origin {
+    Origin { worker: id.from, incarnation: id.incarnation, customer: id.customer }
+}
+
+fn to_wire(push: &PushRef) -> BatchPush {
+    let Origin { worker, incarnation, customer } = push.origin;
+    BatchPush { worker, incarnation, customer: (customer.app, customer.customer), ts: push.ts.0, floor: push.floor.0 }
+}
+
+fn from_wire(push: &BatchPush) -> PushRef {
+    let origin = Origin {
+        worker: push.worker,
+        incarnation: push.incarnation,
+        customer: CustomerId::new(push.customer.0, push.customer.1),
+    };
+    PushRef { origin, ts: Timestamp(push.ts), floor: Timestamp(push.floor) }
+}
+
+fn replicate(range: u32, epoch: u64, batch: &Numbered<Batch<State>>) -> Message {
+    let (app, state) = &batch.payload.state;
+    Message::Replicate(ReplicateMsg {
+        range,
+        epoch,
+        seq: batch.seq,
+        app: *app,
+        pushes: batch.payload.pushes.iter().map(to_wire).collect(),
+        keys: state.keys.clone(),
+        values: state.values.clone(),
+        lens: state.lens.clone(),
+    })
+}
+
+impl Serving {
+    /// No range yet; a worker's pushes are remembered for `idle_max`
+    /// after its last one (the request timeout: no resend comes later).
+    pub(crate) fn new(idle_max: Duration) -> Self {
+        Self { members: BTreeMap::new(), ahead: VecDeque::new(), idle_max }
+    }
+
+    /// Holds `message`, routed under table `epoch` (newer than ours),
+    /// until that table arrives. Returns whether it was kept.
+    fn hold(&mut self, epoch: u64, from: NodeId, message: Message) -> bool {
+        if self.ahead.len() >= AHEAD_MAX {
+            return false;
+        }
+        self.ahead.push_back((epoch, from, message));
+        true
+    }
+
+    /// A KV request for a replicated range: taken for the handle (a push
+    /// at the head, a pull at the tail), answered from the dedup table,
+    /// redirected, or held for a newer table.
+    #[allow(clippy::too_many_arguments)] // the request, its sender, and the node's parts it touches
+    pub(crate) fn on_kv_request(
+        &mut self,
+        from: NodeId,
+        incarnation: Incarnation,
+        request: KvRequestMsg,
+        cx: Context<'_>,
+        responder: &mut Responder<Then>,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let route = request.route;
+        let id = ServerRequestId {
+            from,
+            incarnation,
+            customer: CustomerId::new(request.app, request.customer),
+            ts: Timestamp(request.ts),
+            part: route.part,
+        };
+        if route.epoch > cx.epoch() {
+            if !self.hold(route.epoch, from, Message::KvRequest(request)) {
+                responder::send_kv_response(id, Response::Refused(Refusal::TooManyPending), cx.limits, out);
+            }
+            return;
+        }
+        let Some(chain) = cx.chain(route.part) else {
+            responder::send_kv_response(id, Response::Refused(Refusal::NoRange), cx.limits, out);
+            return;
+        };
+        let place = if request.op.pushes() { chain.head() } else { chain.tail() };
+        let member = self.members.get_mut(&route.part);
+        let (Some(member), true) = (member, place == Some(cx.me)) else {
+            responder::send_redirect(id, cx.epoch(), out);
+            return;
+        };
+        let range = Some(chain.range());
+        if !request.op.pushes() {
+            responder.on_kv_request(id, request, range, Then::Send, cx.limits, out, stats);
+            return;
+        }
+        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: Timestamp(route.floor) };
+        let admitted = member.admit(push, cx.now);
+        match admitted {
+            Admit::Apply => responder.on_kv_request(id, request, range, Then::Replicate(push), cx.limits, out, stats),
+            Admit::Answer if !request.op.pulls() => responder::send_kv_response(id, Response::ack(), cx.limits, out),
+            Admit::AnswerAt(seq) if !request.op.pulls() => member.owe(seq, Owed { id, response: Response::ack() }),
+            Admit::Answer | Admit::AnswerAt(_) => {
+                // A push_pull sent again, which its range applied already:
+                // answered as a pull of the same keys (the handle must not
+                // apply it twice), once its batch is committed.
+                let seq = match admitted {
+                    Admit::AnswerAt(seq) => seq,
+                    _ => 0,
+                };
+                let pull = KvRequestMsg {
+                    op: KvOp::Pull,
+                    values: Values::empty(request.values.dtype()),
+                    lens: None,
+                    ..request
+                };
+                responder.on_kv_request(id, pull, range, Then::AnswerAfter(seq), cx.limits, out, stats);
+            }
+            Admit::Drop => stats.duplicates_dropped += 1,
+        }
+    }
+
+    /// The handle answered request `id`, taken as `then` says; `state` is
+    /// what it exported of the request's keys after applying it.
+    #[allow(clippy::too_many_arguments)] // the answer, what the request was taken for, and the node's parts
+    pub(crate) fn on_answer(
+        &mut self,
+        id: ServerRequestId,
+        then: Then,
+        response: Response,
+        state: Option<KvList>,
+        cx: Context<'_>,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let member = self.members.get_mut(&id.part);
+        match (then, member) {
+            (Then::Replicate(push), Some(member)) if matches!(response, Response::Ok { .. }) => {
+                let Some(state) = state else {
+                    // Applied here and not elsewhere: the copies differ
+                    // from now on, which only a handle that cannot export
+                    // causes. The worker learns it; the shell refuses such
+                    // handles before serving.
+                    stats.unexpected_drops += 1;
+                    let refusal = Refusal::Handle("this handle cannot be replicated".into());
+                    responder::send_kv_response(id, Response::Refused(refusal), cx.limits, out);
+                    return;
+                };
+                let successor = cx.chain(id.part).and_then(|chain| neighbours(chain, cx.me).1);
+                let (seq, batch) =
+                    member.applied(smallvec![push], (id.customer.app, state), successor.is_some(), cx.now);
+                match (batch, successor) {
+                    (Some(batch), Some(next)) => {
+                        out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
+                        member.owe(seq, Owed { id, response });
+                    }
+                    _ => responder::send_kv_response(id, response, cx.limits, out),
+                }
+            }
+            (Then::AnswerAfter(seq), Some(member)) if seq > member.committed() => {
+                member.owe(seq, Owed { id, response });
+            }
+            _ => responder::send_kv_response(id, response, cx.limits, out),
+        }
+    }
+
+    /// A batch from `from`.
+    pub(crate) fn on_replicate(
+        &mut self,
+        from: NodeId,
+        message: ReplicateMsg,
+        cx: Context<'_>,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        if message.epoch > cx.epoch() {
+            let epoch = message.epoch;
+            if !self.hold(epoch, from, Message::Replicate(message)) {
+                stats.unexpected_drops += 1;
+            }
+            return;
+        }
+        let range = message.range;
+        let (Some(chain), Some(member)) = (cx.chain(range), self.members.get_mut(&range)) else {
+            stats.unexpected_drops += 1;
+            return;
+        };
+        let (before, after) = neighbours(chain, cx.me);
+        // Only the current predecessor feeds us, and only with batches
+        // numbered since the chain last changed: an older head's order
+        // may differ from the one we follow now.
+        if before.map(NodeId::server) != Some(from) || message.epoch < chain.changed_at() {
+            stats.unexpected_drops += 1;
+            return;
+        }
+        let pushes = message.pushes.iter().map(from_wire).collect();
+        let state = KvList { keys: message.keys, values: message.values, lens: message.lens };
+        let batch = Numbered { seq: message.seq, payload: Batch { pushes, state: (message.app, state) } };
+        match member.receive(batch) {
+            Arrival::Apply(batches) => {
+                for batch in &batches {
+                    let (app, state) = &batch.payload.state;
+                    let pushes = batch
+                        .payload
+                        .pushes
+                        .iter()
+                        .map(|p| ServerRequestId {
+                            from: p.origin.worker,
+                            incarnation: p.origin.incarnation,
+                            customer: p.origin.customer,
+                            ts: p.ts,
+                            part: range,
+                        })
+                        .collect();
+                    out.event(Event::Install { app: *app, state: state.clone(), pushes });
+                }
+                member.installed(&batches, after.is_some(), cx.now);
+                match after {
+                    Some(next) => {
+                        for batch in &batches {
+                            out.send(NodeId::server(next), replicate(range, cx.epoch(), batch));
+                        }
+                    }
+                    None => out.send(from, Message::Committed { range, seq: member.last_applied() }),
+                }
+            }
+            // The predecessor sent again what we have: it may have missed
+            // our report, so the tail repeats it.
+            Arrival::Duplicate if after.is_none() => {
+                out.send(from, Message::Committed { range, seq: member.last_applied() });
+            }
+            Arrival::Duplicate | Arrival::Held => {}
+            Arrival::Dropped => {
+                stats.unexpected_drops += 1;
+                out.send(from, Message::ResendFrom { range, seq: member.last_applied() + 1 });
+            }
+        }
+    }
+
+    /// The successor `from` applied (or its tail did) batches up to `seq`.
+    pub(crate) fn on_committed(
+        &mut self,
+        from: NodeId,
+        range: u32,
+        seq: u64,
+        cx: Context<'_>,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let (Some(chain), Some(member)) = (cx.chain(range), self.members.get_mut(&range)) else {
+            stats.unexpected_drops += 1;
+            return;
+        };
+        let (before, after) = neighbours(chain, cx.me);
+        if after.map(NodeId::server) != Some(from) {
+            stats.unexpected_drops += 1;
+            return;
+        }
+        let before_commit = member.committed();
+        let due = member.on_committed(seq);
+        send_owed(due, cx, out);
+        if let (Some(prev), true) = (before, member.committed() > before_commit) {
+            out.send(NodeId::server(prev), Message::Committed { range, seq: member.committed() });
+        }
+    }
+
+    /// The successor `from` dropped batches of `range` from `seq` on.
+    pub(crate) fn on_resend_from(
+        &mut self,
+        from: NodeId,
+        range: u32,
+        seq: u64,
+        cx: Context<'_>,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let (Some(chain), Some(member)) = (cx.chain(range), self.members.get_mut(&range)) else {
+            stats.unexpected_drops += 1;
+            return;
+        };
+        if neighbours(chain, cx.me).1.map(NodeId::server) != Some(from) {
+            stats.unexpected_drops += 1;
+            return;
+        }
+        for batch in member.resend_from(seq) {
+            out.send(from, replicate(range, cx.epoch(), &batch));
+        }
+    }
+
+    /// The node adopted a table (`old` was its previous replica table):
+    /// each range's member takes its new place. Returns the messages that
+    /// waited for this table, to be handled now.
+    pub(crate) fn on_table(&mut self, old: &Chains, cx: Context<'_>, out: &mut Outbox) -> Vec<(NodeId, Message)> {
+        let new = cx.membership.chains();
+        for (index, chain) in new.as_slice().iter().enumerate() {
+            let range = index as u32;
+            if !chain.holds(cx.me) {
+                self.members.remove(&range);
+                continue;
+            }
+            let Some(member) = self.members.get_mut(&range) else {
+                // At formation, or a range that lost every copy and
+                // restarts empty here.
+                self.members.insert(range, RangeMember::new(self.idle_max));
+                continue;
+            };
+            let (before, after) = old.as_slice().get(index).map_or((None, None), |c| neighbours(c, cx.me));
+            let (now_before, now_after) = neighbours(chain, cx.me);
+            if now_before.is_none() && before.is_some() {
+                member.become_head();
+            }
+            if now_after.is_none() && after.is_some() {
+                send_owed(member.become_tail(), cx, out);
+                if let Some(prev) = now_before {
+                    out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+                }
+            }
+            if let (Some(next), true) = (now_after, now_after != after) {
+                for batch in member.resend() {
+                    out.send(NodeId::server(next), replicate(range, cx.epoch(), &batch));
+                }
+            }
+        }
+        let epoch = cx.epoch();
+        let (ready, later): (VecDeque<_>, VecDeque<_>) = self.ahead.drain(..).partition(|(at, _, _)| *at <= epoch);
+        self.ahead = later;
+        ready.into_iter().map(|(_, from, message)| (from, message)).collect()
+    }
+
+    /// Worker `id` died or was replaced: its pushes will not come again.
+    pub(crate) fn forget_worker(&mut self, id: NodeId, incarnation: Incarnation) {
+        if id.role() == Some(Role::Worker) {
+            for member in self.members.values_mut() {
+                member.forget_worker(id, incarnation);
+            }
+        }
+    }
+
+    /// The node stopped: nothing is owed or kept any more.
+    pub(crate) fn clear(&mut self) {
+        self.members.clear();
+        self.ahead.clear();
+    }
+}
+
+/// Sends answers that came due, to requesters still there to take them.
+fn send_owed(due: Vec<Owed>, cx: Context<'_>, out: &mut Outbox) {
+    for Owed { id, response } in due {
+        if !responder::requester_gone(id, cx.membership) {
+            responder::send_kv_response(id, response, cx.limits, out);
+        }
+    }
+}
