@@ -825,9 +825,6 @@ impl Node {
     fn flush(&mut self) {
         let cluster = Cluster { config: &self.config, ranges: &self.ranges, membership: &self.membership, me: self.id };
         self.requests.pump(cluster, &mut self.out);
-        for (customer, ts) in self.out.take_settled() {
-            self.reliable.forget_owner(customer, ts);
-        }
         while let Some((dest, message)) = self.out.pop_message() {
             match dest {
                 Dest::Node(to) if to == self.id => self.loopback.push_back(message),
@@ -846,6 +843,12 @@ impl Node {
                 }
                 Dest::Addr(to, addr) => self.transmit(to, addr, message),
             }
+        }
+        // After the frames: a request can settle after one of its frames
+        // was queued (a part sent again, then another part failing it),
+        // and that frame must not be resent either.
+        for (customer, ts) in self.out.take_settled() {
+            self.reliable.forget_owner(customer, ts);
         }
     }
 
@@ -1213,6 +1216,12 @@ impl Node {
         debug_assert_eq!(self.phase, Phase::Ready);
         self.watch.beat(&mut self.out);
         self.timers.set(Timer::Heartbeat, self.now + self.config.heartbeat_interval);
+        if self.serves_replicas() {
+            let stall = self.config.resend_timeout.max(self.config.heartbeat_interval);
+            if let Some(cx) = serve_context!(self) {
+                self.serving.on_tick(stall, cx, &mut self.out);
+            }
+        }
     }
 
     /// The scheduler looks for silent nodes; every other node checks the

@@ -62,6 +62,11 @@ impl<T: Copy> Responder<T> {
         self.pending.len()
     }
 
+    /// Whether request `id` waits for the application's answer.
+    pub(crate) fn is_pending(&self, id: ServerRequestId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// The node stopped: nobody will be answered.
     pub(crate) fn forget_all(&mut self) {
         self.pending.clear();

@@ -41,4 +41,8 @@ pub struct Stats {
     pub resends: u64,
     /// Frames received twice and dropped.
     pub duplicates_dropped: u64,
+    /// Parts of requests to replicated ranges that arrived again (sent
+    /// again after their range's chain changed) and were answered from
+    /// what this server knew rather than applied again.
+    pub parts_again: u64,
 }

@@ -375,11 +375,27 @@ impl Sim {
                 self.wire.delivered_to_ready(h);
             }
         }
+        // A request part sent without resends and dropped by its server
+        // (not ready yet, or the sender is newer than its table) never
+        // comes again.
+        let unreliable_request = header.as_ref().filter(|h| h.kind == Kind::KvRequest && h.seq == 0).copied();
+        let drops_before = drops(process.node.stats());
+        let request_bytes = unreliable_request.map(|_| d.bytes.clone());
         let duplicates = process.node.stats().duplicates_dropped;
         if let Err(error) = process.node.handle_frame(now, d.bytes) {
             self.fail(FailureKind::Correctness, format!("codec: a frame from slot {} did not decode: {error}", d.from));
             return;
         }
+        if let (Some(h), Some(bytes)) = (unreliable_request, request_bytes) {
+            if drops(process.node.stats()) > drops_before {
+                if let Ok(Message::KvRequest(m)) = Message::decode(&h, &bytes) {
+                    let customer = CustomerId::new(m.app, m.customer);
+                    let key = RequestKey { node: h.sender, incarnation: h.incarnation, customer, ts: Timestamp(m.ts) };
+                    self.checker.request_part_lost(key);
+                }
+            }
+        }
+        let process = self.nodes[d.to].process.as_mut().expect("checked above");
         if first && process.node.stats().duplicates_dropped > duplicates {
             let h = header.expect("a first delivery has a header");
             let what = format!(
@@ -1054,7 +1070,12 @@ fn bounds_for(setup: &Setup, config: &pslite_core::Config) -> Bounds {
         // one more delay for the table that announces it.
         // With several copies, a part sent again to the new head goes down
         // the chain and its commit comes back: two more delays per copy.
-        crash: detection + (2 + 2 * u32::from(setup.replicas)) * setup.plan.delay_max() + slack,
+        // A part sent again also waits for the new server's handle, which
+        // a slow-handle plan delays.
+        crash: detection
+            + (2 + 2 * u32::from(setup.replicas)) * setup.plan.delay_max()
+            + if setup.replicas > 1 { 2 * setup.plan.slow_handle_delay_max } else { Duration::ZERO }
+            + slack,
         crash_checked: !setup.plan.loses_frames(),
         resend: config.resend_timeout + config.resend_timeout / 4,
         recovery: config.recovery_timeout,
@@ -1114,6 +1135,16 @@ pub(crate) fn deliver_what(d: &Delivery, dropped: Option<Dropped>) -> What {
         dropped,
         duplicate: d.duplicate,
     }
+}
+
+/// Frames a node dropped without handling them, over every reason.
+fn drops(stats: &pslite_core::Stats) -> u64 {
+    stats.unknown_sender_drops
+        + stats.unexpected_drops
+        + stats.stale_incarnation_drops
+        + stats.stale_receiver_drops
+        + stats.misrouted_drops
+        + stats.dead_sender_drops
 }
 
 /// A terminated node must hold no request of its own, none to answer and

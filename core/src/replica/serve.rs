@@ -62,6 +62,9 @@ const AHEAD_MAX: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Serving {
     members: BTreeMap<u32, RangeMember<State, Owed>>,
+    /// Per range with batches kept for the successor: the last commit
+    /// seen and since when, to send them again when the chain stalls.
+    progress: BTreeMap<u32, (u64, Instant)>,
     /// Messages routed under a newer table than ours, with that epoch.
     ahead: VecDeque<(u64, NodeId, Message)>,
     /// How long a worker's pushes are remembered without a new one.
@@ -132,7 +135,7 @@ impl Serving {
     /// No range yet; a worker's pushes are remembered for `idle_max`
     /// after its last one (the request timeout: no resend comes later).
     pub(crate) fn new(idle_max: Duration) -> Self {
-        Self { members: BTreeMap::new(), ahead: VecDeque::new(), idle_max }
+        Self { members: BTreeMap::new(), progress: BTreeMap::new(), ahead: VecDeque::new(), idle_max }
     }
 
     /// Holds `message`, routed under table `epoch` (newer than ours),
@@ -184,6 +187,11 @@ impl Serving {
             return;
         };
         let range = Some(chain.range());
+        if responder.is_pending(id) {
+            // Sent again while the handle still has it.
+            stats.parts_again += 1;
+            return;
+        }
         if !request.op.pushes() {
             responder.on_kv_request(id, request, range, Then::Send, cx.limits, out, stats);
             return;
@@ -192,8 +200,14 @@ impl Serving {
         let admitted = member.admit(push, cx.now);
         match admitted {
             Admit::Apply => responder.on_kv_request(id, request, range, Then::Replicate(push), cx.limits, out, stats),
-            Admit::Answer if !request.op.pulls() => responder::send_kv_response(id, Response::ack(), cx.limits, out),
-            Admit::AnswerAt(seq) if !request.op.pulls() => member.owe(seq, Owed { id, response: Response::ack() }),
+            Admit::Answer if !request.op.pulls() => {
+                stats.parts_again += 1;
+                responder::send_kv_response(id, Response::ack(), cx.limits, out);
+            }
+            Admit::AnswerAt(seq) if !request.op.pulls() => {
+                stats.parts_again += 1;
+                member.owe(seq, Owed { id, response: Response::ack() });
+            }
             Admit::Answer | Admit::AnswerAt(_) => {
                 // A push_pull sent again, which its range applied already:
                 // answered as a pull of the same keys (the handle must not
@@ -210,7 +224,7 @@ impl Serving {
                 };
                 responder.on_kv_request(id, pull, range, Then::AnswerAfter(seq), cx.limits, out, stats);
             }
-            Admit::Drop => stats.duplicates_dropped += 1,
+            Admit::Drop => stats.parts_again += 1,
         }
     }
 
@@ -421,6 +435,39 @@ impl Serving {
         ready.into_iter().map(|(_, from, message)| (from, message)).collect()
     }
 
+    /// A periodic check: a range whose successor has reported no commit
+    /// for `stall` while batches wait for it gets them all again. Frames
+    /// are lost only where nothing resends them (resends off, a server
+    /// that was not ready yet, a reset connection); without this, the
+    /// batch lost would hold every later one back for good, and the
+    /// tail's repeated report (`Duplicate` above) or the applied batches
+    /// let the chain go on.
+    pub(crate) fn on_tick(&mut self, stall: Duration, cx: Context<'_>, out: &mut Outbox) {
+        let progress = &mut self.progress;
+        progress.retain(|range, _| self.members.get(range).is_some_and(|m| m.sent() > 0));
+        for (&range, member) in &self.members {
+            if member.sent() == 0 {
+                continue;
+            }
+            let committed = member.committed();
+            let since = progress.entry(range).or_insert((committed, cx.now));
+            if since.0 != committed {
+                *since = (committed, cx.now);
+                continue;
+            }
+            if cx.now < since.1 + stall {
+                continue;
+            }
+            since.1 = cx.now;
+            let Some(next) = cx.chain(range).and_then(|chain| neighbours(chain, cx.me).1) else {
+                continue;
+            };
+            for batch in member.resend() {
+                out.send(NodeId::server(next), replicate(range, cx.epoch(), &batch));
+            }
+        }
+    }
+
     /// Worker `id` died or was replaced: its pushes will not come again.
     pub(crate) fn forget_worker(&mut self, id: NodeId, incarnation: Incarnation) {
         if id.role() == Some(Role::Worker) {
@@ -433,6 +480,7 @@ impl Serving {
     /// The node stopped: nothing is owed or kept any more.
     pub(crate) fn clear(&mut self) {
         self.members.clear();
+        self.progress.clear();
         self.ahead.clear();
     }
 }

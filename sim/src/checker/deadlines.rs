@@ -136,7 +136,13 @@ impl Checker {
         started_at: Instant,
         crash: CrashBound,
     ) -> Instant {
-        let slots = [slot, crash.crashed_slot, self.bounds.scheduler_slot];
+        let mut slots = vec![slot, crash.crashed_slot, self.bounds.scheduler_slot];
+        if self.replicas > 1 {
+            // With several copies the wait moves on to whichever server
+            // holds the place now, and a head waits on the copies after
+            // it: a disturbance of any server may hold it up.
+            slots.extend((0..self.servers).map(|rank| 1 + rank as Slot));
+        }
         let deadline = self.extend(crash.crashed_at + self.bounds.crash, &slots, false, self.bounds.crash);
         match self.declared_dead.get(&(node, incarnation)) {
             // The waiter itself was declared dead: no table reaches it, but

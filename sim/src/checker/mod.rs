@@ -266,7 +266,6 @@ struct RequestRecord {
     fate: Fate,
     /// Stores that applied it, with the keys each applied.
     applied: Vec<(StoreId, Vec<u64>)>,
-    /// Stores that answered it with values.
     /// Stores that served a part, with the part's keys.
     served: Vec<(StoreId, KeyRange)>,
     /// Servers that answered it: a crash of one of them no longer holds
@@ -275,6 +274,10 @@ struct RequestRecord {
     crash: Option<CrashBound>,
     /// Servers that answered it with an answer that does not fit, and how.
     corrupted: Vec<(NodeId, Mismatch)>,
+    /// A part of it reached a server before that server was ready, with
+    /// resends off: nothing brings it again, and only the request
+    /// timeout ends the wait.
+    part_lost: bool,
 }
 
 #[derive(Debug)]
@@ -445,6 +448,15 @@ impl Checker {
                 .find_map(|id| self.down.get(id))
                 .map(|down| CrashBound { crashed_at: down.crashed_at, crashed_slot: down.slot })
         };
+        // Held behind a part that was lost (see `request_part_lost`).
+        let part_lost = self.replicas > 1
+            && self.requests.iter().any(|(key, r)| {
+                key.node == request.node
+                    && key.incarnation == request.incarnation
+                    && r.fate == Fate::Pending
+                    && r.part_lost
+            });
+        let crash = if part_lost { None } else { crash };
         let record = RequestRecord {
             slot,
             issued_at: at,
@@ -456,6 +468,7 @@ impl Checker {
             answered: Vec::new(),
             crash,
             corrupted: Vec::new(),
+            part_lost,
         };
         if self.requests.insert(request, record).is_some() {
             return violation(format!("timestamps: {request} issued twice"));
@@ -492,8 +505,10 @@ impl Checker {
                 ));
             }
         }
-        if let (Some((server, mismatch)), false) =
-            (record.corrupted.first(), matches!(completion, Completion::Failed(_)))
+        // With several copies a corrupted answer may come from a server the
+        // part already moved on from (after a failover): dropped unread.
+        if let (Some((server, mismatch)), false, 1) =
+            (record.corrupted.first(), matches!(completion, Completion::Failed(_)), self.replicas)
         {
             return violation(format!(
                 "requests: {request} completed although server {server} answered it with {mismatch}"
@@ -547,7 +562,7 @@ impl Checker {
             let waits = record.targets.contains(&id) && !record.answered.contains(&id);
             let has_crash = record.crash.is_some();
             let depends = if replicated && kv { waits || has_crash } else { waits && !has_crash };
-            if record.fate == Fate::Pending && depends {
+            if record.fate == Fate::Pending && depends && !record.part_lost {
                 record.crash = Some(bound);
                 armed.push(Waiter::Request(*key));
             }
@@ -678,6 +693,28 @@ impl Checker {
     pub fn answer_corrupted(&mut self, request: RequestKey, server: NodeId, mismatch: Mismatch) {
         if let Some(record) = self.requests.get_mut(&request).filter(|r| r.fate == Fate::Pending) {
             record.corrupted.push((server, mismatch));
+        }
+    }
+
+    /// A part of `request` was sent, unreliably, to a server that was not
+    /// ready for it: no crash bounds the request any more, only its
+    /// timeout. (With one copy the part's server is the one whose death
+    /// fails the request; with several, a part lost this way keeps it
+    /// waiting while its other parts move on.)
+    ///
+    /// With several copies a worker holds its pulls behind its pushes to
+    /// the same range, so its other requests may wait on the lost part
+    /// too: every request of the process pending now or issued while this
+    /// one is pending is bounded by its timeout only.
+    pub fn request_part_lost(&mut self, request: RequestKey) {
+        let replicated = self.replicas > 1;
+        for (key, record) in &mut self.requests {
+            let same_process = key.node == request.node && key.incarnation == request.incarnation;
+            let held = replicated && same_process && record.fate == Fate::Pending;
+            if *key == request || held {
+                record.part_lost = true;
+                record.crash = None;
+            }
         }
     }
 
