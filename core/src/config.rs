@@ -118,11 +118,14 @@ pub struct ConfigBuilder {
     /// key space equally.
     pub server_ranges: Option<Vec<KeyRange>>,
     /// Copies kept of each key range, `1..=3` and at most `num_servers`
-    /// (`PS_REPLICAS` once replication's data path lands). The scheduler
-    /// places ranges on chains of this many servers, fails them over on a
-    /// death and has restarted servers learn them back (see [`Chains`]);
-    /// pushes are not forwarded along the chain yet, so today every value
-    /// lives on the range's head only, as with 1.
+    /// (`PS_REPLICAS`). The scheduler places ranges on chains of this many
+    /// servers (see [`Chains`]); a push goes to its range's head and is
+    /// acknowledged once every member applied it, a pull is served by the
+    /// tail, and a server's death moves its place on without failing the
+    /// requests that waited on it. With 1, ps-lite's behaviour: a dead
+    /// server's range is lost. A restarted server does not rejoin the
+    /// chains it left yet (it waits as a learner; state transfer is to
+    /// come), so a range stays short of copies after a death.
     ///
     /// [`Chains`]: crate::Chains
     pub replicas: u8,
@@ -470,6 +473,25 @@ impl Config {
     /// ```
     pub fn failure_detection_bound(&self) -> Duration {
         self.heartbeat_timeout + self.heartbeat_interval
+    }
+
+    /// How long after sending a heartbeat the scheduler answered a server
+    /// may still serve pulls as a range's tail: the scheduler declares it
+    /// dead (and hands the tail's place on) no sooner than
+    /// `heartbeat_timeout` after hearing that heartbeat, so a server cut
+    /// off from the scheduler stops answering before another one starts.
+    /// Shorter than the timeout by 0.2%, for the two clocks' rate drift.
+    ///
+    /// ```
+    /// use pslite_core::{Config, Duration, Role};
+    /// let config = Config::builder(Role::Server, "127.0.0.1:9091".parse().unwrap())
+    ///     .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.read_lease(), Duration::from_millis(4990));
+    /// ```
+    pub fn read_lease(&self) -> Duration {
+        self.heartbeat_timeout - self.heartbeat_timeout / 500
     }
 }
 

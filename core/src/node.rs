@@ -61,7 +61,8 @@ const SCRATCH_BYTES: usize = 4 * 1024;
 macro_rules! serve_context {
     ($node:ident) => {{
         let limits = $node.limits();
-        $node.rank.map(|me| serve::Context { me, membership: &$node.membership, now: $node.now, limits })
+        let lease = !$node.config.heartbeats || $node.watch.holds_lease($node.now, $node.config.read_lease());
+        $node.rank.map(|me| serve::Context { me, membership: &$node.membership, now: $node.now, limits, lease })
     }};
 }
 
@@ -458,7 +459,11 @@ impl Node {
                 };
                 self.serving.on_answer(id, then, response, state, cx, &mut self.out, &mut self.stats);
             }
-            None => {}
+            None => {
+                if let (Some(state), Some(cx), true) = (state, serve_context!(self), self.serves_replicas()) {
+                    self.serving.on_orphan_answer(id, state, cx, &mut self.out);
+                }
+            }
         }
         self.flush();
         Ok(())
@@ -698,17 +703,23 @@ impl Node {
             Message::BarrierRelease { group, generation, outcome } if from == NodeId::SCHEDULER => {
                 self.on_barrier_release(BarrierTicket { group, generation }, outcome);
             }
-            Message::Heartbeat => match self.scheduler.as_mut() {
+            Message::Heartbeat { sent_at } => match self.scheduler.as_mut() {
                 Some(scheduler) => {
-                    scheduler.heard_at.on_heartbeat(now, from, &self.membership, &mut self.out, &mut self.stats);
+                    let heartbeat = (from, sent_at);
+                    scheduler.heard_at.on_heartbeat(now, heartbeat, &self.membership, &mut self.out, &mut self.stats);
                 }
                 None => self.stats.unexpected_drops += 1,
             },
-            Message::HeartbeatAck { epoch } if from == NodeId::SCHEDULER => {
-                if self.watch.on_heartbeat_ack(now, epoch, self.membership.epoch()) {
+            Message::HeartbeatAck { epoch, echo } if from == NodeId::SCHEDULER => {
+                let sent_at = Instant::from_nanos(echo);
+                if self.watch.on_heartbeat_ack(now, epoch, self.membership.epoch(), sent_at) {
                     // We missed a table; a repeated registration is answered with it.
                     let register = self.register_message();
                     self.out.send(NodeId::SCHEDULER, register);
+                }
+                if let (true, Some(cx)) = (self.serves_replicas(), serve_context!(self)) {
+                    let held = self.serving.on_lease_renewed(cx, &mut self.out);
+                    self.handle_held(held);
                 }
             }
             Message::Terminate if from == NodeId::SCHEDULER => self.terminate(),
@@ -890,7 +901,7 @@ impl Node {
         match message {
             Message::Register(_)
             | Message::NodeTable(_)
-            | Message::Heartbeat
+            | Message::Heartbeat { .. }
             | Message::HeartbeatAck { .. }
             | Message::Ack { .. } => false,
             Message::Barrier { .. }
@@ -1128,9 +1139,7 @@ impl Node {
                 };
                 let ready = self.serving.on_table(&old, cx, &mut self.out);
                 self.flush();
-                for (from, message) in ready {
-                    self.handle_message(from, self.id, message);
-                }
+                self.handle_held(ready);
             }
             Role::Worker => {
                 let cluster =
@@ -1147,6 +1156,19 @@ impl Node {
     fn fits_our_cluster(&self, chains: &Chains) -> bool {
         chains.replicas() == self.config.replicas
             && chains.as_slice().iter().map(|c| c.range()).eq(self.ranges.as_slice().iter().copied())
+    }
+
+    /// Handles messages the serving component kept for later, unless
+    /// their sender's process was replaced or declared dead meanwhile.
+    fn handle_held(&mut self, held: Vec<serve::Held>) {
+        for (from, incarnation, message) in held {
+            let current = self.membership.get(from).is_some_and(|e| e.alive && e.incarnation == incarnation);
+            if current {
+                self.handle_message(from, self.id, message);
+            } else {
+                self.stats.dead_sender_drops += 1;
+            }
+        }
     }
 
     // ----- membership changes, fanned out -----
@@ -1205,7 +1227,7 @@ impl Node {
             return;
         }
         if self.scheduler.is_none() {
-            self.watch.beat(&mut self.out);
+            self.watch.beat(self.now, &mut self.out);
             self.timers.set(Timer::Heartbeat, now + self.config.heartbeat_interval);
         }
         self.timers.set(Timer::LivenessScan, now + self.config.heartbeat_interval);
@@ -1214,7 +1236,7 @@ impl Node {
     fn on_heartbeat_timer(&mut self) {
         // Armed only once ready; a terminated node fires no timers.
         debug_assert_eq!(self.phase, Phase::Ready);
-        self.watch.beat(&mut self.out);
+        self.watch.beat(self.now, &mut self.out);
         self.timers.set(Timer::Heartbeat, self.now + self.config.heartbeat_interval);
         if self.serves_replicas() {
             let stall = self.config.resend_timeout.max(self.config.heartbeat_interval);

@@ -273,7 +273,7 @@ mod tests {
 
     fn transmit(to: NodeId) -> Transmit {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-        let message = crate::wire::Message::Heartbeat;
+        let message = crate::wire::Message::Heartbeat { sent_at: 0 };
         let envelope = crate::wire::message::Envelope {
             sender: NodeId::SCHEDULER,
             incarnation: Incarnation(0),

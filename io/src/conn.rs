@@ -479,7 +479,7 @@ mod tests {
             route: Default::default(),
         });
         let large = push.encode(envelope).to_bytes();
-        let small = Message::Heartbeat.encode(Envelope { seq: 2, ..envelope }).to_bytes();
+        let small = Message::Heartbeat { sent_at: 0 }.encode(Envelope { seq: 2, ..envelope }).to_bytes();
         let stream = [&large[..], &small[..]].concat();
 
         // The peer's writes as the reader sees them: the last piece of the

@@ -12,6 +12,7 @@
 //! | `DMLC_PORT` | port to listen on (default: any) |
 //! | `PS_HEARTBEAT_INTERVAL`, `PS_HEARTBEAT_TIMEOUT` | seconds; interval 0 turns heartbeats off (ps-lite's default is off, ours is on) |
 //! | `PS_RESEND`, `PS_RESEND_TIMEOUT` | ACK and resend on (default) or off (`0`); first resend timeout in ms |
+//! | `PS_REPLICAS` | copies of each key range, 1 (default) to 3: with more, pushes survive a server's death (see `Config::replicas`) |
 //! | `PS_RECOVERY_TIMEOUT` | seconds a barrier, and `finalize`, waits for a dead member's replacement (default 60) |
 //! | `PS_BARRIER_POLICY` | what a death does to an ordinary barrier: `wait` (default: wait for the replacement up to the recovery timeout, then go on without), `elastic` (go on at once), `fail` |
 //! | `PS_REGISTER_TIMEOUT` | seconds a node tries to register before it gives up (default 300) |
@@ -142,6 +143,9 @@ fn settings_with_interfaces(
     if let Some(ms) = get("PS_RESEND_TIMEOUT") {
         let ms: u64 = parse("PS_RESEND_TIMEOUT", &ms, "milliseconds")?;
         settings.core.resend_timeout = Duration::from_millis(ms);
+    }
+    if let Some(replicas) = get("PS_REPLICAS") {
+        settings.core.replicas = parse("PS_REPLICAS", &replicas, "1, 2 or 3")?;
     }
     if let Some(timeout) = get("PS_RECOVERY_TIMEOUT") {
         let timeout: f64 = parse("PS_RECOVERY_TIMEOUT", &timeout, "seconds")?;

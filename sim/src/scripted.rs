@@ -83,6 +83,13 @@ impl Sim {
         self.nodes[slot].serving = on;
     }
 
+    /// Answers `request`, which the server in `slot` surfaced while it
+    /// did not serve (see [`serve`](Self::serve)), the way it would have
+    /// by itself: its store applies it and the answer goes back.
+    pub fn answer(&mut self, slot: Slot, request: pslite_core::ServerRequest) {
+        self.answer_kv(slot, request, true);
+    }
+
     /// Frames on the wire now, earliest arrival first. Frames held for a
     /// paused node are not on the wire.
     pub fn frames_in_flight(&self) -> impl Iterator<Item = &Delivery> + '_ {

@@ -648,6 +648,10 @@ impl Sim {
                 let worker = self.nodes[slot].role == Role::Worker;
                 let process = self.nodes[slot].process.as_mut().expect("events come from a running process");
                 process.identity = Some((id, incarnation));
+                if id.role() == Some(Role::Server) {
+                    let store = StoreId { slot, life: process.life };
+                    self.checker.server_started(id, store, self.now);
+                }
                 if worker {
                     let start = process.node.next_barrier_generation(pslite_core::Group::WORKERS);
                     let index = self.worker_index(slot);
@@ -743,7 +747,7 @@ impl Sim {
     }
 
     /// Runs the server handle on `request` and answers it.
-    fn answer_kv(&mut self, slot: Slot, request: ServerRequest, delayed: bool) {
+    pub(crate) fn answer_kv(&mut self, slot: Slot, request: ServerRequest, delayed: bool) {
         let now = self.node_now(slot);
         let process = self.nodes[slot].process.as_mut().expect("running");
         let store_id = StoreId { slot, life: process.life };

@@ -433,8 +433,8 @@ impl World {
                     BarrierOutcome::MemberDied(self.sender(d, target))
                 },
             },
-            4 => Message::Heartbeat,
-            5 => Message::HeartbeatAck { epoch: d.below(5) as u64 },
+            4 => Message::Heartbeat { sent_at: 0 },
+            5 => Message::HeartbeatAck { epoch: d.below(5) as u64, echo: 0 },
             6 => Message::Ack { seqs: (0..d.below(4)).map(|_| d.below(4) as u64).collect() },
             7 => Message::Terminate,
             8 => Message::KvRequest(kv_request(d)),

@@ -138,6 +138,7 @@ impl DedupTable {
     }
 
     /// Entries held, over every origin.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.origins.values().map(|a| a.by_offset.len()).sum()
     }

@@ -102,6 +102,7 @@ impl<P: Clone> ChainLog<P> {
     }
 
     /// Batches held back.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.len()
     }

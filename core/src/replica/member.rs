@@ -79,11 +79,13 @@ impl<S: Clone, A> RangeMember<S, A> {
     }
 
     /// The same member, holding at most `held_max` batches ahead.
+    #[cfg(test)]
     pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
         Self { log: self.log.holding_at_most(held_max), ..self }
     }
 
     /// The dedup table, to send with a state transfer.
+    #[cfg(test)]
     pub(crate) fn dedup(&self) -> &DedupTable {
         &self.dedup
     }
@@ -99,6 +101,7 @@ impl<S: Clone, A> RangeMember<S, A> {
     }
 
     /// Answers owed, over every batch.
+    #[cfg(test)]
     pub(crate) fn owed(&self) -> usize {
         self.owed.values().map(Vec::len).sum()
     }

@@ -101,6 +101,7 @@ impl<P> ProgramOrder<P> {
     }
 
     /// Pull parts waiting, over every range.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.values().map(SmallVec::len).sum()
     }

@@ -10,7 +10,7 @@
 //! successor; messages routed under a table newer than ours wait here
 //! until it arrives.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use smallvec::smallvec;
 
@@ -43,6 +43,11 @@ pub(crate) enum Then {
     AnswerAfter(u64),
 }
 
+/// A message kept for later, with the sender's incarnation when it came:
+/// one from a process replaced meanwhile is dropped, not taken as its
+/// successor's.
+pub(crate) type Held = (NodeId, Incarnation, Message);
+
 /// What a batch carries: the app whose handle made it, and the state.
 pub(crate) type State = (u32, KvList);
 
@@ -66,7 +71,16 @@ pub(crate) struct Serving {
     /// seen and since when, to send them again when the chain stalls.
     progress: BTreeMap<u32, (u64, Instant)>,
     /// Messages routed under a newer table than ours, with that epoch.
-    ahead: VecDeque<(u64, NodeId, Message)>,
+    ahead: VecDeque<(u64, Held)>,
+    /// Pulls that came while the read lease had lapsed: served once the
+    /// scheduler answers again, or never (the scheduler declared us dead,
+    /// and the workers send them to the new tail).
+    unleased: VecDeque<Held>,
+    /// Answers a tail (head and tail at once) owed while its lease had
+    /// lapsed: a tail that may have been replaced acknowledges nothing.
+    unleased_answers: Vec<Owed>,
+    /// Ranges whose commit report a tail held back for want of a lease.
+    commits_held: BTreeSet<u32>,
     /// How long a worker's pushes are remembered without a new one.
     idle_max: Duration,
 }
@@ -78,6 +92,9 @@ pub(crate) struct Context<'a> {
     pub(crate) membership: &'a Membership,
     pub(crate) now: Instant,
     pub(crate) limits: Limits,
+    /// Whether this server may serve pulls now: it holds the read lease
+    /// (or no heartbeats run, and nobody is ever declared dead).
+    pub(crate) lease: bool,
 }
 
 impl Context<'_> {
@@ -135,16 +152,24 @@ impl Serving {
     /// No range yet; a worker's pushes are remembered for `idle_max`
     /// after its last one (the request timeout: no resend comes later).
     pub(crate) fn new(idle_max: Duration) -> Self {
-        Self { members: BTreeMap::new(), progress: BTreeMap::new(), ahead: VecDeque::new(), idle_max }
+        Self {
+            members: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            ahead: VecDeque::new(),
+            unleased: VecDeque::new(),
+            unleased_answers: Vec::new(),
+            commits_held: BTreeSet::new(),
+            idle_max,
+        }
     }
 
     /// Holds `message`, routed under table `epoch` (newer than ours),
     /// until that table arrives. Returns whether it was kept.
-    fn hold(&mut self, epoch: u64, from: NodeId, message: Message) -> bool {
+    fn hold(&mut self, epoch: u64, held: Held) -> bool {
         if self.ahead.len() >= AHEAD_MAX {
             return false;
         }
-        self.ahead.push_back((epoch, from, message));
+        self.ahead.push_back((epoch, held));
         true
     }
 
@@ -171,7 +196,7 @@ impl Serving {
             part: route.part,
         };
         if route.epoch > cx.epoch() {
-            if !self.hold(route.epoch, from, Message::KvRequest(request)) {
+            if !self.hold(route.epoch, (from, incarnation, Message::KvRequest(request))) {
                 responder::send_kv_response(id, Response::Refused(Refusal::TooManyPending), cx.limits, out);
             }
             return;
@@ -193,6 +218,16 @@ impl Serving {
             return;
         }
         if !request.op.pushes() {
+            if !cx.lease {
+                // A tail cut off from the scheduler may have been replaced:
+                // what it holds may lack pushes acknowledged since.
+                if self.unleased.len() < AHEAD_MAX {
+                    self.unleased.push_back((from, incarnation, Message::KvRequest(request)));
+                } else {
+                    stats.unexpected_drops += 1;
+                }
+                return;
+            }
             responder.on_kv_request(id, request, range, Then::Send, cx.limits, out, stats);
             return;
         }
@@ -262,13 +297,34 @@ impl Serving {
                         out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
                         member.owe(seq, Owed { id, response });
                     }
-                    _ => responder::send_kv_response(id, response, cx.limits, out),
+                    _ => self.commit_answers(vec![Owed { id, response }], cx, out),
                 }
             }
             (Then::AnswerAfter(seq), Some(member)) if seq > member.committed() => {
                 member.owe(seq, Owed { id, response });
             }
             _ => responder::send_kv_response(id, response, cx.limits, out),
+        }
+    }
+
+    /// The handle answered request `id`, whose requester died or was
+    /// replaced meanwhile (its pending entry is gone), exporting `state`:
+    /// a push the handle applied at the head must still go down the chain,
+    /// or later batches would carry its effect without naming it and the
+    /// copies would apply it without knowing. Nobody waits for the answer.
+    pub(crate) fn on_orphan_answer(&mut self, id: ServerRequestId, state: KvList, cx: Context<'_>, out: &mut Outbox) {
+        let Some(chain) = cx.chain(id.part) else {
+            return;
+        };
+        let (Some(member), true) = (self.members.get_mut(&id.part), chain.head() == Some(cx.me)) else {
+            return;
+        };
+        let successor = neighbours(chain, cx.me).1;
+        // The worker is gone: nothing older than this push will come again.
+        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: id.ts };
+        let (_, batch) = member.applied(smallvec![push], (id.customer.app, state), successor.is_some(), cx.now);
+        if let (Some(batch), Some(next)) = (batch, successor) {
+            out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
         }
     }
 
@@ -283,7 +339,8 @@ impl Serving {
     ) {
         if message.epoch > cx.epoch() {
             let epoch = message.epoch;
-            if !self.hold(epoch, from, Message::Replicate(message)) {
+            let incarnation = cx.membership.get(from).map_or(Incarnation(0), |e| e.incarnation);
+            if !self.hold(epoch, (from, incarnation, Message::Replicate(message))) {
                 stats.unexpected_drops += 1;
             }
             return;
@@ -329,13 +386,21 @@ impl Serving {
                             out.send(NodeId::server(next), replicate(range, cx.epoch(), batch));
                         }
                     }
-                    None => out.send(from, Message::Committed { range, seq: member.last_applied() }),
+                    // A tail that may have been replaced reports no
+                    // commit: it does once its lease is renewed.
+                    None if cx.lease => out.send(from, Message::Committed { range, seq: member.last_applied() }),
+                    None => {
+                        self.commits_held.insert(range);
+                    }
                 }
             }
             // The predecessor sent again what we have: it may have missed
             // our report, so the tail repeats it.
-            Arrival::Duplicate if after.is_none() => {
+            Arrival::Duplicate if after.is_none() && cx.lease => {
                 out.send(from, Message::Committed { range, seq: member.last_applied() });
+            }
+            Arrival::Duplicate if after.is_none() => {
+                self.commits_held.insert(range);
             }
             Arrival::Duplicate | Arrival::Held => {}
             Arrival::Dropped => {
@@ -398,7 +463,7 @@ impl Serving {
     /// The node adopted a table (`old` was its previous replica table):
     /// each range's member takes its new place. Returns the messages that
     /// waited for this table, to be handled now.
-    pub(crate) fn on_table(&mut self, old: &Chains, cx: Context<'_>, out: &mut Outbox) -> Vec<(NodeId, Message)> {
+    pub(crate) fn on_table(&mut self, old: &Chains, cx: Context<'_>, out: &mut Outbox) -> Vec<Held> {
         let new = cx.membership.chains();
         for (index, chain) in new.as_slice().iter().enumerate() {
             let range = index as u32;
@@ -418,9 +483,20 @@ impl Serving {
                 member.become_head();
             }
             if now_after.is_none() && after.is_some() {
-                send_owed(member.become_tail(), cx, out);
-                if let Some(prev) = now_before {
-                    out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+                let due = member.become_tail();
+                match (now_before, cx.lease) {
+                    (Some(prev), true) => {
+                        out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+                    }
+                    (Some(_), false) => {
+                        self.commits_held.insert(range);
+                    }
+                    (None, _) => {}
+                }
+                if cx.lease {
+                    send_owed(due, cx, out);
+                } else {
+                    self.unleased_answers.extend(due);
                 }
             }
             if let (Some(next), true) = (now_after, now_after != after) {
@@ -430,9 +506,9 @@ impl Serving {
             }
         }
         let epoch = cx.epoch();
-        let (ready, later): (VecDeque<_>, VecDeque<_>) = self.ahead.drain(..).partition(|(at, _, _)| *at <= epoch);
+        let (ready, later): (VecDeque<_>, VecDeque<_>) = self.ahead.drain(..).partition(|(at, _)| *at <= epoch);
         self.ahead = later;
-        ready.into_iter().map(|(_, from, message)| (from, message)).collect()
+        ready.into_iter().map(|(_, held)| held).collect()
     }
 
     /// A periodic check: a range whose successor has reported no commit
@@ -468,6 +544,32 @@ impl Serving {
         }
     }
 
+    /// Answers of pushes this server committed as the tail: sent while it
+    /// holds the read lease, kept until it does again otherwise.
+    fn commit_answers(&mut self, due: Vec<Owed>, cx: Context<'_>, out: &mut Outbox) {
+        if cx.lease {
+            send_owed(due, cx, out);
+        } else {
+            self.unleased_answers.extend(due);
+        }
+    }
+
+    /// The read lease was renewed: answers and commit reports held back
+    /// go out, and the pulls that waited for it come back to be handled
+    /// again.
+    pub(crate) fn on_lease_renewed(&mut self, cx: Context<'_>, out: &mut Outbox) -> Vec<Held> {
+        send_owed(std::mem::take(&mut self.unleased_answers), cx, out);
+        for range in std::mem::take(&mut self.commits_held) {
+            let (Some(chain), Some(member)) = (cx.chain(range), self.members.get(&range)) else {
+                continue;
+            };
+            if let (Some(prev), None) = neighbours(chain, cx.me) {
+                out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+            }
+        }
+        self.unleased.drain(..).collect()
+    }
+
     /// Worker `id` died or was replaced: its pushes will not come again.
     pub(crate) fn forget_worker(&mut self, id: NodeId, incarnation: Incarnation) {
         if id.role() == Some(Role::Worker) {
@@ -481,6 +583,10 @@ impl Serving {
     pub(crate) fn clear(&mut self) {
         self.members.clear();
         self.progress.clear();
+        self.ahead.clear();
+        self.unleased.clear();
+        self.unleased_answers.clear();
+        self.commits_held.clear();
         self.ahead.clear();
     }
 }

@@ -29,11 +29,12 @@ impl HeardAt {
         self.0.insert(id, now);
     }
 
-    /// A heartbeat from `from`: answered with the epoch when it is alive.
+    /// A heartbeat from `from`, sent at `sent_at` by its clock: answered
+    /// with the epoch, and that time echoed, when it is alive.
     pub(crate) fn on_heartbeat(
         &mut self,
         now: Instant,
-        from: NodeId,
+        (from, sent_at): (NodeId, u64),
         membership: &Membership,
         out: &mut Outbox,
         stats: &mut Stats,
@@ -45,7 +46,7 @@ impl HeardAt {
             return;
         }
         self.0.insert(from, now);
-        out.send(from, Message::HeartbeatAck { epoch: membership.epoch() });
+        out.send(from, Message::HeartbeatAck { epoch: membership.epoch(), echo: sent_at });
     }
 
     /// The live nodes silent for `timeout` at `now`, in id order.

@@ -154,8 +154,8 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
                 outcome: BarrierOutcome::MemberDied(NodeId::server(Rank(1))),
             },
         ),
-        ("heartbeat", Message::Heartbeat),
-        ("heartbeat-ack", Message::HeartbeatAck { epoch: 9 }),
+        ("heartbeat", Message::Heartbeat { sent_at: 0 }),
+        ("heartbeat-ack", Message::HeartbeatAck { epoch: 9, echo: 0 }),
         ("ack", Message::Ack { seqs: vec![12, 13] }),
         ("terminate", Message::Terminate),
         ("kv-push", Message::KvRequest(kv(KvOp::Push, values.clone(), None))),
@@ -208,7 +208,7 @@ fn frame_seeds() -> Seeds {
     let stream: Vec<u8> = messages.iter().flat_map(|(_, m)| encoded(m, NodeId::SCHEDULER)).collect();
     seeds.push(("stream-chunked".to_owned(), frame_input(7, 1, &stream)));
     // Two frames, the second announcing more than a small cap allows.
-    let mut two = encoded(&Message::Heartbeat, NodeId::server(Rank(0)));
+    let mut two = encoded(&Message::Heartbeat { sent_at: 0 }, NodeId::server(Rank(0)));
     two.extend(encoded(&messages[2].1, NodeId::SCHEDULER));
     seeds.push(("over-cap".to_owned(), frame_input(0x80 | 5, 2, &two)));
     // A header alone, its body never arriving.

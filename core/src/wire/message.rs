@@ -223,11 +223,18 @@ pub enum Message {
         outcome: BarrierOutcome,
     },
     /// A node is alive.
-    Heartbeat,
+    Heartbeat {
+        /// When the node sent it, by its own clock (nanoseconds), echoed
+        /// back: the scheduler declares the node dead no sooner than
+        /// `heartbeat_timeout` after it, which bounds the node's read lease.
+        sent_at: u64,
+    },
     /// The scheduler is alive, at this membership epoch.
     HeartbeatAck {
         /// The scheduler's current epoch, so a node that missed a table asks again.
         epoch: u64,
+        /// The `sent_at` of the heartbeat answered.
+        echo: u64,
     },
     /// Receipt of frames with these sequence numbers. One ACK frame
     /// carries every receipt gathered for a peer while handling a batch of
@@ -310,7 +317,7 @@ impl Message {
             Self::NodeTable(_) => Kind::NodeTable,
             Self::Barrier { .. } => Kind::Barrier,
             Self::BarrierRelease { .. } => Kind::BarrierRelease,
-            Self::Heartbeat => Kind::Heartbeat,
+            Self::Heartbeat { .. } => Kind::Heartbeat,
             Self::HeartbeatAck { .. } => Kind::HeartbeatAck,
             Self::Ack { .. } => Kind::Ack,
             Self::Terminate => Kind::Terminate,
@@ -386,8 +393,12 @@ impl Message {
                     }
                 }
             }
-            Self::Heartbeat | Self::Terminate => {}
-            Self::HeartbeatAck { epoch } => meta.put_u64_le(*epoch),
+            Self::Terminate => {}
+            Self::Heartbeat { sent_at } => meta.put_u64_le(*sent_at),
+            Self::HeartbeatAck { epoch, echo } => {
+                meta.put_u64_le(*epoch);
+                meta.put_u64_le(*echo);
+            }
             Self::Ack { seqs } => {
                 debug_assert!(seqs.len() <= ACKS_PER_FRAME_MAX, "the sender splits larger ACK lists");
                 meta.put_u32_le(seqs.len() as u32);
@@ -548,9 +559,9 @@ impl Message {
                 };
                 Self::BarrierRelease { group, generation, outcome }
             }
-            Kind::Heartbeat => Self::Heartbeat,
+            Kind::Heartbeat => Self::Heartbeat { sent_at: r.u64()? },
             Kind::Terminate => Self::Terminate,
-            Kind::HeartbeatAck => Self::HeartbeatAck { epoch: r.u64()? },
+            Kind::HeartbeatAck => Self::HeartbeatAck { epoch: r.u64()?, echo: r.u64()? },
             Kind::Ack => {
                 let count = r.u32()? as usize;
                 if count > ACKS_PER_FRAME_MAX {

@@ -181,8 +181,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                 Message::BarrierRelease { group, generation, outcome }
             }
         ),
-        Just(Message::Heartbeat),
-        any::<u64>().prop_map(|epoch| Message::HeartbeatAck { epoch }),
+        Just(Message::Heartbeat { sent_at: 0 }),
+        any::<u64>().prop_map(|epoch| Message::HeartbeatAck { epoch, echo: 0 }),
         vec(any::<u64>(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
         Just(Message::Terminate),
         kv_request,
@@ -422,7 +422,9 @@ fn bad_bodies_name_what_is_wrong() {
         raw.extend_from_slice(body);
         Message::decode(&header, &Bytes::from(raw))
     };
-    assert_eq!(frame(Kind::Heartbeat, &[0]), Err(DecodeError::SectionMismatch("trailing bytes after the message")));
+    assert_eq!(frame(Kind::Terminate, &[0]), Err(DecodeError::SectionMismatch("trailing bytes after the message")));
+    assert_eq!(frame(Kind::Heartbeat, &[0; 9]), Err(DecodeError::SectionMismatch("trailing bytes after the message")));
+    assert_eq!(frame(Kind::Heartbeat, &[0]), Err(DecodeError::Truncated { needed: 8, have: 1 }));
     // A node table with no nodes and no generations, then a replica table.
     let table = |replicas: u8, count: u32, entries: &[u8]| {
         let mut body = 5u64.to_le_bytes().to_vec();

@@ -371,6 +371,8 @@ pub struct Checker {
     deadlines: BTreeSet<(Instant, Waiter)>,
     tables: BTreeMap<u64, Vec<NodeEntry>>,
     placement: placement::Placement,
+    /// Each server id's running process: its store, and when it started.
+    live_stores: BTreeMap<NodeId, (StoreId, Instant)>,
 }
 
 /// Most disturbances remembered; the oldest are forgotten beyond it (only
@@ -403,6 +405,7 @@ impl Checker {
             disturbances: Vec::new(),
             deadlines: BTreeSet::new(),
             tables: BTreeMap::new(),
+            live_stores: BTreeMap::new(),
         }
     }
 
@@ -516,11 +519,15 @@ impl Checker {
         }
         match (&record.issued, completion) {
             (_, Completion::Failed(_)) => Ok(()),
-            (Issued::Push { .. }, Completion::Done) => self.check_applied_everywhere(request),
+            (Issued::Push { .. }, Completion::Done) => {
+                self.check_applied_everywhere(request)?;
+                self.check_on_every_copy(request)
+            }
             (Issued::Simple, Completion::SimpleDone) => Ok(()),
             (Issued::Pull { .. }, Completion::Pulled { keys, values }) => self.check_pull(at, request, keys, values),
             (Issued::PushPull { .. }, Completion::Pulled { keys, values }) => {
                 self.check_applied_everywhere(request)?;
+                self.check_on_every_copy(request)?;
                 self.check_pull(at, request, keys, values)
             }
             (_, other) => violation(format!("requests: {request} ({kind}) completed as {other:?}")),
@@ -538,6 +545,7 @@ impl Checker {
             }
         }
         self.barriers_pending.retain(|_, b| b.slot != slot);
+        self.live_stores.retain(|_, (store, _)| store.slot != slot);
         let Some((id, incarnation)) = identity else {
             return;
         };
@@ -642,6 +650,11 @@ impl Checker {
             self.contributions.entry((store, app, key)).or_default().push(Contribution { request, value });
         }
         Ok(())
+    }
+
+    /// Server `id` runs as a new process, whose store is `store`, from `at`.
+    pub fn server_started(&mut self, id: NodeId, store: StoreId, at: Instant) {
+        self.live_stores.insert(id, (store, at));
     }
 
     /// The key range of part `part` of a request (the index of the range).
@@ -1070,6 +1083,45 @@ impl Checker {
         Ok(())
     }
 
+    /// With several copies, an acknowledged push is on every copy of its
+    /// ranges: each member of each range's chain in the newest table
+    /// applied (at the head) or installed its part, unless the member's
+    /// process is down or started after the push was issued (a range that
+    /// lost every copy starts afresh, without it).
+    fn check_on_every_copy(&self, request: RequestKey) -> Check {
+        if self.replicas == 1 {
+            return Ok(());
+        }
+        let Some(chains) = self.placement.latest() else {
+            return Ok(());
+        };
+        let record = &self.requests[&request];
+        for (index, chain) in chains.as_slice().iter().enumerate() {
+            let range = chain.range();
+            let keys: Vec<u64> = record.issued.keys().iter().copied().filter(|k| range.contains(*k)).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            for &rank in chain.members() {
+                let server = NodeId::server(rank);
+                let Some(&(store, started)) = self.live_stores.get(&server) else {
+                    continue;
+                };
+                if self.down.contains_key(&server) || started > record.issued_at {
+                    continue;
+                }
+                let holds = |key: &u64| record.applied.iter().any(|(s, held)| *s == store && held.contains(key));
+                if let Some(key) = keys.iter().find(|k| !holds(k)) {
+                    return violation(format!(
+                        "replication: {request} was acknowledged but {store} (server {server}, a member of \
+                         range {index}) does not hold its key {key}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_pull(&self, now: Instant, request: RequestKey, keys: &[u64], values: &[f32]) -> Check {
         let record = &self.requests[&request];
         if keys != record.issued.keys() || values.len() != keys.len() {
@@ -1086,12 +1138,19 @@ impl Checker {
             let mut windows = Vec::new();
             let served = || record.served.iter().filter(|(_, range)| range.contains(key)).map(|(s, _)| *s);
             for store in served() {
-                let (low, high) = self.window(store, app, key, record.issued_at, now);
+                let (mut low, high) = self.window(store, app, key, record.issued_at, now);
+                if self.replicas > 1 {
+                    low = low.max(self.acked_before(store, app, key, record.issued_at));
+                }
                 if value.fract() == 0.0 && (low..=high).contains(&(value as i64)) {
                     windows.clear();
                     break;
                 }
-                windows.push(format!("[{low}, {high}] at {store}"));
+                let missing =
+                    if self.replicas > 1 { self.acked_not_held(store, app, key, record.issued_at) } else { Vec::new() };
+                let missing =
+                    if missing.is_empty() { String::new() } else { format!(" (acknowledged, not held: {missing:?})") };
+                windows.push(format!("[{low}, {high}] at {store}{missing}"));
             }
             if served().next().is_none() {
                 return violation(format!(
@@ -1106,6 +1165,43 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// With several copies, a tail holds every push acknowledged anywhere:
+    /// the sum of the pushes to `key` acknowledged before `issued_at`
+    /// that were issued after `store`'s process started (those before may
+    /// have been lost with every copy of their range, which a store that
+    /// started later cannot hold).
+    fn acked_before(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> i64 {
+        let Some(&(_, started)) = self.live_stores.values().find(|(s, _)| *s == store) else {
+            return 0;
+        };
+        self.requests
+            .iter()
+            .filter(|(k, r)| {
+                k.customer.app == app && r.issued_at >= started && matches!(r.fate, Fate::Acked(at) if at < issued_at)
+            })
+            .filter_map(|(_, r)| r.issued.pushed(key))
+            .map(|v| v as i64)
+            .sum()
+    }
+
+    /// The pushes `acked_before` counts that `store` does not hold.
+    fn acked_not_held(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> Vec<String> {
+        let Some(&(_, started)) = self.live_stores.values().find(|(s, _)| *s == store) else {
+            return Vec::new();
+        };
+        self.requests
+            .iter()
+            .filter(|(k, r)| {
+                k.customer.app == app
+                    && r.issued_at >= started
+                    && matches!(r.fate, Fate::Acked(at) if at < issued_at)
+                    && r.issued.pushed(key).is_some()
+                    && !r.applied.iter().any(|(s, held)| *s == store && held.contains(&key))
+            })
+            .map(|(k, r)| format!("{k} acked at {:?}", r.fate))
+            .collect()
     }
 
     /// The sum of `store`'s pushes to `key` acknowledged before `issued_at`,

@@ -26,6 +26,11 @@ impl Placement {
         Self { replicas, ranges, tables: BTreeMap::new() }
     }
 
+    /// The newest replica table seen.
+    pub(crate) fn latest(&self) -> Option<&Chains> {
+        self.tables.last_key_value().map(|(_, chains)| chains)
+    }
+
     /// `node` holds `chains` with the node table `entries` at `epoch`;
     /// `node_tables` are the node tables seen so far, by epoch.
     pub(crate) fn check(

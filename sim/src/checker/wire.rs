@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(ledger.sent(p, &h, len, at(0)), Sent::First);
         let resend = Sent::Resend { attempt: 1, since_last: Duration::from_millis(7) };
         assert_eq!(ledger.sent(p, &h, len, at(7)), resend);
-        let (unsequenced, len0) = header(&Message::Heartbeat, 0);
+        let (unsequenced, len0) = header(&Message::Heartbeat { sent_at: 0 }, 0);
         assert_eq!(ledger.sent(p, &unsequenced, len0, at(8)), Sent::First);
         assert_eq!(ledger.sent(p, &unsequenced, len0, at(9)), Sent::First);
         let stats = Stats { frames_out: 4, bytes_out: 2 * (len + len0) as u64, resends: 1, ..Stats::default() };

@@ -144,8 +144,8 @@ fn message() -> impl Strategy<Value = Message> {
                 Message::BarrierRelease { group, generation, outcome }
             }
         ),
-        Just(Message::Heartbeat),
-        small_or_any().prop_map(|epoch| Message::HeartbeatAck { epoch }),
+        Just(Message::Heartbeat { sent_at: 0 }),
+        small_or_any().prop_map(|epoch| Message::HeartbeatAck { epoch, echo: 0 }),
         vec(small_or_any(), 0..16).prop_map(|seqs| Message::Ack { seqs }),
         Just(Message::Terminate),
         kv_request,
@@ -223,8 +223,13 @@ fn scheduler_messages_from_anyone_else_are_dropped_and_counted() {
         generations: Vec::new(),
         chains: sim.node(w).unwrap().membership().chains().clone(),
     });
-    let to_worker =
-        [release, Message::HeartbeatAck { epoch: epoch + 1 }, Message::Terminate, table, Message::Heartbeat];
+    let to_worker = [
+        release,
+        Message::HeartbeatAck { epoch: epoch + 1, echo: 0 },
+        Message::Terminate,
+        table,
+        Message::Heartbeat { sent_at: 0 },
+    ];
     for message in &to_worker {
         let before = stats(&sim, w).unexpected_drops;
         inject(&mut sim, s, w, message, 0);
@@ -418,7 +423,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             from: w,
             to: s0,
             envelope: |e| e.receiver = NodeId::server(pslite_core::Rank(1)),
-            message: Message::Heartbeat,
+            message: Message::Heartbeat { sent_at: 0 },
             counter: "misrouted_drops",
         },
         Case {
@@ -426,7 +431,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             from: SCHEDULER,
             to: w,
             envelope: |e| e.incarnation = Incarnation(1),
-            message: Message::HeartbeatAck { epoch: 0 },
+            message: Message::HeartbeatAck { epoch: 0, echo: 0 },
             counter: "unexpected_drops",
         },
         Case {
@@ -434,7 +439,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             from: s1,
             to: w,
             envelope: |e| e.sender = NodeId::worker(pslite_core::Rank(7)),
-            message: Message::Heartbeat,
+            message: Message::Heartbeat { sent_at: 0 },
             counter: "unknown_sender_drops",
         },
         Case {
@@ -490,7 +495,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             from: w,
             to: SCHEDULER,
             envelope: unassigned,
-            message: Message::Heartbeat,
+            message: Message::Heartbeat { sent_at: 0 },
             counter: "unexpected_drops",
         },
         Case {
@@ -562,7 +567,7 @@ fn every_frame_a_node_cannot_take_is_counted_once_under_its_reason() {
             from: w,
             to: s0,
             envelope: |e| e.seq = 1,
-            message: Message::Heartbeat,
+            message: Message::Heartbeat { sent_at: 0 },
             counter: "duplicates_dropped",
         },
         Case {

@@ -18,6 +18,7 @@ mod kv;
 mod liveness;
 mod placement;
 mod reliability;
+mod replication;
 
 use bytes::Bytes;
 use pslite_core::wire::message::Envelope;
