@@ -25,7 +25,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::conn;
 use crate::error::Error;
 use crate::msg::{
-    Answer, AnswerSender, Command, Completion, Ended, Inbound, Info, Job, KvServe, NodeEvent, Released, SimpleServe,
+    Answer, AnswerSender, Command, Completion, Ended, Inbound, Info, Job, KvServe, NodeEvent, Published, Released,
+    SimpleServe,
 };
 use crate::outcomes::SharedOutcomes;
 
@@ -44,7 +45,7 @@ pub(crate) struct Driver {
     answers: AnswerSender,
     /// The other end, until `run` takes it.
     answers_rx: Option<mpsc::UnboundedReceiver<Answer>>,
-    pub(crate) info: watch::Sender<Info>,
+    pub(crate) info: watch::Sender<Published>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     /// See [`Driver::now`].
     now: Instant,
@@ -77,7 +78,7 @@ impl Driver {
         epoch: tokio::time::Instant,
         token: Option<String>,
         inbound_tx: mpsc::Sender<Inbound>,
-        info: watch::Sender<Info>,
+        info: watch::Sender<Published>,
         events: broadcast::Sender<NodeEvent>,
         outcomes: SharedOutcomes,
     ) -> Self {
@@ -391,12 +392,8 @@ impl Driver {
                     }
                     Some(KvServe::Threaded(jobs)) => {
                         // The answer comes back through `answers`.
-                        let job = Job::Request { request, answers: self.answers.clone(), export };
-                        if let Err(std::sync::mpsc::SendError(Job::Request { request, answers, .. })) = jobs.send(job) {
-                            // The handle's thread panicked and is gone: the
-                            // request is dropped unanswered, which refuses it.
-                            drop(crate::respond::Responder::new(request.id, answers));
-                        }
+                        // The answer comes back through `answers`.
+                        jobs(Job::Request { request, answers: self.answers.clone(), export });
                         return;
                     }
                     Some(KvServe::Deferred(_)) if export => {
@@ -423,9 +420,7 @@ impl Driver {
                         tracing::error!(%error, app, "a replicated state could not be installed");
                     }
                 }
-                Some(KvServe::Threaded(jobs)) => {
-                    let _ = jobs.send(Job::Install(state));
-                }
+                Some(KvServe::Threaded(jobs)) => jobs(Job::Install(state)),
                 Some(KvServe::Deferred(_)) | None => {
                     tracing::error!(app, "no handle that can install a replicated state");
                 }
@@ -513,9 +508,17 @@ impl Driver {
             alive_servers: node.membership().alive(Group::SERVERS).count() as u32,
             alive_workers: node.membership().alive(Group::WORKERS).count() as u32,
         };
+        let epoch = node.membership().epoch();
         self.info.send_if_modified(|current| {
-            let changed = *current != info;
-            *current = info;
+            // The replica table changes only with the epoch: compared (and
+            // copied) only then, not after every input.
+            let table_changed = current.epoch != epoch;
+            if table_changed {
+                current.epoch = epoch;
+                current.chains = node.membership().chains().clone();
+            }
+            let changed = current.info != info || table_changed;
+            current.info = info;
             changed
         });
     }

@@ -15,7 +15,7 @@ use pslite_core::{CustomerId, Group, SimpleReply, Stats, Target, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::msg::{Command, Completion, Ended, Info, NodeEvent, Released, SimpleHandler, SimpleServe};
+use crate::msg::{Command, Completion, Ended, Info, NodeEvent, Published, Released, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
 use crate::respond::{threaded_simple, ServerHandle};
 
@@ -39,7 +39,7 @@ pub(crate) type Clock = Arc<Mutex<u32>>;
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
-    info: watch::Receiver<Info>,
+    info: watch::Receiver<Published>,
     events: broadcast::Sender<NodeEvent>,
     local_addr: SocketAddr,
     advertised_addr: SocketAddr,
@@ -53,7 +53,7 @@ impl NodeHandle {
     /// spawned: the driver's and the accept loop's, aborted by [`abort`](Self::abort).
     pub(crate) fn new(
         commands: mpsc::Sender<Command>,
-        info: watch::Receiver<Info>,
+        info: watch::Receiver<Published>,
         events: broadcast::Sender<NodeEvent>,
         local_addr: SocketAddr,
         advertised_addr: SocketAddr,
@@ -377,7 +377,28 @@ impl NodeHandle {
 
     /// Who this node is, as of now.
     pub fn info(&self) -> Info {
-        *self.info.borrow()
+        self.info.borrow().info
+    }
+
+    /// The replica table as this node holds it now: which servers keep
+    /// each key range (`Config::replicas` of them while none died), head
+    /// first, and which one is learning it. Empty before the node joined
+    /// a cluster.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_io::LocalCluster;
+    /// let cluster = LocalCluster::start(2, 1).await?;
+    /// let chains = cluster.workers[0].chains();
+    /// // One copy of each range by default, on the server of its rank.
+    /// assert_eq!(chains.as_slice().len(), 2);
+    /// assert!(chains.as_slice().iter().all(|chain| chain.members().len() == 1));
+    /// cluster.finalize().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn chains(&self) -> pslite_core::Chains {
+        self.info.borrow().chains.clone()
     }
 
     /// Membership news from now on.

@@ -177,6 +177,15 @@ pub struct Info {
     pub alive_workers: u32,
 }
 
+/// What the driver publishes for handles to read at any time: who the
+/// node is, and the replica table as of membership epoch `epoch`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Published {
+    pub(crate) info: Info,
+    pub(crate) epoch: u64,
+    pub(crate) chains: pslite_core::Chains,
+}
+
 /// Answers SimpleApp requests on this node: `(head, body)` back.
 /// [`start_with`](crate::start_with) installs one before the node can
 /// receive anything; the `set_*simple_handler` methods of
@@ -214,12 +223,13 @@ pub(crate) enum KvServe {
     /// On a thread of its own, which takes requests and the states of
     /// replicated ranges to install in one queue, so it applies both in
     /// the order the node handed them out.
-    Threaded(std::sync::mpsc::Sender<Job>),
+    Threaded(Box<dyn FnMut(Job) + Send>),
 }
 
 /// What a threaded handle's thread does next.
 pub(crate) enum Job {
-    /// Answer a request (exporting its keys' state when `export`).
+    /// Answer a request (exporting its keys' state when `export`),
+    /// through `answers`.
     Request { request: ServerRequest, answers: AnswerSender, export: bool },
     /// Install a replicated range's state.
     Install(pslite_core::KvList),

@@ -185,7 +185,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(id: ServerRequestId, answers: AnswerSender) -> Self {
+    fn new(id: ServerRequestId, answers: AnswerSender) -> Self {
         Self { id, answers: Some(answers) }
     }
 
@@ -235,10 +235,18 @@ impl Drop for Responder {
     }
 }
 
-/// A [`threaded`](ServerHandle::threaded) handle: its thread, and the
-/// queue the driver hands it requests and installs through.
+/// What a threaded handle's thread takes from its queue. A request
+/// travels with its responder, so one dropped unanswered (the thread
+/// panicked with it queued, or was gone already) is refused.
+enum Queued {
+    Request(ServerRequest, Responder, bool),
+    Install(pslite_core::KvList),
+}
+
+/// A [`threaded`](ServerHandle::threaded) handle: its thread, and what the
+/// driver calls to hand it a request or a state to install.
 fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe> {
-    let (jobs, queue) = std_mpsc::channel::<Job>();
+    let (jobs, queue) = std_mpsc::channel::<Queued>();
     // The queue needs no bound of its own: each request in it is pending
     // in the node, which holds at most `requests_pending_max`, and each
     // install is a batch the node applied.
@@ -247,21 +255,19 @@ fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe>
         // was replaced.
         for job in queue {
             match job {
-                Job::Request { request, answers, export } => {
-                    let responder = Responder::new(request.id, answers);
+                Queued::Request(request, mut responder, export) => {
                     if responder.is_closed() {
                         // The node is gone; its requests need no work.
                         continue;
                     }
                     let response = handle.handle(&request);
                     let state = if export { handle.export(&request.keys) } else { None };
-                    let mut responder = responder;
                     if let Some(answers) = responder.answers.take() {
                         // An error only says the node ended meanwhile.
                         let _ = answers.send(Answer::Kv { id: request.id, response, state });
                     }
                 }
-                Job::Install(state) => {
+                Queued::Install(state) => {
                     if let Err(error) = handle.install(&state) {
                         tracing::error!(%error, app, "a replicated state could not be installed");
                     }
@@ -269,7 +275,18 @@ fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe>
             }
         }
     })?;
-    Ok(KvServe::Threaded(jobs))
+    Ok(KvServe::Threaded(Box::new(move |job| {
+        let queued = match job {
+            Job::Request { request, answers, export } => {
+                let responder = Responder::new(request.id, answers);
+                Queued::Request(request, responder, export)
+            }
+            Job::Install(state) => Queued::Install(state),
+        };
+        // Fails only when the thread is gone (the handle panicked): the job
+        // comes back in the error, and its dropped responder refuses.
+        let _ = jobs.send(queued);
+    })))
 }
 
 /// A SimpleApp handler on a thread of its own, as

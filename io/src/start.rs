@@ -17,7 +17,7 @@ use crate::conn::ReaderSpares;
 use crate::driver::Driver;
 use crate::error::Result;
 use crate::handle::NodeHandle;
-use crate::msg::{Inbound, Info, KvServe, SimpleHandler, SimpleServe};
+use crate::msg::{Inbound, Info, KvServe, Published, SimpleHandler, SimpleServe};
 use crate::outcomes::SharedOutcomes;
 use crate::respond::ServerHandle;
 use crate::settings::Settings;
@@ -119,7 +119,8 @@ pub(crate) async fn start_serving(
         alive_servers: 0,
         alive_workers: 0,
     };
-    let (info_tx, info_rx) = watch::channel(initial);
+    let published = Published { info: initial, epoch: 0, chains: pslite_core::Chains::default() };
+    let (info_tx, info_rx) = watch::channel(published);
     let (events_tx, _) = broadcast::channel(256);
     let outcomes = SharedOutcomes::default();
     let mut driver = Driver::new(

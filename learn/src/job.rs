@@ -118,6 +118,20 @@ pub async fn run_worker(
     shard: &Dataset,
     config: &JobConfig,
 ) -> pslite_io::Result<WorkerSummary> {
+    run_worker_with(worker, shard, config, |_| {}).await
+}
+
+/// [`run_worker`], calling `after_step` with the number of minibatches
+/// done each time one's push has been issued (and the pushes beyond
+/// `max_delay` waited for): the hook a demonstration uses to act at a
+/// given training step (the example kills a server there) and to time
+/// the steps. It runs on the worker's task, so it must not block.
+pub async fn run_worker_with(
+    worker: &KvWorker<f32>,
+    shard: &Dataset,
+    config: &JobConfig,
+    mut after_step: impl FnMut(u64),
+) -> pslite_io::Result<WorkerSummary> {
     let node = worker.node();
     let pushes_max = config.max_delay.pushes_max();
     let mut outstanding = VecDeque::new();
@@ -148,6 +162,7 @@ pub async fn run_worker(
             let n = batch.len() as u64;
             summary.examples += n;
             summary.batches += 1;
+            after_step(summary.batches);
             epoch_loss += step.loss * n as f64;
             epoch_examples += n;
             report.examples += n;

@@ -15,6 +15,9 @@
 //!   [`KvHandle`](pslite_core::KvHandle).
 //! - [`metrics`]: log-loss, accuracy, AUC and the majority-class rate.
 //! - [`plot`]: loss curves as SVG.
+//! - [`failover`]: what a server's death did to a run (killed when,
+//!   declared dead when, ranges back to full strength when), for the
+//!   summary.
 //!
 //! The whole loop in one process, one store standing in for the servers
 //! (in a cluster each server runs its own store over its key range, and
@@ -42,6 +45,7 @@
 //! ```
 
 pub mod data;
+pub mod failover;
 pub mod job;
 pub mod metrics;
 pub mod model;

@@ -41,7 +41,6 @@
 //! Not wired yet: `transfer` (a learner catching up, then `CaughtUp` to
 //! the scheduler, whose `placement::on_caught_up` makes it the tail).
 
-
 pub(crate) mod dedup;
 pub(crate) mod log;
 pub(crate) mod member;

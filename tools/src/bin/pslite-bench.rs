@@ -11,7 +11,16 @@
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --kv-app --handle noop # protocol only: the server stores nothing
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --window batch        # issue a batch, wait for all of it
 //! cargo run --release -p pslite-tools --bin pslite-bench -- --scaling --sizes 64KiB # 1x1, 4x1, 1x4, 4x4 clusters
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --replicas            # R = 2 and 3 as a ratio of R = 1
+//! cargo run --release -p pslite-tools --bin pslite-bench -- --failover            # kill a server: the gap in pushes
 //! ```
+//!
+//! `--replicas` runs three clusters of 3 servers and 1 worker side by side,
+//! with 1, 2 and 3 copies of each key range, taking turns round by round,
+//! and reports 2 and 3 against 1. `--failover` kills a server of a cluster
+//! with 2 copies while a worker pushes to every range, `--kills` times, and
+//! reports how long the range the dead server headed took no pushes,
+//! against the heartbeat timeout that bounds its detection.
 //!
 //! Two raw baselines run beside every row: the naive one writes each
 //! message with its own `write` (what a simple sender does), the batched
@@ -29,13 +38,15 @@ use std::future::Future;
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use pslite::{
-    CustomerId, DType, Keys, KvHandle, LocalCluster, NodeHandle, RawKvWorker, Role, ServerHandle, Settings, Values,
+    Chains, CustomerId, DType, Keys, KvHandle, LocalCluster, NodeEvent, NodeHandle, NodeId, Rank, RawKvWorker, Role,
+    ServerHandle, ServerRanges, Settings, Values,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -127,9 +138,35 @@ struct Args {
     /// servers (overrides --servers and --workers), total throughput.
     #[arg(long)]
     scaling: bool,
+    /// Instead: push, pull and push_pull on 3 servers and 1 worker with
+    /// 1, 2 and 3 copies of each key range (a cluster each, rounds taking
+    /// turns), and a 1 KiB push with one in flight for latency; 2 and 3
+    /// as a ratio of 1. Requests carry at least one key per range.
+    #[arg(long)]
+    replicas: bool,
+    /// Instead: `--kills` times, start 3 servers with 2 copies of each
+    /// range, push to every range, kill a server (SIGKILL with
+    /// `--processes`) and time how long until a push to the range it
+    /// headed is acknowledged again.
+    #[arg(long)]
+    failover: bool,
+    /// Servers killed by --failover, one per fresh cluster.
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// Heartbeat interval of --failover, in seconds.
+    #[arg(long, default_value_t = 0.2)]
+    heartbeat_interval: f64,
+    /// Heartbeat timeout of --failover, in seconds: silence after which a
+    /// node is declared dead.
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_timeout: f64,
     /// Internal: be the node `DMLC_ROLE` names (a child of `--processes`).
     #[arg(long, hide = true)]
     serve: bool,
+    /// Internal: a child of `--failover`, whose finalize may miss the
+    /// killed server.
+    #[arg(long, hide = true)]
+    deaths_expected: bool,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -477,34 +514,75 @@ const CHILD_POLL: Duration = Duration::from_millis(50);
 /// The line a server child prints on its stdout after finalize.
 const PEAK_RSS_LINE: &str = "peak_rss_bytes=";
 
+/// What `--replicas` and `--failover` change in a cluster's settings; the
+/// default changes nothing, so the other modes run as they always did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tuning {
+    /// Copies of each key range (`PS_REPLICAS`).
+    replicas: Option<u8>,
+    /// Heartbeat interval and timeout (`PS_HEARTBEAT_*`).
+    heartbeat: Option<(Duration, Duration)>,
+    /// How long finalize waits for a dead member's replacement
+    /// (`PS_RECOVERY_TIMEOUT`): the killed server never comes back.
+    recovery_timeout: Option<Duration>,
+    /// A member will be killed: child processes accept its absence at
+    /// finalize (the bench checks who was missing itself).
+    deaths_expected: bool,
+}
+
 /// The nodes the bench runs: all in this process, or the scheduler and
 /// servers as child processes with the workers here.
 enum Cluster {
-    InProcess(LocalCluster),
-    Processes { workers: Vec<NodeHandle>, children: Children },
+    /// `killed`: the servers stopped by `kill_server`, left out of finalize.
+    InProcess {
+        cluster: LocalCluster,
+        killed: Vec<NodeId>,
+    },
+    Processes {
+        workers: Vec<NodeHandle>,
+        children: Children,
+    },
 }
 
 impl Cluster {
-    async fn start(args: &Args, servers: u32, workers: u32) -> Result<Self, BoxError> {
+    async fn start(args: &Args, servers: u32, workers: u32, tuning: &Tuning) -> Result<Self, BoxError> {
         if !args.processes {
             let mut settings = LocalCluster::settings(servers, workers);
             settings.core.resend = !args.no_resend;
+            if let Some(replicas) = tuning.replicas {
+                settings.core.replicas = replicas;
+            }
+            if let Some((interval, timeout)) = tuning.heartbeat {
+                settings.core = settings.core.heartbeat(interval, timeout);
+            }
+            if let Some(timeout) = tuning.recovery_timeout {
+                settings.core.recovery_timeout = timeout;
+            }
             let kind = args.handle;
-            return Ok(Self::InProcess(
-                LocalCluster::start_with(settings, Box::new(move |_| make_handle(kind))).await?,
-            ));
+            let cluster = LocalCluster::start_with(settings, Box::new(move |_| make_handle(kind))).await?;
+            return Ok(Self::InProcess { cluster, killed: Vec::new() });
         }
         // Ask the OS for a free port, then release it for the scheduler
         // (as pslite-launch does); if another process takes it first, the
         // scheduler fails to bind and the bench fails loudly.
         let port = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
-        let env = [
+        let mut env = vec![
             ("DMLC_PS_ROOT_URI", "127.0.0.1".to_owned()),
             ("DMLC_PS_ROOT_PORT", port.to_string()),
             ("DMLC_NUM_SERVER", servers.to_string()),
             ("DMLC_NUM_WORKER", workers.to_string()),
             ("PS_RESEND", if args.no_resend { "0" } else { "1" }.to_owned()),
         ];
+        if let Some(replicas) = tuning.replicas {
+            env.push(("PS_REPLICAS", replicas.to_string()));
+        }
+        if let Some((interval, timeout)) = tuning.heartbeat {
+            env.push(("PS_HEARTBEAT_INTERVAL", interval.as_secs_f64().to_string()));
+            env.push(("PS_HEARTBEAT_TIMEOUT", timeout.as_secs_f64().to_string()));
+        }
+        if let Some(timeout) = tuning.recovery_timeout {
+            env.push(("PS_RECOVERY_TIMEOUT", timeout.as_secs_f64().to_string()));
+        }
         // The workers read the same environment the children see (theirs
         // plus this process's), so every node has the same settings; an
         // invalid value fails here, before any child starts.
@@ -514,6 +592,11 @@ impl Cluster {
             }
             env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
         })?;
+        // The children read the same variables: a build that ignored one
+        // would measure another cluster than the one asked for.
+        if tuning.replicas.is_some_and(|replicas| replicas != settings.core.replicas) {
+            return Err(format!("PS_REPLICAS={:?} was not taken up by the settings", tuning.replicas).into());
+        }
         let exe = std::env::current_exe()?;
         let mut children = Children(Vec::new());
         let roles = std::iter::once(("scheduler".to_owned(), "scheduler"))
@@ -523,6 +606,7 @@ impl Cluster {
                 .arg("--serve")
                 .arg(format!("--child-threads={}", args.child_threads.max(1)))
                 .arg(format!("--handle={}", args.handle.to_possible_value().expect("a named value").get_name()))
+                .args(tuning.deaths_expected.then_some("--deaths-expected"))
                 .envs(env.iter().map(|(n, v)| (n, v)))
                 .env("DMLC_ROLE", role)
                 // The child exits when this end closes: no orphans even if
@@ -552,33 +636,93 @@ impl Cluster {
 
     fn workers(&self) -> usize {
         match self {
-            Self::InProcess(cluster) => cluster.workers.len(),
+            Self::InProcess { cluster, .. } => cluster.workers.len(),
             Self::Processes { workers, .. } => workers.len(),
         }
     }
 
     fn worker(&self, index: usize) -> RawKvWorker {
         match self {
-            Self::InProcess(cluster) => cluster.raw_worker(index),
+            Self::InProcess { cluster, .. } => cluster.raw_worker(index),
             Self::Processes { workers, .. } => RawKvWorker::new(workers[index].clone(), CustomerId::DEFAULT),
         }
+    }
+
+    /// Stops server `index` (start order, not rank) as a crash would: its
+    /// tasks aborted in this process, or its process sent SIGKILL. No
+    /// finalize, no goodbye; the others find out through heartbeats.
+    /// Returns its id when this process knows it (not for a child).
+    fn kill_server(&mut self, index: usize) -> Result<Option<NodeId>, BoxError> {
+        match self {
+            Self::InProcess { cluster, killed } => {
+                let server = &cluster.servers[index];
+                server.abort();
+                killed.push(server.info().id);
+                Ok(Some(server.info().id))
+            }
+            Self::Processes { children, .. } => {
+                children.kill(&format!("server {index}"))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Bytes the servers received and the workers sent so far, summed
+    /// (in this process only: children are not asked). Their difference
+    /// over a round is what servers sent each other, chains forwarding
+    /// pushes above all (plus a few heartbeats).
+    async fn traffic(&self) -> Result<Option<(u64, u64)>, BoxError> {
+        let Self::InProcess { cluster, .. } = self else {
+            return Ok(None);
+        };
+        let (mut servers_in, mut workers_out) = (0, 0);
+        for server in &cluster.servers {
+            servers_in += server.stats().await?.bytes_in;
+        }
+        for worker in &cluster.workers {
+            workers_out += worker.stats().await?.bytes_out;
+        }
+        Ok(Some((servers_in, workers_out)))
     }
 
     /// Runs `work`; with child processes, one that exits meanwhile is an
     /// error instead of a hang.
     async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, BoxError> {
         match self {
-            Self::InProcess(_) => Ok(work.await),
+            Self::InProcess { .. } => Ok(work.await),
             Self::Processes { children, .. } => children.watch(false, work).await,
         }
     }
 
-    /// Finalizes every node (a barrier over all) and, with child
-    /// processes, waits for each; returns each server child's peak RSS.
-    async fn finalize(self) -> Result<Vec<u64>, BoxError> {
+    /// Finalizes every node still running (a barrier over all) and, with
+    /// child processes, waits for each; returns each server child's peak
+    /// RSS. No node may report a member missing that is not in `dead`
+    /// (the killed servers).
+    async fn finalize(self, dead: &[NodeId]) -> Result<Vec<u64>, BoxError> {
         match self {
-            Self::InProcess(cluster) => {
-                complete(cluster.finalize().await?)?;
+            Self::InProcess { cluster, killed } if killed.is_empty() => {
+                as_expected(cluster.finalize().await?, dead)?;
+                Ok(Vec::new())
+            }
+            Self::InProcess { cluster, killed } => {
+                let finals: Vec<_> = cluster
+                    .nodes()
+                    .filter(|node| !killed.contains(&node.info().id))
+                    .map(|node| {
+                        let node = node.clone();
+                        tokio::spawn(async move { node.finalize().await })
+                    })
+                    .collect();
+                let finalized = async {
+                    for task in finals {
+                        as_expected(task.await??, dead)?;
+                    }
+                    Ok::<_, BoxError>(())
+                };
+                match tokio::time::timeout(FINALIZE_TIMEOUT, finalized).await {
+                    Ok(finalized) => finalized?,
+                    Err(_) => return Err(format!("the cluster did not finalize within {FINALIZE_TIMEOUT:?}").into()),
+                }
                 Ok(Vec::new())
             }
             Self::Processes { workers, mut children } => {
@@ -586,7 +730,7 @@ impl Cluster {
                     workers.into_iter().map(|node| tokio::spawn(async move { node.finalize().await })).collect();
                 let finalized = async {
                     for task in finals {
-                        complete(task.await??)?;
+                        as_expected(task.await??, dead)?;
                     }
                     Ok::<_, BoxError>(())
                 };
@@ -625,6 +769,16 @@ impl Children {
             result = work => Ok(result),
             failure = failed => Err(failure.into()),
         }
+    }
+
+    /// Kills the child called `name` (SIGKILL) and reaps it; it is no
+    /// longer watched.
+    fn kill(&mut self, name: &str) -> Result<(), BoxError> {
+        let index = self.0.iter().position(|(n, _)| n == name).ok_or_else(|| format!("no child called {name}"))?;
+        let (_, mut child) = self.0.remove(index);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 
     /// Waits for every child to exit (0, or it is an error) and returns
@@ -673,8 +827,10 @@ impl Drop for Children {
 }
 
 /// A child of `--processes`: the scheduler or a server, as `DMLC_ROLE`
-/// says. A server prints its peak RSS on stdout once finalized.
-async fn serve(kind: HandleKind) -> Result<(), BoxError> {
+/// says. A server prints its peak RSS on stdout once finalized. With
+/// `deaths_expected` (`--failover` kills a server) finalize may miss
+/// members: the bench checks who.
+async fn serve(kind: HandleKind, deaths_expected: bool) -> Result<(), BoxError> {
     tracing_subscriber::fmt().with_max_level(pslite::env::verbosity()).with_writer(std::io::stderr).init();
     // The bench holds our stdin open; its end means the bench is gone.
     std::thread::spawn(|| {
@@ -691,7 +847,10 @@ async fn serve(kind: HandleKind) -> Result<(), BoxError> {
     };
     let node = pslite::start_with(settings, handles, None).await?;
     node.wait_ready().await?;
-    complete(node.finalize().await?)?;
+    let released = node.finalize().await?;
+    if !deaths_expected {
+        complete(released)?;
+    }
     if role == Role::Server {
         println!("{PEAK_RSS_LINE}{}", peak_rss_bytes());
     }
@@ -737,7 +896,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
     );
     let mut row = 0;
     for (workers, servers) in shapes {
-        let mut cluster = Cluster::start(args, servers, workers).await?;
+        let mut cluster = Cluster::start(args, servers, workers, &Tuning::default()).await?;
         for &mode in &args.mode {
             for size in args.sizes.iter().map(|s| parse_size(s)) {
                 row += 1;
@@ -748,23 +907,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
                 let mut raw_rounds = Vec::new();
                 let mut batched_rounds = Vec::new();
                 for _ in 0..args.repeat.max(1) {
-                    let mut ours = Measured::default();
-                    // A JoinSet aborts its tasks when dropped, e.g. on an error.
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for i in 0..cluster.workers() {
-                        let worker = cluster.worker(i);
-                        let keys = args.keys;
-                        tasks.spawn(async move { run_pslite(worker, load, keys, (i, row)).await });
-                    }
-                    cluster
-                        .watch(async {
-                            while let Some(measured) = tasks.join_next().await {
-                                ours.merge(measured?);
-                            }
-                            Ok::<_, tokio::task::JoinError>(())
-                        })
-                        .await??;
-                    ours_rounds.push(ours);
+                    ours_rounds.push(pslite_round(&mut cluster, load, args.keys, row).await?);
                     raw_rounds.push(run_raw_connections(load, workers, false).await);
                     batched_rounds.push(run_raw_connections(load, workers, true).await);
                 }
@@ -804,7 +947,7 @@ async fn table(args: &Args) -> Result<(), BoxError> {
                 );
             }
         }
-        cluster.finalize().await?;
+        cluster.finalize(&[]).await?;
     }
     println!(
         "each side: the median of {} round(s) of {:.1} s, pslite and raw taking turns; ratio = pslite/raw payload GB/s \
@@ -814,6 +957,26 @@ async fn table(args: &Args) -> Result<(), BoxError> {
         args.seconds
     );
     Ok(())
+}
+
+/// One round of `load` on every worker of `cluster` at once, merged.
+async fn pslite_round(cluster: &mut Cluster, load: Load, keys: usize, row: usize) -> Result<Measured, BoxError> {
+    let mut ours = Measured::default();
+    // A JoinSet aborts its tasks when dropped, e.g. on an error.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..cluster.workers() {
+        let worker = cluster.worker(i);
+        tasks.spawn(async move { run_pslite(worker, load, keys, (i, row)).await });
+    }
+    cluster
+        .watch(async {
+            while let Some(measured) = tasks.join_next().await {
+                ours.merge(measured?);
+            }
+            Ok::<_, tokio::task::JoinError>(())
+        })
+        .await??;
+    Ok(ours)
 }
 
 /// `connections` raw connections at once (one per pslite worker), merged.
@@ -827,6 +990,446 @@ async fn run_raw_connections(load: Load, connections: u32, batched: bool) -> Mea
         merged.merge(measured.expect("raw baseline task"));
     }
     merged
+}
+
+/// Servers of the `--replicas` and `--failover` clusters: enough for three
+/// copies of every range.
+const REPLICA_SERVERS: u32 = 3;
+/// The copies `--replicas` compares, the baseline first.
+const REPLICA_COUNTS: [u8; 3] = [1, 2, 3];
+
+/// Push, pull and push_pull with 1, 2 and 3 copies of each key range, on
+/// three clusters that take turns round by round, so the ratios to one
+/// copy come from the same minutes of the same machine. Every replica of
+/// every cluster shares this machine's cores: the ratios say what the
+/// extra copies cost here, not what they cost on separate hosts.
+async fn replicas_table(args: &Args) -> Result<(), BoxError> {
+    // One key per range at least, so every chain carries its share; with
+    // one key a request would only ever reach the first range.
+    let keys = args.keys.max(REPLICA_SERVERS as usize);
+    let reached = ranges_reached(keys, REPLICA_SERVERS);
+    if reached != REPLICA_SERVERS as usize {
+        return Err(format!("{keys} keys per request reach {reached} of {REPLICA_SERVERS} ranges").into());
+    }
+    println!(
+        "replicas: {REPLICA_SERVERS} servers x 1 worker, one cluster per R = 1, 2, 3 ({}); {keys} key(s)/request \
+         spread over all {REPLICA_SERVERS} ranges; resend {}, {} window",
+        if args.processes { "scheduler and servers as child processes" } else { "in one process" },
+        if args.no_resend { "off" } else { "on" },
+        match args.window {
+            Window::Sliding => "sliding",
+            Window::Batch => "batch",
+        },
+    );
+    let mut clusters = Vec::new();
+    for replicas in REPLICA_COUNTS {
+        let tuning = Tuning { replicas: Some(replicas), ..Tuning::default() };
+        clusters.push(Cluster::start(args, REPLICA_SERVERS, 1, &tuning).await?);
+    }
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut loads = Vec::new();
+    for &mode in &args.mode {
+        for size in args.sizes.iter().map(|s| parse_size(s)) {
+            let window = args.in_flight.unwrap_or(if size >= 1 << 20 { 4 } else { 64 });
+            loads.push(Load { mode, size, window, pattern: args.window, duration });
+        }
+    }
+    // Latency: a 1 KiB push with nothing else in flight.
+    loads.push(Load { mode: Mode::Push, size: 1 << 10, window: 1, pattern: Window::Sliding, duration });
+    println!(
+        "{:<12} {:>6} {:>6} {:>2} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} | {:>7} {:>7} {:>11}",
+        "mode",
+        "size",
+        "window",
+        "R",
+        "up GB/s",
+        "dn GB/s",
+        "req/s",
+        "p50",
+        "p99",
+        "fwd/push",
+        "req/R1",
+        "p50/R1",
+        "rounds"
+    );
+    for (index, load) in loads.into_iter().enumerate() {
+        // Row numbers start at 1, as in the main table: each row its keys.
+        let (rounds, mut forwarded) = replicas_rounds(&mut clusters, load, keys, index + 1, args.repeat.max(1)).await?;
+        // Each R against R = 1 of the same round.
+        let round_ratios: Vec<(f64, f64)> = rounds
+            .iter()
+            .map(|r| {
+                let ratios = r.iter().zip(&rounds[0]).map(|(ours, base)| ours.rate() / base.rate());
+                ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), x| (low.min(x), high.max(x)))
+            })
+            .collect();
+        let mut medians: Vec<Measured> = rounds.into_iter().map(Measured::median).collect();
+        let (base_rate, base_p50) = (medians[0].rate(), medians[0].percentile(0.5));
+        for (at, ours) in medians.iter_mut().enumerate() {
+            let fwd = match forwarded[at].as_mut_slice() {
+                [] => "-".to_owned(),
+                ratios => {
+                    ratios.sort_by(f64::total_cmp);
+                    format!("{:.2}", ratios[ratios.len() / 2])
+                }
+            };
+            let spread =
+                if at == 0 { "-".to_owned() } else { format!("{:.2}-{:.2}", round_ratios[at].0, round_ratios[at].1) };
+            let p50 = ours.percentile(0.5);
+            println!(
+                "{:<12} {:>6} {:>6} {:>2} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8} | {:>7.2} {:>7.2} {:>11}",
+                format!("{:?}", load.mode),
+                size_name(load.size),
+                load.window,
+                REPLICA_COUNTS[at],
+                Measured::gbps(ours.bytes_up, ours.elapsed),
+                Measured::gbps(ours.bytes_down, ours.elapsed),
+                ours.rate(),
+                p50,
+                ours.percentile(0.99),
+                fwd,
+                ours.rate() / base_rate,
+                p50.as_secs_f64() / base_p50.as_secs_f64(),
+                spread,
+            );
+        }
+    }
+    for cluster in clusters {
+        cluster.finalize(&[]).await?;
+    }
+    println!(
+        "each R: the median of {} round(s) of {:.1} s, the three clusters taking turns; req/R1, p50/R1 = requests/s \
+         and median latency over R = 1's; rounds = lowest-highest req/R1 of a round against R = 1's turn in it; \
+         fwd/push = bytes servers received from each other per pushed byte (R - 1 when every hop carries the pushed \
+         values; in one process only); the last row is the latency row (one request in flight)",
+        args.repeat.max(1),
+        args.seconds
+    );
+    Ok(())
+}
+
+/// `repeat` rounds of `load` on each cluster, the clusters taking turns;
+/// per cluster, its rounds and (in one process) the bytes servers
+/// received from each other per pushed byte in each.
+async fn replicas_rounds(
+    clusters: &mut [Cluster],
+    load: Load,
+    keys: usize,
+    row: usize,
+    repeat: usize,
+) -> Result<(Vec<Vec<Measured>>, Vec<Vec<f64>>), BoxError> {
+    let mut rounds: Vec<Vec<Measured>> = clusters.iter().map(|_| Vec::new()).collect();
+    let mut forwarded: Vec<Vec<f64>> = clusters.iter().map(|_| Vec::new()).collect();
+    for round in 0..repeat {
+        // Each round starts with another R, so none is always the one that
+        // runs first after a pause.
+        for turn in 0..clusters.len() {
+            let at = (round + turn) % clusters.len();
+            let before = clusters[at].traffic().await?;
+            let measured = pslite_round(&mut clusters[at], load, keys, row).await?;
+            let after = clusters[at].traffic().await?;
+            if let (Some((in_before, out_before)), Some((in_after, out_after))) = (before, after) {
+                let between_servers = (in_after - in_before).saturating_sub(out_after - out_before);
+                if measured.bytes_up > 0 {
+                    forwarded[at].push(between_servers as f64 / measured.bytes_up as f64);
+                }
+            }
+            rounds[at].push(measured);
+        }
+    }
+    Ok((rounds, forwarded))
+}
+
+/// How many of `servers` equal ranges the keys of a row reach.
+fn ranges_reached(keys: usize, servers: u32) -> usize {
+    let ranges = ServerRanges::equal(servers);
+    let mut owners: Vec<Rank> = request_keys(keys, 0, 1).iter().map(|key| ranges.owner(key)).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    owners.len()
+}
+
+/// Copies of each range `--failover` keeps: one to lose, one to go on.
+const FAILOVER_REPLICAS: u8 = 2;
+/// How long the pushers run before the kill, so pushes are flowing to
+/// every range when it comes.
+const FAILOVER_WARMUP: Duration = Duration::from_millis(300);
+/// How long finalize waits for the killed server's replacement, which
+/// never comes.
+const FAILOVER_RECOVERY: Duration = Duration::from_secs(1);
+/// Values of a failover push: 1 KiB of f32.
+const FAILOVER_FLOATS: usize = 256;
+/// How often the bench looks whether every range took a push again; the
+/// times themselves are taken by the pushers.
+const FAILOVER_POLL: Duration = Duration::from_millis(1);
+
+/// When each push of a range was issued and when it was acknowledged, per
+/// range.
+type PushLog = Arc<Mutex<Vec<Vec<(Instant, Instant)>>>>;
+
+/// The killed server's place in a range's chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// It took the range's pushes.
+    Head,
+    /// Between head and tail (R = 3 only).
+    Middle,
+    /// It acknowledged the range's pushes and answered its pulls.
+    Tail,
+    /// Not in the chain.
+    Outside,
+}
+
+impl Place {
+    /// Where `victim` is among `members`, head first.
+    fn of(victim: Rank, members: &[Rank]) -> Self {
+        match members.iter().position(|&rank| rank == victim) {
+            None => Self::Outside,
+            Some(0) => Self::Head,
+            Some(at) if at + 1 == members.len() => Self::Tail,
+            Some(_) => Self::Middle,
+        }
+    }
+}
+
+/// What one kill measured, times from the kill.
+struct Kill {
+    victim: Rank,
+    /// Until the worker heard the server was declared dead.
+    declared: Duration,
+    /// Per range: the victim's place in its chain, and the time to the
+    /// first acknowledgement of a push issued after the kill.
+    gaps: Vec<(Place, Duration)>,
+    /// Pushes acknowledged in the whole round (before and after the kill).
+    pushes: usize,
+}
+
+impl Kill {
+    /// The slowest gap among ranges where the victim had `place`.
+    fn gap(&self, place: Place) -> Option<Duration> {
+        self.gaps.iter().filter(|(p, _)| *p == place).map(|&(_, gap)| gap).max()
+    }
+}
+
+/// `--kills` times: a fresh cluster of 3 servers with 2 copies of each
+/// range, a worker pushing to every range, one server killed, and the time
+/// until each range acknowledges a push again. The range the victim
+/// headed cannot, until the victim is declared dead (the heartbeat
+/// timeout) and its successor takes over; the others show what else the
+/// death held up.
+async fn failover(args: &Args) -> Result<(), BoxError> {
+    let interval = Duration::try_from_secs_f64(args.heartbeat_interval)?;
+    let timeout = Duration::try_from_secs_f64(args.heartbeat_timeout)?;
+    let tuning = Tuning {
+        replicas: Some(FAILOVER_REPLICAS),
+        heartbeat: Some((interval, timeout)),
+        recovery_timeout: Some(FAILOVER_RECOVERY),
+        deaths_expected: true,
+    };
+    println!(
+        "failover: {} kill(s), each on a fresh cluster of {REPLICA_SERVERS} servers x 1 worker with R = \
+         {FAILOVER_REPLICAS} ({}); heartbeat interval {interval:?}, timeout {timeout:?} (detection bound {:?}); \
+         the worker pushes 1 KiB to every range, one push in flight per range, and the server killed after \
+         {FAILOVER_WARMUP:?} ({})",
+        args.kills,
+        if args.processes { "scheduler and servers as child processes" } else { "in one process" },
+        interval + timeout,
+        if args.processes { "SIGKILL" } else { "its tasks aborted, no finalize" },
+    );
+    println!(
+        "{:>4} {:>6} | {:>10} | {:>11} {:>11} {:>11} | {:>7}",
+        "kill", "victim", "declared", "headed", "tailed", "outside", "pushes"
+    );
+    let mut kills = Vec::new();
+    for kill in 0..args.kills {
+        // Every server in turn (by start order; its rank comes from the
+        // death notice).
+        let result = failover_round(args, &tuning, kill % REPLICA_SERVERS as usize).await?;
+        let show = |gap: Option<Duration>| gap.map_or_else(|| "-".to_owned(), ms);
+        println!(
+            "{:>4} {:>6} | {:>10} | {:>11} {:>11} {:>11} | {:>7}",
+            kill + 1,
+            format!("rank {}", result.victim.0),
+            ms(result.declared),
+            show(result.gap(Place::Head)),
+            show(result.gap(Place::Tail)),
+            show(result.gap(Place::Outside)),
+            result.pushes,
+        );
+        kills.push(result);
+    }
+    if kills.is_empty() {
+        return Ok(());
+    }
+    let summary = |name: &str, mut times: Vec<Duration>| {
+        if times.is_empty() {
+            return;
+        }
+        times.sort_unstable();
+        let (min, median, max) = (times[0], times[times.len() / 2], times[times.len() - 1]);
+        let of_timeout = |t: Duration| t.as_secs_f64() / timeout.as_secs_f64();
+        println!(
+            "{name}: min {}, median {}, max {} = {:.2}x, {:.2}x, {:.2}x heartbeat_timeout",
+            ms(min),
+            ms(median),
+            ms(max),
+            of_timeout(min),
+            of_timeout(median),
+            of_timeout(max),
+        );
+    };
+    summary("gap of the range the victim headed", kills.iter().filter_map(|k| k.gap(Place::Head)).collect());
+    summary("gap of the range the victim was tail of", kills.iter().filter_map(|k| k.gap(Place::Tail)).collect());
+    summary("declared dead (the worker heard)", kills.iter().map(|k| k.declared).collect());
+    println!(
+        "gap = from the kill to the first acknowledgement of a push issued after it, for the range where the victim \
+         was head (headed), tail (tailed), or not a member (outside); declared = from the kill to the worker's \
+         notice of the death; pushes = acknowledged in the round"
+    );
+    Ok(())
+}
+
+/// A duration in milliseconds, one decimal: the failover table's unit.
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// One kill on a fresh cluster; the victim is server `victim` in start
+/// order.
+async fn failover_round(args: &Args, tuning: &Tuning, victim: usize) -> Result<Kill, BoxError> {
+    let mut cluster = Cluster::start(args, REPLICA_SERVERS, 1, tuning).await?;
+    let worker = cluster.worker(0);
+    let mut news = worker.node().events();
+    let ranges = ServerRanges::equal(REPLICA_SERVERS);
+    let chains = Chains::initial(&ranges, FAILOVER_REPLICAS, 0);
+    let keys: Vec<Keys> = ranges.as_slice().iter().map(|range| Keys::from_slice(&[range.start()])).collect();
+    let values = Values::from_slice(&[1.0f32; FAILOVER_FLOATS]);
+    // A key's length is fixed by its first push: all before any timing.
+    for key in &keys {
+        let ts = worker.zpush(key.clone(), values.clone(), None, 0).await?;
+        worker.wait(ts).await?;
+    }
+    let log: PushLog = Arc::new(Mutex::new(keys.iter().map(|_| Vec::new()).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pushers = tokio::task::JoinSet::new();
+    for (range, key) in keys.iter().enumerate() {
+        let pusher = Pusher { worker: worker.clone(), keys: key.clone(), values: values.clone(), range };
+        pushers.spawn(pusher.run(Arc::clone(&log), Some(Arc::clone(&stop))));
+    }
+    cluster.watch(tokio::time::sleep(FAILOVER_WARMUP)).await?;
+    if let Some(ended) = pushers.try_join_next() {
+        ended?.map_err(|(range, error)| format!("a push to range {range} failed before the kill: {error}"))?;
+        return Err("a pusher stopped before the kill".into());
+    }
+    let known = cluster.kill_server(victim)?;
+    let killed_at = Instant::now();
+    // One push to every range issued right at the kill, beside the loops
+    // (whose next push may wait for one issued before it).
+    for (range, key) in keys.iter().enumerate() {
+        let pusher = Pusher { worker: worker.clone(), keys: key.clone(), values: values.clone(), range };
+        pushers.spawn(pusher.run(Arc::clone(&log), None));
+    }
+    let notice = tokio::spawn(async move {
+        loop {
+            match news.recv().await {
+                Ok(NodeEvent::Dead(id)) => return Some((id, Instant::now())),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    // Far above the detection bound: only a hang reaches it.
+    let bound = 10 * tuning.heartbeat.map_or(Duration::ZERO, |(interval, timeout)| interval + timeout)
+        + Duration::from_secs(10);
+    let resumed = |log: &PushLog| {
+        let log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter().map(|pushes| pushes.iter().any(|&(issued, _)| issued >= killed_at)).collect::<Vec<bool>>()
+    };
+    let waited = cluster
+        .watch(async {
+            loop {
+                if let Some(ended) = pushers.try_join_next() {
+                    ended?
+                        .map_err(|(range, error)| format!("a push to range {range} failed after the kill: {error}"))?;
+                }
+                let resumed = resumed(&log);
+                if notice.is_finished() && resumed.iter().all(|&r| r) {
+                    return Ok::<_, BoxError>(());
+                }
+                if killed_at.elapsed() > bound {
+                    return Err(format!(
+                        "{bound:?} after the kill: death noticed {}, ranges that took a push issued after it \
+                         {resumed:?} (range i is held by servers i and i+1 mod {REPLICA_SERVERS}, by rank)",
+                        notice.is_finished()
+                    )
+                    .into());
+                }
+                tokio::time::sleep(FAILOVER_POLL).await;
+            }
+        })
+        .await;
+    waited??;
+    stop.store(true, Ordering::Relaxed);
+    let drained = cluster
+        .watch(tokio::time::timeout(bound, async {
+            while let Some(ended) = pushers.join_next().await {
+                ended?.map_err(|(range, error)| format!("a push to range {range} failed after the kill: {error}"))?;
+            }
+            Ok::<_, BoxError>(())
+        }))
+        .await?;
+    drained.map_err(|_| format!("pushes still unacknowledged {bound:?} after the ranges resumed"))??;
+    let (dead, declared_at) = notice.await?.ok_or("the worker stopped before it heard of the death")?;
+    if known.is_some_and(|known| known != dead) || dead.role() != Some(Role::Server) {
+        return Err(format!("killed server {known:?}, but {dead:?} was declared dead").into());
+    }
+    let victim = dead.rank();
+    let log = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
+    let pushes = log.iter().map(Vec::len).sum();
+    let gaps = log
+        .iter()
+        .zip(chains.as_slice())
+        .map(|(pushes, chain)| {
+            let gap = pushes
+                .iter()
+                .filter(|&&(issued, _)| issued >= killed_at)
+                .map(|&(_, acked)| acked - killed_at)
+                .min()
+                .expect("every range resumed");
+            (Place::of(victim, chain.members()), gap)
+        })
+        .collect();
+    cluster.finalize(&[dead]).await?;
+    Ok(Kill { victim, declared: declared_at - killed_at, gaps, pushes })
+}
+
+/// Pushes to the keys of one range, one at a time.
+struct Pusher {
+    worker: RawKvWorker,
+    keys: Keys,
+    values: Values,
+    range: usize,
+}
+
+impl Pusher {
+    /// Pushes until `stop` (once when there is none), logging when each
+    /// push was issued and acknowledged; an error names the range.
+    async fn run(self, log: PushLog, stop: Option<Arc<AtomicBool>>) -> Result<(), (usize, pslite::Error)> {
+        loop {
+            let issued = Instant::now();
+            let ts = self
+                .worker
+                .zpush(self.keys.clone(), self.values.clone(), None, 0)
+                .await
+                .map_err(|e| (self.range, e))?;
+            self.worker.wait(ts).await.map_err(|e| (self.range, e))?;
+            let acked = Instant::now();
+            log.lock().unwrap_or_else(PoisonError::into_inner)[self.range].push((issued, acked));
+            if stop.as_ref().is_none_or(|stop| stop.load(Ordering::Relaxed)) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn peak_rss_bytes() -> u64 {
@@ -973,7 +1576,7 @@ async fn kv_app_raw(n: u64) -> (Duration, Duration) {
 
 async fn kv_app_round(args: &Args) -> Result<KvAppRound, BoxError> {
     let n = args.kv_app_keys;
-    let mut cluster = Cluster::start(args, args.servers, args.workers.max(1)).await?;
+    let mut cluster = Cluster::start(args, args.servers, args.workers.max(1), &Tuning::default()).await?;
     let worker = cluster.worker(0);
     // Build the buffers directly as bytes: the zero-copy path (ZPush).
     let step = u64::MAX / n;
@@ -1002,7 +1605,7 @@ async fn kv_app_round(args: &Args) -> Result<KvAppRound, BoxError> {
         })
         .await??;
     let peak = peak_rss_bytes();
-    let server_peaks = cluster.finalize().await?;
+    let server_peaks = cluster.finalize(&[]).await?;
     Ok(KvAppRound { push, pull, peak, server_peaks })
 }
 
@@ -1028,7 +1631,7 @@ fn main() -> ExitCode {
         .expect("runtime");
     let (who, result) = runtime.block_on(async {
         if args.serve {
-            ("pslite-bench --serve", serve(args.handle).await)
+            ("pslite-bench --serve", serve(args.handle, args.deaths_expected).await)
         } else if args.handle == HandleKind::Noop && !args.kv_app {
             (
                 "pslite-bench",
@@ -1036,6 +1639,15 @@ fn main() -> ExitCode {
             )
         } else if args.kv_app {
             ("pslite-bench", kv_app(&args).await)
+        } else if args.replicas || args.failover {
+            let mut result = Ok(());
+            if args.replicas {
+                result = replicas_table(&args).await;
+            }
+            if args.failover && result.is_ok() {
+                result = failover(&args).await;
+            }
+            ("pslite-bench", result)
         } else {
             ("pslite-bench", table(&args).await)
         }
@@ -1052,9 +1664,19 @@ fn main() -> ExitCode {
 /// A benchmark whose cluster lost a member measured something else: an
 /// error, not a figure.
 fn complete(released: pslite::Released) -> Result<(), BoxError> {
-    if released.is_complete() {
+    as_expected(released, &[])
+}
+
+/// Only members in `dead` (the servers the bench killed) were missing at
+/// the end; any other loss is an error. A killed one may be missing or not:
+/// a server child enters finalize as soon as the cluster is ready, so it
+/// may have arrived at the last barrier before it was killed.
+fn as_expected(released: pslite::Released, dead: &[NodeId]) -> Result<(), BoxError> {
+    if released.missing.iter().all(|id| dead.contains(id)) {
         Ok(())
-    } else {
+    } else if dead.is_empty() {
         Err(format!("nodes {:?} died during the run", released.missing).into())
+    } else {
+        Err(format!("nodes {:?} were missing at the end, expected only {dead:?}", released.missing).into())
     }
 }
