@@ -132,6 +132,7 @@ impl Sim {
     pub fn inject_frame(&mut self, from: Slot, to: Slot, bytes: Bytes) {
         self.hand_driven = true;
         self.forged = true;
+        self.checker.frames_forged();
         self.record(Some(from), What::Injected { to, header: header_of(&bytes) }, None);
         self.send_frame(from, to, bytes);
     }

@@ -802,15 +802,23 @@ impl Sim {
         let process = self.nodes[slot].process.as_mut().expect("running");
         let store_id = StoreId { slot, life: process.life };
         let (server, _) = process.identity.expect("servers install only once registered");
+        if self.forged {
+            // A forged batch may carry anything: this store is the test's.
+            self.stores_unmodelled.insert(store_id);
+        }
         let store = process.stores.entry(app).or_default();
+        let forged = self.forged;
         let mut check = match store.install(&state) {
             Ok(()) => Ok(()),
+            // A made-up state may not fit the store; a refusal is right.
+            Err(_) if forged => Ok(()),
             Err(error) => {
                 Err(Violation { what: format!("replication: {store_id} could not install a state: {error}") })
             }
         };
         for id in &pushes {
-            if check.is_ok() && (!self.hand_driven || self.checker.knows_request(RequestKey::from(*id))) {
+            let modelled = !self.forged && (!self.hand_driven || self.checker.knows_request(RequestKey::from(*id)));
+            if check.is_ok() && modelled {
                 check = self.checker.push_installed(store_id, server, RequestKey::from(*id), id.part);
             }
         }

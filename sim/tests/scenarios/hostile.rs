@@ -13,7 +13,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use pslite_core::wire::message::Envelope;
 use pslite_core::wire::{
-    BarrierOutcome, KvOp, KvRequestMsg, KvResponseMsg, Message, NodeEntry, NodeTableMsg, RegisterMsg, SimpleMsg,
+    BarrierOutcome, BatchPush, KvOp, KvRequestMsg, KvResponseMsg, KvRoute, Message, NodeEntry, NodeTableMsg,
+    RegisterMsg, ReplicateMsg, SimpleMsg,
 };
 use pslite_core::{Chains, CustomerId, DType, Group, Incarnation, Keys, Lens, NodeId, Role, Values};
 
@@ -93,28 +94,45 @@ fn message() -> impl Strategy<Value = Message> {
         },
     );
     let op = prop_oneof![Just(KvOp::Push), Just(KvOp::Pull), Just(KvOp::PushPull)];
-    let kv_request = (ids(), any::<i32>(), op, keys_and_lens(), values()).prop_map(
-        |((app, customer, ts), cmd, op, (keys, lens), values)| {
-            Message::KvRequest(KvRequestMsg {
-                app,
-                customer,
-                ts,
-                cmd,
-                op,
-                keys,
-                values,
-                lens,
-                route: Default::default(),
-            })
+    // Parts, epochs and floors near what a cluster uses, or anything.
+    let route = (prop_oneof![0u32..4, any::<u32>()], small_or_any(), prop_oneof![0u32..4, any::<u32>()])
+        .prop_map(|(part, epoch, floor)| KvRoute { part, epoch, floor });
+    let kv_request = (ids(), any::<i32>(), op, keys_and_lens(), values(), route).prop_map(
+        |((app, customer, ts), cmd, op, (keys, lens), values, route)| {
+            Message::KvRequest(KvRequestMsg { app, customer, ts, cmd, op, keys, values, lens, route })
         },
     );
-    let kv_response = (ids(), proptest::option::of(".{0,16}"), keys_and_lens(), values()).prop_map(
-        |((app, customer, ts), error, (keys, lens), values)| {
-            // A refusal carries its reason where the values would be.
+    let redirect = proptest::option::of(small_or_any().prop_map(|epoch| epoch.max(1)));
+    let kv_response = (ids(), proptest::option::of(".{0,16}"), keys_and_lens(), values(), 0u32..4, redirect).prop_map(
+        |((app, customer, ts), error, (keys, lens), values, part, redirect)| {
+            // A refusal carries its reason where the values would be, and
+            // redirects nothing.
             let values = if error.is_some() { Values::empty(DType::U8) } else { values };
-            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part: 0, redirect: None })
+            let redirect = redirect.filter(|_| error.is_none());
+            Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part, redirect })
         },
     );
+    let push = ((8u32..14).prop_filter("workers", |raw| raw % 2 == 1), 0u32..3, ids(), 0u32..4).prop_map(
+        |(worker, incarnation, (app, customer, ts), floor)| BatchPush {
+            worker: NodeId::from_raw(worker).expect("8 and up are ids"),
+            incarnation: Incarnation(incarnation),
+            customer: (app, customer),
+            ts,
+            floor,
+        },
+    );
+    let seq = prop_oneof![0u64..6, any::<u64>()];
+    let replicate = (0u32..4, small_or_any(), seq.clone(), 0u32..2, vec(push, 0..3), keys_and_lens(), values())
+        .prop_map(|(range, epoch, seq, app, pushes, (keys, lens), values)| {
+            Message::Replicate(ReplicateMsg { range, epoch, seq, app, pushes, keys, values, lens })
+        });
+    let chain_report = (any::<bool>(), 0u32..4, seq).prop_map(|(committed, range, seq)| {
+        if committed {
+            Message::Committed { range, seq }
+        } else {
+            Message::ResendFrom { range, seq }
+        }
+    });
     prop_oneof![
         (role, socket_addr(), any::<u64>()).prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg {
             role,
@@ -150,6 +168,8 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::Terminate),
         kv_request,
         kv_response,
+        replicate,
+        chain_report,
         simple().prop_map(Message::SimpleRequest),
         simple().prop_map(Message::SimpleResponse),
     ]
@@ -161,9 +181,12 @@ proptest! {
     #[test]
     fn no_message_from_a_member_panics_a_node(
         seed in 0u64..1000,
+        replicas in 1u8..=2,
         frames in vec((0usize..4, 0usize..4, message()), 1..12),
     ) {
-        let mut sim = ready(setup(seed, 2, 1));
+        let mut setup = setup(seed, 2, 1);
+        setup.replicas = replicas;
+        let mut sim = ready(setup);
         let w = sim.worker_slot(0);
         // Requests of both customers and both apps are pending when the
         // hostile frames land.
