@@ -19,7 +19,7 @@ use crate::chains::RangeChain;
 use crate::config::Config;
 use crate::error::{ApiMisuse, Mismatch, RequestError};
 use crate::event::Event;
-use crate::id::Rank;
+use crate::id::{Incarnation, Rank};
 use crate::id::{NodeId, Role};
 use crate::kv::Lens;
 use crate::kv::{CustomerId, DType, Keys, KvCall, SimpleReply, Timestamp, Values};
@@ -87,6 +87,8 @@ type PartRef = (CustomerId, Timestamp, usize);
 struct Routed {
     /// The range's index in the replica table.
     part: u32,
+    /// The processes that held the range when the part was last sent.
+    sent_while: SmallVec<[(Rank, Incarnation); 3]>,
     cmd: i32,
     values: Values,
     lens: Option<Lens>,
@@ -96,8 +98,8 @@ struct Routed {
 /// Where a replicated part is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
-    /// Sent to this member of its range.
-    Sent(Rank),
+    /// Sent to this member of its range (the process, not only the rank).
+    Sent(Rank, Incarnation),
     /// A pull behind this worker's pushes to the same range.
     Held,
     /// Redirected by a server whose table was newer than ours: sent again
@@ -122,6 +124,15 @@ impl Targets {
 
     fn get(&self, id: NodeId, part: u32) -> Option<&usize> {
         self.0.iter().find(|(target, p, _)| *target == id && *p == part).map(|(_, _, slot)| slot)
+    }
+
+    /// The slot of `part`, whoever it waits on.
+    fn get_part(&self, part: u32) -> Option<&usize> {
+        self.0.iter().find(|(_, p, _)| *p == part).map(|(_, _, slot)| slot)
+    }
+
+    fn remove_part(&mut self, part: u32) {
+        self.0.retain(|(_, p, _)| *p != part);
     }
 
     fn waits_on(&self, id: NodeId) -> bool {
@@ -351,6 +362,7 @@ impl Requests {
             asked.push(part.list.keys);
             routed.push(Routed {
                 part: part.rank.0,
+                sent_while: SmallVec::new(),
                 cmd,
                 values: part.list.values,
                 lens: part.list.lens,
@@ -400,7 +412,10 @@ impl Requests {
             self.fail(customer, ts, RequestError::RangeLost(range), out);
             return;
         };
-        part.at = Place::Sent(rank);
+        let incarnation =
+            |rank: Rank| cluster.membership.get(NodeId::server(rank)).map_or(Incarnation(0), |e| e.incarnation);
+        part.at = Place::Sent(rank, incarnation(rank));
+        part.sent_while = chain.map_or(&[][..], RangeChain::members).iter().map(|&r| (r, incarnation(r))).collect();
         let message = KvRequestMsg {
             app: customer.app,
             customer: customer.customer,
@@ -443,6 +458,7 @@ impl Requests {
         let epoch = cluster.membership.epoch();
         let chains = cluster.membership.chains();
         let mut again = Vec::new();
+        let mut lost = Vec::new();
         for (&(customer, ts), pending) in self.pending.iter() {
             let PendingKind::Kv { op, routed, .. } = &pending.kind else {
                 continue;
@@ -451,15 +467,28 @@ impl Requests {
                 let Some(chain) = chains.as_slice().get(part.part as usize) else {
                     continue;
                 };
-                let go = match part.at {
-                    Place::Sent(rank) => route::reroute(chain, *op, rank) != Reroute::Stay,
-                    Place::Parked(at) => epoch >= at,
-                    Place::Held | Place::Done => false,
+                let holds = |rank: Rank, incarnation: Incarnation| {
+                    chain.holds(rank)
+                        && cluster
+                            .membership
+                            .get(NodeId::server(rank))
+                            .is_some_and(|e| e.alive && e.incarnation == incarnation)
                 };
-                if go {
-                    again.push((customer, ts, slot));
+                match part.at {
+                    Place::Sent(rank, incarnation) => {
+                        match route::reroute(chain, *op, (rank, incarnation), &part.sent_while, holds) {
+                            Reroute::Stay => {}
+                            Reroute::To(_) => again.push((customer, ts, slot)),
+                            Reroute::Lost => lost.push((customer, ts, chain.range())),
+                        }
+                    }
+                    Place::Parked(at) if epoch >= at => again.push((customer, ts, slot)),
+                    Place::Parked(_) | Place::Held | Place::Done => {}
                 }
             }
+        }
+        for (customer, ts, range) in lost {
+            self.fail(customer, ts, RequestError::RangeLost(range), out);
         }
         for (customer, ts, slot) in again {
             self.send_part(customer, ts, slot, cluster, out);
@@ -538,13 +567,24 @@ impl Requests {
         // request, which its id names; with several, the answer names it.
         let replicated = matches!(&pending.kind, PendingKind::Kv { routed, .. } if !routed.is_empty());
         let part = if replicated { response.part } else { from.rank().0 };
-        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts, routed }) =
-            (pending.waiting.get(from, part), &mut pending.kind)
-        else {
+        // A replicated push is acknowledged by its range's tail, not the
+        // head it went to; any member's answer is one the range agrees
+        // on. A redirect comes only from where the part went.
+        let slot = if replicated && response.redirect.is_none() {
+            pending.waiting.get_part(part)
+        } else {
+            pending.waiting.get(from, part)
+        };
+        let (Some(&slot), PendingKind::Kv { op, dtype, asked, parts, routed }) = (slot, &mut pending.kind) else {
             stats.unexpected_drops += 1;
             return;
         };
         let op = *op;
+        if replicated && !matches!(routed[slot].at, Place::Sent(..) | Place::Parked(_)) {
+            // Held back, never sent: nobody can have answered it.
+            stats.unexpected_drops += 1;
+            return;
+        }
         if let (Some(epoch), Some(routed)) = (response.redirect, routed.get_mut(slot)) {
             routed.at = Place::Parked(epoch);
             pending.waiting.move_to(slot, NodeId::UNASSIGNED);
@@ -582,7 +622,11 @@ impl Requests {
             }
             parts[slot] = Some(answer);
         }
-        pending.waiting.remove(from, part);
+        if replicated {
+            pending.waiting.remove_part(part);
+        } else {
+            pending.waiting.remove(from, part);
+        }
         if op.pushes() && !routed.is_empty() {
             routed[slot].at = Place::Done;
             let released = self.order.push_ended(part as usize);

@@ -32,6 +32,10 @@ pub(crate) struct PushRef {
     pub(crate) origin: Origin,
     pub(crate) ts: Timestamp,
     pub(crate) floor: Timestamp,
+    /// The tail answers it once applied (see [`BatchPush`]).
+    ///
+    /// [`BatchPush`]: crate::wire::BatchPush
+    pub(crate) tail_answers: bool,
 }
 
 /// What goes down the chain: the pushes a batch applied and the state
@@ -185,10 +189,12 @@ impl<S: Clone, A> RangeMember<S, A> {
     }
 
     /// The tail died and this member is the tail now: everything applied
-    /// is committed, and every answer owed is due.
-    pub(crate) fn become_tail(&mut self) -> Vec<A> {
-        self.log.become_tail();
-        self.take_owed_through(self.log.committed())
+    /// is committed, and every answer owed is due. Returns those answers
+    /// and the batches it had passed on and not seen committed, whose
+    /// pushes the tail that died may not have answered.
+    pub(crate) fn become_tail(&mut self) -> (Vec<A>, Vec<Numbered<Batch<S>>>) {
+        let batches = self.log.become_tail();
+        (self.take_owed_through(self.log.committed()), batches)
     }
 
     /// The head died and this member heads the range now.
@@ -229,7 +235,7 @@ mod tests {
         let now = Instant::ZERO;
         let mut head = RangeMember::<u32, &str>::new(IDLE);
         let mut next = RangeMember::<u32, &str>::new(IDLE);
-        let push = PushRef { origin: origin(0), ts: Timestamp(4), floor: Timestamp(4) };
+        let push = PushRef { origin: origin(0), ts: Timestamp(4), floor: Timestamp(4), tail_answers: false };
         assert_eq!(head.admit(push, now), Admit::Apply);
         let (seq, batch) = head.applied(smallvec![push], 40, true, now);
         head.owe(seq, "ack 4");
@@ -361,7 +367,7 @@ mod tests {
             let has_successor = at + 1 < self.chain.len();
             match msg {
                 Msg::Push(id, floor) if at == 0 => {
-                    let push = PushRef { origin: origin(id.0), ts: Timestamp(id.1), floor };
+                    let push = PushRef { origin: origin(id.0), ts: Timestamp(id.1), floor, tail_answers: false };
                     match self.chain[0].range.admit(push, Instant::ZERO) {
                         Admit::Apply => {
                             self.chain[0].state.push(id);
@@ -416,7 +422,7 @@ mod tests {
             self.chain.remove(at);
             let last = self.chain.len() - 1;
             if at > last {
-                let due = self.chain[last].range.become_tail();
+                let (due, _) = self.chain[last].range.become_tail();
                 if last == 0 {
                     let head = self.chain[0].id;
                     self.answer(head, due);

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use smallvec::SmallVec;
 
 use crate::chains::RangeChain;
-use crate::id::Rank;
+use crate::id::{Incarnation, Rank};
 use crate::kv::KvOp;
 
 /// Where a part of `op` on `chain` goes: the head for anything that
@@ -45,13 +45,27 @@ pub(crate) enum Reroute {
     Lost,
 }
 
-/// A part sent to `sent_to` under the old chain, against the new `chain`.
-/// A part whose server is still in the chain stays even if that server's
-/// place changed (it finishes the part as what it is now: a head that
-/// became tail commits at once, a tail that became middle forwards).
-pub(crate) fn reroute(chain: &RangeChain, op: KvOp, sent_to: Rank) -> Reroute {
-    if chain.holds(sent_to) {
+/// A part sent to the process `sent_to` while the processes `sent_while`
+/// held its range, against the new `chain`; `holds(rank, incarnation)`
+/// says whether that process is a member of it now. A part whose server
+/// is still a member stays even if its place changed (it finishes the part
+/// as what it is now: a head that became tail commits at once, a tail that
+/// became middle forwards). Processes, not ranks: a restarted server with
+/// the same rank starts afresh. When none of the processes that held the
+/// range is a member any more, every copy the part could be on is gone
+/// (members that joined since started the range afresh): lost.
+pub(crate) fn reroute(
+    chain: &RangeChain,
+    op: KvOp,
+    sent_to: (Rank, Incarnation),
+    sent_while: &[(Rank, Incarnation)],
+    holds: impl Fn(Rank, Incarnation) -> bool,
+) -> Reroute {
+    if holds(sent_to.0, sent_to.1) {
         return Reroute::Stay;
+    }
+    if !sent_while.iter().any(|&(rank, incarnation)| holds(rank, incarnation)) {
+        return Reroute::Lost;
     }
     target(chain, op).map_or(Reroute::Lost, Reroute::To)
 }
@@ -132,14 +146,31 @@ mod tests {
         assert_eq!(target(chain, KvOp::Pull), Some(Rank(0)));
         let after =
             |members: &[u32]| RangeChain::new(chain.range(), members.iter().map(|&r| Rank(r)).collect(), None, 2);
+        let first = Incarnation(0);
+        let before: Vec<(Rank, Incarnation)> = chain.members().iter().map(|&r| (r, first)).collect();
+        // Members as processes: `restarted` ranks hold incarnation 1 now.
+        let reroute_on = |members: &[u32], restarted: &[u32], op, sent_to: u32| {
+            let chain = after(members);
+            let holds = |rank: Rank, incarnation: Incarnation| {
+                let now = if restarted.contains(&rank.0) { Incarnation(1) } else { first };
+                chain.holds(rank) && incarnation == now
+            };
+            reroute(&chain, op, (Rank(sent_to), first), &before, holds)
+        };
         // The head died: a push waiting on it goes to the new head.
-        assert_eq!(reroute(&after(&[2, 0]), KvOp::Push, Rank(1)), Reroute::To(Rank(2)));
+        assert_eq!(reroute_on(&[2, 0], &[], KvOp::Push, 1), Reroute::To(Rank(2)));
         // The tail died: a pull waiting on it goes to the new tail.
-        assert_eq!(reroute(&after(&[1, 2]), KvOp::Pull, Rank(0)), Reroute::To(Rank(2)));
+        assert_eq!(reroute_on(&[1, 2], &[], KvOp::Pull, 0), Reroute::To(Rank(2)));
         // A middle died: parts at the head and the tail stay.
-        assert_eq!(reroute(&after(&[1, 0]), KvOp::Push, Rank(1)), Reroute::Stay);
-        assert_eq!(reroute(&after(&[1, 0]), KvOp::Pull, Rank(0)), Reroute::Stay);
-        assert_eq!(reroute(&after(&[]), KvOp::Pull, Rank(0)), Reroute::Lost);
+        assert_eq!(reroute_on(&[1, 0], &[], KvOp::Push, 1), Reroute::Stay);
+        assert_eq!(reroute_on(&[1, 0], &[], KvOp::Pull, 0), Reroute::Stay);
+        assert_eq!(reroute_on(&[], &[], KvOp::Pull, 0), Reroute::Lost);
+        // Every member died and the head's restarted process started the
+        // range afresh, in the same table: the part's copies are gone.
+        assert_eq!(reroute_on(&[1], &[1], KvOp::Push, 1), Reroute::Lost);
+        // The head restarted, but a member from before holds the range:
+        // the part goes to the head, the new process.
+        assert_eq!(reroute_on(&[1, 2], &[1], KvOp::Push, 1), Reroute::To(Rank(1)));
     }
 
     #[test]

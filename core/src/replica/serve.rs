@@ -56,6 +56,15 @@ pub(crate) type State = (u32, KvList);
 pub(crate) struct Owed {
     id: ServerRequestId,
     response: Response,
+    /// The tail answers this push itself: the head sends its answer only
+    /// if it becomes the tail (the one that would have may have died).
+    tail_answers: bool,
+}
+
+impl Owed {
+    fn new(id: ServerRequestId, response: Response) -> Self {
+        Self { id, response, tail_answers: false }
+    }
 }
 
 /// Most messages kept while waiting for a newer table: beyond it they
@@ -122,7 +131,14 @@ fn origin_of(id: ServerRequestId) -> Origin {
 
 fn to_wire(push: &PushRef) -> BatchPush {
     let Origin { worker, incarnation, customer } = push.origin;
-    BatchPush { worker, incarnation, customer: (customer.app, customer.customer), ts: push.ts.0, floor: push.floor.0 }
+    BatchPush {
+        worker,
+        incarnation,
+        customer: (customer.app, customer.customer),
+        ts: push.ts.0,
+        floor: push.floor.0,
+        tail_answers: push.tail_answers,
+    }
 }
 
 fn from_wire(push: &BatchPush) -> PushRef {
@@ -131,7 +147,7 @@ fn from_wire(push: &BatchPush) -> PushRef {
         incarnation: push.incarnation,
         customer: CustomerId::new(push.customer.0, push.customer.1),
     };
-    PushRef { origin, ts: Timestamp(push.ts), floor: Timestamp(push.floor) }
+    PushRef { origin, ts: Timestamp(push.ts), floor: Timestamp(push.floor), tail_answers: push.tail_answers }
 }
 
 fn replicate(range: u32, epoch: u64, batch: &Numbered<Batch<State>>) -> Message {
@@ -231,7 +247,11 @@ impl Serving {
             responder.on_kv_request(id, request, range, Then::Send, cx.limits, out, stats);
             return;
         }
-        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: Timestamp(route.floor) };
+        // A push's answer is an acknowledgement the tail can give as soon as
+        // it applied the batch, a hop sooner than the head could; a
+        // push_pull's carries the values the head's handle computed.
+        let tail_answers = !request.op.pulls();
+        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: Timestamp(route.floor), tail_answers };
         let admitted = member.admit(push, cx.now);
         match admitted {
             Admit::Apply => responder.on_kv_request(id, request, range, Then::Replicate(push), cx.limits, out, stats),
@@ -241,7 +261,7 @@ impl Serving {
             }
             Admit::AnswerAt(seq) if !request.op.pulls() => {
                 stats.parts_again += 1;
-                member.owe(seq, Owed { id, response: Response::ack() });
+                member.owe(seq, Owed::new(id, Response::ack()));
             }
             Admit::Answer | Admit::AnswerAt(_) => {
                 // A push_pull sent again, which its range applied already:
@@ -295,13 +315,13 @@ impl Serving {
                 match (batch, successor) {
                     (Some(batch), Some(next)) => {
                         out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
-                        member.owe(seq, Owed { id, response });
+                        member.owe(seq, Owed { id, response, tail_answers: push.tail_answers });
                     }
-                    _ => self.commit_answers(vec![Owed { id, response }], cx, out),
+                    _ => self.commit_answers(vec![Owed::new(id, response)], cx, out),
                 }
             }
             (Then::AnswerAfter(seq), Some(member)) if seq > member.committed() => {
-                member.owe(seq, Owed { id, response });
+                member.owe(seq, Owed::new(id, response));
             }
             _ => responder::send_kv_response(id, response, cx.limits, out),
         }
@@ -321,7 +341,7 @@ impl Serving {
         };
         let successor = neighbours(chain, cx.me).1;
         // The worker is gone: nothing older than this push will come again.
-        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: id.ts };
+        let push = PushRef { origin: origin_of(id), ts: id.ts, floor: id.ts, tail_answers: false };
         let (_, batch) = member.applied(smallvec![push], (id.customer.app, state), successor.is_some(), cx.now);
         if let (Some(batch), Some(next)) = (batch, successor) {
             out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
@@ -380,6 +400,11 @@ impl Serving {
                     out.event(Event::Install { app: *app, state: state.clone(), pushes });
                 }
                 member.installed(&batches, after.is_some(), cx.now);
+                if after.is_none() {
+                    let answers = tail_answers(range, &batches);
+                    self.commit_answers(answers, cx, out);
+                }
+                let member = self.members.get_mut(&range).expect("looked up above");
                 match after {
                     Some(next) => {
                         for batch in &batches {
@@ -430,7 +455,8 @@ impl Serving {
             return;
         }
         let before_commit = member.committed();
-        let due = member.on_committed(seq);
+        // The tail answered the pushes it acknowledges itself.
+        let due = member.on_committed(seq).into_iter().filter(|owed| !owed.tail_answers).collect();
         send_owed(due, cx, out);
         if let (Some(prev), true) = (before, member.committed() > before_commit) {
             out.send(NodeId::server(prev), Message::Committed { range, seq: member.committed() });
@@ -483,7 +509,9 @@ impl Serving {
                 member.become_head();
             }
             if now_after.is_none() && after.is_some() {
-                let due = member.become_tail();
+                let (mut due, unseen) = member.become_tail();
+                // The tail that died may not have answered what it applied.
+                due.extend(tail_answers(range, &unseen));
                 match (now_before, cx.lease) {
                     (Some(prev), true) => {
                         out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
@@ -591,9 +619,24 @@ impl Serving {
     }
 }
 
+/// The acknowledgements a tail gives for the pushes of `batches` of range
+/// `range` that it answers itself.
+fn tail_answers(range: u32, batches: &[Numbered<Batch<State>>]) -> Vec<Owed> {
+    batches
+        .iter()
+        .flat_map(|batch| &batch.payload.pushes)
+        .filter(|push| push.tail_answers)
+        .map(|push| {
+            let Origin { worker, incarnation, customer } = push.origin;
+            let id = ServerRequestId { from: worker, incarnation, customer, ts: push.ts, part: range };
+            Owed::new(id, Response::ack())
+        })
+        .collect()
+}
+
 /// Sends answers that came due, to requesters still there to take them.
 fn send_owed(due: Vec<Owed>, cx: Context<'_>, out: &mut Outbox) {
-    for Owed { id, response } in due {
+    for Owed { id, response, .. } in due {
         if !responder::requester_gone(id, cx.membership) {
             responder::send_kv_response(id, response, cx.limits, out);
         }

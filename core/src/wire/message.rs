@@ -157,6 +157,10 @@ pub struct BatchPush {
     pub ts: u32,
     /// The worker's oldest waiting request then ([`KvRoute::floor`]).
     pub floor: u32,
+    /// Whether the tail answers it once applied (a push: its answer is an
+    /// acknowledgement any member can give) rather than the head (a
+    /// push_pull, whose values the head's handle computed).
+    pub tail_answers: bool,
 }
 
 /// A batch going down a range's chain: the pushes it applied and the
@@ -302,7 +306,7 @@ const NODE_ENTRY_LEN: usize = 4 + 4 + ADDR_LEN + 8 + 1;
 const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
 const KV_ROUTE_LEN: usize = 4 + 4 + 8;
 const REPLICATE_META_LEN: usize = 4 + 8 + 8 + 4 + 4;
-const BATCH_PUSH_LEN: usize = 6 * 4;
+const BATCH_PUSH_LEN: usize = 6 * 4 + 1;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
 /// Bytes of metadata of every message but a node table and a release that
@@ -452,6 +456,7 @@ impl Message {
                     {
                         meta.put_u32_le(field);
                     }
+                    meta.put_u8(u8::from(push.tail_answers));
                 }
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
@@ -655,7 +660,9 @@ impl Message {
                         .ok_or(DecodeError::InvalidField { field: "batch push worker", value: u64::from(raw) })?;
                     let incarnation = Incarnation(r.u32()?);
                     let customer = (r.u32()?, r.u32()?);
-                    pushes.push(BatchPush { worker, incarnation, customer, ts: r.u32()?, floor: r.u32()? });
+                    let (ts, floor) = (r.u32()?, r.u32()?);
+                    let tail_answers = read_bool(&mut r, "batch push answered by the tail")?;
+                    pushes.push(BatchPush { worker, incarnation, customer, ts, floor, tail_answers });
                 }
                 let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
                 if kv.ids != [0; 4] || kv.code != 0 {

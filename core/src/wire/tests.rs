@@ -132,15 +132,15 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                 let redirect = redirect.filter(|_| error.is_none());
                 Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part, redirect })
             });
-    let batch_push = (1u32..1000, any::<u32>(), any::<(u32, u32)>(), any::<u32>(), any::<u32>()).prop_map(
-        |(worker, incarnation, customer, ts, floor)| BatchPush {
+    let batch_push = (1u32..1000, any::<u32>(), any::<(u32, u32)>(), any::<u32>(), any::<u32>(), any::<bool>())
+        .prop_map(|(worker, incarnation, customer, ts, floor, tail_answers)| BatchPush {
             worker: NodeId::worker(Rank(worker)),
             incarnation: Incarnation(incarnation),
             customer,
             ts,
             floor,
-        },
-    );
+            tail_answers,
+        });
     let replicate =
         ((any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()), vec(batch_push, 0..4), keys_and_lens(), values())
             .prop_map(|((range, epoch, seq, app), pushes, (keys, lens), values)| {

@@ -112,15 +112,15 @@ fn message() -> impl Strategy<Value = Message> {
             Message::KvResponse(KvResponseMsg { app, customer, ts, error, keys, values, lens, part, redirect })
         },
     );
-    let push = ((8u32..14).prop_filter("workers", |raw| raw % 2 == 1), 0u32..3, ids(), 0u32..4).prop_map(
-        |(worker, incarnation, (app, customer, ts), floor)| BatchPush {
+    let push = ((8u32..14).prop_filter("workers", |raw| raw % 2 == 1), 0u32..3, ids(), 0u32..4, any::<bool>())
+        .prop_map(|(worker, incarnation, (app, customer, ts), floor, tail_answers)| BatchPush {
             worker: NodeId::from_raw(worker).expect("8 and up are ids"),
             incarnation: Incarnation(incarnation),
             customer: (app, customer),
             ts,
             floor,
-        },
-    );
+            tail_answers,
+        });
     let seq = prop_oneof![0u64..6, any::<u64>()];
     let replicate = (0u32..4, small_or_any(), seq.clone(), 0u32..2, vec(push, 0..3), keys_and_lens(), values())
         .prop_map(|(range, epoch, seq, app, pushes, (keys, lens), values)| {
