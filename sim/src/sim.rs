@@ -375,18 +375,18 @@ impl Sim {
                 self.wire.delivered_to_ready(h);
             }
         }
-        // A request part sent without resends and dropped by its server
-        // (not ready yet, or the sender is newer than its table) never
-        // comes again.
-        let unreliable_request = header.as_ref().filter(|h| h.kind == Kind::KvRequest && h.seq == 0).copied();
+        // A request part its server dropped (not ready yet, or the sender
+        // is newer than its table) comes again only with resends, a resend
+        // timeout later, or never: its request is bounded by its timeout.
+        let request_frame = header.as_ref().filter(|h| h.kind == Kind::KvRequest).copied();
         let drops_before = drops(process.node.stats());
-        let request_bytes = unreliable_request.map(|_| d.bytes.clone());
+        let request_bytes = request_frame.map(|_| d.bytes.clone());
         let duplicates = process.node.stats().duplicates_dropped;
         if let Err(error) = process.node.handle_frame(now, d.bytes) {
             self.fail(FailureKind::Correctness, format!("codec: a frame from slot {} did not decode: {error}", d.from));
             return;
         }
-        if let (Some(h), Some(bytes)) = (unreliable_request, request_bytes) {
+        if let (Some(h), Some(bytes)) = (request_frame, request_bytes) {
             if drops(process.node.stats()) > drops_before {
                 if let Ok(Message::KvRequest(m)) = Message::decode(&h, &bytes) {
                     let customer = CustomerId::new(m.app, m.customer);

@@ -274,9 +274,9 @@ struct RequestRecord {
     crash: Option<CrashBound>,
     /// Servers that answered it with an answer that does not fit, and how.
     corrupted: Vec<(NodeId, Mismatch)>,
-    /// A part of it reached a server before that server was ready, with
-    /// resends off: nothing brings it again, and only the request
-    /// timeout ends the wait.
+    /// A part of it reached a server that dropped it (not ready, or not
+    /// knowing the sender yet): only a resend brings it again, if any, and
+    /// only the request timeout bounds the wait.
     part_lost: bool,
 }
 
@@ -713,9 +713,9 @@ impl Checker {
         }
     }
 
-    /// A part of `request` was sent, unreliably, to a server that was not
-    /// ready for it: no crash bounds the request any more, only its
-    /// timeout. (With one copy the part's server is the one whose death
+    /// A part of `request` was dropped by its server, which was not ready
+    /// for it or did not know its sender yet: no crash bounds the request
+    /// any more, only its timeout. (With one copy the part's server is the one whose death
     /// fails the request; with several, a part lost this way keeps it
     /// waiting while its other parts move on.)
     ///
