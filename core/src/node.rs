@@ -554,6 +554,15 @@ impl Node {
     }
 
     #[cfg(any(test, feature = "inspect"))]
+    /// What replication keeps on this node: on a server, answers owed,
+    /// batches kept for a successor or held back, and messages waiting for
+    /// a table or a read lease; on a worker, pulls held behind its pushes.
+    /// Zero once a quiet cluster settled.
+    pub fn replication_backlog(&self) -> usize {
+        self.serving.backlog() + self.requests.held_pulls()
+    }
+
+    #[cfg(any(test, feature = "inspect"))]
     /// Frames sent and not yet acknowledged.
     pub fn frames_unacked(&self) -> usize {
         self.reliable.unacked_len()

@@ -156,6 +156,12 @@ impl Targets {
 }
 
 impl Requests {
+    /// Pull parts held behind this worker's pushes.
+    #[cfg(any(test, feature = "inspect"))]
+    pub(crate) fn held_pulls(&self) -> usize {
+        self.order.held() + self.released.len()
+    }
+
     /// Pending requests.
     pub(crate) fn len(&self) -> usize {
         self.pending.len()

@@ -84,6 +84,26 @@ impl Sim {
         if !self.scripts_done() || self.now < since + settle {
             return;
         }
+        // Settled: replication drains too (every batch committed, every
+        // answer given, nothing held), within a stalled chain's resend and
+        // a settling period of the last request ending.
+        let backlog = self.nodes.iter().enumerate().find_map(|(slot, n)| {
+            let node = &n.process.as_ref()?.node;
+            let backlog = node.replication_backlog();
+            (backlog > 0).then(|| (slot, node.id(), backlog))
+        });
+        if let (Some((slot, id, backlog)), false) = (backlog, self.forged) {
+            let since = *self.backlog_since.get_or_insert(self.now);
+            let config = &self.nodes[SCHEDULER_SLOT].config;
+            if self.now >= since + 2 * settle + config.resend_timeout {
+                let what = format!(
+                    "replication: node {id} (slot {slot}) still keeps {backlog} batches, answers or held messages \
+                     since the cluster settled at {since:?}"
+                );
+                self.fail(FailureKind::Liveness, what);
+            }
+            return;
+        }
         self.finalize_started = true;
         // Workers first, the scheduler last, as a launcher would stop them;
         // the order does not matter to the protocol.

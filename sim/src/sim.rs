@@ -78,6 +78,8 @@ pub struct Sim {
     pub(crate) finalize_started: bool,
     /// Since when the cluster has been whole, in the liveness phase.
     pub(crate) whole_since: Option<Instant>,
+    /// Since when a settled cluster has had replication left to drain.
+    pub(crate) backlog_since: Option<Instant>,
     stats: RunStats,
     /// Per slot: the instant of the last timer fire and how many fired at it
     /// (a timer that fires without moving on is a core bug, not a livelock
@@ -158,6 +160,7 @@ impl Sim {
             partition_quiet_until: Instant::ZERO,
             finalize_started: false,
             whole_since: None,
+            backlog_since: None,
             stats: RunStats::default(),
             timer_spin: Vec::new(),
             hand_driven: false,

@@ -102,7 +102,7 @@ impl<P: Clone> ChainLog<P> {
     }
 
     /// Batches held back.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn held(&self) -> usize {
         self.held.len()
     }

@@ -99,13 +99,19 @@ impl<S: Clone, A> RangeMember<S, A> {
         self.log.applied()
     }
 
+    /// Batches held back, waiting for an earlier one.
+    #[cfg(any(test, feature = "inspect"))]
+    pub(crate) fn held(&self) -> usize {
+        self.log.held()
+    }
+
     /// The last batch known applied at the tail.
     pub(crate) fn committed(&self) -> u64 {
         self.log.committed()
     }
 
     /// Answers owed, over every batch.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn owed(&self) -> usize {
         self.owed.values().map(Vec::len).sum()
     }

@@ -115,7 +115,7 @@ impl<P> ProgramOrder<P> {
     }
 
     /// Pull parts waiting, over every range.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn held(&self) -> usize {
         self.held.values().map(SmallVec::len).sum()
     }

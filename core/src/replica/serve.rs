@@ -179,6 +179,15 @@ impl Serving {
         }
     }
 
+    /// What this server still keeps for replication: answers owed,
+    /// batches kept for a successor or held back, and messages waiting
+    /// for a table or a lease. Zero once a quiet cluster has settled.
+    #[cfg(any(test, feature = "inspect"))]
+    pub(crate) fn backlog(&self) -> usize {
+        let members: usize = self.members.values().map(|m| m.owed() + m.sent() + m.held()).sum();
+        members + self.ahead.len() + self.unleased.len() + self.unleased_answers.len()
+    }
+
     /// Holds `message`, routed under table `epoch` (newer than ours),
     /// until that table arrives. Returns whether it was kept.
     fn hold(&mut self, epoch: u64, held: Held) -> bool {
@@ -426,6 +435,11 @@ impl Serving {
             }
             Arrival::Duplicate if after.is_none() => {
                 self.commits_held.insert(range);
+            }
+            // A middle repeats what the tail reported to it, for the same
+            // reason: a predecessor that sends again has not heard.
+            Arrival::Duplicate if member.committed() > 0 => {
+                out.send(from, Message::Committed { range, seq: member.committed() });
             }
             Arrival::Duplicate | Arrival::Held => {}
             Arrival::Dropped => {
