@@ -307,57 +307,36 @@ mod tests {
 
     /// A request from `from` as the node hands it over with one copy of
     /// each range.
-    trait Take {
-        fn on_kv_request(
-            &mut self,
-            from: NodeId,
-            request: KvRequestMsg,
-            limits: Limits,
-            membership: &Membership,
-            out: &mut Outbox,
-            stats: &mut Stats,
-        );
-        fn respond(
-            &mut self,
-            id: ServerRequestId,
-            response: Response,
-            limits: Limits,
-            membership: &Membership,
-            out: &mut Outbox,
-        ) -> Result<(), RequestError>;
+    fn take_request(
+        responder: &mut Responder<()>,
+        from: NodeId,
+        request: KvRequestMsg,
+        limits: Limits,
+        membership: &Membership,
+        out: &mut Outbox,
+        stats: &mut Stats,
+    ) {
+        let Some(incarnation) = requester(from, membership, stats) else {
+            return;
+        };
+        let customer = CustomerId::new(request.app, request.customer);
+        let id = ServerRequestId { from, incarnation, customer, ts: Timestamp(request.ts), part: 0 };
+        responder.on_kv_request(id, request, limits.range, (), limits, out, stats);
     }
 
-    impl Take for Responder<()> {
-        fn on_kv_request(
-            &mut self,
-            from: NodeId,
-            request: KvRequestMsg,
-            limits: Limits,
-            membership: &Membership,
-            out: &mut Outbox,
-            stats: &mut Stats,
-        ) {
-            let Some(incarnation) = requester(from, membership, stats) else {
-                return;
-            };
-            let customer = CustomerId::new(request.app, request.customer);
-            let id = ServerRequestId { from, incarnation, customer, ts: Timestamp(request.ts), part: 0 };
-            Self::on_kv_request(self, id, request, limits.range, (), limits, out, stats);
+    /// The application's answer, sent as the node sends it with one copy.
+    fn answer(
+        responder: &mut Responder<()>,
+        id: ServerRequestId,
+        response: Response,
+        limits: Limits,
+        membership: &Membership,
+        out: &mut Outbox,
+    ) -> Result<(), RequestError> {
+        if responder.respond(id, membership)?.is_some() {
+            send_kv_response(id, response, limits, out);
         }
-
-        fn respond(
-            &mut self,
-            id: ServerRequestId,
-            response: Response,
-            limits: Limits,
-            membership: &Membership,
-            out: &mut Outbox,
-        ) -> Result<(), RequestError> {
-            if Self::respond(self, id, membership)?.is_some() {
-                send_kv_response(id, response, limits, out);
-            }
-            Ok(())
-        }
+        Ok(())
     }
 
     fn push(ts: u32, keys: &[u64]) -> KvRequestMsg {
@@ -386,15 +365,15 @@ mod tests {
     fn a_request_is_surfaced_once_and_answered_once() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        Take::on_kv_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
-        Take::on_kv_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
+        take_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
+        take_request(&mut responder, worker(), push(7, &[1, 2]), limits(), &membership, &mut out, &mut stats);
         assert_eq!(stats.duplicates_dropped, 1);
         let Some(Event::ServerRequest(request)) = out.pop_event() else { panic!("a server request") };
         assert!(out.pop_event().is_none());
         assert_eq!(responder.len(), 1);
-        Take::respond(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out).unwrap();
+        answer(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out).unwrap();
         assert_eq!(refusal(&mut out), None);
-        let again = Take::respond(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out);
+        let again = answer(&mut responder, request.id, Response::ack(), limits(), &membership, &mut out);
         assert_eq!(again, Err(ApiMisuse::UnknownRequest.into()));
     }
 
@@ -402,29 +381,13 @@ mod tests {
     fn keys_outside_the_range_and_requests_beyond_the_cap_are_refused_with_a_reason() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        Take::on_kv_request(
-            &mut responder,
-            worker(),
-            push(1, &[1, u64::MAX]),
-            limits(),
-            &membership,
-            &mut out,
-            &mut stats,
-        );
+        take_request(&mut responder, worker(), push(1, &[1, u64::MAX]), limits(), &membership, &mut out, &mut stats);
         let reason = refusal(&mut out).unwrap();
         assert!(reason.contains("outside this server's range [0, 9223372036854775807]"), "{reason}");
         for ts in 2..4 {
-            Take::on_kv_request(
-                &mut responder,
-                worker(),
-                push(ts, &[ts.into()]),
-                limits(),
-                &membership,
-                &mut out,
-                &mut stats,
-            );
+            take_request(&mut responder, worker(), push(ts, &[ts.into()]), limits(), &membership, &mut out, &mut stats);
         }
-        Take::on_kv_request(&mut responder, worker(), push(4, &[4]), limits(), &membership, &mut out, &mut stats);
+        take_request(&mut responder, worker(), push(4, &[4]), limits(), &membership, &mut out, &mut stats);
         assert!(refusal(&mut out).unwrap().contains("too many pending"));
         assert_eq!(responder.len(), 2);
     }
@@ -433,13 +396,13 @@ mod tests {
     fn an_answer_of_the_wrong_kind_is_refused_and_the_request_still_waits() {
         let (membership, mut out, mut stats) = (membership(true), Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        Take::on_kv_request(&mut responder, worker(), push(1, &[1]), limits(), &membership, &mut out, &mut stats);
+        take_request(&mut responder, worker(), push(1, &[1]), limits(), &membership, &mut out, &mut stats);
         let simple = SimpleMsg { app: 0, customer: 0, ts: 2, head: 0, body: Bytes::new() };
         responder.on_simple_request(worker(), Incarnation(0), simple, limits(), &mut out, &mut stats);
         let Some(Event::ServerRequest(kv)) = out.pop_event() else { panic!("a server request") };
         let Some(Event::SimpleRequest(simple)) = out.pop_event() else { panic!("a simple request") };
         let unknown = Err(ApiMisuse::UnknownRequest.into());
-        assert_eq!(Take::respond(&mut responder, simple.id, Response::ack(), limits(), &membership, &mut out), unknown);
+        assert_eq!(answer(&mut responder, simple.id, Response::ack(), limits(), &membership, &mut out), unknown);
         assert_eq!(responder.simple_respond(kv.id, 0, Bytes::new(), &membership, &mut out), unknown);
         assert_eq!(responder.len(), 2, "both still wait for their answer");
         assert!(out.pop_message().is_none(), "nothing was sent");
@@ -449,18 +412,10 @@ mod tests {
     fn requests_of_a_dead_sender_are_dropped_and_forgotten() {
         let (mut out, mut stats) = (Outbox::default(), Stats::default());
         let mut responder = Responder::default();
-        Take::on_kv_request(
-            &mut responder,
-            worker(),
-            push(1, &[1]),
-            limits(),
-            &membership(false),
-            &mut out,
-            &mut stats,
-        );
+        take_request(&mut responder, worker(), push(1, &[1]), limits(), &membership(false), &mut out, &mut stats);
         assert_eq!(stats.dead_sender_drops, 1);
         assert_eq!(responder.len(), 0);
-        Take::on_kv_request(&mut responder, worker(), push(1, &[1]), limits(), &membership(true), &mut out, &mut stats);
+        take_request(&mut responder, worker(), push(1, &[1]), limits(), &membership(true), &mut out, &mut stats);
         assert_eq!(responder.len(), 1);
         responder.forget_from(worker());
         assert_eq!(responder.len(), 0);

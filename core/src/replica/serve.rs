@@ -449,6 +449,26 @@ impl Serving {
         }
     }
 
+    /// This server's member of `range` and its predecessor there, when
+    /// `from` is its successor: only the current successor reports commits
+    /// or asks for batches again. Anything else is counted and dropped.
+    fn member_if_successor(
+        &mut self,
+        from: NodeId,
+        range: u32,
+        cx: Context<'_>,
+        stats: &mut Stats,
+    ) -> Option<(Option<Rank>, &mut RangeMember<State, Owed>)> {
+        let found = cx.chain(range).zip(self.members.get_mut(&range)).and_then(|(chain, member)| {
+            let (before, after) = neighbours(chain, cx.me);
+            (after.map(NodeId::server) == Some(from)).then_some((before, member))
+        });
+        if found.is_none() {
+            stats.unexpected_drops += 1;
+        }
+        found
+    }
+
     /// The successor `from` applied (or its tail did) batches up to `seq`.
     pub(crate) fn on_committed(
         &mut self,
@@ -459,15 +479,9 @@ impl Serving {
         out: &mut Outbox,
         stats: &mut Stats,
     ) {
-        let (Some(chain), Some(member)) = (cx.chain(range), self.members.get_mut(&range)) else {
-            stats.unexpected_drops += 1;
+        let Some((before, member)) = self.member_if_successor(from, range, cx, stats) else {
             return;
         };
-        let (before, after) = neighbours(chain, cx.me);
-        if after.map(NodeId::server) != Some(from) {
-            stats.unexpected_drops += 1;
-            return;
-        }
         let before_commit = member.committed();
         // The tail answered the pushes it acknowledges itself.
         let due = member.on_committed(seq).into_iter().filter(|owed| !owed.tail_answers).collect();
@@ -487,14 +501,9 @@ impl Serving {
         out: &mut Outbox,
         stats: &mut Stats,
     ) {
-        let (Some(chain), Some(member)) = (cx.chain(range), self.members.get_mut(&range)) else {
-            stats.unexpected_drops += 1;
+        let Some((_, member)) = self.member_if_successor(from, range, cx, stats) else {
             return;
         };
-        if neighbours(chain, cx.me).1.map(NodeId::server) != Some(from) {
-            stats.unexpected_drops += 1;
-            return;
-        }
         for batch in member.resend_from(seq) {
             out.send(from, replicate(range, cx.epoch(), &batch));
         }
