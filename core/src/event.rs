@@ -12,7 +12,15 @@ use crate::id::{Group, Incarnation, NodeId, Rank};
 use crate::kv::{
     CustomerId, Keys, KvList, Lens, ServerRequest, ServerRequestId, SimpleReply, SimpleRequest, Timestamp, Values,
 };
+use crate::range::KeyRange;
 use crate::wire::Frame;
+
+/// Names one read of a replicated range's state ([`Event::Export`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExportTicket {
+    pub(crate) range: u32,
+    pub(crate) read: u64,
+}
 
 /// A frame to send: the shell writes `frame` to `addr`.
 ///
@@ -175,8 +183,38 @@ pub enum Event {
         app: u32,
         /// Keys and what they hold now.
         state: KvList,
-        /// The pushes this state includes that the last one did not.
+        /// The pushes this state includes that the last one did not;
+        /// empty for a chunk of a state transfer, which holds a range's
+        /// keys as they were, whatever pushes made them.
         pushes: Vec<ServerRequestId>,
+    },
+    /// Read a chunk of a replicated range for a server catching up with
+    /// it: app `app`'s keys in `keys`, in ascending order, at most
+    /// `keys_max` of them and no more once their values reach `bytes_max`
+    /// bytes ([`KvHandle::export_range`](crate::KvHandle::export_range)),
+    /// and hand the result to [`Node::exported`](crate::Node::exported).
+    /// Read it in order with the installs and requests around it, as for
+    /// `Install`: the chunk must hold exactly what the handle had applied
+    /// when the event came.
+    Export {
+        /// Names the read in `Node::exported`.
+        ticket: ExportTicket,
+        /// The application whose handle reads.
+        app: u32,
+        /// The keys to read from.
+        keys: KeyRange,
+        /// Most keys in the chunk.
+        keys_max: usize,
+        /// The chunk stops adding keys once its values reach this size.
+        bytes_max: usize,
+    },
+    /// Every KV handle drops what it holds in `range`
+    /// ([`KvHandle::forget_range`](crate::KvHandle::forget_range)): this
+    /// server learned part of the range from a copy that is gone, and
+    /// learns it again from scratch.
+    Forget {
+        /// The keys to drop.
+        range: KeyRange,
     },
     /// The scheduler declared a node dead.
     NodeDead {

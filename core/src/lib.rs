@@ -173,7 +173,7 @@ pub use kv::{
     SimpleReply, SimpleRequest, Timestamp, Values,
 };
 pub use membership::Membership;
-pub use node::{BarrierTicket, Event, Node, Phase, Transmit};
+pub use node::{BarrierTicket, Event, ExportTicket, Node, Phase, Transmit};
 pub use range::{KeyRange, RangesError, ServerRanges};
 pub use rng::{splitmix64, Rng};
 pub use simple::Target;

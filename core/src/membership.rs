@@ -122,6 +122,12 @@ impl Membership {
         self.nodes.insert(entry.id, entry);
     }
 
+    /// Scheduler only: the replica table changed (a learner joined its
+    /// chain) under a new epoch, with no node's entry changing.
+    pub(crate) fn bump(&mut self) {
+        self.epoch += 1;
+    }
+
     /// Scheduler only: installs the first complete table.
     pub(crate) fn install(&mut self, nodes: Vec<NodeEntry>) {
         self.epoch += 1;

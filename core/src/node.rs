@@ -26,7 +26,7 @@ use crate::barrier::{Barriers, Purpose};
 use crate::chains::Chains;
 use crate::config::Config;
 use crate::error::{ApiMisuse, RequestError};
-pub use crate::event::{BarrierTicket, Event, Phase, Transmit};
+pub use crate::event::{BarrierTicket, Event, ExportTicket, Phase, Transmit};
 use crate::id::{Group, Incarnation, NodeId, Rank, Role};
 use crate::kv::{CustomerId, DType, Keys, KvCall, Lens, Response, ServerRequestId, Timestamp, Values};
 use crate::liveness::SchedulerWatch;
@@ -125,6 +125,7 @@ impl Node {
         let role = config.role;
         let register_deadline = now + config.register_timeout;
         let config_request_timeout = config.request_timeout;
+        let config_heartbeat_interval = config.heartbeat_interval;
         let mut node = Self {
             ranges: config.server_ranges(),
             config,
@@ -143,7 +144,7 @@ impl Node {
             watch: SchedulerWatch::new(now),
             requests: Requests::default(),
             responder: Responder::default(),
-            serving: Serving::new(config_request_timeout),
+            serving: Serving::new(config_request_timeout, config_heartbeat_interval),
             barriers: Barriers::default(),
             reliable: Reliable::default(),
             out: Outbox::default(),
@@ -464,6 +465,20 @@ impl Node {
                     self.serving.on_orphan_answer(id, state, cx, &mut self.out);
                 }
             }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// The application read the chunk `ticket` of an
+    /// [`Event::Export`] asked for: `state` is what
+    /// [`KvHandle::export_range`](crate::KvHandle::export_range) returned
+    /// (`None`: the handle cannot export; the read is tried again later).
+    pub fn exported(&mut self, now: Instant, ticket: ExportTicket, state: Option<KvList>) -> Result<(), RequestError> {
+        self.advance_to(now);
+        self.ensure_role(Role::Server, "exported")?;
+        if let (true, Some(cx)) = (self.serves_replicas(), serve_context!(self)) {
+            self.serving.on_exported(ticket, state, cx, &mut self.out);
         }
         self.flush();
         Ok(())
@@ -797,6 +812,23 @@ impl Node {
                     self.serving.on_resend_from(from, range, seq, cx, &mut self.out, &mut self.stats);
                 }
             }
+            Message::CaughtUp { range, source, learner } => self.on_caught_up(from, range, source, learner),
+            Message::Transfer(_) | Message::Learned { .. }
+                if !self.serves_replicas() || from.role() != Some(Role::Server) =>
+            {
+                self.stats.unexpected_drops += 1;
+            }
+            Message::Transfer(item) => {
+                if let Some(cx) = serve_context!(self) {
+                    self.serving.on_transfer(from, item, cx, &mut self.out, &mut self.stats);
+                }
+            }
+            Message::Learned { range, item, resend } => {
+                if let Some(cx) = serve_context!(self) {
+                    self.serving.on_learned(from, range, item, resend, cx, &mut self.out, &mut self.stats);
+                }
+            }
+
             Message::SimpleRequest(request) => {
                 let incarnation = if from == self.id {
                     Some(self.incarnation)
@@ -922,7 +954,10 @@ impl Node {
             | Message::SimpleResponse(_)
             | Message::Replicate(_)
             | Message::Committed { .. }
-            | Message::ResendFrom { .. } => true,
+            | Message::ResendFrom { .. }
+            | Message::Transfer(_)
+            | Message::Learned { .. }
+            | Message::CaughtUp { .. } => true,
         }
     }
 
@@ -1177,6 +1212,35 @@ impl Node {
             } else {
                 self.stats.dead_sender_drops += 1;
             }
+        }
+    }
+
+    /// Server `from`, the tail of range `range` since `source`, reports
+    /// that process `learner` of the range's learner caught up: it becomes
+    /// the tail, unless the chain changed since (the reporter may not be
+    /// its tail any more) or the learner is not that process any more.
+    fn on_caught_up(&mut self, from: NodeId, range: u32, source: u64, learner: Incarnation) {
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            self.stats.unexpected_drops += 1;
+            return;
+        };
+        if from.role() != Some(Role::Server) {
+            self.stats.unexpected_drops += 1;
+            return;
+        }
+        let chain = self.membership.chains().as_slice().get(range as usize);
+        let Some(rank) = chain
+            .filter(|c| c.changed_at() == source && c.tail() == Some(from.rank()))
+            .and_then(|c| c.learner())
+            .filter(|&l| self.membership.get(NodeId::server(l)).is_some_and(|e| e.alive && e.incarnation == learner))
+        else {
+            return;
+        };
+        let epoch = self.membership.epoch() + 1;
+        let (chains, alive) = self.membership.chains_and_live_servers();
+        if placement::on_caught_up(chains, range as usize, rank, epoch, alive) {
+            self.membership.bump();
+            registry::broadcast_table(&self.membership, &scheduler.arrivals, &mut self.out);
         }
     }
 

@@ -225,6 +225,12 @@ impl Driver {
         let (id, result) = match answer {
             Answer::Kv { id, response, state } => (id, self.node.respond_with_state(now, id, response, state)),
             Answer::Simple { id, head, body } => (id, self.node.simple_respond(now, id, head, body)),
+            Answer::Exported { ticket, state } => {
+                if let Err(error) = self.node.exported(now, ticket, state) {
+                    tracing::error!(%error, "a chunk read was refused by the node");
+                }
+                return;
+            }
         };
         if let Err(error) = result {
             tracing::error!(%error, ?id, "a deferred answer was refused by the node");
@@ -412,6 +418,39 @@ impl Driver {
                 let now = self.now();
                 if let Err(error) = self.node.respond_with_state(now, id, response, state) {
                     tracing::error!(%error, "respond failed");
+                }
+            }
+            Event::Export { ticket, app, keys, keys_max, bytes_max } => {
+                let state = match self.handles.get_mut(&app) {
+                    Some(KvServe::Inline(handle)) => handle.export_range(keys, keys_max, bytes_max),
+                    Some(KvServe::Threaded(jobs)) => {
+                        let answers = self.answers.clone();
+                        jobs(Job::Export { ticket, keys, keys_max, bytes_max, answers });
+                        return;
+                    }
+                    Some(KvServe::Deferred(_)) | None => {
+                        tracing::error!(app, "no handle that can export a replicated range");
+                        None
+                    }
+                };
+                let now = self.now();
+                if let Err(error) = self.node.exported(now, ticket, state) {
+                    tracing::error!(%error, "a chunk read was refused by the node");
+                }
+            }
+            Event::Forget { range } => {
+                for (app, serve) in self.handles.iter_mut() {
+                    let result = match serve {
+                        KvServe::Inline(handle) => handle.forget_range(range),
+                        KvServe::Threaded(jobs) => {
+                            jobs(Job::Forget(range));
+                            Ok(())
+                        }
+                        KvServe::Deferred(_) => Ok(()),
+                    };
+                    if let Err(error) = result {
+                        tracing::error!(%error, app, "a partial copy of a range could not be dropped");
+                    }
                 }
             }
             Event::Install { app, state, .. } => match self.handles.get_mut(&app) {

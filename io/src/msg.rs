@@ -233,6 +233,17 @@ pub(crate) enum Job {
     Request { request: ServerRequest, answers: AnswerSender, export: bool },
     /// Install a replicated range's state.
     Install(pslite_core::KvList),
+    /// Read a chunk of a replicated range for a server catching up, and
+    /// send it back through `answers`.
+    Export {
+        ticket: pslite_core::ExportTicket,
+        keys: pslite_core::KeyRange,
+        keys_max: usize,
+        bytes_max: usize,
+        answers: AnswerSender,
+    },
+    /// Drop what the handle holds in a range.
+    Forget(pslite_core::KeyRange),
 }
 
 /// A SimpleApp handler as the driver runs it; see [`KvServe`].
@@ -244,8 +255,21 @@ pub(crate) enum SimpleServe {
 /// An answer to a request the driver handed to a deferred handle.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Kv { id: ServerRequestId, response: Response, state: Option<pslite_core::KvList> },
-    Simple { id: ServerRequestId, head: i32, body: Bytes },
+    Kv {
+        id: ServerRequestId,
+        response: Response,
+        state: Option<pslite_core::KvList>,
+    },
+    Simple {
+        id: ServerRequestId,
+        head: i32,
+        body: Bytes,
+    },
+    /// A threaded handle read a chunk of a replicated range.
+    Exported {
+        ticket: pslite_core::ExportTicket,
+        state: Option<pslite_core::KvList>,
+    },
 }
 
 /// Where deferred handles send their answers. Unbounded so that answering

@@ -241,6 +241,8 @@ impl Drop for Responder {
 enum Queued {
     Request(ServerRequest, Responder, bool),
     Install(pslite_core::KvList),
+    Export(pslite_core::ExportTicket, pslite_core::KeyRange, usize, usize, AnswerSender),
+    Forget(pslite_core::KeyRange),
 }
 
 /// A [`threaded`](ServerHandle::threaded) handle: its thread, and what the
@@ -272,6 +274,15 @@ fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe>
                         tracing::error!(%error, app, "a replicated state could not be installed");
                     }
                 }
+                Queued::Export(ticket, keys, keys_max, bytes_max, answers) => {
+                    let state = handle.export_range(keys, keys_max, bytes_max);
+                    let _ = answers.send(Answer::Exported { ticket, state });
+                }
+                Queued::Forget(range) => {
+                    if let Err(error) = handle.forget_range(range) {
+                        tracing::error!(%error, app, "a partial copy of a range could not be dropped");
+                    }
+                }
             }
         }
     })?;
@@ -282,6 +293,10 @@ fn threaded(app: u32, mut handle: Box<dyn KvHandle>) -> std::io::Result<KvServe>
                 Queued::Request(request, responder, export)
             }
             Job::Install(state) => Queued::Install(state),
+            Job::Export { ticket, keys, keys_max, bytes_max, answers } => {
+                Queued::Export(ticket, keys, keys_max, bytes_max, answers)
+            }
+            Job::Forget(range) => Queued::Forget(range),
         };
         // Fails only when the thread is gone (the handle panicked): the job
         // comes back in the error, and its dropped responder refuses.

@@ -25,7 +25,7 @@
 use std::str::FromStr;
 
 use pslite_core::kv::store::KeyMap;
-use pslite_core::{DType, Keys, KvHandle, KvList, Refusal, Response, ServerRequest, Values};
+use pslite_core::{DType, KeyRange, Keys, KvHandle, KvList, Refusal, Response, ServerRequest, Values};
 
 /// The request command for gradients. Other commands are reserved and
 /// refused, so that a later command (say, "set weights") cannot be
@@ -206,6 +206,9 @@ type State = [f32; STATE_LEN];
 /// Floats of one key's state.
 const STATE_LEN: usize = 2;
 
+/// Bytes of one key's state as it travels.
+const STATE_BYTES: usize = STATE_LEN * size_of::<f32>();
+
 /// The largest gradient magnitude accepted. No sane gradient comes near
 /// it; a larger one is a bug upstream, and its square would soon overflow
 /// the `f32` sums of squares, after which AdaGrad freezes the key and FTRL
@@ -317,6 +320,31 @@ impl KvHandle for OptimizerStore {
         for (key, pair) in state.keys.iter().zip(values.chunks_exact(STATE_LEN)) {
             self.states.insert(key, [pair[0], pair[1]]);
         }
+        Ok(())
+    }
+
+    /// The states of the keys of `range`, in the form of `export`. The
+    /// states sit in a hash map, so each chunk scans every key held (and
+    /// a walk over a range costs keys held × chunks); a state transfer is
+    /// rare and its chunks are large (a frame's worth), which keeps this
+    /// cheap next to the transfer itself.
+    fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> Option<KvList> {
+        // Every state is the same size, so the byte limit is a key limit;
+        // the first key comes whatever the limits.
+        let count_max = keys_max.min(bytes_max / STATE_BYTES).max(1);
+        let mut keys: Vec<u64> = self.states.keys().copied().filter(|&key| range.contains(key)).collect();
+        if keys.len() > count_max {
+            keys.select_nth_unstable(count_max);
+            keys.truncate(count_max);
+        }
+        // Sorted, so the map's order never reaches the answer.
+        keys.sort_unstable();
+        let states: Vec<f32> = keys.iter().flat_map(|key| self.states[key]).collect();
+        Some(KvList { keys: Keys::from_slice(&keys), values: Values::from_slice(&states), lens: None })
+    }
+
+    fn forget_range(&mut self, range: KeyRange) -> Result<(), Refusal> {
+        self.states.retain(|&key, _| !range.contains(key));
         Ok(())
     }
 
@@ -456,6 +484,79 @@ mod tests {
                 push(&mut copy, &keys, &next);
                 let bits = |store: &mut OptimizerStore| pull(store, &keys).iter().map(|w| w.to_bits()).collect::<Vec<_>>();
                 proptest::prop_assert_eq!(bits(&mut copy), bits(&mut head), "{}", name);
+            }
+        }
+    }
+
+    /// Keys near both ends of the key space, so ranges reach `0` and `u64::MAX`.
+    fn edge_key() -> impl proptest::strategy::Strategy<Value = u64> {
+        proptest::prop_oneof![0u64..12, (u64::MAX - 12)..=u64::MAX]
+    }
+
+    proptest::proptest! {
+        /// For every rule: a fresh store that installs a range of the
+        /// head's, walked in chunks, answers pulls of the range as the head
+        /// does, bit for bit, and steps as the head does on the next
+        /// gradients (the accumulators travelled); keys outside the range
+        /// it never got. Forgetting the range makes the head's keys there
+        /// pull as never pushed and leaves the others as they were.
+        #[test]
+        fn a_range_exported_in_chunks_answers_as_the_head_does(
+            pushes in proptest::collection::vec(proptest::collection::btree_map(edge_key(), -3.0f32..3.0, 1..8), 1..8),
+            ends in (edge_key(), edge_key()),
+            keys_max in 0usize..5,
+            bytes_max in 0usize..40,
+            next in -3.0f32..3.0,
+        ) {
+            let range = KeyRange::new(ends.0.min(ends.1), ends.0.max(ends.1)).unwrap();
+            let probe: Vec<u64> = (0..12).chain(u64::MAX - 12..=u64::MAX).collect();
+            for name in Optimizer::NAMES {
+                let mut head = store(name);
+                for gradients in &pushes {
+                    let keys: Vec<u64> = gradients.keys().copied().collect();
+                    push(&mut head, &keys, &gradients.values().copied().collect::<Vec<_>>());
+                }
+                let mut copy = store(name);
+                let mut rest = Some(range);
+                let mut chunks = 0;
+                while let Some(left) = rest {
+                    proptest::prop_assert!(chunks <= head.len(), "the walk does not end");
+                    let chunk = head.export_range(left, keys_max, bytes_max).expect("optimizers replicate");
+                    if chunk.keys.is_empty() {
+                        break;
+                    }
+                    proptest::prop_assert!(chunk.keys.len() <= keys_max.max(1));
+                    proptest::prop_assert!(chunk.keys.len() == 1 || chunk.values.len() * size_of::<f32>() <= bytes_max);
+                    proptest::prop_assert!(copy.install(&chunk).is_ok());
+                    chunks += 1;
+                    let last = chunk.keys.get(chunk.keys.len() - 1);
+                    rest = last.checked_add(1).and_then(|next| KeyRange::new(next, left.end_inclusive()));
+                }
+                let bits = |store: &mut OptimizerStore| pull(store, &probe).iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+                let inside = |weights: Vec<u32>| {
+                    probe.iter().zip(weights).map(|(&key, w)| if range.contains(key) { w } else { 0 }).collect::<Vec<_>>()
+                };
+                proptest::prop_assert_eq!(bits(&mut copy), inside(bits(&mut head)), "{}", name);
+                let held = head.states.keys().filter(|&&key| range.contains(key)).count();
+                proptest::prop_assert_eq!(copy.len(), held, "{}: nothing outside the range", name);
+                let gradients = vec![next; probe.len()];
+                let mut stepped = head.clone();
+                push(&mut stepped, &probe, &gradients);
+                push(&mut copy, &probe, &gradients);
+                let (stepped, copied) = (bits(&mut stepped), bits(&mut copy));
+                for ((key, a), b) in probe.iter().zip(stepped).zip(copied) {
+                    proptest::prop_assert!(!range.contains(*key) || a == b, "{}: key {} steps apart", name, key);
+                }
+
+                let before = bits(&mut head);
+                let outside = head.len() - held;
+                proptest::prop_assert!(head.forget_range(range).is_ok());
+                proptest::prop_assert_eq!(head.len(), outside, "{}", name);
+                let after = bits(&mut head);
+                for ((key, a), b) in probe.iter().zip(before).zip(after) {
+                    proptest::prop_assert_eq!(b, if range.contains(*key) { 0 } else { a }, "{}: key {}", name, key);
+                }
+                proptest::prop_assert!(head.export_range(range, usize::MAX, usize::MAX).unwrap().keys.is_empty());
             }
         }
     }

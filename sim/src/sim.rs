@@ -694,6 +694,17 @@ impl Sim {
             }
             Event::SimpleRequest(request) => self.answer_simple(slot, request),
             Event::Install { app, state, pushes } => self.install(slot, app, state, pushes),
+            Event::Export { ticket, app, keys, keys_max, bytes_max } => {
+                self.export(slot, ticket, app, keys, keys_max, bytes_max)
+            }
+            Event::Forget { range } => {
+                let process = self.nodes[slot].process.as_mut().expect("running");
+                let store_id = StoreId { slot, life: process.life };
+                for (&app, store) in &mut process.stores {
+                    store.forget_range(range);
+                    self.checker.range_forgotten(store_id, app, range);
+                }
+            }
             Event::NodeDead { id, incarnation } => {
                 self.record(Some(slot), What::Node(Note::NodeDead(id, incarnation)), None);
                 if slot == SCHEDULER_SLOT {
@@ -819,16 +830,45 @@ impl Sim {
                 Err(Violation { what: format!("replication: {store_id} could not install a state: {error}") })
             }
         };
+        if pushes.is_empty() && check.is_ok() && !self.forged {
+            // A chunk of a transfer: it holds the keys as the tail's store
+            // did when read.
+            check = self.checker.chunk_installed(store_id, server, app, &state);
+        }
+        let installed: Vec<u64> = state.keys.iter().collect();
         for id in &pushes {
             let modelled = !self.forged && (!self.hand_driven || self.checker.knows_request(RequestKey::from(*id)));
             if check.is_ok() && modelled {
-                check = self.checker.push_installed(store_id, server, RequestKey::from(*id), id.part);
+                check = self.checker.push_installed(store_id, server, RequestKey::from(*id), id.part, &installed);
             }
         }
         if check.is_ok() && !self.stores_unmodelled.contains(&store_id) {
             check = self.checker.check_store(store_id, app, store, &self.setup.workload.keys);
         }
         self.report(check);
+    }
+
+    /// A server's store is read for a transfer, in the node's order, as
+    /// the shells do; the checker notes what the chunk holds.
+    fn export(
+        &mut self,
+        slot: Slot,
+        ticket: pslite_core::ExportTicket,
+        app: u32,
+        keys: pslite_core::KeyRange,
+        keys_max: usize,
+        bytes_max: usize,
+    ) {
+        let now = self.node_now(slot);
+        let process = self.nodes[slot].process.as_mut().expect("running");
+        let store_id = StoreId { slot, life: process.life };
+        let state = process.stores.entry(app).or_default().export_range(keys, keys_max, bytes_max);
+        if !self.forged {
+            self.checker.chunk_read(store_id, app, &state);
+        }
+        if let Err(error) = process.node.exported(now, ticket, Some(state)) {
+            self.fail(FailureKind::Correctness, format!("replication: slot {slot} refused its own chunk: {error}"));
+        }
     }
 
     /// Every node echoes SimpleApp requests: same head, same body.

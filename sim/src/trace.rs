@@ -336,6 +336,9 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Replicate => "Replicate",
         Kind::Committed => "Committed",
         Kind::ResendFrom => "ResendFrom",
+        Kind::Transfer => "Transfer",
+        Kind::Learned => "Learned",
+        Kind::CaughtUp => "CaughtUp",
     }
 }
 

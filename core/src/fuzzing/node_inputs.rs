@@ -754,6 +754,8 @@ impl Probe {
             }
             Event::ClusterReady => assert_eq!(self.node.phase(), Phase::Ready),
             Event::Install { .. } => assert_eq!(role, Role::Server, "a {role} was given a state to install"),
+            Event::Export { .. } => assert_eq!(role, Role::Server, "a {role} was asked to read a range"),
+            Event::Forget { .. } => assert_eq!(role, Role::Server, "a {role} was told to forget a range"),
             Event::RequestDone { customer, ts } => {
                 let asked = self.open.remove(&(customer, ts));
                 assert!(matches!(asked, Some(Asked::Push)), "RequestDone for {ts:?}, which asked {asked:?}");
@@ -856,7 +858,7 @@ impl Probe {
     }
 }
 
-const EVENT_NAMES: [&str; 15] = [
+const EVENT_NAMES: [&str; 17] = [
     "Registered",
     "ClusterReady",
     "RequestDone",
@@ -872,6 +874,8 @@ const EVENT_NAMES: [&str; 15] = [
     "Terminated",
     "RegistrationFailed",
     "Install",
+    "Export",
+    "Forget",
 ];
 
 /// Index of the event's name in [`EVENT_NAMES`].
@@ -892,6 +896,8 @@ fn event_kind(event: &Event) -> usize {
         Event::Terminated => 12,
         Event::RegistrationFailed { .. } => 13,
         Event::Install { .. } => 14,
+        Event::Export { .. } => 15,
+        Event::Forget { .. } => 16,
     }
 }
 

@@ -212,6 +212,81 @@ impl KeyIndex {
         }
     }
 
+    /// The keys in `from..=through`, ascending, at most `max` of them: a
+    /// state transfer reads a range in chunks of this. A binary search
+    /// finds the span in the array; the delta's keys in the span are
+    /// filtered and sorted apart (the delta is small by design, at most an
+    /// eighth of the array), so a chunk costs `O(delta + max log max)`,
+    /// not a pass over every key the index holds.
+    pub(crate) fn keys_in(&self, from: u64, through: u64, max: usize) -> Vec<u64> {
+        if from > through || max == 0 {
+            return Vec::new();
+        }
+        let first = self.keys.partition_point(|&key| key < from);
+        let listed = self.keys[first..].iter().copied().take_while(|&key| key <= through).take(max);
+        let mut waiting: Vec<u64> = self.delta.keys().copied().filter(|key| (from..=through).contains(key)).collect();
+        // Only the `max` smallest can be answered: sort just those.
+        if waiting.len() > max {
+            waiting.select_nth_unstable(max);
+            waiting.truncate(max);
+        }
+        waiting.sort_unstable();
+        let mut out = Vec::with_capacity(max.min(self.keys.len() - first + waiting.len()));
+        let (mut listed, mut waiting) = (listed.peekable(), waiting.into_iter().peekable());
+        while out.len() < max {
+            let next = match (listed.peek(), waiting.peek()) {
+                (Some(&a), Some(&b)) if a < b => listed.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => waiting.next(),
+                (Some(_), None) => listed.next(),
+                (None, None) => break,
+            };
+            out.extend(next);
+        }
+        debug_assert!(out.windows(2).all(|pair| pair[0] < pair[1]), "array and delta hold distinct keys");
+        debug_assert!(out.iter().all(|key| (from..=through).contains(key)));
+        out
+    }
+
+    /// Removes every key in `from..=through`: a server drops a partial
+    /// copy of a range this way before learning it again. Runs of keys
+    /// that stay keep their places. The arena space of removed keys is
+    /// not reclaimed, nor are their entries in `long` (keyed by a start no
+    /// later run reuses, as the arena only grows): this happens on a rare
+    /// recovery path, and a key pushed again later gets a new run.
+    pub(crate) fn remove_span(&mut self, from: u64, through: u64) {
+        if from > through {
+            return;
+        }
+        self.delta.retain(|key, _| !(from..=through).contains(key));
+        let first = self.keys.partition_point(|&key| key < from);
+        let end = self.keys.partition_point(|&key| key <= through);
+        if first == end {
+            return;
+        }
+        let count = self.keys.len();
+        self.keys.drain(first..end);
+        let removed = end - first;
+        self.runs = match std::mem::take(&mut self.runs) {
+            // A prefix or a suffix of an even list leaves one.
+            Runs::Even { first: start, len, .. } if first == 0 => {
+                Runs::Even { first: start + removed * len as usize, len, count: count - removed }
+            }
+            Runs::Even { first: start, len, .. } if end == count => Runs::Even { first: start, len, count: first },
+            runs => {
+                let index_long = &mut self.long;
+                let mut runs = runs.into_listed(0, &mut |start, len| {
+                    index_long.insert(start as u64, len);
+                });
+                runs.drain(first..end);
+                Runs::Listed(runs)
+            }
+        };
+        if self.keys.is_empty() {
+            self.runs = Runs::default();
+        }
+        debug_assert_eq!(self.keys.len(), self.runs.len());
+    }
+
     /// Adds the batch's keys, none of which is present yet.
     pub(crate) fn insert(&mut self, batch: Batch) {
         let Batch { keys, runs, long, capacity: _ } = batch;
@@ -333,6 +408,90 @@ mod tests {
                 prop_assert_eq!(index.get(key), model.get(&key).copied());
             }
         }
+    }
+
+    /// Keys near both ends of the key space, so spans reach `0` and `u64::MAX`.
+    fn edge_key() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..64, (u64::MAX - 64)..=u64::MAX]
+    }
+
+    proptest! {
+        /// Reading spans (`keys_in`) and removing them (`remove_span`)
+        /// agree with a map, whether the keys sit in an even array, a
+        /// listed one or the delta, and keys removed can come back.
+        #[test]
+        fn spans_read_and_removed_agree_with_a_map(
+            rounds in proptest::collection::vec(
+                (
+                    proptest::collection::btree_set(edge_key(), 0..48),
+                    proptest::option::of(prop_oneof![Just(2u32), Just(LONG as u32 + 1)]),
+                    proptest::collection::vec((edge_key(), edge_key(), 0usize..20, any::<bool>()), 0..6),
+                ),
+                1..10,
+            ),
+        ) {
+            let mut index = KeyIndex::default();
+            let mut model: BTreeMap<u64, Run> = BTreeMap::new();
+            let mut next = 0usize;
+            for (keys, even_len, spans) in rounds {
+                let mut batch = Batch::default();
+                for key in keys {
+                    if model.contains_key(&key) {
+                        continue;
+                    }
+                    let run = Run { start: next, len: even_len.unwrap_or(1 + key as u32 % 3) };
+                    next += run.len as usize;
+                    batch.push(key, run);
+                    model.insert(key, run);
+                }
+                index.insert(batch);
+                for (from, through, max, remove) in spans {
+                    let expected: Vec<u64> = if from <= through {
+                        model.range(from..=through).map(|(&key, _)| key).take(max).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    prop_assert_eq!(index.keys_in(from, through, max), expected);
+                    if remove {
+                        index.remove_span(from, through);
+                        model.retain(|key, _| !(from..=through).contains(key));
+                        prop_assert_eq!(index.len(), model.len());
+                    }
+                    prop_assert_eq!(index.get(from), model.get(&from).copied());
+                    prop_assert_eq!(index.get(through), model.get(&through).copied());
+                }
+                let mut cursor = Cursor::default();
+                for (&key, &run) in &model {
+                    prop_assert_eq!(index.find(&mut cursor, key), Some(run));
+                    prop_assert_eq!(index.get(key), Some(run));
+                }
+                let all: Vec<u64> = model.keys().copied().collect();
+                prop_assert_eq!(index.keys_in(0, u64::MAX, usize::MAX), all);
+            }
+        }
+    }
+
+    #[test]
+    fn removing_a_span_of_an_even_array_keeps_the_rest_in_place() {
+        let mut batch = Batch::default();
+        for key in 0..10u64 {
+            batch.push(key, Run { start: 3 * key as usize, len: 3 });
+        }
+        let mut index = KeyIndex::default();
+        index.insert(batch);
+        index.remove_span(0, 1);
+        index.remove_span(8, u64::MAX);
+        assert!(
+            matches!(index.runs, Runs::Even { first: 6, len: 3, count: 6 }),
+            "a prefix and a suffix keep the formula"
+        );
+        index.remove_span(4, 5);
+        assert!(matches!(index.runs, Runs::Listed(_)));
+        assert_eq!(index.keys_in(0, u64::MAX, 10), [2, 3, 6, 7]);
+        assert_eq!(index.get(7), Some(Run { start: 21, len: 3 }));
+        assert_eq!((index.get(1), index.get(5), index.get(9)), (None, None, None));
+        assert_eq!(index.keys_in(3, 6, 1), [3]);
+        assert_eq!(index.keys_in(7, 3, 10), [] as [u64; 0], "an empty span");
     }
 
     #[test]

@@ -357,6 +357,64 @@ pub trait KvHandle: Send + 'static {
         let _ = state;
         Err(Refusal::Handle("this handle cannot be replicated (it does not export its state)".into()))
     }
+
+    /// The state of the keys of `range` this handle holds, in ascending
+    /// key order from the range's start, in the form of
+    /// [`export`](Self::export): at most `keys_max` keys, whose values
+    /// take at most `bytes_max` bytes together; but the first key held
+    /// always comes, whatever the limits, so that a walk always advances.
+    /// An empty list: the range holds nothing.
+    ///
+    /// A server catching up with a replicated range reads it from the
+    /// range's tail this way, in key-ordered chunks that each fit a frame,
+    /// without the tail listing every key it holds first; the next chunk
+    /// starts after the last key of this one.
+    ///
+    /// `None` (the default): this handle cannot be replicated.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let push = |keys: &[u64], values: &[f32]| ServerRequest {
+    /// #     id: ServerRequestId { from: NodeId::worker(Rank(0)), incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT, ts: Timestamp(0), part: 0 },
+    /// #     cmd: 0, op: KvOp::Push, keys: Keys::from_slice(keys), values: Values::from_slice(values), lens: None,
+    /// # };
+    /// let mut tail = KvStore::<f32>::new();
+    /// tail.handle(&push(&[1, 5, 9, 20, u64::MAX], &[1.0, 5.0, 9.0, 20.0, 0.5]));
+    /// let range = KeyRange::new(2, u64::MAX).unwrap();
+    /// let (mut learner, mut rest, mut chunks) = (KvStore::<f32>::new(), Some(range), 0);
+    /// // Two keys a chunk. The next chunk starts after the last key of this
+    /// // one; the walk ends after the range's last key or at an empty chunk
+    /// // (a short chunk is no end: the byte limit may have cut it).
+    /// while let Some(left) = rest {
+    ///     let chunk = KvHandle::export_range(&tail, left, 2, usize::MAX).expect("the store replicates");
+    ///     if chunk.keys.is_empty() {
+    ///         break;
+    ///     }
+    ///     learner.install(&chunk).unwrap();
+    ///     chunks += 1;
+    ///     let last = chunk.keys.get(chunk.keys.len() - 1);
+    ///     rest = last.checked_add(1).and_then(|next| KeyRange::new(next, left.end_inclusive()));
+    /// }
+    /// assert_eq!(chunks, 2, "the chunk holding u64::MAX ends the walk");
+    /// let all = Keys::from_slice(&[1, 5, 9, 20, u64::MAX]);
+    /// assert_eq!(learner.export(&all).keys, Keys::from_slice(&[5, 9, 20, u64::MAX]));
+    /// ```
+    fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> Option<KvList> {
+        let _ = (range, keys_max, bytes_max);
+        None
+    }
+
+    /// Drops everything this handle holds for the keys of `range`:
+    /// afterwards they answer as keys never pushed, and a later push or
+    /// [`install`](Self::install) creates them anew. A server whose
+    /// partial copy of a range belongs to a state that no longer exists
+    /// (its transfer was cut off and the range moved on) drops it this way
+    /// before learning the range again, so no stale key survives.
+    fn forget_range(&mut self, range: KeyRange) -> Result<(), Refusal> {
+        let _ = range;
+        Err(Refusal::Handle("this handle cannot be replicated (it cannot forget a range)".into()))
+    }
 }
 
 /// A boxed handle is a handle, so handles chosen at run time (by name,
@@ -372,6 +430,14 @@ impl KvHandle for Box<dyn KvHandle> {
 
     fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
         (**self).install(state)
+    }
+
+    fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> Option<KvList> {
+        (**self).export_range(range, keys_max, bytes_max)
+    }
+
+    fn forget_range(&mut self, range: KeyRange) -> Result<(), Refusal> {
+        (**self).forget_range(range)
     }
 }
 

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use hashbrown::HashMap;
 
 use crate::error::ApiMisuse;
+use crate::range::KeyRange;
 use crate::recycle::Recycler;
 
 use super::arena::Arena;
@@ -430,6 +431,62 @@ impl<T: Element> KvStore<T> {
         self.index.insert(batch);
         Ok(())
     }
+
+    /// The keys of `range` this store holds, ascending from its start,
+    /// with their values and lengths (the form of
+    /// [`export`](Self::export)): at most `keys_max` keys whose values
+    /// take at most `bytes_max` bytes (elements × their size) together,
+    /// but always the first key held, whatever the limits, so a walk over
+    /// the range always advances. A learning server installs the chunks
+    /// one by one; the next chunk starts after the last key of this one.
+    ///
+    /// ```
+    /// # use pslite_core::*;
+    /// # let push = |keys: &[u64], values: &[f32]| ServerRequest {
+    /// #     id: ServerRequestId { from: NodeId::worker(Rank(0)), incarnation: Incarnation(0),
+    /// #         customer: CustomerId::DEFAULT, ts: Timestamp(0), part: 0 },
+    /// #     cmd: 0, op: KvOp::Push, keys: Keys::from_slice(keys), values: Values::from_slice(values), lens: None,
+    /// # };
+    /// let mut store = KvStore::<f32>::new();
+    /// store.push(&push(&[1, 2, 3, 40], &[1.0, 2.0, 3.0, 4.0])).unwrap();
+    /// let range = KeyRange::new(2, 39).unwrap();
+    /// assert_eq!(store.export_range(range, 10, 1024).keys, Keys::from_slice(&[2, 3]));
+    /// // Two f32s make 8 bytes: the second key would not fit in 7.
+    /// assert_eq!(store.export_range(range, 10, 7).keys, Keys::from_slice(&[2]));
+    /// // The first key comes even when it alone is over the limit.
+    /// assert_eq!(store.export_range(range, 10, 0).keys, Keys::from_slice(&[2]));
+    /// ```
+    pub fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> KvList {
+        let keys = self.index.keys_in(range.start(), range.end_inclusive(), keys_max.max(1));
+        let (mut held, mut lens, mut out) =
+            (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), BytesMut::new());
+        let mut bytes = 0usize;
+        let mut cursor = Cursor::default();
+        for key in keys {
+            let run = self.index.find(&mut cursor, key).expect("keys_in lists keys the index holds");
+            let run_bytes = run.len as usize * size_of::<T>();
+            if !held.is_empty() && bytes.saturating_add(run_bytes) > bytes_max {
+                break;
+            }
+            bytes += run_bytes;
+            held.push(key);
+            lens.push(run.len);
+            self.arena.copy_into(run.start..run.start + run.len as usize, &mut out);
+        }
+        debug_assert_eq!(out.len(), bytes);
+        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements copied");
+        KvList { keys: Keys::from_slice(&held), values, lens: Some(Lens::from_slice(&lens)) }
+    }
+
+    /// Drops the keys of `range`: afterwards [`get`](Self::get) finds none
+    /// of them, pulls answer zeros, and a later push or install creates
+    /// them anew, with any length. The arena space their values took is
+    /// not reclaimed: a server forgets a range only to learn it again
+    /// after a transfer was cut off, which is rare.
+    pub fn forget_range(&mut self, range: KeyRange) {
+        self.index.remove_span(range.start(), range.end_inclusive());
+        debug_assert!(self.index.keys_in(range.start(), range.end_inclusive(), 1).is_empty());
+    }
 }
 
 /// Values per key of a list of `keys` and `values`: listed in `lens`, or
@@ -513,6 +570,15 @@ impl<T: Element + Send> KvHandle for KvStore<T> {
 
     fn install(&mut self, state: &KvList) -> Result<(), Refusal> {
         Self::install(self, state).map_err(Refusal::from)
+    }
+
+    fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> Option<KvList> {
+        Some(Self::export_range(self, range, keys_max, bytes_max))
+    }
+
+    fn forget_range(&mut self, range: KeyRange) -> Result<(), Refusal> {
+        Self::forget_range(self, range);
+        Ok(())
     }
 
     fn handle(&mut self, request: &ServerRequest) -> Response {
@@ -676,7 +742,137 @@ mod tests {
         assert_eq!(pulled(&mut store, &[1, 2, 3]), [1.0, 5.0, 6.0, 7.0, 8.0]);
     }
 
+    /// Keys near both ends of the key space, so ranges reach `0` and `u64::MAX`.
+    fn edge_key() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..40, (u64::MAX - 40)..=u64::MAX]
+    }
+
+    /// A store of the pushes (`key -> (length, value)`, a key keeping the
+    /// length of its first push), with non-integer values whose sums depend
+    /// on the order of additions; and the keys it holds.
+    fn store_of(pushes: &[BTreeMap<u64, (u32, f32)>]) -> (KvStore, BTreeMap<u64, u32>) {
+        let mut store = KvStore::<f32>::new();
+        let mut lens_of: BTreeMap<u64, u32> = BTreeMap::new();
+        for push in pushes {
+            let keys: Vec<u64> = push.keys().copied().collect();
+            let lens: Vec<u32> = push.iter().map(|(k, &(l, _))| *lens_of.entry(*k).or_insert(l)).collect();
+            let values: Vec<f32> =
+                push.values().zip(&lens).flat_map(|(&(_, v), &l)| (0..l).map(move |j| v / (j + 3) as f32)).collect();
+            let answer = store.handle(&request(KvOp::Push, &keys, &values, Some(&lens)));
+            assert_eq!(answer, Response::ack());
+        }
+        (store, lens_of)
+    }
+
+    /// The chunks of a walk over `range` as a learning server reads it:
+    /// each chunk starts after the last key of the one before, and the walk
+    /// ends after the range's last key or at an empty chunk.
+    fn walk(store: &KvStore, range: KeyRange, keys_max: usize, bytes_max: usize) -> Vec<KvList> {
+        let mut chunks: Vec<KvList> = Vec::new();
+        let mut rest = Some(range);
+        while let Some(left) = rest {
+            // Every chunk but the last holds a key the others do not.
+            assert!(chunks.len() <= store.len(), "the walk does not end");
+            let chunk = store.export_range(left, keys_max, bytes_max);
+            if chunk.keys.is_empty() {
+                break;
+            }
+            let last = chunk.keys.get(chunk.keys.len() - 1);
+            rest = last.checked_add(1).and_then(|next| KeyRange::new(next, left.end_inclusive()));
+            chunks.push(chunk);
+        }
+        chunks
+    }
+
+    #[test]
+    fn a_forgotten_key_is_pushed_anew_with_another_length() {
+        let mut store = KvStore::<f32>::new();
+        store.handle(&request(KvOp::Push, &[1, 2, u64::MAX], &[1.0, 2.0, 3.0], None));
+        store.forget_range(KeyRange::new(2, u64::MAX).unwrap());
+        assert_eq!((store.get(2), store.get(u64::MAX), store.len()), (None, None, 1));
+        assert_eq!(pulled(&mut store, &[1, 2, u64::MAX]), [1.0, 0.0, 0.0]);
+        let longer = store.handle(&request(KvOp::Push, &[2, u64::MAX], &[4.0, 5.0, 6.0, 7.0], None));
+        assert_eq!(longer, Response::ack(), "no length held any more");
+        assert_eq!(pulled(&mut store, &[1, 2, u64::MAX]), [1.0, 4.0, 5.0, 6.0, 7.0]);
+        // Installs too: the key's old length does not stand in the way.
+        store.forget_range(KeyRange::new(2, 2).unwrap());
+        let state = KvList { keys: Keys::from_slice(&[2]), values: Values::from_slice(&[8.0f32; 3]), lens: None };
+        assert_eq!(store.install(&state), Ok(()));
+        assert_eq!(store.get(2), Some(&[8.0f32; 3][..]));
+        assert!(KvHandle::forget_range(&mut store, KeyRange::FULL).is_ok());
+        assert!(store.is_empty());
+        assert_eq!(store.export_range(KeyRange::FULL, 10, 100).keys, Keys::from_slice(&[]));
+    }
+
     proptest! {
+        /// Walking a range chunk by chunk and installing every chunk into
+        /// a fresh store copies the range bit for bit and nothing outside
+        /// it; every chunk keeps to its limits and is cut only by them.
+        #[test]
+        fn a_range_walked_in_chunks_installs_as_the_range_is(
+            pushes in proptest::collection::vec(
+                proptest::collection::btree_map(edge_key(), (1u32..4, -1.0e3f32..1.0e3), 1..12), 1..8),
+            ends in (edge_key(), edge_key()),
+            keys_max in 0usize..6,
+            bytes_max in 0usize..40,
+        ) {
+            let (head, lens_of) = store_of(&pushes);
+            let range = KeyRange::new(ends.0.min(ends.1), ends.0.max(ends.1)).unwrap();
+            let inside: Vec<u64> = lens_of.range(range.start()..=range.end_inclusive()).map(|(&k, _)| k).collect();
+            let chunks = walk(&head, range, keys_max, bytes_max);
+            let mut learner = KvStore::<f32>::new();
+            let mut walked = Vec::new();
+            for chunk in &chunks {
+                let keys = chunk.keys.to_vec();
+                let bytes = chunk.values.len() * size_of::<f32>();
+                prop_assert!(!keys.is_empty() && keys.len() <= keys_max.max(1));
+                prop_assert!(bytes <= bytes_max || keys.len() == 1, "{} bytes in {} keys", bytes, keys.len());
+                // Cut only by a limit: the next key held would break one.
+                if let Some(&next) = inside.get(walked.len() + keys.len()) {
+                    let next_bytes = lens_of[&next] as usize * size_of::<f32>();
+                    prop_assert!(keys.len() >= keys_max || bytes + next_bytes > bytes_max, "chunk cut short before {}", next);
+                }
+                prop_assert_eq!(chunk.lens.as_ref().map(Lens::to_vec), Some(keys.iter().map(|k| lens_of[k]).collect::<Vec<_>>()));
+                prop_assert!(learner.install(chunk).is_ok());
+                walked.extend(keys);
+            }
+            prop_assert_eq!(&walked, &inside);
+            prop_assert_eq!(learner.len(), inside.len(), "nothing outside the range");
+            let all: Vec<u64> = lens_of.keys().copied().collect();
+            // Lists compare bytes, so the values are equal bit for bit.
+            prop_assert_eq!(learner.export(&Keys::from_slice(&all)), head.export(&Keys::from_slice(&inside)));
+            prop_assert_eq!(learner.export_range(KeyRange::FULL, usize::MAX, usize::MAX), head.export_range(range, usize::MAX, usize::MAX));
+        }
+
+        /// Forgetting a range drops its keys and nothing else: they pull as
+        /// zeros and `get` finds none; the other keys keep their values.
+        #[test]
+        fn a_forgotten_range_pulls_as_never_pushed_and_the_rest_stays(
+            pushes in proptest::collection::vec(
+                proptest::collection::btree_map(edge_key(), (1u32..4, -1.0e3f32..1.0e3), 1..12), 1..8),
+            ends in (edge_key(), edge_key()),
+        ) {
+            let (mut store, lens_of) = store_of(&pushes);
+            let range = KeyRange::new(ends.0.min(ends.1), ends.0.max(ends.1)).unwrap();
+            let all: Vec<u64> = lens_of.keys().copied().collect();
+            let before: BTreeMap<u64, Vec<f32>> = all.iter().map(|&k| (k, store.get(k).unwrap().to_vec())).collect();
+            store.forget_range(range);
+            let mut expected = Vec::new();
+            for (&key, values) in &before {
+                if range.contains(key) {
+                    prop_assert_eq!(store.get(key), None);
+                    expected.push(0.0);
+                } else {
+                    prop_assert_eq!(store.get(key).map(<[f32]>::to_vec), Some(values.clone()));
+                    expected.extend(values);
+                }
+            }
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&pulled(&mut store, &all)), bits(&expected));
+            prop_assert_eq!(store.len(), before.keys().filter(|&&k| !range.contains(k)).count());
+            prop_assert!(store.export_range(range, usize::MAX, usize::MAX).keys.is_empty());
+        }
+
         /// A copy that installs the head's export of each push's keys
         /// after the push, and a fresh store that installs one export of
         /// everything at the end (a state transfer), hold the head's bits:

@@ -137,6 +137,19 @@ impl DedupTable {
         self.origins.retain(|origin, _| origin.worker != worker || origin.incarnation > incarnation);
     }
 
+    /// Every entry, as `(origin, ts, floor, seq)`: what a learner records
+    /// to hold the same table.
+    pub(crate) fn entries(&self) -> Vec<(Origin, Timestamp, Timestamp, u64)> {
+        self.origins
+            .iter()
+            .flat_map(|(&origin, applied)| {
+                applied.by_offset.iter().map(move |(&offset, &seq)| {
+                    (origin, Timestamp(applied.floor.0.wrapping_add(offset)), applied.floor, seq)
+                })
+            })
+            .collect()
+    }
+
     /// Entries held, over every origin.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -80,6 +80,7 @@ impl<P> ChainLog<P> {
     }
 
     /// The same log, holding at most `held_max` batches ahead.
+    #[cfg(test)]
     pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
         Self { held_max, ..self }
     }

@@ -89,7 +89,6 @@ impl<S: Clone, A> RangeMember<S, A> {
     }
 
     /// The dedup table, to send with a state transfer.
-    #[cfg(test)]
     pub(crate) fn dedup(&self) -> &DedupTable {
         &self.dedup
     }

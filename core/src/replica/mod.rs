@@ -41,11 +41,10 @@
 //! Not wired yet: `transfer` (a learner catching up, then `CaughtUp` to
 //! the scheduler, whose `placement::on_caught_up` makes it the tail).
 
+pub(crate) mod catch_up;
 pub(crate) mod dedup;
 pub(crate) mod log;
 pub(crate) mod member;
 pub(crate) mod route;
 pub(crate) mod serve;
-// State transfer is not wired yet; until then only its tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod transfer;

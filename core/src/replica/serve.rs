@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use smallvec::smallvec;
 
+use super::catch_up::{Learning, Source};
 use super::dedup::Origin;
 use super::log::{Arrival, Numbered};
 use super::member::{Admit, Batch, PushRef, RangeMember};
@@ -75,7 +76,7 @@ const AHEAD_MAX: usize = 4096;
 /// The ranges this server holds a copy of.
 #[derive(Debug)]
 pub(crate) struct Serving {
-    members: BTreeMap<u32, RangeMember<State, Owed>>,
+    pub(super) members: BTreeMap<u32, RangeMember<State, Owed>>,
     /// Per range with batches kept for the successor: the last commit
     /// seen and since when, to send them again when the chain stalls.
     progress: BTreeMap<u32, (u64, Instant)>,
@@ -91,7 +92,20 @@ pub(crate) struct Serving {
     /// Ranges whose commit report a tail held back for want of a lease.
     commits_held: BTreeSet<u32>,
     /// How long a worker's pushes are remembered without a new one.
-    idle_max: Duration,
+    pub(super) idle_max: Duration,
+    /// The applications that hold keys of each range here: a transfer
+    /// walks each.
+    pub(super) apps: BTreeMap<u32, BTreeSet<u32>>,
+    /// Per range this server is the tail of and that has a learner.
+    pub(super) sources: BTreeMap<u32, Source>,
+    /// Per range this server learns.
+    pub(super) learning: BTreeMap<u32, Learning>,
+    /// Ranges this process installed part of from a transfer it no longer
+    /// follows: forgotten before it learns them again.
+    pub(super) partial: BTreeSet<u32>,
+    /// The pace of transfers is set per this interval (the heartbeat's,
+    /// whose tick starts reads the pace held back).
+    pub(super) pace: Duration,
 }
 
 /// What one message is handled against.
@@ -107,7 +121,7 @@ pub(crate) struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn chain(&self, range: u32) -> Option<&RangeChain> {
+    pub(super) fn chain(&self, range: u32) -> Option<&RangeChain> {
         self.membership.chains().as_slice().get(range as usize)
     }
 
@@ -117,7 +131,7 @@ impl Context<'_> {
 }
 
 /// The member after `me` in `chain`, and the one before.
-fn neighbours(chain: &RangeChain, me: Rank) -> (Option<Rank>, Option<Rank>) {
+pub(super) fn neighbours(chain: &RangeChain, me: Rank) -> (Option<Rank>, Option<Rank>) {
     let members = chain.members();
     match members.iter().position(|&m| m == me) {
         Some(at) => (at.checked_sub(1).map(|p| members[p]), members.get(at + 1).copied()),
@@ -129,7 +143,7 @@ fn origin_of(id: ServerRequestId) -> Origin {
     Origin { worker: id.from, incarnation: id.incarnation, customer: id.customer }
 }
 
-fn to_wire(push: &PushRef) -> BatchPush {
+pub(super) fn to_wire(push: &PushRef) -> BatchPush {
     let Origin { worker, incarnation, customer } = push.origin;
     BatchPush {
         worker,
@@ -141,7 +155,7 @@ fn to_wire(push: &PushRef) -> BatchPush {
     }
 }
 
-fn from_wire(push: &BatchPush) -> PushRef {
+pub(super) fn from_wire(push: &BatchPush) -> PushRef {
     let origin = Origin {
         worker: push.worker,
         incarnation: push.incarnation,
@@ -166,8 +180,9 @@ fn replicate(range: u32, epoch: u64, batch: &Numbered<Batch<State>>) -> Message 
 
 impl Serving {
     /// No range yet; a worker's pushes are remembered for `idle_max`
-    /// after its last one (the request timeout: no resend comes later).
-    pub(crate) fn new(idle_max: Duration) -> Self {
+    /// after its last one (the request timeout: no resend comes later);
+    /// transfers are paced per `pace`.
+    pub(crate) fn new(idle_max: Duration, pace: Duration) -> Self {
         Self {
             members: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -176,6 +191,11 @@ impl Serving {
             unleased_answers: Vec::new(),
             commits_held: BTreeSet::new(),
             idle_max,
+            apps: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            learning: BTreeMap::new(),
+            partial: BTreeSet::new(),
+            pace,
         }
     }
 
@@ -185,7 +205,7 @@ impl Serving {
     #[cfg(any(test, feature = "inspect"))]
     pub(crate) fn backlog(&self) -> usize {
         let members: usize = self.members.values().map(|m| m.owed() + m.sent() + m.held()).sum();
-        members + self.ahead.len() + self.unleased.len() + self.unleased_answers.len()
+        members + self.ahead.len() + self.unleased.len() + self.unleased_answers.len() + self.catch_up_backlog()
     }
 
     /// Holds `message`, routed under table `epoch` (newer than ours),
@@ -307,7 +327,7 @@ impl Serving {
     ) {
         let member = self.members.get_mut(&id.part);
         match (then, member) {
-            (Then::Replicate(push), Some(member)) if matches!(response, Response::Ok { .. }) => {
+            (Then::Replicate(push), Some(_)) if matches!(response, Response::Ok { .. }) => {
                 let Some(state) = state else {
                     // Applied here and not elsewhere: the copies differ
                     // from now on, which only a handle that cannot export
@@ -319,14 +339,32 @@ impl Serving {
                     return;
                 };
                 let successor = cx.chain(id.part).and_then(|chain| neighbours(chain, cx.me).1);
+                self.apps.entry(id.part).or_default().insert(id.customer.app);
+                let streamed = (successor.is_none() && self.sources.contains_key(&id.part)).then(|| state.clone());
+                // A learner the tail waits for counts as a successor.
+                let synced = successor.is_none() && self.synced(id.part);
+                let member = self.members.get_mut(&id.part).expect("looked up above");
                 let (seq, batch) =
-                    member.applied(smallvec![push], (id.customer.app, state), successor.is_some(), cx.now);
+                    member.applied(smallvec![push], (id.customer.app, state), successor.is_some() || synced, cx.now);
                 match (batch, successor) {
                     (Some(batch), Some(next)) => {
                         out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
                         member.owe(seq, Owed { id, response, tail_answers: push.tail_answers });
                     }
-                    _ => self.commit_answers(vec![Owed::new(id, response)], cx, out),
+                    _ => {
+                        let answer = Owed::new(id, response);
+                        let answer = if synced {
+                            member.owe(seq, answer);
+                            None
+                        } else {
+                            Some(answer)
+                        };
+                        if let Some(state) = streamed {
+                            let batch = Batch { pushes: smallvec![push], state: (id.customer.app, state) };
+                            self.stream_batch(id.part, &Numbered { seq, payload: batch }, true, out);
+                        }
+                        self.commit_answers(answer.into_iter().collect(), cx, out);
+                    }
                 }
             }
             (Then::AnswerAfter(seq), Some(member)) if seq > member.committed() => {
@@ -345,15 +383,24 @@ impl Serving {
         let Some(chain) = cx.chain(id.part) else {
             return;
         };
-        let (Some(member), true) = (self.members.get_mut(&id.part), chain.head() == Some(cx.me)) else {
+        let (true, true) = (self.members.contains_key(&id.part), chain.head() == Some(cx.me)) else {
             return;
         };
         let successor = neighbours(chain, cx.me).1;
         // The worker is gone: nothing older than this push will come again.
         let push = PushRef { origin: origin_of(id), ts: id.ts, floor: id.ts, tail_answers: false };
-        let (_, batch) = member.applied(smallvec![push], (id.customer.app, state), successor.is_some(), cx.now);
+        self.apps.entry(id.part).or_default().insert(id.customer.app);
+        let streamed = (successor.is_none() && self.sources.contains_key(&id.part)).then(|| state.clone());
+        let synced = successor.is_none() && self.synced(id.part);
+        let member = self.members.get_mut(&id.part).expect("looked up above");
+        let (seq, batch) =
+            member.applied(smallvec![push], (id.customer.app, state), successor.is_some() || synced, cx.now);
         if let (Some(batch), Some(next)) = (batch, successor) {
             out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
+        }
+        if let Some(state) = streamed {
+            let batch = Batch { pushes: smallvec![push], state: (id.customer.app, state) };
+            self.stream_batch(id.part, &Numbered { seq, payload: batch }, true, out);
         }
     }
 
@@ -407,11 +454,23 @@ impl Serving {
                         })
                         .collect();
                     out.event(Event::Install { app: *app, state: state.clone(), pushes });
+                    self.apps.entry(range).or_default().insert(*app);
                 }
-                member.installed(&batches, after.is_some(), cx.now);
+                // A learner the tail waits for counts as a successor.
+                let synced = after.is_none() && self.synced(range);
+                let member = self.members.get_mut(&range).expect("looked up above");
+                member.installed(&batches, after.is_some() || synced, cx.now);
+                if synced {
+                    for batch in &batches {
+                        for owed in tail_answers(range, std::slice::from_ref(batch)) {
+                            member.owe(batch.seq, owed);
+                        }
+                    }
+                }
                 if after.is_none() {
-                    let answers = tail_answers(range, &batches);
-                    self.commit_answers(answers, cx, out);
+                    for batch in &batches {
+                        self.stream_batch(range, batch, false, out);
+                    }
                 }
                 let member = self.members.get_mut(&range).expect("looked up above");
                 match after {
@@ -420,18 +479,19 @@ impl Serving {
                             out.send(NodeId::server(next), replicate(range, cx.epoch(), batch));
                         }
                     }
-                    // A tail that may have been replaced reports no
-                    // commit: it does once its lease is renewed.
-                    None if cx.lease => out.send(from, Message::Committed { range, seq: member.last_applied() }),
+                    None if synced => {}
                     None => {
-                        self.commits_held.insert(range);
+                        let answers = tail_answers(range, &batches);
+                        let seq = member.committed();
+                        self.commit_answers(answers, cx, out);
+                        self.report_commit(range, before, seq, cx, out);
                     }
                 }
             }
             // The predecessor sent again what we have: it may have missed
             // our report, so the tail repeats it.
             Arrival::Duplicate if after.is_none() && cx.lease => {
-                out.send(from, Message::Committed { range, seq: member.last_applied() });
+                out.send(from, Message::Committed { range, seq: member.committed() });
             }
             Arrival::Duplicate if after.is_none() => {
                 self.commits_held.insert(range);
@@ -521,9 +581,11 @@ impl Serving {
                 continue;
             }
             let Some(member) = self.members.get_mut(&range) else {
-                // At formation, or a range that lost every copy and
+                // A learner that caught up becomes the tail; otherwise this
+                // is formation, or a range that lost every copy and
                 // restarts empty here.
-                self.members.insert(range, RangeMember::new(self.idle_max));
+                let member = self.promote(range).unwrap_or_else(|| RangeMember::new(self.idle_max));
+                self.members.insert(range, member);
                 continue;
             };
             let (before, after) = old.as_slice().get(index).map_or((None, None), |c| neighbours(c, cx.me));
@@ -537,7 +599,7 @@ impl Serving {
                 due.extend(tail_answers(range, &unseen));
                 match (now_before, cx.lease) {
                     (Some(prev), true) => {
-                        out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+                        out.send(NodeId::server(prev), Message::Committed { range, seq: member.committed() });
                     }
                     (Some(_), false) => {
                         self.commits_held.insert(range);
@@ -556,6 +618,9 @@ impl Serving {
                 }
             }
         }
+        let kept: BTreeSet<u32> = self.members.keys().copied().collect();
+        self.apps.retain(|range, _| kept.contains(range));
+        self.transfers_on_table(cx, out);
         let epoch = cx.epoch();
         let (ready, later): (VecDeque<_>, VecDeque<_>) = self.ahead.drain(..).partition(|(at, _)| *at <= epoch);
         self.ahead = later;
@@ -593,11 +658,32 @@ impl Serving {
                 out.send(NodeId::server(next), replicate(range, cx.epoch(), &batch));
             }
         }
+        self.catch_up_tick(stall, cx, out);
+    }
+
+    /// Tells `predecessor` that batches of `range` are committed through
+    /// `seq`, while this tail holds the read lease (once it is renewed
+    /// otherwise).
+    pub(super) fn report_commit(
+        &mut self,
+        range: u32,
+        predecessor: Option<Rank>,
+        seq: u64,
+        cx: Context<'_>,
+        out: &mut Outbox,
+    ) {
+        match (predecessor, cx.lease) {
+            (Some(prev), true) => out.send(NodeId::server(prev), Message::Committed { range, seq }),
+            (Some(_), false) => {
+                self.commits_held.insert(range);
+            }
+            (None, _) => {}
+        }
     }
 
     /// Answers of pushes this server committed as the tail: sent while it
     /// holds the read lease, kept until it does again otherwise.
-    fn commit_answers(&mut self, due: Vec<Owed>, cx: Context<'_>, out: &mut Outbox) {
+    pub(super) fn commit_answers(&mut self, due: Vec<Owed>, cx: Context<'_>, out: &mut Outbox) {
         if cx.lease {
             send_owed(due, cx, out);
         } else {
@@ -615,7 +701,7 @@ impl Serving {
                 continue;
             };
             if let (Some(prev), None) = neighbours(chain, cx.me) {
-                out.send(NodeId::server(prev), Message::Committed { range, seq: member.last_applied() });
+                out.send(NodeId::server(prev), Message::Committed { range, seq: member.committed() });
             }
         }
         self.unleased.drain(..).collect()
@@ -638,7 +724,9 @@ impl Serving {
         self.unleased.clear();
         self.unleased_answers.clear();
         self.commits_held.clear();
-        self.ahead.clear();
+        self.apps.clear();
+        self.sources.clear();
+        self.learning.clear();
     }
 }
 

@@ -18,6 +18,8 @@
 //! carries the range's dedup table as the tail holds it then; later
 //! batches carry their pushes, so the learner's table ends as the tail's.
 
+use std::collections::VecDeque;
+
 use super::log::{Arrival, ChainLog, Numbered};
 use crate::range::KeyRange;
 use crate::time::{Duration, Instant};
@@ -25,11 +27,51 @@ use crate::time::{Duration, Instant};
 /// One item of the stream to a learner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Item<B, C> {
-    /// A live batch, with its number in the range's order.
-    Batch(u64, B),
-    /// The state of the keys after `from` (or from the range's start)
-    /// through `through`; `last` when no key of the range is after it.
-    Chunk { through: u64, last: bool, state: C },
+    /// A live batch, with its number in the range's order, and the keys of
+    /// it the learner installs (the stream keeps it whole: it is the
+    /// learner's first batch as a successor should it become the tail).
+    Batch(u64, B, Cover),
+    /// The state of one application's keys after the previous chunk's
+    /// (or from the range's start) through `through`; `last` when no key
+    /// of the range is after it, in any application. It holds every batch
+    /// up to `seq`, the last one the tail applied before reading it.
+    Chunk { through: u64, last: bool, seq: u64, state: C },
+}
+
+/// Which keys of a batch the learner installs: those a chunk covered
+/// already. The others a later chunk covers, read after the batch was
+/// applied, so it holds the batch's effect; installing them now would
+/// put keys in the learner's store that the transfer's model (and a
+/// learner that forgot a partial copy) does not expect yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cover {
+    /// Every key: its application was walked, or is not walked at all
+    /// (all its keys came with batches since the transfer began).
+    All,
+    /// Keys up to this one.
+    UpTo(u64),
+    /// None yet.
+    Nothing,
+}
+
+impl Cover {
+    pub(crate) fn keeps(self, key: u64) -> bool {
+        match self {
+            Self::All => true,
+            Self::UpTo(last) => key <= last,
+            Self::Nothing => false,
+        }
+    }
+}
+
+/// What the tail reads next for a transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Application `app`'s keys in `keys`, in ascending order, up to a
+    /// chunk's size.
+    App { app: u32, keys: KeyRange },
+    /// The range holds nothing: one empty, last chunk ends the transfer.
+    Nothing,
 }
 
 /// The tail's side: where the walk over the range's keys is, and the
@@ -37,45 +79,143 @@ pub(crate) enum Item<B, C> {
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing<B, C> {
     range: KeyRange,
-    /// Keys up to this one were sent (`None`: none yet).
+    /// Applications still to walk, the current one first; each holds keys
+    /// of the range (an application's keys that appear later come with
+    /// batches, which are all on the stream).
+    apps: VecDeque<u32>,
+    /// Keys of the current application up to this one were sent (`None`:
+    /// none yet).
     sent_through: Option<u64>,
     done: bool,
+    /// A chunk is being read: batches installed meanwhile wait behind it,
+    /// so the stream keeps the order in which the store saw them.
+    reading: bool,
+    /// The last batch on the stream (or applied before it began): what
+    /// the next chunk holds at least.
+    seq: u64,
+    waiting: Vec<(u64, u32, B)>,
+
     /// Items are kept, as a chain member keeps `Sent`, until the learner
     /// reports it applied them: one it had to drop is asked for again.
     stream: ChainLog<Item<B, C>>,
+    /// The item of the last chunk: the next read waits until the learner
+    /// has it, so one chunk at most is in flight.
+    last_chunk: u64,
     pacer: Pacer,
 }
 
 impl<B: Clone, C: Clone> Outgoing<B, C> {
-    /// A transfer of `range`'s keys (the tail's store may hold other
-    /// ranges too: they are not sent).
-    pub(crate) fn new(range: KeyRange, pacer: Pacer) -> Self {
-        Self { range, sent_through: None, done: false, stream: ChainLog::default(), pacer }
+    /// A transfer of `range`'s keys held by applications `apps` (the
+    /// tail's store may hold other ranges too: they are not sent).
+    /// `seq` is the last batch the tail applied so far.
+    pub(crate) fn new(range: KeyRange, seq: u64, apps: impl IntoIterator<Item = u32>, pacer: Pacer) -> Self {
+        Self {
+            seq,
+            range,
+            apps: apps.into_iter().collect(),
+            sent_through: None,
+            done: false,
+            reading: false,
+            waiting: Vec::new(),
+            stream: ChainLog::default(),
+            last_chunk: 0,
+            pacer,
+        }
     }
 
     /// Whether every chunk went out.
+    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
-    /// The keys the next chunk reads from, or `None` once done.
-    pub(crate) fn next_keys(&self) -> Option<KeyRange> {
-        let from = match (self.done, self.sent_through) {
-            (true, _) => return None,
-            (false, None) => self.range.start(),
-            (false, Some(key)) => key + 1,
+    /// Items the learner has not reported applied yet, and batches
+    /// waiting behind a read.
+    pub(crate) fn backlog(&self) -> usize {
+        self.stream.sent().count() + self.waiting.len() + usize::from(self.reading)
+    }
+
+    /// The next read, if one may start at `now`: none while one is under
+    /// way, while the learner lacks the last chunk, or while the pace
+    /// allows none. The read's result comes back through
+    /// [`chunk`](Self::chunk).
+    pub(crate) fn start_read(&mut self, now: Instant) -> Option<Read> {
+        if self.done || self.reading || self.stream.committed() < self.last_chunk || !self.pacer.ready(now) {
+            return None;
+        }
+        self.reading = true;
+        let Some(&app) = self.apps.front() else {
+            return Some(Read::Nothing);
         };
-        KeyRange::new(from, self.range.end_inclusive())
+        let from = self.sent_through.map_or(self.range.start(), |key| key + 1);
+        let keys = KeyRange::new(from, self.range.end_inclusive()).expect("a walk ends at the range's end");
+        Some(Read::App { app, keys })
     }
 
-    /// A batch the tail applied goes on the stream.
-    pub(crate) fn batch(&mut self, seq: u64, batch: B) -> Numbered<Item<B, C>> {
-        self.stream.sequence(Item::Batch(seq, batch), true)
+    /// A read could not be done (the application cannot export): the next
+    /// one tries again.
+    pub(crate) fn read_failed(&mut self) -> Vec<Numbered<Item<B, C>>> {
+        self.reading = false;
+        self.release_waiting()
     }
 
-    /// The learner applied the stream through item `seq`.
-    pub(crate) fn on_acked(&mut self, seq: u64) {
-        self.stream.on_committed(seq);
+    /// A batch the tail applied goes on the stream, or waits behind the
+    /// read under way when `after_read`: the store applies it after the
+    /// read, as an install handed out after the read is. A batch the tail
+    /// made as head was applied when its answer came, so one that comes
+    /// before the read's result was applied before the read.
+    pub(crate) fn batch(&mut self, seq: u64, app: u32, batch: B, after_read: bool) -> Option<Numbered<Item<B, C>>> {
+        if self.reading && after_read {
+            self.waiting.push((seq, app, batch));
+            return None;
+        }
+        Some(self.sequence_batch(seq, app, batch))
+    }
+
+    /// Keys of application `app` the learner holds from chunks so far.
+    fn cover(&self, app: u32) -> Cover {
+        match self.apps.iter().position(|&a| a == app) {
+            None => Cover::All,
+            Some(0) => self.sent_through.map_or(Cover::Nothing, Cover::UpTo),
+            Some(_) => Cover::Nothing,
+        }
+    }
+
+    fn sequence_batch(&mut self, seq: u64, app: u32, batch: B) -> Numbered<Item<B, C>> {
+        self.seq = seq;
+        let cover = self.cover(app);
+        self.stream.sequence(Item::Batch(seq, batch, cover), true)
+    }
+
+    /// The learner applied the stream through item `item`. Returns the
+    /// last batch it holds now, if that moved.
+    pub(crate) fn on_acked(&mut self, item: u64) -> Option<u64> {
+        let newest = self
+            .stream
+            .sent()
+            .take_while(|i| i.seq <= item)
+            .map(|i| match i.payload {
+                Item::Batch(seq, ..) | Item::Chunk { seq, .. } => seq,
+            })
+            .max();
+        self.stream.on_committed(item);
+        newest
+    }
+
+    /// Whether the learner applied every chunk, and with them the state of
+    /// the whole range.
+    pub(crate) fn learner_has_every_chunk(&self) -> bool {
+        self.done && self.stream.committed() >= self.last_chunk
+    }
+
+    /// The last item on the stream.
+    pub(crate) fn last_item(&self) -> u64 {
+        self.stream.applied()
+    }
+
+    /// The last item the learner reported applied.
+    pub(crate) fn acked(&self) -> u64 {
+        self.stream.committed()
     }
 
     /// The learner dropped items it could not hold: what it lacks.
@@ -83,29 +223,52 @@ impl<B: Clone, C: Clone> Outgoing<B, C> {
         self.stream.resend_from(from)
     }
 
-    /// Whether the budget allows a chunk of `bytes` at `now`.
-    pub(crate) fn may_send(&mut self, now: Instant, bytes: u64) -> bool {
-        !self.done && self.pacer.take(now, bytes)
-    }
-
-    /// A chunk read now from [`next_keys`](Self::next_keys), covering
-    /// them through `through` (the range's last key once every key of it
-    /// the store holds is in), goes on the stream.
-    pub(crate) fn chunk(&mut self, through: u64, state: C) -> Numbered<Item<B, C>> {
+    /// The read under way returned `state` of `bytes` bytes, covering its
+    /// keys through `through` (the range's end once every key of the
+    /// application is in): the chunk goes on the stream, then the batches
+    /// that waited for it. With `more`, another chunk follows even when the
+    /// walk is over (an empty one, carrying more of the dedup table).
+    pub(crate) fn chunk(
+        &mut self,
+        now: Instant,
+        through: u64,
+        bytes: u64,
+        state: C,
+        more: bool,
+    ) -> Vec<Numbered<Item<B, C>>> {
+        let seq = self.seq;
+        debug_assert!(self.reading, "a chunk answers a read");
         debug_assert!(self.sent_through.is_none_or(|sent| through > sent), "chunks walk forward");
         debug_assert!(self.range.contains(through), "chunks stay in the range");
-        let last = through >= self.range.end_inclusive();
-        self.sent_through = Some(through);
+        self.reading = false;
+        self.pacer.take(now, bytes);
+        if through >= self.range.end_inclusive() {
+            self.apps.pop_front();
+            self.sent_through = None;
+        } else {
+            self.sent_through = Some(through);
+        }
+        let last = self.apps.is_empty() && !more;
         self.done = last;
-        self.stream.sequence(Item::Chunk { through, last, state }, true)
+        let chunk = self.stream.sequence(Item::Chunk { through, last, seq, state }, true);
+        self.last_chunk = chunk.seq;
+        let mut items = vec![chunk];
+        items.extend(self.release_waiting());
+        items
+    }
+
+    fn release_waiting(&mut self) -> Vec<Numbered<Item<B, C>>> {
+        let waiting = std::mem::take(&mut self.waiting);
+        waiting.into_iter().map(|(seq, app, batch)| self.sequence_batch(seq, app, batch)).collect()
     }
 }
 
 /// What the learner does with one stream item, in stream order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Install<B, C> {
-    /// Install this chunk.
-    Chunk(C),
+    /// Install this chunk, which covers its application's keys up to
+    /// `through`.
+    Chunk { through: u64, state: C },
     /// Install this batch, number `seq` of the range.
     Batch { seq: u64, batch: B },
 }
@@ -136,6 +299,7 @@ impl<B, C> Default for Incoming<B, C> {
 
 impl<B: Clone, C: Clone> Incoming<B, C> {
     /// The same learner, holding at most `held_max` items ahead.
+    #[cfg(test)]
     pub(crate) fn holding_at_most(self, held_max: u64) -> Self {
         Self { stream: self.stream.holding_at_most(held_max), ..self }
     }
@@ -153,13 +317,14 @@ impl<B: Clone, C: Clone> Incoming<B, C> {
         let installs = ready
             .into_iter()
             .map(|item| match item.payload {
-                Item::Batch(seq, batch) => {
+                Item::Batch(seq, batch, _) => {
                     self.seq = seq;
                     Install::Batch { seq, batch }
                 }
-                Item::Chunk { last, state, .. } => {
+                Item::Chunk { through, last, seq, state } => {
+                    self.seq = self.seq.max(seq);
                     self.caught_up |= last;
-                    Install::Chunk(state)
+                    Install::Chunk { through, state }
                 }
             })
             .collect();
@@ -197,6 +362,12 @@ pub(crate) struct Pacer {
 impl Pacer {
     pub(crate) fn new(budget: u64, interval: Duration) -> Self {
         Self { interval, budget, started: None, spent: 0 }
+    }
+
+    /// Whether anything may be sent at `now`: the interval's budget is
+    /// not spent, or a new interval began.
+    pub(crate) fn ready(&self, now: Instant) -> bool {
+        self.started.is_none_or(|start| now >= start + self.interval) || self.spent < self.budget
     }
 
     /// Spends `bytes` at `now` if the current interval allows it.
@@ -238,8 +409,11 @@ mod tests {
     enum Step {
         /// The tail applies a push of these key offsets and deltas.
         Push(Vec<(u8, i8)>),
-        /// The tail sends a chunk of at most this many keys, if paced in.
-        Chunk(u8),
+        /// The tail starts reading a chunk of at most this many keys, if
+        /// the pace and the learner allow.
+        Read(u8),
+        /// The read under way comes back.
+        Finish,
         /// Deliver the item in flight at this index.
         Deliver(usize),
         /// Time passes.
@@ -249,7 +423,8 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => proptest::collection::vec((any::<u8>(), any::<i8>()), 1..6).prop_map(Step::Push),
-            2 => (1u8..8).prop_map(Step::Chunk),
+            2 => (1u8..8).prop_map(Step::Read),
+            2 => Just(Step::Finish),
             5 => any::<usize>().prop_map(Step::Deliver),
             1 => Just(Step::Tick),
         ]
@@ -283,43 +458,64 @@ mod tests {
             let in_range = |offset: u8| 64 + offset % 128;
             let mut tail: Store = initial.iter().map(|(&k, &v)| (key(k), v)).collect();
             let mut learner: Store = Store::new();
-            let mut out = Outgoing::<State, State>::new(range, Pacer::new(64, Duration::from_millis(5)));
+            let mut out = Outgoing::<State, State>::new(range, 0, [0], Pacer::new(64, Duration::from_millis(5)));
             let mut incoming = Incoming::<State, State>::default().holding_at_most(2);
             let mut wire: Vec<Msg> = Vec::new();
             let mut now = Instant::ZERO;
             let mut seq = 0;
-            let receive = |learner: &mut Store, incoming: &mut Incoming<State, State>, wire: &mut Vec<Msg>, item| {
-                let received = incoming.receive(item);
+            // The wire carries a batch cut to the keys chunks covered.
+            let receive = |learner: &mut Store, incoming: &mut Incoming<State, State>, wire: &mut Vec<Msg>, item: Numbered<Item<State, State>>, covered: &mut Option<u64>| {
+                let payload = match item.payload {
+                    Item::Batch(seq, batch, cover) => {
+                        Item::Batch(seq, batch.into_iter().filter(|(k, _)| cover.keeps(*k)).collect(), Cover::All)
+                    }
+                    chunk => chunk,
+                };
+                let received = incoming.receive(Numbered { seq: item.seq, payload });
                 for install in received.installs {
                     match install {
-                        Install::Chunk(state) => learner.extend(state),
+                        Install::Chunk { through, state } => {
+                            *covered = Some(through);
+                            learner.extend(state);
+                        }
                         Install::Batch { batch, .. } => learner.extend(batch),
                     }
                 }
                 wire.push(Msg::Acked(incoming.applied()));
                 wire.extend(received.resend_from.map(Msg::ResendFrom));
             };
-            let deliver = |msg: Msg, learner: &mut Store, incoming: &mut Incoming<State, State>, out: &mut Outgoing<State, State>, wire: &mut Vec<Msg>| {
+            let mut covered = None;
+            let deliver = |msg: Msg, learner: &mut Store, incoming: &mut Incoming<State, State>, out: &mut Outgoing<State, State>, wire: &mut Vec<Msg>, covered: &mut Option<u64>| {
                 match msg {
-                    Msg::Item(item) => receive(learner, incoming, wire, item),
-                    Msg::Acked(seq) => out.on_acked(seq),
+                    Msg::Item(item) => receive(learner, incoming, wire, item, covered),
+                    Msg::Acked(seq) => {
+                        out.on_acked(seq);
+                    }
                     Msg::ResendFrom(from) => wire.extend(out.resend_from(from).into_iter().map(Msg::Item)),
                 }
             };
-            let send_chunk = |tail: &Store, out: &mut Outgoing<State, State>, now: Instant, keys: usize| {
-                let next = out.next_keys()?;
+            // A read takes the store as it is when it starts (batches
+            // applied later wait behind it), and comes back later.
+            let start_read = |tail: &Store, out: &mut Outgoing<State, State>, now: Instant, keys: usize| {
+                let Read::App { keys: next, .. } = out.start_read(now)? else {
+                    return None;
+                };
                 let span = next.start()..=next.end_inclusive();
                 let state: State = tail.range(span.clone()).take(keys).map(|(&k, &v)| (k, v)).collect();
-                if !out.may_send(now, 16 * state.len().max(1) as u64) {
-                    return None;
-                }
                 let rest = tail.range(span).nth(keys).is_some();
                 let through = match state.last() {
                     Some(&(last, _)) if rest => last,
                     _ => next.end_inclusive(),
                 };
-                Some(Msg::Item(out.chunk(through, state)))
+                Some((through, state))
             };
+            let finish = |read: &mut Option<(u64, State)>, out: &mut Outgoing<State, State>, now: Instant, wire: &mut Vec<Msg>| {
+                if let Some((through, state)) = read.take() {
+                    let bytes = 16 * state.len() as u64;
+                    wire.extend(out.chunk(now, through, bytes, state, false).into_iter().map(Msg::Item));
+                }
+            };
+            let mut read = None;
             for step in steps {
                 match step {
                     Step::Push(deltas) => {
@@ -330,26 +526,36 @@ mod tests {
                             *value += i64::from(delta);
                             batch.push((key(in_range(offset)), *value));
                         }
-                        wire.push(Msg::Item(out.batch(seq, batch)));
+                        wire.extend(out.batch(seq, 0, batch, true).map(Msg::Item));
                     }
-                    Step::Chunk(keys) => wire.extend(send_chunk(&tail, &mut out, now, usize::from(keys))),
+                    Step::Read(keys) if read.is_none() => read = start_read(&tail, &mut out, now, usize::from(keys)),
+                    Step::Finish => finish(&mut read, &mut out, now, &mut wire),
                     Step::Deliver(i) if !wire.is_empty() => {
                         let msg = wire.remove(i % wire.len());
-                        deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire);
+                        deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire, &mut covered);
                     }
                     Step::Tick => now += Duration::from_millis(5),
                     _ => {}
                 }
                 prop_assert!(learner.keys().all(|k| tail.contains_key(k) && range.contains(*k)));
+                // Only keys a chunk covered: the rest would come from a
+                // batch alone, without the state before it.
+                prop_assert!(learner.keys().all(|k| covered.is_some_and(|c| *k <= c)), "{:?} {:?}", learner, covered);
             }
             // Finish the walk, deliver everything.
+            finish(&mut read, &mut out, now, &mut wire);
             while !out.is_done() {
                 now += Duration::from_millis(5);
-                wire.extend(send_chunk(&tail, &mut out, now, 4));
+                read = start_read(&tail, &mut out, now, 4);
+                finish(&mut read, &mut out, now, &mut wire);
+                while !wire.is_empty() {
+                    let msg = wire.remove(0);
+                    deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire, &mut covered);
+                }
             }
             while !wire.is_empty() {
                 let msg = wire.remove(0);
-                deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire);
+                deliver(msg, &mut learner, &mut incoming, &mut out, &mut wire, &mut covered);
             }
             prop_assert!(incoming.caught_up());
             prop_assert_eq!(incoming.seq(), seq);

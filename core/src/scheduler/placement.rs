@@ -70,9 +70,6 @@ pub(crate) fn on_server_restarted(chains: &mut Chains, rank: Rank, epoch: u64, a
 /// becomes the tail at `epoch`, and the next server waiting, if any,
 /// starts learning. `false` (and nothing changed) when `rank` is not that
 /// range's learner any more, as for a report that crossed a death.
-// Called once state transfer lands: nothing reports a catch-up before a
-// learner can be sent the range.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn on_caught_up(
     chains: &mut Chains,
     index: usize,

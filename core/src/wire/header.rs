@@ -30,7 +30,7 @@ pub const HEADER_LEN: usize = 40;
 /// `PSLT` in little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSLT");
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 
 /// Message kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +66,12 @@ pub enum Kind {
     Committed = 14,
     /// A chain member asks its predecessor for batches again.
     ResendFrom = 15,
+    /// An item of a state transfer, tail to learner.
+    Transfer = 16,
+    /// A learner applied a transfer's items up to a number.
+    Learned = 17,
+    /// A range's learner holds it, tail to scheduler.
+    CaughtUp = 18,
 }
 
 impl Kind {
@@ -87,6 +93,9 @@ impl Kind {
             13 => Self::Replicate,
             14 => Self::Committed,
             15 => Self::ResendFrom,
+            16 => Self::Transfer,
+            17 => Self::Learned,
+            18 => Self::CaughtUp,
             _ => return None,
         })
     }

@@ -185,6 +185,48 @@ pub struct ReplicateMsg {
     pub lens: Option<Lens>,
 }
 
+/// Where a chunk of a state transfer ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkEnd {
+    /// The last key the chunk covers: every key of the range up to it
+    /// that the tail held is in this chunk or an earlier one.
+    pub through: u64,
+    /// No chunk follows: with it the learner holds the whole range.
+    pub last: bool,
+}
+
+/// One item of a state transfer, from a range's tail to its learner: a
+/// key-ordered chunk of the range's state, or a batch the tail applied
+/// meanwhile. Items are numbered on their own stream, apart from the
+/// range's batch numbers, and installed strictly in that order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferMsg {
+    /// The range's index in the replica table.
+    pub range: u32,
+    /// The range's `changed_at` the tail streams under: a learner follows
+    /// only the tail of its own table.
+    pub source: u64,
+    /// The item's number on the stream, from 1.
+    pub item: u64,
+    /// A batch's number in the range's order; for a chunk, the last batch
+    /// the tail applied before reading it.
+    pub seq: u64,
+    /// `Some` for a chunk, `None` for a batch.
+    pub chunk: Option<ChunkEnd>,
+    /// The application whose handle exported (and installs) the state.
+    pub app: u32,
+    /// A batch's pushes, each with the batch's number; in a transfer's
+    /// first chunk, the range's dedup table, each push with the number of
+    /// the batch that applied it (at most [`TRANSFER_PUSHES_MAX`]).
+    pub pushes: Vec<(BatchPush, u64)>,
+    /// Keys, values and lengths as the tail's handle exported them.
+    pub keys: Keys,
+    /// See `keys`.
+    pub values: Values,
+    /// See `keys`.
+    pub lens: Option<Lens>,
+}
+
 /// A SimpleApp request or response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimpleMsg {
@@ -275,6 +317,29 @@ pub enum Message {
         /// The first batch missing.
         seq: u64,
     },
+    /// See [`TransferMsg`].
+    Transfer(TransferMsg),
+    /// A learner installed the transfer of range `range` through `item`
+    /// (learner to tail).
+    Learned {
+        /// The range's index.
+        range: u32,
+        /// The last item installed.
+        item: u64,
+        /// It dropped later items it could not hold: send them again.
+        resend: bool,
+    },
+    /// The learner of range `range`, process `learner`, holds the range
+    /// and every batch the tail acknowledged, and the tail commits
+    /// nothing it lacks (tail to scheduler): it may become the tail.
+    CaughtUp {
+        /// The range's index.
+        range: u32,
+        /// The range's `changed_at` the transfer came under.
+        source: u64,
+        /// The learner's incarnation.
+        learner: Incarnation,
+    },
 }
 
 /// Header fields that are not about the body.
@@ -297,6 +362,9 @@ pub const ACKS_PER_FRAME_MAX: usize = 4096;
 /// Most pushes one replicated batch names: bounds the decode of a
 /// hostile batch.
 pub const BATCH_PUSHES_MAX: usize = 4096;
+/// Most pushes one transfer item names (a range's dedup table is capped
+/// at as many entries): bounds the decode of a hostile item.
+pub const TRANSFER_PUSHES_MAX: usize = 1 << 16;
 /// Most nodes a table may list: bounds the decode of a hostile table.
 pub const NODES_MAX: usize = 1 << 16;
 /// Distinct groups (every non-empty subset of the three roles).
@@ -307,6 +375,7 @@ const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
 const KV_ROUTE_LEN: usize = 4 + 4 + 8;
 const REPLICATE_META_LEN: usize = 4 + 8 + 8 + 4 + 4;
 const BATCH_PUSH_LEN: usize = 6 * 4 + 1;
+const TRANSFER_META_LEN: usize = 4 + 8 + 8 + 8 + 1 + 8 + 4 + 4;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
 /// Bytes of metadata of every message but a node table and a release that
@@ -332,6 +401,9 @@ impl Message {
             Self::Replicate(_) => Kind::Replicate,
             Self::Committed { .. } => Kind::Committed,
             Self::ResendFrom { .. } => Kind::ResendFrom,
+            Self::Transfer(_) => Kind::Transfer,
+            Self::Learned { .. } => Kind::Learned,
+            Self::CaughtUp { .. } => Kind::CaughtUp,
         }
     }
 
@@ -451,15 +523,42 @@ impl Message {
                 meta.put_u32_le(m.app);
                 meta.put_u32_le(m.pushes.len() as u32);
                 for push in &m.pushes {
-                    for field in
-                        [push.worker.get(), push.incarnation.0, push.customer.0, push.customer.1, push.ts, push.floor]
-                    {
-                        meta.put_u32_le(field);
-                    }
-                    meta.put_u8(u8::from(push.tail_answers));
+                    put_batch_push(meta, push);
                 }
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
+            }
+            Self::Transfer(m) => {
+                debug_assert!(m.pushes.len() <= TRANSFER_PUSHES_MAX, "the tail sends at most that many");
+                meta.reserve(m.pushes.len() * (BATCH_PUSH_LEN + 8));
+                meta.put_u32_le(m.range);
+                meta.put_u64_le(m.source);
+                meta.put_u64_le(m.item);
+                meta.put_u64_le(m.seq);
+                let (tag, through) = match m.chunk {
+                    None => (0, 0),
+                    Some(ChunkEnd { through, last }) => (1 + u8::from(last), through),
+                };
+                meta.put_u8(tag);
+                meta.put_u64_le(through);
+                meta.put_u32_le(m.app);
+                meta.put_u32_le(m.pushes.len() as u32);
+                for (push, seq) in &m.pushes {
+                    put_batch_push(meta, push);
+                    meta.put_u64_le(*seq);
+                }
+                put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
+                push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
+            }
+            Self::Learned { range, item, resend } => {
+                meta.put_u32_le(*range);
+                meta.put_u64_le(*item);
+                meta.put_u8(u8::from(*resend));
+            }
+            Self::CaughtUp { range, source, learner } => {
+                meta.put_u32_le(*range);
+                meta.put_u64_le(*source);
+                meta.put_u32_le(learner.0);
             }
             Self::Committed { range, seq } | Self::ResendFrom { range, seq } => {
                 meta.put_u32_le(*range);
@@ -654,15 +753,7 @@ impl Message {
                 r.need(count * BATCH_PUSH_LEN)?;
                 let mut pushes = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let raw = r.u32()?;
-                    let worker = NodeId::from_raw(raw)
-                        .filter(|id| id.role() == Some(Role::Worker))
-                        .ok_or(DecodeError::InvalidField { field: "batch push worker", value: u64::from(raw) })?;
-                    let incarnation = Incarnation(r.u32()?);
-                    let customer = (r.u32()?, r.u32()?);
-                    let (ts, floor) = (r.u32()?, r.u32()?);
-                    let tail_answers = read_bool(&mut r, "batch push answered by the tail")?;
-                    pushes.push(BatchPush { worker, incarnation, customer, ts, floor, tail_answers });
+                    pushes.push(read_batch_push(&mut r)?);
                 }
                 let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
                 if kv.ids != [0; 4] || kv.code != 0 {
@@ -686,6 +777,54 @@ impl Message {
                 } else {
                     Self::ResendFrom { range, seq }
                 }
+            }
+            Kind::CaughtUp => {
+                let (range, source, learner) = (r.u32()?, r.u64()?, Incarnation(r.u32()?));
+                Self::CaughtUp { range, source, learner }
+            }
+            Kind::Learned => {
+                let (range, item) = (r.u32()?, r.u64()?);
+                let resend = read_bool(&mut r, "learned: resend")?;
+                Self::Learned { range, item, resend }
+            }
+            Kind::Transfer => {
+                r.need(TRANSFER_META_LEN)?;
+                let (range, source, item, seq) = (r.u32()?, r.u64()?, r.u64()?, r.u64()?);
+                let (tag, through) = (r.u8()?, r.u64()?);
+                let chunk = match tag {
+                    0 if through == 0 => None,
+                    0 => return Err(DecodeError::ReservedNotZero),
+                    1 | 2 => Some(ChunkEnd { through, last: tag == 2 }),
+                    other => {
+                        return Err(DecodeError::InvalidField { field: "transfer item kind", value: u64::from(other) })
+                    }
+                };
+                let (app, count) = (r.u32()?, r.u32()? as usize);
+                if count > TRANSFER_PUSHES_MAX {
+                    return Err(DecodeError::InvalidField { field: "transfer pushes", value: count as u64 });
+                }
+                r.need(count * (BATCH_PUSH_LEN + 8))?;
+                let mut pushes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let push = read_batch_push(&mut r)?;
+                    pushes.push((push, r.u64()?));
+                }
+                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
+                if kv.ids != [0; 4] || kv.code != 0 {
+                    return Err(DecodeError::ReservedNotZero);
+                }
+                Self::Transfer(TransferMsg {
+                    range,
+                    source,
+                    item,
+                    seq,
+                    chunk,
+                    app,
+                    pushes,
+                    keys: kv.keys,
+                    values: kv.values,
+                    lens: kv.lens,
+                })
             }
             Kind::SimpleRequest | Kind::SimpleResponse => {
                 r.need(SIMPLE_META_LEN)?;
@@ -844,6 +983,25 @@ fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
 fn read_group(r: &mut Reader<'_>) -> Result<Group, DecodeError> {
     let raw = r.u8()?;
     Group::from_bits(raw).ok_or(DecodeError::InvalidField { field: "group", value: u64::from(raw) })
+}
+
+fn put_batch_push(meta: &mut BytesMut, push: &BatchPush) {
+    for field in [push.worker.get(), push.incarnation.0, push.customer.0, push.customer.1, push.ts, push.floor] {
+        meta.put_u32_le(field);
+    }
+    meta.put_u8(u8::from(push.tail_answers));
+}
+
+fn read_batch_push(r: &mut Reader<'_>) -> Result<BatchPush, DecodeError> {
+    let raw = r.u32()?;
+    let worker = NodeId::from_raw(raw)
+        .filter(|id| id.role() == Some(Role::Worker))
+        .ok_or(DecodeError::InvalidField { field: "batch push worker", value: u64::from(raw) })?;
+    let incarnation = Incarnation(r.u32()?);
+    let customer = (r.u32()?, r.u32()?);
+    let (ts, floor) = (r.u32()?, r.u32()?);
+    let tail_answers = read_bool(r, "batch push answered by the tail")?;
+    Ok(BatchPush { worker, incarnation, customer, ts, floor, tail_answers })
 }
 
 fn read_bool(r: &mut Reader<'_>, field: &'static str) -> Result<bool, DecodeError> {

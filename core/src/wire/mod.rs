@@ -17,8 +17,8 @@ pub use decode::FrameDecoder;
 pub use frame::Frame;
 pub use header::{Header, Kind, HEADER_LEN, MAGIC, VERSION};
 pub use message::{
-    BarrierOutcome, BatchPush, KvOp, KvRequestMsg, KvResponseMsg, KvRoute, Message, NodeEntry, NodeTableMsg,
-    RegisterMsg, ReplicateMsg, SimpleMsg, BATCH_PUSHES_MAX,
+    BarrierOutcome, BatchPush, ChunkEnd, KvOp, KvRequestMsg, KvResponseMsg, KvRoute, Message, NodeEntry, NodeTableMsg,
+    RegisterMsg, ReplicateMsg, SimpleMsg, TransferMsg, BATCH_PUSHES_MAX, TRANSFER_PUSHES_MAX,
 };
 
 /// What was wrong with bytes received from a peer.

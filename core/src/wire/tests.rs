@@ -141,18 +141,38 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             floor,
             tail_answers,
         });
-    let replicate =
-        ((any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()), vec(batch_push, 0..4), keys_and_lens(), values())
-            .prop_map(|((range, epoch, seq, app), pushes, (keys, lens), values)| {
-                Message::Replicate(ReplicateMsg { range, epoch, seq, app, pushes, keys, values, lens })
-            });
-    let chain_report = (any::<bool>(), any::<u32>(), any::<u64>()).prop_map(|(committed, range, seq)| {
-        if committed {
-            Message::Committed { range, seq }
-        } else {
-            Message::ResendFrom { range, seq }
-        }
+    let replicate = (
+        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()),
+        vec(batch_push.clone(), 0..4),
+        keys_and_lens(),
+        values(),
+    )
+        .prop_map(|((range, epoch, seq, app), pushes, (keys, lens), values)| {
+            Message::Replicate(ReplicateMsg { range, epoch, seq, app, pushes, keys, values, lens })
+        });
+    let chain_report =
+        (0u8..3, any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(kind, range, seq, learner)| match kind {
+            0 => Message::Committed { range, seq },
+            1 => Message::ResendFrom { range, seq },
+            _ => Message::CaughtUp { range, source: seq, learner: Incarnation(learner) },
+        });
+    let learned = (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(range, item, resend)| Message::Learned {
+        range,
+        item,
+        resend,
     });
+    let chunk =
+        proptest::option::of((any::<u64>(), any::<bool>()).prop_map(|(through, last)| ChunkEnd { through, last }));
+    let transfer = (
+        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), chunk, any::<u32>()),
+        vec((batch_push, any::<u64>()), 0..4),
+        keys_and_lens(),
+        values(),
+    )
+        .prop_map(|((range, source, item, seq, chunk, app), pushes, (keys, lens), values)| {
+            // A batch has no chunk end, and encodes none.
+            Message::Transfer(TransferMsg { range, source, item, seq, chunk, app, pushes, keys, values, lens })
+        });
     prop_oneof![
         (role(), socket_addr(), any::<u64>())
             .prop_map(|(role, listen_addr, instance)| Message::Register(RegisterMsg { role, listen_addr, instance })),
@@ -189,6 +209,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         kv_response,
         replicate,
         chain_report,
+        learned,
+        transfer,
         simple().prop_map(Message::SimpleRequest),
         simple().prop_map(Message::SimpleResponse),
     ]
@@ -386,10 +408,11 @@ fn each_bad_header_field_has_its_own_error() {
         (bad(0, b"PSLX"), DecodeError::BadMagic(u32::from_le_bytes(*b"PSLX"))),
         (bad(4, &2u16.to_le_bytes()), DecodeError::UnsupportedVersion(2)),
         (bad(4, &3u16.to_le_bytes()), DecodeError::UnsupportedVersion(3)),
-        (bad(4, &5u16.to_le_bytes()), DecodeError::UnsupportedVersion(5)),
+        (bad(4, &4u16.to_le_bytes()), DecodeError::UnsupportedVersion(4)),
+        (bad(4, &6u16.to_le_bytes()), DecodeError::UnsupportedVersion(6)),
         (bad(4, &0u16.to_le_bytes()), DecodeError::UnsupportedVersion(0)),
         (bad(6, &[0]), DecodeError::UnknownKind(0)),
-        (bad(6, &[16]), DecodeError::UnknownKind(16)),
+        (bad(6, &[19]), DecodeError::UnknownKind(19)),
         (bad(7, &[1]), DecodeError::ReservedNotZero),
         (bad(7, &[0x80]), DecodeError::ReservedNotZero),
         (

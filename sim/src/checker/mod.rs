@@ -47,7 +47,7 @@ use std::fmt;
 
 use pslite_core::wire::NodeEntry;
 use pslite_core::{
-    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KeyRange, KvStore,
+    BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KeyRange, KvList, KvStore,
     Mismatch, NodeId, Rank, RequestError, Role, ServerRanges, ServerRequestId, Timestamp,
 };
 
@@ -338,6 +338,13 @@ struct Contribution {
     value: i64,
 }
 
+/// A chunk's app, keys and values' bits.
+type ChunkContent = (u32, Vec<u64>, Vec<u8>);
+
+fn chunk_content(app: u32, state: &KvList) -> ChunkContent {
+    (app, state.keys.iter().collect(), state.values.as_bytes().to_vec())
+}
+
 /// The reference model and the invariants over it.
 #[derive(Debug)]
 pub struct Checker {
@@ -350,6 +357,10 @@ pub struct Checker {
     last_ts: BTreeMap<(NodeId, Incarnation, CustomerId), Timestamp>,
     /// What each store applied, per app and key.
     contributions: BTreeMap<(StoreId, u32, u64), Vec<Contribution>>,
+    /// What each chunk read for a transfer held, per key, by the chunk's
+    /// app and content (the learner's install names nothing else); the
+    /// latest read of equal content last.
+    chunks: BTreeMap<ChunkContent, Vec<Vec<Vec<Contribution>>>>,
     /// The server id each store held when it first applied or served.
     store_owner: BTreeMap<StoreId, NodeId>,
     /// Per barrier, who entered it: each id's latest incarnation to do
@@ -397,6 +408,7 @@ impl Checker {
             requests: BTreeMap::new(),
             last_ts: BTreeMap::new(),
             contributions: BTreeMap::new(),
+            chunks: BTreeMap::new(),
             store_owner: BTreeMap::new(),
             barriers_entered: BTreeMap::new(),
             finalizing: BTreeMap::new(),
@@ -669,7 +681,14 @@ impl Checker {
     /// `store`, held by server `server`, installed a replicated state that
     /// includes the push part `part` of `request`: it holds that part from
     /// now on, as if it had applied it.
-    pub fn push_installed(&mut self, store: StoreId, server: NodeId, request: RequestKey, part: u32) -> Check {
+    pub fn push_installed(
+        &mut self,
+        store: StoreId,
+        server: NodeId,
+        request: RequestKey,
+        part: u32,
+        installed: &[u64],
+    ) -> Check {
         self.note_owner(store, server)?;
         let range = self.part_range(part);
         let Some(record) = self.requests.get_mut(&request) else {
@@ -678,7 +697,9 @@ impl Checker {
 
         let (keys, values): (Vec<u64>, Vec<i64>) = match &record.issued {
             Issued::Push { keys, values } | Issued::PushPull { keys, values } => {
-                keys.iter().zip(values).filter(|(k, _)| range.contains(**k)).map(|(k, v)| (*k, *v as i64)).unzip()
+                // A learner installs only the keys a chunk covered already.
+                let kept = |k: &u64| range.contains(*k) && installed.binary_search(k).is_ok();
+                keys.iter().zip(values).filter(|(k, _)| kept(k)).map(|(k, v)| (*k, *v as i64)).unzip()
             }
             _ => return violation(format!("replication: {store} installed {request}, which pushes nothing")),
         };
@@ -691,6 +712,72 @@ impl Checker {
         }
         record.applied.push((store, keys));
         Ok(())
+    }
+
+    /// A chunk `state` of app `app` was read from `store` for a transfer:
+    /// what it holds of each key is what the store had applied then.
+    pub fn chunk_read(&mut self, store: StoreId, app: u32, state: &KvList) {
+        let keys: Vec<u64> = state.keys.iter().collect();
+        let held = keys.iter().map(|&key| self.contributions.get(&(store, app, key)).cloned().unwrap_or_default());
+        let held: Vec<Vec<Contribution>> = held.collect();
+        if std::env::var("DBG").is_ok() {
+            eprintln!(
+                "DBG chunk_read {store} app {app} keys {keys:?} {:?}",
+                held.iter().map(|h| h.iter().map(|c| c.value).sum::<i64>()).collect::<Vec<_>>()
+            );
+        }
+        self.chunks.entry(chunk_content(app, state)).or_default().push(held);
+    }
+
+    /// `store`, held by server `server`, installed a chunk of a transfer:
+    /// its keys hold from now on exactly what the chunk's source had
+    /// applied, whatever the store held of them before.
+    pub fn chunk_installed(&mut self, store: StoreId, server: NodeId, app: u32, state: &KvList) -> Check {
+        self.note_owner(store, server)?;
+        let Some(held) = self.chunks.get(&chunk_content(app, state)).and_then(|reads| reads.last()).cloned() else {
+            return violation(format!("replication: {store} (server {server}) installed a chunk no tail read"));
+        };
+        for (key, contributions) in state.keys.iter().zip(held) {
+            if std::env::var("DBG").is_ok() {
+                eprintln!(
+                    "DBG chunk_installed {store} app {app} key {key} -> {:?}",
+                    contributions.iter().map(|c| c.value).collect::<Vec<_>>()
+                );
+            }
+            self.replace_contributions(store, app, key, contributions);
+        }
+        Ok(())
+    }
+
+    /// `store` dropped what it held of app `app` in `range`.
+    pub fn range_forgotten(&mut self, store: StoreId, app: u32, range: KeyRange) {
+        let keys: Vec<u64> = self
+            .contributions
+            .range((store, app, range.start())..=(store, app, range.end_inclusive()))
+            .map(|(&(_, _, key), _)| key)
+            .collect();
+        for key in keys {
+            self.replace_contributions(store, app, key, Vec::new());
+        }
+    }
+
+    /// `store`'s key `key` of app `app` now holds exactly `contributions`.
+    fn replace_contributions(&mut self, store: StoreId, app: u32, key: u64, contributions: Vec<Contribution>) {
+        for old in self.contributions.remove(&(store, app, key)).unwrap_or_default() {
+            if let Some(record) = self.requests.get_mut(&old.request) {
+                for (_, held) in record.applied.iter_mut().filter(|(s, _)| *s == store) {
+                    held.retain(|k| *k != key);
+                }
+            }
+        }
+        for c in &contributions {
+            if let Some(record) = self.requests.get_mut(&c.request) {
+                record.applied.push((store, vec![key]));
+            }
+        }
+        if !contributions.is_empty() {
+            self.contributions.insert((store, app, key), contributions);
+        }
     }
 
     /// `store`, held by server `server`, answered part `range` of

@@ -1,8 +1,8 @@
 //! The replica table through deaths and restarts: every node holds the
 //! scheduler's, chains fail over in their order, and a restarted server
-//! waits as a learner rather than rejoining the chains it left.
+//! learns behind the tail before it joins the chains it left, as their tail.
 
-use pslite_core::Phase;
+use pslite_core::{Phase, Rank};
 
 use super::*;
 
@@ -43,11 +43,22 @@ fn chains_fail_over_in_order_and_a_restarted_server_learns_behind_the_tail() {
     drive(&mut sim);
     assert_eq!(chains_everywhere(&sim), [(vec![0, 2], None), (vec![2, 0], None), (vec![2, 0], None)]);
     // Its replacement starts empty: it learns every range it is meant to
-    // hold, and routing is unchanged until it caught up.
+    // hold behind the tail, and joins each chain as its tail once it has
+    // caught up: every range is back to three copies.
     sim.restart(s1);
     assert!(sim.run_until(PATIENCE, |s| s.node(s1).is_some_and(|n| n.phase() == Phase::Ready)));
+    let first = sim.node(s1).expect("running").membership().chains().clone();
+    assert!(
+        first.as_slice().iter().all(|c| c.members().len() == 2 && c.learner() == Some(Rank(1))),
+        "a learner first, with routing unchanged: {first:?}"
+    );
+    let caught_up = |s: &Sim| {
+        let slot = s.server_slot(1);
+        s.node(slot).is_some_and(|n| n.membership().chains().as_slice().iter().all(|c| c.members().len() == 3))
+    };
+    assert!(sim.run_until(PATIENCE, caught_up), "the restarted server never caught up");
     drive(&mut sim);
-    assert_eq!(chains_everywhere(&sim), [(vec![0, 2], Some(1)), (vec![2, 0], Some(1)), (vec![2, 0], Some(1))]);
+    assert_eq!(chains_everywhere(&sim), [(vec![0, 2, 1], None), (vec![2, 0, 1], None), (vec![2, 0, 1], None)]);
     finish(sim);
 }
 
