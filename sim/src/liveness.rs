@@ -87,19 +87,28 @@ impl Sim {
         // Settled: replication drains too (every batch committed, every
         // answer given, nothing held), within a stalled chain's resend and
         // a settling period of the last request ending.
+        // And with every server back, every range is back to its full
+        // count of copies: learners caught up and joined.
         let backlog = self.nodes.iter().enumerate().find_map(|(slot, n)| {
             let node = &n.process.as_ref()?.node;
             let backlog = node.replication_backlog();
-            (backlog > 0).then(|| (slot, node.id(), backlog))
+            let what = format!("node {} (slot {slot}) still keeps {backlog} batches, answers or held messages", node.id());
+            (backlog > 0).then_some(what)
         });
-        if let (Some((slot, id, backlog)), false) = (backlog, self.forged) {
+        let short = self.nodes[SCHEDULER_SLOT].process.as_ref().and_then(|p| {
+            let chains = p.node.membership().chains();
+            let replicas = usize::from(chains.replicas());
+            chains.as_slice().iter().enumerate().find_map(|(index, chain)| {
+                let members = chain.members().len();
+                (members < replicas || chain.learner().is_some())
+                    .then(|| format!("range {index} has {members} of {replicas} copies ({chain:?})"))
+            })
+        });
+        if let (Some(what), false) = (backlog.or(short), self.forged) {
             let since = *self.backlog_since.get_or_insert(self.now);
             let config = &self.nodes[SCHEDULER_SLOT].config;
             if self.now >= since + 2 * settle + config.resend_timeout {
-                let what = format!(
-                    "replication: node {id} (slot {slot}) still keeps {backlog} batches, answers or held messages \
-                     since the cluster settled at {since:?}"
-                );
+                let what = format!("replication: {what} since the cluster settled at {since:?}");
                 self.fail(FailureKind::Liveness, what);
             }
             return;

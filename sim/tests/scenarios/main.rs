@@ -5,12 +5,14 @@
 //! cluster with faults drawn from a seed; these reach the cases random
 //! search rarely hits, and the checker watches what it models throughout.
 //!
-//! Modules: [`control`] (registration, barriers, finalize), [`failure`]
+//! Modules: [`catch_up`] (a restarted server learning its ranges),
+//! [`control`] (registration, barriers, finalize), [`failure`]
 //! (crashes, cut-off nodes, restarts and their stale frames), [`kv`] (the
 //! data plane and misuse), [`liveness`] (a lost scheduler), [`reliability`]
 //! (exactly-once under loss and duplication), [`hostile`] (made-up frames
 //! from members).
 
+mod catch_up;
 mod control;
 mod failure;
 mod hostile;
