@@ -35,6 +35,7 @@
 //! | `event pulled values=V,V,...` | what a worker pulled after the barrier, key by key |
 //! | `event sums-exact` | the pulled sums are what the rounds of every worker make |
 //! | `event dead id=N`, `event recovered id=N` | membership news |
+//! | `event copies values=N,...` | the scheduler's count of copies of each key range, whenever it changes |
 //! | `event error op=OP kind=K [node=N] error="..."` | a step failed; `kind` names the error (`peer-dead` with `node`, `scheduler-lost`, `timed-out`, ...) |
 //! | `event finalized missing=N,...` | the final barrier passed, without the dead nodes listed; exit status 0 follows |
 //!
@@ -113,6 +114,11 @@ fn keys(servers: u32) -> Vec<u64> {
 }
 
 /// Node ids as a comma-separated list (empty for none).
+/// Each range's count of copies (members of its chain), in range order.
+fn copies(chains: &pslite::Chains) -> Vec<usize> {
+    chains.as_slice().iter().map(|chain| chain.members().len()).collect()
+}
+
 fn ids(ids: &[pslite::NodeId]) -> String {
     ids.iter().map(|id| id.get().to_string()).collect::<Vec<_>>().join(",")
 }
@@ -260,6 +266,19 @@ async fn run() -> Result<(), ExitCode> {
         }
     });
     node.wait_ready().await.map_err(|error| failed("register", error))?;
+    if role == Role::Scheduler {
+        let node = node.clone();
+        tokio::spawn(async move {
+            // The copies of each range, as they change: a replaced server
+            // has caught up when every range is back to its count.
+            let mut last = Vec::new();
+            while let Ok(chains) = node.wait_chains(|c| copies(c) != last).await {
+                last = copies(&chains);
+                let listed: Vec<String> = last.iter().map(usize::to_string).collect();
+                emit(format_args!("copies values={}", listed.join(",")));
+            }
+        });
+    }
     let info = node.info();
     let rank = info.rank.map_or_else(|| "none".to_owned(), |rank| rank.0.to_string());
     emit(format_args!("ready id={} rank={rank}", info.id));

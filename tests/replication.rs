@@ -9,8 +9,10 @@
 //! to the range's new head or answered once the shorter chain applied it,
 //! and completes Ok where without replication it fails with `PeerDead`
 //! (`tests/processes.rs`). A replacement started with the same environment
-//! takes the dead server's id; for now it only learns (it does not serve),
-//! so what the workers pull comes from the survivors.
+//! takes the dead server's id, learns its ranges from their tails while
+//! the workers go on pushing, and joins their chains as the tail: every
+//! range is back to two copies, and the final pulls (from the tails, the
+//! replacement among them) count every acknowledged push once.
 
 #[allow(dead_code)] // `tests/processes.rs` uses the rest.
 #[path = "common/procs.rs"]
@@ -136,6 +138,13 @@ fn with_two_replicas_a_server_killed_with_sigkill_mid_job_loses_no_acknowledged_
         });
     }
     rounds_ok(&mut job, &mut acknowledged, "after the replacement registered", deadline);
+    // The replacement catches up and joins: every range has two copies
+    // again (the scheduler reports each change of the counts).
+    job.expect_where("scheduler", "every range back to two copies", deadline, |e| {
+        e.name == "copies" && e.get("values").split(',').all(|n| n == "2")
+    });
+    let whole_at = ms(killed_at);
+    rounds_ok(&mut job, &mut acknowledged, "with the replacement in every chain", deadline);
     for worker in WORKERS {
         job.send(worker, "finish");
     }
@@ -169,7 +178,7 @@ fn with_two_replicas_a_server_killed_with_sigkill_mid_job_loses_no_acknowledged_
     }
     eprintln!(
         "timeline (ms after the kill): waiting rounds acknowledged {settled_at}, death declared {declared_at}, \
-         replacement registered {registered_at}, all exited {}",
+         replacement registered {registered_at}, every range back to two copies {whole_at}, all exited {}",
         ms(killed_at)
     );
 }

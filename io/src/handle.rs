@@ -401,6 +401,32 @@ impl NodeHandle {
         self.info.borrow().chains.clone()
     }
 
+    /// Waits until the replica table is one `ready` accepts (at once if
+    /// the current one is) and returns it: a server replaced after a
+    /// death has caught up once every range is back to
+    /// `Config::replicas` copies. [`Error::Shutdown`] if the node ends
+    /// first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pslite_io::Result<()> {
+    /// use pslite_io::LocalCluster;
+    /// let cluster = LocalCluster::start(2, 1).await?;
+    /// let whole = |chains: &pslite_core::Chains| chains.as_slice().iter().all(|c| c.members().len() == 1);
+    /// let chains = cluster.workers[0].wait_chains(whole).await?;
+    /// assert_eq!(chains.as_slice().len(), 2);
+    /// cluster.finalize().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_chains(
+        &self,
+        mut ready: impl FnMut(&pslite_core::Chains) -> bool,
+    ) -> Result<pslite_core::Chains> {
+        let mut info = self.info.clone();
+        let published = info.wait_for(|p| ready(&p.chains)).await.map_err(|_| Error::Shutdown)?;
+        Ok(published.chains.clone())
+    }
+
     /// Membership news from now on.
     ///
     /// ```

@@ -92,7 +92,8 @@ impl Sim {
         let backlog = self.nodes.iter().enumerate().find_map(|(slot, n)| {
             let node = &n.process.as_ref()?.node;
             let backlog = node.replication_backlog();
-            let what = format!("node {} (slot {slot}) still keeps {backlog} batches, answers or held messages", node.id());
+            let what =
+                format!("node {} (slot {slot}) still keeps {backlog} batches, answers or held messages", node.id());
             (backlog > 0).then_some(what)
         });
         let short = self.nodes[SCHEDULER_SLOT].process.as_ref().and_then(|p| {

@@ -950,7 +950,7 @@ impl Sim {
         if check.is_ok() && epoch != process.epoch_checked && epoch > 0 && !self.forged {
             process.epoch_checked = epoch;
             let entries: Vec<_> = node.membership().iter().copied().collect();
-            check = self.checker.check_table(id, epoch, entries, node.membership().chains());
+            check = self.checker.check_table(self.now, id, epoch, entries, node.membership().chains());
         }
         self.report(check);
     }

@@ -251,11 +251,11 @@ fn tables_that_differ_at_one_epoch_are_reported() {
     let table = |dead: Option<NodeId>| ordered.iter().map(|&id| entry(id, Some(id) != dead)).collect::<Vec<_>>();
     let mut c = checker();
     let chains = Chains::initial(&ServerRanges::equal(2), 1, 3);
-    c.check_table(W0, 3, table(None), &chains).unwrap();
-    c.check_table(W1, 3, table(None), &chains).expect("the same table");
-    let what = violation(c.check_table(W1, 3, table(Some(S0)), &chains));
+    c.check_table(Instant::ZERO, W0, 3, table(None), &chains).unwrap();
+    c.check_table(Instant::ZERO, W1, 3, table(None), &chains).expect("the same table");
+    let what = violation(c.check_table(Instant::ZERO, W1, 3, table(Some(S0)), &chains));
     assert!(what.contains("another table at epoch 3"), "{what}");
-    let what = violation(c.check_table(W1, 4, table(None)[1..].to_vec(), &chains));
+    let what = violation(c.check_table(Instant::ZERO, W1, 4, table(None)[1..].to_vec(), &chains));
     assert!(what.contains("lists ids"), "{what}");
 }
 
@@ -295,38 +295,45 @@ fn replica_tables_that_differ_at_one_epoch_or_name_the_dead_are_reported() {
     let mut c = checker_keeping(2);
     let all = entries([(0, true), (0, true)]);
     let initial = chains([(&[0, 1], None, 1), (&[1, 0], None, 1)]);
-    c.check_table(W0, 1, all.clone(), &initial).unwrap();
+    c.check_table(Instant::ZERO, W0, 1, all.clone(), &initial).unwrap();
     let other = chains([(&[1, 0], None, 1), (&[1, 0], None, 1)]);
-    let what = violation(c.check_table(W1, 1, all.clone(), &other));
+    let what = violation(c.check_table(Instant::ZERO, W1, 1, all.clone(), &other));
     assert!(what.contains("another replica table at epoch 1"), "{what}");
     // Server 1 is dead in the table that still names it.
-    let what = violation(c.check_table(W1, 2, entries([(0, true), (0, false)]), &initial));
+    let what = violation(c.check_table(Instant::ZERO, W1, 2, entries([(0, true), (0, false)]), &initial));
     assert!(what.contains("names server 1, dead"), "{what}");
     let mut c = checker_keeping(2);
-    let what = violation(c.check_table(W0, 1, all, &Chains::initial(&ServerRanges::equal(2), 1, 1)));
+    let what = violation(c.check_table(Instant::ZERO, W0, 1, all, &Chains::initial(&ServerRanges::equal(2), 1, 1)));
     assert!(what.contains("1 replicas, the cluster keeps 2"), "{what}");
 }
 
 #[test]
 fn a_server_that_leaves_a_chain_alive_or_joins_without_catching_up_is_reported() {
     let mut c = checker_keeping(2);
-    c.check_table(W0, 1, entries([(0, true), (0, true)]), &chains([(&[0, 1], None, 1), (&[1, 0], None, 1)])).unwrap();
+    c.check_table(
+        Instant::ZERO,
+        W0,
+        1,
+        entries([(0, true), (0, true)]),
+        &chains([(&[0, 1], None, 1), (&[1, 0], None, 1)]),
+    )
+    .unwrap();
     // Server 1 dies: it leaves both chains; then it restarts and learns.
     let dead = chains([(&[0], None, 2), (&[0], None, 2)]);
-    c.check_table(W0, 2, entries([(0, true), (0, false)]), &dead).expect("a death");
+    c.check_table(Instant::ZERO, W0, 2, entries([(0, true), (0, false)]), &dead).expect("a death");
     let learning = chains([(&[0], Some(1), 2), (&[0], None, 2)]);
-    c.check_table(W0, 3, entries([(0, true), (1, true)]), &learning).expect("a learner");
+    c.check_table(Instant::ZERO, W0, 3, entries([(0, true), (1, true)]), &learning).expect("a learner");
     let caught_up = chains([(&[0, 1], None, 4), (&[0], None, 2)]);
-    c.check_table(W0, 4, entries([(0, true), (1, true)]), &caught_up).expect("the learner caught up");
+    c.check_table(Instant::ZERO, W0, 4, entries([(0, true), (1, true)]), &caught_up).expect("the learner caught up");
     let skipped = chains([(&[0, 1], None, 4), (&[0, 1], None, 5)]);
-    let what = violation(c.check_table(W0, 5, entries([(0, true), (1, true)]), &skipped));
+    let what = violation(c.check_table(Instant::ZERO, W0, 5, entries([(0, true), (1, true)]), &skipped));
     assert!(what.contains("range 1 from epoch 4 to 5: server 1 joined without catching up"), "{what}");
     let unchanged = chains([(&[0], None, 4), (&[0], None, 2)]);
-    let what = violation(c.check_table(W0, 6, entries([(0, true), (1, true)]), &unchanged));
+    let what = violation(c.check_table(Instant::ZERO, W0, 6, entries([(0, true), (1, true)]), &unchanged));
     assert!(what.contains("range 0 from epoch 4 to 6: server 1 left the chain alive"), "{what}");
     // Server 1 dies again and leaves range 0, but the range's date stays.
     let undated = chains([(&[0], None, 4), (&[0], None, 2)]);
-    let what = violation(c.check_table(W0, 7, entries([(0, true), (1, false)]), &undated));
+    let what = violation(c.check_table(Instant::ZERO, W0, 7, entries([(0, true), (1, false)]), &undated));
     assert!(what.contains("without changed_at moving on"), "{what}");
 }
 
@@ -411,15 +418,16 @@ fn a_barrier_that_waits_for_recovery_released_before_the_recovery_timeout_is_rep
 fn a_learner_that_joins_ahead_of_the_tail_or_a_date_that_moves_alone_is_reported() {
     let mut c = checker_keeping(2);
     let alive = || entries([(0, true), (1, true)]);
-    c.check_table(W0, 1, entries([(0, true), (0, false)]), &chains([(&[0], None, 1), (&[0], None, 1)])).unwrap();
+    c.check_table(Instant::ZERO, W0, 1, entries([(0, true), (0, false)]), &chains([(&[0], None, 1), (&[0], None, 1)]))
+        .unwrap();
     let learning = chains([(&[0], Some(1), 1), (&[0], Some(1), 1)]);
-    c.check_table(W0, 2, entries([(0, true), (1, true)]), &learning).expect("learners");
+    c.check_table(Instant::ZERO, W0, 2, entries([(0, true), (1, true)]), &learning).expect("learners");
     let ahead = chains([(&[1, 0], None, 3), (&[0], Some(1), 1)]);
-    let what = violation(c.check_table(W0, 3, alive(), &ahead));
+    let what = violation(c.check_table(Instant::ZERO, W0, 3, alive(), &ahead));
     assert!(what.contains("range 0 from epoch 2 to 3: server 1 joined, but not as the tail"), "{what}");
     let redated = chains([(&[0], Some(1), 3), (&[0], Some(1), 1)]);
-    let what = violation(c.check_table(W0, 3, alive(), &redated));
+    let what = violation(c.check_table(Instant::ZERO, W0, 3, alive(), &redated));
     assert!(what.contains("changed_at moved, but the members did not change"), "{what}");
     let behind = chains([(&[0, 1], None, 3), (&[0], Some(1), 1)]);
-    c.check_table(W0, 3, alive(), &behind).expect("caught up, as the tail");
+    c.check_table(Instant::ZERO, W0, 3, alive(), &behind).expect("caught up, as the tail");
 }

@@ -357,6 +357,10 @@ pub struct Checker {
     last_ts: BTreeMap<(NodeId, Incarnation, CustomerId), Timestamp>,
     /// What each store applied, per app and key.
     contributions: BTreeMap<(StoreId, u32, u64), Vec<Contribution>>,
+    /// Per range, when a table last showed it with no member: pushes
+    /// issued before are gone with every copy, and a copy made since (a
+    /// learner's, from the range started afresh) does not hold them.
+    lost_at: BTreeMap<usize, Instant>,
     /// What each chunk read for a transfer held, per key, by the chunk's
     /// app and content (the learner's install names nothing else); the
     /// latest read of equal content last.
@@ -408,6 +412,7 @@ impl Checker {
             requests: BTreeMap::new(),
             last_ts: BTreeMap::new(),
             contributions: BTreeMap::new(),
+            lost_at: BTreeMap::new(),
             chunks: BTreeMap::new(),
             store_owner: BTreeMap::new(),
             barriers_entered: BTreeMap::new(),
@@ -1041,7 +1046,23 @@ impl Checker {
     /// A node's table at `epoch` is the one everybody else had at that
     /// epoch, and lists every id of the cluster; its replica table too, and
     /// that changed from the epochs before and after only as it may.
-    pub fn check_table(&mut self, node: NodeId, epoch: u64, entries: Vec<NodeEntry>, chains: &Chains) -> Check {
+    pub fn check_table(
+        &mut self,
+        at: Instant,
+        node: NodeId,
+        epoch: u64,
+        entries: Vec<NodeEntry>,
+        chains: &Chains,
+    ) -> Check {
+        if self.placement.latest_epoch().is_none_or(|latest| epoch > latest) {
+            // The scheduler's node reports a table first, as it makes it:
+            // a range with no member lost what it held then.
+            for (index, chain) in chains.as_slice().iter().enumerate() {
+                if chain.is_lost() {
+                    self.lost_at.insert(index, at);
+                }
+            }
+        }
         let ids: Vec<NodeId> = entries.iter().map(|e| e.id).collect();
         if ids != self.members(Group::SERVERS | Group::WORKERS) {
             return violation(format!("identity: table at epoch {epoch} of node {node} lists ids {ids:?}"));
@@ -1206,7 +1227,8 @@ impl Checker {
                 let Some(&(store, started)) = self.live_stores.get(&server) else {
                     continue;
                 };
-                if self.down.contains_key(&server) || started > record.issued_at {
+                let lost_since = self.lost_at.get(&index).is_some_and(|&at| at > record.issued_at);
+                if self.down.contains_key(&server) || started > record.issued_at || lost_since {
                     continue;
                 }
                 let holds = |key: &u64| record.applied.iter().any(|(s, held)| *s == store && held.contains(key));
@@ -1272,7 +1294,7 @@ impl Checker {
     /// have been lost with every copy of their range, which a store that
     /// started later cannot hold).
     fn acked_before(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> i64 {
-        let Some(&(_, started)) = self.live_stores.values().find(|(s, _)| *s == store) else {
+        let Some(started) = self.copy_started(store, key) else {
             return 0;
         };
         self.requests
@@ -1285,9 +1307,17 @@ impl Checker {
             .sum()
     }
 
+    /// Since when `store`'s copy of `key`'s range can hold every push: its
+    /// process's start, or the range's last loss if later.
+    fn copy_started(&self, store: StoreId, key: u64) -> Option<Instant> {
+        let &(_, started) = self.live_stores.values().find(|(s, _)| *s == store)?;
+        let range = self.ranges.owner(key).0 as usize;
+        Some(self.lost_at.get(&range).map_or(started, |&lost| lost.max(started)))
+    }
+
     /// The pushes `acked_before` counts that `store` does not hold.
     fn acked_not_held(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> Vec<String> {
-        let Some(&(_, started)) = self.live_stores.values().find(|(s, _)| *s == store) else {
+        let Some(started) = self.copy_started(store, key) else {
             return Vec::new();
         };
         self.requests

@@ -26,6 +26,11 @@ impl Placement {
         Self { replicas, ranges, tables: BTreeMap::new() }
     }
 
+    /// The epoch of the newest replica table seen.
+    pub(crate) fn latest_epoch(&self) -> Option<u64> {
+        self.tables.last_key_value().map(|(&epoch, _)| epoch)
+    }
+
     /// The newest replica table seen.
     pub(crate) fn latest(&self) -> Option<&Chains> {
         self.tables.last_key_value().map(|(_, chains)| chains)
