@@ -18,11 +18,10 @@
 //! replacement once the death is declared (`--no-restart` leaves it dead).
 //! With `--replicas 2` or more the job carries on; the summary says when
 //! the server was killed, when each node heard it declared dead, how long
-//! worker 0 waited, and when the replacement took the dead id (it joins as
-//! a learner). When each range was back to its full number of copies needs
-//! the replica table, which `NodeHandle` does not show yet; the summary
-//! says so. With one copy of each range the job stops with an error that
-//! says why.
+//! worker 0 waited, when the replacement took the dead id (it learns its
+//! ranges from their tails while training goes on), and when each range
+//! was back to its full number of copies. With one copy of each range the
+//! job stops with an error that says why.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -364,6 +363,7 @@ impl KillDemo {
         let listeners = vec![
             listen(&cluster.scheduler, "scheduler", &log, started),
             listen(&cluster.workers[0], "worker 0", &log, started),
+            watch_tables(&cluster.scheduler, &log, started),
         ];
         let replacement = (!args.no_restart).then(|| {
             // As LocalCluster starts its servers: loopback, any port.
@@ -448,6 +448,20 @@ fn listen(node: &NodeHandle, observer: &'static str, log: &SharedLog, started: I
             log.heard(observer, news, started.elapsed());
             // The replica table changes with the news that comes with it.
             log.table(&node.chains(), started.elapsed());
+        }
+    })
+}
+
+/// Records every replica table `node` adopts: a learner joining a chain
+/// changes the table with no membership news.
+fn watch_tables(node: &NodeHandle, log: &SharedLog, started: Instant) -> tokio::task::JoinHandle<()> {
+    let log = Arc::clone(log);
+    let node = node.clone();
+    tokio::spawn(async move {
+        let mut last = node.chains();
+        while let Ok(chains) = node.wait_chains(|c| *c != last).await {
+            lock(&log).table(&chains, started.elapsed());
+            last = chains;
         }
     })
 }

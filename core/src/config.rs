@@ -123,12 +123,20 @@ pub struct ConfigBuilder {
     /// acknowledged once every member applied it, a pull is served by the
     /// tail, and a server's death moves its place on without failing the
     /// requests that waited on it. With 1, ps-lite's behaviour: a dead
-    /// server's range is lost. A restarted server does not rejoin the
-    /// chains it left yet (it waits as a learner; state transfer is to
-    /// come), so a range stays short of copies after a death.
+    /// server's range is lost. A restarted server learns each range it
+    /// left from the range's tail while pushes go on, then joins the chain
+    /// as its tail: the range is back to this many copies.
     ///
     /// [`Chains`]: crate::Chains
     pub replicas: u8,
+    /// Most keys in one chunk of a range sent to a server catching up
+    /// (chunks also stay under a quarter of `frame_len_max` and 1 MiB of
+    /// values). Small chunks interleave more finely with pushes; large
+    /// ones cost handles that find a range's keys by a scan fewer scans.
+    pub transfer_chunk_keys: u32,
+    /// Bytes per second a range's tail sends to a server catching up, at
+    /// most: training keeps the rest of the bandwidth.
+    pub transfer_bytes_per_second: u64,
 }
 
 /// Validated configuration. Reads like [`ConfigBuilder`] (through `Deref`)
@@ -263,6 +271,8 @@ impl ConfigBuilder {
             barrier_policy: BarrierPolicy::WaitForRecovery,
             server_ranges: None,
             replicas: 1,
+            transfer_chunk_keys: 1 << 16,
+            transfer_bytes_per_second: 256 << 20,
         }
     }
 
@@ -343,6 +353,8 @@ impl ConfigBuilder {
             ("resend_attempts_max", self.resend_attempts_max),
             ("keys_per_request_max", self.keys_per_request_max),
             ("requests_pending_max", self.requests_pending_max),
+            ("transfer_chunk_keys", self.transfer_chunk_keys),
+            ("transfer_bytes_per_second", u32::try_from(self.transfer_bytes_per_second).unwrap_or(u32::MAX)),
         ] {
             if limit == 0 {
                 return Err(ConfigError::ZeroLimit { field });

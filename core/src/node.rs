@@ -125,7 +125,11 @@ impl Node {
         let role = config.role;
         let register_deadline = now + config.register_timeout;
         let config_request_timeout = config.request_timeout;
-        let config_heartbeat_interval = config.heartbeat_interval;
+        let pace = crate::replica::catch_up::Pace {
+            chunk_keys: config.transfer_chunk_keys as usize,
+            bytes_per_second: config.transfer_bytes_per_second,
+            interval: config.heartbeat_interval,
+        };
         let mut node = Self {
             ranges: config.server_ranges(),
             config,
@@ -144,7 +148,7 @@ impl Node {
             watch: SchedulerWatch::new(now),
             requests: Requests::default(),
             responder: Responder::default(),
-            serving: Serving::new(config_request_timeout, config_heartbeat_interval),
+            serving: Serving::new(config_request_timeout, pace),
             barriers: Barriers::default(),
             reliable: Reliable::default(),
             out: Outbox::default(),

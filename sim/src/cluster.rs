@@ -70,6 +70,7 @@ pub fn base_config(setup: &Setup) -> Config {
     builder.requests_pending_max = setup.request_limits.requests_pending_max;
     builder.resend = setup.resend;
     builder.replicas = setup.replicas;
+    builder.transfer_chunk_keys = setup.transfer_chunk_keys;
     builder.build().expect("simulator configuration is valid")
 }
 

@@ -102,6 +102,10 @@ pub struct Setup {
     pub workers: u32,
     /// Copies of each key range (`Config::replicas`), at most `servers`.
     pub replicas: u8,
+    /// Most keys in one chunk of a state transfer
+    /// (`Config::transfer_chunk_keys`): small in the swarm, so that a
+    /// transfer of its few keys takes several chunks.
+    pub transfer_chunk_keys: u32,
     /// Protocol timings.
     pub timing: Timing,
     /// What barriers do when a member dies.
@@ -168,7 +172,9 @@ impl Setup {
             }
         }
         let replicas_max = servers.min(u32::from(REPLICAS_MAX)) as u8;
-        let replicas = 1 + Rng::new(Rng::derive_seed(seed, stream::REPLICAS)).below(u64::from(replicas_max)) as u8;
+        let mut copies = Rng::new(Rng::derive_seed(seed, stream::REPLICAS));
+        let replicas = 1 + copies.below(u64::from(replicas_max)) as u8;
+        let transfer_chunk_keys = if copies.chance(0.25) { 1 << 16 } else { 1 + copies.below(4) as u32 };
         let ranges = ServerRanges::equal(servers);
         let workload =
             Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
@@ -178,6 +184,7 @@ impl Setup {
             servers,
             workers,
             replicas,
+            transfer_chunk_keys,
             timing,
             barrier_policy,
             request_limits,
@@ -204,6 +211,7 @@ impl Setup {
             servers,
             workers,
             replicas: 1,
+            transfer_chunk_keys: 1 << 16,
             timing: Timing::default(),
             barrier_policy: BarrierPolicy::FailOnDeath,
             request_limits: RequestLimits::default(),
@@ -224,7 +232,8 @@ impl Setup {
     pub fn describe(&self) -> String {
         let ops: Vec<usize> = self.workload.scripts.iter().map(|s| s.ops.len()).collect();
         format!(
-            "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers, {} replicas\n  \
+            "seed {:#018x}\n  cluster             1 scheduler, {} servers, {} workers, {} replicas \
+             ({} keys per transfer chunk)\n  \
              timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}, recovery {:?}\n  \
              requests            at most {} keys, {} pending; resend {}\n  \
              workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
@@ -232,6 +241,7 @@ impl Setup {
             self.servers,
             self.workers,
             self.replicas,
+            self.transfer_chunk_keys,
             self.timing.heartbeat_interval,
             self.timing.heartbeat_timeout,
             self.timing.request_timeout,

@@ -43,12 +43,20 @@ use crate::stats::Stats;
 use crate::time::Instant;
 use crate::wire::{ChunkEnd, Message, TransferMsg, TRANSFER_PUSHES_MAX};
 
-/// Most keys in one chunk.
-const CHUNK_KEYS_MAX: usize = 4096;
 /// Most bytes of values in one chunk, unless a frame is smaller.
 const CHUNK_BYTES_MAX: usize = 1 << 20;
-/// The pace of a transfer: training keeps the rest of the bandwidth.
-const TRANSFER_BYTES_PER_SECOND: u64 = 256 << 20;
+
+/// How a tail sends a range to a learner (see `Config`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    /// Most keys in one chunk.
+    pub(crate) chunk_keys: usize,
+    /// Most bytes per second.
+    pub(crate) bytes_per_second: u64,
+    /// The budget is renewed per this interval (the heartbeat's, whose
+    /// tick starts reads the budget held back).
+    pub(crate) interval: crate::time::Duration,
+}
 
 /// A chunk of a transfer: one application's keys, and part of the
 /// range's dedup table (the first chunks carry it).
@@ -189,7 +197,9 @@ impl Serving {
                 continue;
             };
             let apps = self.apps.get(&range).cloned().unwrap_or_default();
-            let pacer = Pacer::new(TRANSFER_BYTES_PER_SECOND * (self.pace.as_millis().max(1) as u64) / 1000, self.pace);
+            let pace = self.pace;
+            let budget = u128::from(pace.bytes_per_second) * pace.interval.as_nanos() / 1_000_000_000;
+            let pacer = Pacer::new(u64::try_from(budget).unwrap_or(u64::MAX).max(1), pace.interval);
             let dedup = member
                 .dedup()
                 .entries()
@@ -296,7 +306,7 @@ impl Serving {
                     source.read += 1;
                     source.reading = Some((app, keys));
                     let ticket = ExportTicket { range, read: source.read };
-                    out.event(Event::Export { ticket, app, keys, keys_max: CHUNK_KEYS_MAX, bytes_max });
+                    out.event(Event::Export { ticket, app, keys, keys_max: self.pace.chunk_keys, bytes_max });
                 }
                 Some(Read::Nothing) => {
                     let Some(end) = cx.chain(range).map(|c| c.range().end_inclusive()) else {

@@ -10,6 +10,7 @@
 //! | `route` | the worker's side: head for pushes, tail for pulls, parts sent again when their server leaves the chain, pulls held behind the same worker's pushes |
 //! | `member` | one server's part in one range: log and dedup together, and its decisions on a push, a batch, a commit report and a change of place |
 //! | `serve` | the wiring on a server: which requests it takes for which range, batches down and commit reports up the chain, held messages, the read lease, and a member's moves on a new table |
+//! | `catch_up` | the wiring of `transfer`: when a tail streams a range to its learner, chunk reads by the application, the learner's installs, and the tail waiting for a caught-up learner before it reports it to the scheduler |
 //!
 //! ## How the node wires them
 //!
@@ -37,9 +38,14 @@
 //!   and before any later request on the same handle, which inline and
 //!   threaded handles do and deferred ones cannot promise: a deferred
 //!   handle refuses replicated pushes.
-//!
-//! Not wired yet: `transfer` (a learner catching up, then `CaughtUp` to
-//! the scheduler, whose `placement::on_caught_up` makes it the tail).
+//! - **Catch-up** (`catch_up`): the tail of a range with a learner
+//!   streams it the range's state in chunks the application reads
+//!   (`Event::Export`), mixed with the batches it applies; the learner
+//!   installs them in stream order. Once the learner holds every chunk,
+//!   the tail commits a batch only when the learner has it too, and once
+//!   the learner also holds every batch the tail acknowledged alone, the
+//!   tail reports it to the scheduler, whose `placement::on_caught_up`
+//!   makes it the tail.
 
 pub(crate) mod catch_up;
 pub(crate) mod dedup;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use smallvec::smallvec;
 
-use super::catch_up::{Learning, Source};
+use super::catch_up::{Learning, Pace, Source};
 use super::dedup::Origin;
 use super::log::{Arrival, Numbered};
 use super::member::{Admit, Batch, PushRef, RangeMember};
@@ -103,9 +103,8 @@ pub(crate) struct Serving {
     /// Ranges this process installed part of from a transfer it no longer
     /// follows: forgotten before it learns them again.
     pub(super) partial: BTreeSet<u32>,
-    /// The pace of transfers is set per this interval (the heartbeat's,
-    /// whose tick starts reads the pace held back).
-    pub(super) pace: Duration,
+    /// How transfers go.
+    pub(super) pace: Pace,
 }
 
 /// What one message is handled against.
@@ -181,8 +180,8 @@ fn replicate(range: u32, epoch: u64, batch: &Numbered<Batch<State>>) -> Message 
 impl Serving {
     /// No range yet; a worker's pushes are remembered for `idle_max`
     /// after its last one (the request timeout: no resend comes later);
-    /// transfers are paced per `pace`.
-    pub(crate) fn new(idle_max: Duration, pace: Duration) -> Self {
+    /// transfers go at `pace`.
+    pub(crate) fn new(idle_max: Duration, pace: Pace) -> Self {
         Self {
             members: BTreeMap::new(),
             progress: BTreeMap::new(),

@@ -23,6 +23,7 @@ fn keys() -> Vec<u64> {
 fn loaded(seed: u64, servers: u32, replicas: u8) -> Sim {
     let mut setup = setup(seed, servers, 1);
     setup.replicas = replicas;
+    setup.transfer_chunk_keys = 4096;
     let mut sim = ready(setup);
     let keys = keys();
     let ones = vec![1.0f32; keys.len()];
