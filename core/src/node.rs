@@ -827,9 +827,9 @@ impl Node {
                     self.serving.on_transfer(from, item, cx, &mut self.out, &mut self.stats);
                 }
             }
-            Message::Learned { range, item, resend } => {
+            Message::Learned { range, stream, item, resend } => {
                 if let Some(cx) = serve_context!(self) {
-                    self.serving.on_learned(from, range, item, resend, cx, &mut self.out, &mut self.stats);
+                    self.serving.on_learned(from, (range, stream), item, resend, cx, &mut self.out, &mut self.stats);
                 }
             }
 

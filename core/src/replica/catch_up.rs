@@ -75,6 +75,9 @@ pub(crate) struct Source {
     learner: NodeId,
     incarnation: Incarnation,
     changed_at: u64,
+    /// Tells this stream apart from an earlier one to the same learner:
+    /// a learner that started over is sent a new stream from its start.
+    stream: u64,
     out: Stream,
     /// Names the read under way, and what it reads.
     read: u64,
@@ -96,6 +99,8 @@ pub(crate) struct Source {
 pub(crate) struct Learning {
     tail: NodeId,
     changed_at: u64,
+    /// The stream followed (`None` until the first item comes).
+    stream: Option<u64>,
     incoming: Incoming<Batch<State>, Chunk>,
     dedup: DedupTable,
     apps: BTreeSet<u32>,
@@ -103,7 +108,7 @@ pub(crate) struct Learning {
     installed: bool,
 }
 
-fn transfer_message(range: u32, source: u64, item: &Numbered<Item<Batch<State>, Chunk>>) -> Message {
+fn transfer_message(range: u32, (source, stream): (u64, u64), item: &Numbered<Item<Batch<State>, Chunk>>) -> Message {
     let (seq, chunk, app, pushes, state) = match &item.payload {
         Item::Batch(seq, batch, cover) => {
             let pushes = batch.pushes.iter().map(|p| (to_wire(p), *seq)).collect();
@@ -118,6 +123,7 @@ fn transfer_message(range: u32, source: u64, item: &Numbered<Item<Batch<State>, 
     Message::Transfer(TransferMsg {
         range,
         source,
+        stream,
         item: item.seq,
         seq,
         chunk,
@@ -193,45 +199,12 @@ impl Serving {
             if same {
                 continue;
             }
-            let Some(member) = self.members.get(&range) else {
-                continue;
-            };
-            let apps = self.apps.get(&range).cloned().unwrap_or_default();
-            let pace = self.pace;
-            let budget = u128::from(pace.bytes_per_second) * pace.interval.as_nanos() / 1_000_000_000;
-            let pacer = Pacer::new(u64::try_from(budget).unwrap_or(u64::MAX).max(1), pace.interval);
-            let dedup = member
-                .dedup()
-                .entries()
-                .into_iter()
-                .map(|(origin, ts, floor, seq)| (PushRef { origin, ts, floor, tail_answers: false }, seq))
-                .collect();
-            let source = Source {
-                learner,
-                incarnation,
-                changed_at: chain.changed_at(),
-                out: Outgoing::new(chain.range(), member.last_applied(), apps, pacer),
-                read: 0,
-                reading: None,
-                dedup,
-                progress: (0, cx.now),
-                sync: None,
-            };
-            self.sources.insert(range, source);
+            self.end_source(range, cx, out);
+            self.start_source(range, learner, incarnation, cx);
         }
         let dropped: Vec<u32> = self.sources.keys().copied().filter(|range| !keep.contains(range)).collect();
         for range in dropped {
-            let source = self.sources.remove(&range).expect("listed above");
-            let still_tail = cx.chain(range).is_some_and(|c| c.tail() == Some(cx.me));
-            if let (Some(_), true, Some(member)) = (source.sync, still_tail, self.members.get_mut(&range)) {
-                // The learner waited on is gone: what only it lacked is
-                // committed now, as when a successor dies.
-                let (due, _) = member.become_tail();
-                let seq = member.committed();
-                let before = cx.chain(range).and_then(|c| neighbours(c, cx.me).0);
-                self.commit_answers(due, cx, out);
-                self.report_commit(range, before, seq, cx, out);
-            }
+            self.end_source(range, cx, out);
         }
         // The learner's side.
         for (index, chain) in chains.as_slice().iter().enumerate() {
@@ -259,16 +232,69 @@ impl Serving {
             let learning = Learning {
                 tail,
                 changed_at: chain.changed_at(),
+                stream: None,
                 incoming: Incoming::default(),
                 dedup: DedupTable::new(self.idle_max),
                 apps: BTreeSet::new(),
                 installed: false,
             };
             self.learning.insert(range, learning);
-            // Anything the tail sent before we knew drops here: ask for it.
-            out.send(tail, Message::Learned { range, item: 0, resend: true });
+            // Anything the tail sent before we knew dropped here: ask for
+            // the transfer from its start.
+            out.send(tail, Message::Learned { range, stream: 0, item: 0, resend: true });
         }
         self.start_reads(cx, out);
+    }
+
+    /// Starts a transfer of `range` to `learner`, process `incarnation`,
+    /// on a stream of its own.
+    fn start_source(&mut self, range: u32, learner: NodeId, incarnation: Incarnation, cx: Context<'_>) {
+        let (Some(member), Some(chain)) = (self.members.get(&range), cx.chain(range)) else {
+            return;
+        };
+        let apps = self.apps.get(&range).cloned().unwrap_or_default();
+        let pace = self.pace;
+        let budget = u128::from(pace.bytes_per_second) * pace.interval.as_nanos() / 1_000_000_000;
+        let pacer = Pacer::new(u64::try_from(budget).unwrap_or(u64::MAX).max(1), pace.interval);
+        let dedup = member
+            .dedup()
+            .entries()
+            .into_iter()
+            .map(|(origin, ts, floor, seq)| (PushRef { origin, ts, floor, tail_answers: false }, seq))
+            .collect();
+        self.streams += 1;
+        let source = Source {
+            learner,
+            incarnation,
+            changed_at: chain.changed_at(),
+            stream: self.streams,
+            out: Outgoing::new(chain.range(), member.last_applied(), apps, pacer),
+            read: 0,
+            reading: None,
+            dedup,
+            progress: (0, cx.now),
+            sync: None,
+        };
+        self.sources.insert(range, source);
+    }
+
+    /// Ends the transfer of `range`, if any. A learner the tail waited on
+    /// no longer holds anything back: while this server is still the
+    /// tail, what only the learner lacked is committed now, as when a
+    /// successor dies (once the learner became the tail, it is this
+    /// server's successor and gets its `Sent`).
+    fn end_source(&mut self, range: u32, cx: Context<'_>, out: &mut Outbox) {
+        let Some(source) = self.sources.remove(&range) else {
+            return;
+        };
+        let still_tail = cx.chain(range).is_some_and(|c| c.tail() == Some(cx.me));
+        if let (Some(_), true, Some(member)) = (source.sync, still_tail, self.members.get_mut(&range)) {
+            let (due, _) = member.become_tail();
+            let seq = member.committed();
+            let before = cx.chain(range).and_then(|c| neighbours(c, cx.me).0);
+            self.commit_answers(due, cx, out);
+            self.report_commit(range, before, seq, cx, out);
+        }
     }
 
     /// The member a learner becomes when a table makes it the tail: it
@@ -290,7 +316,7 @@ impl Serving {
         };
         let app = batch.payload.state.0;
         if let Some(item) = source.out.batch(batch.seq, app, batch.payload.clone(), !as_head) {
-            out.send(source.learner, transfer_message(range, source.changed_at, &item));
+            out.send(source.learner, transfer_message(range, (source.changed_at, source.stream), &item));
         }
     }
 
@@ -343,7 +369,7 @@ impl Serving {
         let Some(state) = state else {
             source.reading = None;
             for item in source.out.read_failed() {
-                out.send(source.learner, transfer_message(range, source.changed_at, &item));
+                out.send(source.learner, transfer_message(range, (source.changed_at, source.stream), &item));
             }
             return;
         };
@@ -370,7 +396,7 @@ impl Serving {
         let more = !source.dedup.is_empty();
         let items = source.out.chunk(now, through, bytes, chunk, more);
         for item in items {
-            out.send(source.learner, transfer_message(range, source.changed_at, &item));
+            out.send(source.learner, transfer_message(range, (source.changed_at, source.stream), &item));
         }
     }
 
@@ -391,6 +417,27 @@ impl Serving {
         if learning.tail != from || learning.changed_at != message.source {
             stats.unexpected_drops += 1;
             return;
+        }
+        match learning.stream {
+            Some(stream) if message.stream < stream => {
+                // An earlier stream's item, late.
+                stats.unexpected_drops += 1;
+                return;
+            }
+            Some(stream) if message.stream > stream => {
+                // The tail started over: so does the learner, without
+                // what it installed of the earlier stream.
+                if let (true, Some(chain)) = (learning.installed, cx.chain(range)) {
+                    out.event(Event::Forget { range: chain.range() });
+                }
+                learning.incoming = Incoming::default();
+                learning.dedup = DedupTable::new(self.idle_max);
+                learning.apps.clear();
+                learning.installed = false;
+                learning.stream = Some(message.stream);
+            }
+            Some(_) => {}
+            None => learning.stream = Some(message.stream),
         }
         let received = learning.incoming.receive(from_transfer(message));
         for install in received.installs {
@@ -427,7 +474,8 @@ impl Serving {
             out.event(Event::Install { app, state, pushes });
         }
         let resend = received.resend_from.is_some();
-        out.send(from, Message::Learned { range, item: learning.incoming.applied(), resend });
+        let stream = learning.stream.unwrap_or(0);
+        out.send(from, Message::Learned { range, stream, item: learning.incoming.applied(), resend });
     }
 
     /// The learner `from` installed the transfer of `range` through `item`.
@@ -435,7 +483,7 @@ impl Serving {
     pub(crate) fn on_learned(
         &mut self,
         from: NodeId,
-        range: u32,
+        (range, stream): (u32, u64),
         item: u64,
         resend: bool,
         cx: Context<'_>,
@@ -446,10 +494,28 @@ impl Serving {
             stats.unexpected_drops += 1;
             return;
         };
+        if stream == 0 {
+            // The learner (re)started: it holds nothing of this stream.
+            if source.out.acked() > 0 || source.sync.is_some() {
+                let (learner, incarnation) = (source.learner, source.incarnation);
+                self.end_source(range, cx, out);
+                self.start_source(range, learner, incarnation, cx);
+            } else {
+                for item in source.out.resend_from(1) {
+                    out.send(from, transfer_message(range, (source.changed_at, source.stream), &item));
+                }
+            }
+            self.start_reads(cx, out);
+            return;
+        }
+        if stream != source.stream {
+            stats.unexpected_drops += 1;
+            return;
+        }
         let held = source.out.on_acked(item);
         if resend {
             for item in source.out.resend_from(item + 1) {
-                out.send(from, transfer_message(range, source.changed_at, &item));
+                out.send(from, transfer_message(range, (source.changed_at, source.stream), &item));
             }
         }
         if source.sync.is_none() && source.out.learner_has_every_chunk() {
@@ -505,7 +571,7 @@ impl Serving {
             }
             source.progress.1 = cx.now;
             for item in source.out.resend_from(acked + 1) {
-                out.send(source.learner, transfer_message(range, source.changed_at, &item));
+                out.send(source.learner, transfer_message(range, (source.changed_at, source.stream), &item));
             }
         }
         let ranges: Vec<u32> = self.sources.keys().copied().collect();

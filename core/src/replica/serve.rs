@@ -98,6 +98,8 @@ pub(crate) struct Serving {
     pub(super) apps: BTreeMap<u32, BTreeSet<u32>>,
     /// Per range this server is the tail of and that has a learner.
     pub(super) sources: BTreeMap<u32, Source>,
+    /// Streams started, to number the next.
+    pub(super) streams: u64,
     /// Per range this server learns.
     pub(super) learning: BTreeMap<u32, Learning>,
     /// Ranges this process installed part of from a transfer it no longer
@@ -192,6 +194,7 @@ impl Serving {
             idle_max,
             apps: BTreeMap::new(),
             sources: BTreeMap::new(),
+            streams: 0,
             learning: BTreeMap::new(),
             partial: BTreeSet::new(),
             pace,

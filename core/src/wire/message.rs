@@ -206,6 +206,9 @@ pub struct TransferMsg {
     /// The range's `changed_at` the tail streams under: a learner follows
     /// only the tail of its own table.
     pub source: u64,
+    /// Which of the tail's streams to this learner (from 1): a newer one
+    /// starts the transfer over.
+    pub stream: u64,
     /// The item's number on the stream, from 1.
     pub item: u64,
     /// A batch's number in the range's order; for a chunk, the last batch
@@ -324,6 +327,9 @@ pub enum Message {
     Learned {
         /// The range's index.
         range: u32,
+        /// The stream, as the tail numbered it; 0 asks for a stream from
+        /// the start (the learner holds nothing of any).
+        stream: u64,
         /// The last item installed.
         item: u64,
         /// It dropped later items it could not hold: send them again.
@@ -375,7 +381,7 @@ const KV_META_LEN: usize = 4 * 4 + 4 + 4 * 3;
 const KV_ROUTE_LEN: usize = 4 + 4 + 8;
 const REPLICATE_META_LEN: usize = 4 + 8 + 8 + 4 + 4;
 const BATCH_PUSH_LEN: usize = 6 * 4 + 1;
-const TRANSFER_META_LEN: usize = 4 + 8 + 8 + 8 + 1 + 8 + 4 + 4;
+const TRANSFER_META_LEN: usize = 4 + 8 + 8 + 8 + 8 + 1 + 8 + 4 + 4;
 const SIMPLE_META_LEN: usize = 4 * 4;
 
 /// Bytes of metadata of every message but a node table and a release that
@@ -533,6 +539,7 @@ impl Message {
                 meta.reserve(m.pushes.len() * (BATCH_PUSH_LEN + 8));
                 meta.put_u32_le(m.range);
                 meta.put_u64_le(m.source);
+                meta.put_u64_le(m.stream);
                 meta.put_u64_le(m.item);
                 meta.put_u64_le(m.seq);
                 let (tag, through) = match m.chunk {
@@ -550,8 +557,9 @@ impl Message {
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
-            Self::Learned { range, item, resend } => {
+            Self::Learned { range, stream, item, resend } => {
                 meta.put_u32_le(*range);
+                meta.put_u64_le(*stream);
                 meta.put_u64_le(*item);
                 meta.put_u8(u8::from(*resend));
             }
@@ -783,13 +791,13 @@ impl Message {
                 Self::CaughtUp { range, source, learner }
             }
             Kind::Learned => {
-                let (range, item) = (r.u32()?, r.u64()?);
+                let (range, stream, item) = (r.u32()?, r.u64()?, r.u64()?);
                 let resend = read_bool(&mut r, "learned: resend")?;
-                Self::Learned { range, item, resend }
+                Self::Learned { range, stream, item, resend }
             }
             Kind::Transfer => {
                 r.need(TRANSFER_META_LEN)?;
-                let (range, source, item, seq) = (r.u32()?, r.u64()?, r.u64()?, r.u64()?);
+                let (range, source, stream, item, seq) = (r.u32()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
                 let (tag, through) = (r.u8()?, r.u64()?);
                 let chunk = match tag {
                     0 if through == 0 => None,
@@ -816,6 +824,7 @@ impl Message {
                 Self::Transfer(TransferMsg {
                     range,
                     source,
+                    stream,
                     item,
                     seq,
                     chunk,

@@ -156,22 +156,18 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             1 => Message::ResendFrom { range, seq },
             _ => Message::CaughtUp { range, source: seq, learner: Incarnation(learner) },
         });
-    let learned = (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(range, item, resend)| Message::Learned {
-        range,
-        item,
-        resend,
-    });
+    let learned = (any::<u32>(), any::<u64>(), any::<u64>(), any::<bool>())
+        .prop_map(|(range, stream, item, resend)| Message::Learned { range, stream, item, resend });
     let chunk =
         proptest::option::of((any::<u64>(), any::<bool>()).prop_map(|(through, last)| ChunkEnd { through, last }));
     let transfer = (
-        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), chunk, any::<u32>()),
+        (any::<u32>(), (any::<u64>(), any::<u64>()), any::<u64>(), any::<u64>(), chunk, any::<u32>()),
         vec((batch_push, any::<u64>()), 0..4),
         keys_and_lens(),
         values(),
     )
-        .prop_map(|((range, source, item, seq, chunk, app), pushes, (keys, lens), values)| {
-            // A batch has no chunk end, and encodes none.
-            Message::Transfer(TransferMsg { range, source, item, seq, chunk, app, pushes, keys, values, lens })
+        .prop_map(|((range, (source, stream), item, seq, chunk, app), pushes, (keys, lens), values)| {
+            Message::Transfer(TransferMsg { range, source, stream, item, seq, chunk, app, pushes, keys, values, lens })
         });
     prop_oneof![
         (role(), socket_addr(), any::<u64>())
