@@ -827,9 +827,10 @@ impl Node {
                     self.serving.on_transfer(from, item, cx, &mut self.out, &mut self.stats);
                 }
             }
-            Message::Learned { range, stream, item, resend } => {
+            Message::Learned { range, start, stream, item, resend } => {
                 if let Some(cx) = serve_context!(self) {
-                    self.serving.on_learned(from, (range, stream), item, resend, cx, &mut self.out, &mut self.stats);
+                    let report = (range, start, stream);
+                    self.serving.on_learned(from, report, item, resend, cx, &mut self.out, &mut self.stats);
                 }
             }
 

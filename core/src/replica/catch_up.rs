@@ -78,6 +78,8 @@ pub(crate) struct Source {
     /// Tells this stream apart from an earlier one to the same learner:
     /// a learner that started over is sent a new stream from its start.
     stream: u64,
+    /// The learner's latest start of learning heard of.
+    starts_seen: u64,
     out: Stream,
     /// Names the read under way, and what it reads.
     read: u64,
@@ -97,6 +99,8 @@ pub(crate) struct Source {
 /// A learner's side of one range.
 #[derive(Debug)]
 pub(crate) struct Learning {
+    /// Which time this server started learning (see `Message::Learned`).
+    start: u64,
     tail: NodeId,
     changed_at: u64,
     /// The stream followed (`None` until the first item comes).
@@ -229,7 +233,12 @@ impl Serving {
             if self.partial.remove(&range) {
                 out.event(Event::Forget { range: chain.range() });
             }
+            // Numbers this start, so that the tail tells a late copy of the
+            // request below from a new start.
+            self.learning_starts += 1;
+            let start = self.learning_starts;
             let learning = Learning {
+                start,
                 tail,
                 changed_at: chain.changed_at(),
                 stream: None,
@@ -241,7 +250,7 @@ impl Serving {
             self.learning.insert(range, learning);
             // Anything the tail sent before we knew dropped here: ask for
             // the transfer from its start.
-            out.send(tail, Message::Learned { range, stream: 0, item: 0, resend: true });
+            out.send(tail, Message::Learned { range, start, stream: 0, item: 0, resend: true });
         }
         self.start_reads(cx, out);
     }
@@ -268,6 +277,7 @@ impl Serving {
             incarnation,
             changed_at: chain.changed_at(),
             stream: self.streams,
+            starts_seen: 0,
             out: Outgoing::new(chain.range(), member.last_applied(), apps, pacer),
             read: 0,
             reading: None,
@@ -474,8 +484,8 @@ impl Serving {
             out.event(Event::Install { app, state, pushes });
         }
         let resend = received.resend_from.is_some();
-        let stream = learning.stream.unwrap_or(0);
-        out.send(from, Message::Learned { range, stream, item: learning.incoming.applied(), resend });
+        let (start, stream, item) = (learning.start, learning.stream.unwrap_or(0), learning.incoming.applied());
+        out.send(from, Message::Learned { range, start, stream, item, resend });
     }
 
     /// The learner `from` installed the transfer of `range` through `item`.
@@ -483,7 +493,7 @@ impl Serving {
     pub(crate) fn on_learned(
         &mut self,
         from: NodeId,
-        (range, stream): (u32, u64),
+        (range, start, stream): (u32, u64, u64),
         item: u64,
         resend: bool,
         cx: Context<'_>,
@@ -495,11 +505,20 @@ impl Serving {
             return;
         };
         if stream == 0 {
-            // The learner (re)started: it holds nothing of this stream.
+            // The learner started learning: it holds nothing of any
+            // stream. A request from a start whose reports came already is
+            // a late copy.
+            if start <= source.starts_seen {
+                return;
+            }
+            source.starts_seen = start;
             if source.out.acked() > 0 || source.sync.is_some() {
                 let (learner, incarnation) = (source.learner, source.incarnation);
                 self.end_source(range, cx, out);
                 self.start_source(range, learner, incarnation, cx);
+                if let Some(source) = self.sources.get_mut(&range) {
+                    source.starts_seen = start;
+                }
             } else {
                 for item in source.out.resend_from(1) {
                     out.send(from, transfer_message(range, (source.changed_at, source.stream), &item));
@@ -512,6 +531,7 @@ impl Serving {
             stats.unexpected_drops += 1;
             return;
         }
+        source.starts_seen = source.starts_seen.max(start);
         let held = source.out.on_acked(item);
         if resend {
             for item in source.out.resend_from(item + 1) {

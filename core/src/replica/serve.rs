@@ -100,6 +100,8 @@ pub(crate) struct Serving {
     pub(super) sources: BTreeMap<u32, Source>,
     /// Streams started, to number the next.
     pub(super) streams: u64,
+    /// Times this server started learning a range, to number the next.
+    pub(super) learning_starts: u64,
     /// Per range this server learns.
     pub(super) learning: BTreeMap<u32, Learning>,
     /// Ranges this process installed part of from a transfer it no longer
@@ -195,6 +197,7 @@ impl Serving {
             apps: BTreeMap::new(),
             sources: BTreeMap::new(),
             streams: 0,
+            learning_starts: 0,
             learning: BTreeMap::new(),
             partial: BTreeSet::new(),
             pace,

@@ -327,6 +327,10 @@ pub enum Message {
     Learned {
         /// The range's index.
         range: u32,
+        /// Which time this learner started learning the range (from 1):
+        /// a request from a start whose reports the tail has seen is a
+        /// late copy.
+        start: u64,
         /// The stream, as the tail numbered it; 0 asks for a stream from
         /// the start (the learner holds nothing of any).
         stream: u64,
@@ -557,8 +561,9 @@ impl Message {
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
-            Self::Learned { range, stream, item, resend } => {
+            Self::Learned { range, start, stream, item, resend } => {
                 meta.put_u32_le(*range);
+                meta.put_u64_le(*start);
                 meta.put_u64_le(*stream);
                 meta.put_u64_le(*item);
                 meta.put_u8(u8::from(*resend));
@@ -791,9 +796,9 @@ impl Message {
                 Self::CaughtUp { range, source, learner }
             }
             Kind::Learned => {
-                let (range, stream, item) = (r.u32()?, r.u64()?, r.u64()?);
+                let (range, start, stream, item) = (r.u32()?, r.u64()?, r.u64()?, r.u64()?);
                 let resend = read_bool(&mut r, "learned: resend")?;
-                Self::Learned { range, stream, item, resend }
+                Self::Learned { range, start, stream, item, resend }
             }
             Kind::Transfer => {
                 r.need(TRANSFER_META_LEN)?;

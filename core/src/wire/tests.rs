@@ -156,8 +156,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             1 => Message::ResendFrom { range, seq },
             _ => Message::CaughtUp { range, source: seq, learner: Incarnation(learner) },
         });
-    let learned = (any::<u32>(), any::<u64>(), any::<u64>(), any::<bool>())
-        .prop_map(|(range, stream, item, resend)| Message::Learned { range, stream, item, resend });
+    let learned = (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>())
+        .prop_map(|(range, start, stream, item, resend)| Message::Learned { range, start, stream, item, resend });
     let chunk =
         proptest::option::of((any::<u64>(), any::<bool>()).prop_map(|(through, last)| ChunkEnd { through, last }));
     let transfer = (
