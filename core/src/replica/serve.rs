@@ -435,8 +435,16 @@ impl Serving {
         // Only the current predecessor feeds us, and only with batches
         // numbered since the chain last changed: an older head's order
         // may differ from the one we follow now.
-        if before.map(NodeId::server) != Some(from) || message.epoch < chain.changed_at() {
+        if before.map(NodeId::server) != Some(from) {
             stats.unexpected_drops += 1;
+            return;
+        }
+        if message.epoch < chain.changed_at() {
+            // Our predecessor has not seen the table that changed the
+            // chain yet (a learner joined behind us, say): what it sends
+            // again once it has is taken.
+            stats.unexpected_drops += 1;
+            out.send(from, Message::ResendFrom { range, seq: member.last_applied() + 1 });
             return;
         }
         let pushes = message.pushes.iter().map(from_wire).collect();
