@@ -441,10 +441,9 @@ impl Serving {
         }
         if message.epoch < chain.changed_at() {
             // Our predecessor has not seen the table that changed the
-            // chain yet (a learner joined behind us, say): what it sends
-            // again once it has is taken.
+            // chain yet (a learner joined behind us, say): it sends its
+            // batches again once it has (`on_table`).
             stats.unexpected_drops += 1;
-            out.send(from, Message::ResendFrom { range, seq: member.last_applied() + 1 });
             return;
         }
         let pushes = message.pushes.iter().map(from_wire).collect();
@@ -625,7 +624,10 @@ impl Serving {
                     self.unleased_answers.extend(due);
                 }
             }
-            if let (Some(next), true) = (now_after, now_after != after) {
+            // A new successor lacks what we kept; the same one dropped what
+            // we sent under the table before, if the chain changed since.
+            let changed = old.as_slice().get(index).is_none_or(|c| c.changed_at() != chain.changed_at());
+            if let (Some(next), true) = (now_after, now_after != after || changed) {
                 for batch in member.resend() {
                     out.send(NodeId::server(next), replicate(range, cx.epoch(), &batch));
                 }
