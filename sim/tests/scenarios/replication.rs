@@ -179,22 +179,31 @@ fn a_worker_that_dies_with_a_push_at_the_head_leaves_every_copy_equal() {
 #[test]
 fn a_tail_cut_off_from_the_scheduler_stops_serving_pulls_before_it_is_replaced() {
     let mut sim = replicated(0x1ea5e, 3, 1, 2);
-    let (w, tail) = (sim.worker_slot(0), sim.server_slot(1));
+    let (w, head, tail) = (sim.worker_slot(0), sim.server_slot(0), sim.server_slot(1));
     let key = key_in(0, 3);
     assert!(matches!(push_wait(&mut sim, w, &[key], &[1.0]), Event::RequestDone { .. }));
     // The tail of range 0 hears nothing from the scheduler; the workers
     // still reach it.
     sim.partition(vec![(tail, SCHEDULER), (SCHEDULER, tail)], PATIENCE, "tail from scheduler".into());
+    // Just before the scheduler declares it dead, the worker is cut off
+    // from the scheduler for a while too: it keeps the table in which
+    // the cut-off server is the tail.
     let lease = sim.config(tail).read_lease();
-    sim.run_for(lease + Duration::from_millis(100));
-    assert_eq!(sim.node(tail).map(|n| n.phase()), Some(Phase::Ready), "not declared dead yet");
+    sim.run_for(lease - Duration::from_millis(200));
+    let cut = Duration::from_millis(600);
+    sim.partition(vec![(w, SCHEDULER), (SCHEDULER, w)], cut, "worker from scheduler".into());
+    let replaced = |s: &Sim| s.node(head).is_some_and(|n| n.membership().chains().as_slice()[0].members().len() == 1);
+    assert!(sim.run_until(PATIENCE, replaced), "the scheduler replaces the tail");
+    // A push the head acknowledges alone, then a pull, which the worker
+    // sends to the server it still takes for the tail: that one's copy
+    // lacks the push, and its lease has lapsed, so it holds the pull; once
+    // the worker has the new table the pull goes to the head.
+    assert!(matches!(push_wait(&mut sim, w, &[key], &[2.0]), Event::RequestDone { .. }));
     let ts = sim
         .with_node(w, |n, now| n.pull(now, CustomerId::DEFAULT, 0, Keys::from_slice(&[key]), DType::F32))
         .expect("pull accepted");
-    // Its lease has lapsed: it holds the pull, and the scheduler then
-    // declares it dead, so the pull goes to the head, now the tail.
     match wait(&mut sim, w, CustomerId::DEFAULT, ts) {
-        Event::PullDone { values, .. } => assert_eq!(values.to_vec::<f32>(), Some(vec![1.0])),
+        Event::PullDone { values, .. } => assert_eq!(values.to_vec::<f32>(), Some(vec![3.0])),
         other => panic!("the pull completes at the new tail: {other:?}"),
     }
     let served_by_cut_tail = sim.events_of(tail).any(|(_, e)| matches!(e, Event::ServerRequest(r) if r.id.ts == ts));
