@@ -6,7 +6,7 @@
 //! acknowledged pushes on every member, pulls against everything
 //! acknowledged); the tests check what the workers saw.
 
-use pslite_core::{Phase, RequestError};
+use pslite_core::RequestError;
 use pslite_sim::queue::Delivery;
 
 use super::*;
