@@ -114,6 +114,12 @@ impl Sim {
             }
             return;
         }
+        if !self.forged {
+            if let Some(what) = self.copies_differ() {
+                self.fail(FailureKind::Correctness, what);
+                return;
+            }
+        }
         self.finalize_started = true;
         // Workers first, the scheduler last, as a launcher would stop them;
         // the order does not matter to the protocol.
@@ -242,6 +248,56 @@ impl Sim {
                     node.barriers_pending(),
                     process.finalize_called
                 ));
+            }
+        }
+        None
+    }
+}
+
+impl Sim {
+    /// Once replication has drained, every member of a range has applied
+    /// the same batches, so their stores hold the same bytes for the
+    /// range's keys: the head's bits, whatever order of additions made
+    /// them. Names the first range whose copies differ.
+    fn copies_differ(&self) -> Option<String> {
+        let scheduler = self.nodes[SCHEDULER_SLOT].process.as_ref()?;
+        let chains = scheduler.node.membership().chains();
+        for (index, chain) in chains.as_slice().iter().enumerate() {
+            // Ranks are the scheduler's to give: find each member's slot.
+            let slot_of = |rank: pslite_core::Rank| {
+                (0..self.nodes.len()).find(|&slot| {
+                    self.nodes[slot]
+                        .process
+                        .as_ref()
+                        .is_some_and(|p| p.node.role() == Role::Server && p.node.rank() == Some(rank))
+                })
+            };
+            let slots: Vec<usize> = chain.members().iter().filter_map(|&rank| slot_of(rank)).collect();
+            if slots.len() < 2 {
+                continue;
+            }
+            let stores = |slot: usize| self.nodes[slot].process.as_ref().map(|p| &p.stores);
+            let apps: std::collections::BTreeSet<u32> =
+                slots.iter().filter_map(|&slot| stores(slot)).flat_map(|s| s.keys().copied()).collect();
+            for app in apps {
+                let held = |slot: usize| {
+                    let state = stores(slot)
+                        .and_then(|s| s.get(&app))
+                        .map(|store| store.export_range(chain.range(), usize::MAX, usize::MAX));
+                    state.map_or((Vec::new(), Vec::new()), |s| {
+                        (s.keys.iter().collect::<Vec<u64>>(), s.values.as_bytes().to_vec())
+                    })
+                };
+                let first = held(slots[0]);
+                if let Some(&other) = slots[1..].iter().find(|&&slot| held(slot) != first) {
+                    return Some(format!(
+                        "replication: the copies of range {index} differ once settled: app {app} in slot {} holds \
+                         {:?}, in slot {other} {:?}",
+                        slots[0],
+                        first.0,
+                        held(other).0
+                    ));
+                }
             }
         }
         None

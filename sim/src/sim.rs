@@ -653,7 +653,7 @@ impl Sim {
                 process.identity = Some((id, incarnation));
                 if id.role() == Some(Role::Server) {
                     let store = StoreId { slot, life: process.life };
-                    self.checker.server_started(id, store, self.now);
+                    self.checker.server_started(id, incarnation, store, self.now);
                 }
                 if worker {
                     let start = process.node.next_barrier_generation(pslite_core::Group::WORKERS);

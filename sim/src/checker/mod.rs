@@ -387,7 +387,7 @@ pub struct Checker {
     tables: BTreeMap<u64, Vec<NodeEntry>>,
     placement: placement::Placement,
     /// Each server id's running process: its store, and when it started.
-    live_stores: BTreeMap<NodeId, (StoreId, Instant)>,
+    live_stores: BTreeMap<NodeId, (StoreId, Instant, Incarnation)>,
     /// A test forged frames: members may have lied about batches and
     /// commits, so what copies hold is no longer held to the model.
     forged: bool,
@@ -566,7 +566,7 @@ impl Checker {
             }
         }
         self.barriers_pending.retain(|_, b| b.slot != slot);
-        self.live_stores.retain(|_, (store, _)| store.slot != slot);
+        self.live_stores.retain(|_, (store, _, _)| store.slot != slot);
         let Some((id, incarnation)) = identity else {
             return;
         };
@@ -674,8 +674,12 @@ impl Checker {
     }
 
     /// Server `id` runs as a new process, whose store is `store`, from `at`.
-    pub fn server_started(&mut self, id: NodeId, store: StoreId, at: Instant) {
-        self.live_stores.insert(id, (store, at));
+    pub fn server_started(&mut self, id: NodeId, incarnation: Incarnation, store: StoreId, at: Instant) {
+        // A process that registers late as an incarnation replaced already
+        // (it was paused, say) is not the id's store.
+        if self.live_stores.get(&id).is_none_or(|&(_, _, known)| known <= incarnation) {
+            self.live_stores.insert(id, (store, at, incarnation));
+        }
     }
 
     /// The key range of part `part` of a request (the index of the range).
@@ -1224,7 +1228,7 @@ impl Checker {
             }
             for &rank in chain.members() {
                 let server = NodeId::server(rank);
-                let Some(&(store, started)) = self.live_stores.get(&server) else {
+                let Some(&(store, started, _)) = self.live_stores.get(&server) else {
                     continue;
                 };
                 let lost_since = self.lost_at.get(&index).is_some_and(|&at| at > record.issued_at);
@@ -1310,7 +1314,7 @@ impl Checker {
     /// Since when `store`'s copy of `key`'s range can hold every push: its
     /// process's start, or the range's last loss if later.
     fn copy_started(&self, store: StoreId, key: u64) -> Option<Instant> {
-        let &(_, started) = self.live_stores.values().find(|(s, _)| *s == store)?;
+        let &(_, started, _) = self.live_stores.values().find(|(s, _, _)| *s == store)?;
         let range = self.ranges.owner(key).0 as usize;
         Some(self.lost_at.get(&range).map_or(started, |&lost| lost.max(started)))
     }
