@@ -726,15 +726,8 @@ impl Checker {
     /// A chunk `state` of app `app` was read from `store` for a transfer:
     /// what it holds of each key is what the store had applied then.
     pub fn chunk_read(&mut self, store: StoreId, app: u32, state: &KvList) {
-        let keys: Vec<u64> = state.keys.iter().collect();
-        let held = keys.iter().map(|&key| self.contributions.get(&(store, app, key)).cloned().unwrap_or_default());
+        let held = state.keys.iter().map(|key| self.contributions.get(&(store, app, key)).cloned().unwrap_or_default());
         let held: Vec<Vec<Contribution>> = held.collect();
-        if std::env::var("DBG").is_ok() {
-            eprintln!(
-                "DBG chunk_read {store} app {app} keys {keys:?} {:?}",
-                held.iter().map(|h| h.iter().map(|c| c.value).sum::<i64>()).collect::<Vec<_>>()
-            );
-        }
         self.chunks.entry(chunk_content(app, state)).or_default().push(held);
     }
 
@@ -747,12 +740,6 @@ impl Checker {
             return violation(format!("replication: {store} (server {server}) installed a chunk no tail read"));
         };
         for (key, contributions) in state.keys.iter().zip(held) {
-            if std::env::var("DBG").is_ok() {
-                eprintln!(
-                    "DBG chunk_installed {store} app {app} key {key} -> {:?}",
-                    contributions.iter().map(|c| c.value).collect::<Vec<_>>()
-                );
-            }
             self.replace_contributions(store, app, key, contributions);
         }
         Ok(())
