@@ -32,11 +32,10 @@ use smallvec::SmallVec;
 use super::dedup::DedupTable;
 use super::log::Numbered;
 use super::member::{Batch, PushRef, RangeMember};
-use super::serve::{from_wire, neighbours, to_wire, Context, Serving, State};
+use super::serve::{from_wire, neighbours, request_id, to_wire, Context, Serving, State};
 use super::transfer::{Cover, Incoming, Install, Item, Outgoing, Pacer, Read};
 use crate::event::{Event, ExportTicket};
 use crate::id::{Incarnation, NodeId};
-use crate::kv::ServerRequestId;
 use crate::outbox::Outbox;
 use crate::slice::KvList;
 use crate::stats::Stats;
@@ -459,20 +458,10 @@ impl Serving {
                     (chunk.app, chunk.state, Vec::new())
                 }
                 Install::Batch { seq, batch } => {
-                    let ids = batch
-                        .pushes
-                        .iter()
-                        .map(|p| {
-                            learning.dedup.record(p.origin, p.ts, p.floor, seq, cx.now);
-                            ServerRequestId {
-                                from: p.origin.worker,
-                                incarnation: p.origin.incarnation,
-                                customer: p.origin.customer,
-                                ts: p.ts,
-                                part: range,
-                            }
-                        })
-                        .collect();
+                    for p in &batch.pushes {
+                        learning.dedup.record(p.origin, p.ts, p.floor, seq, cx.now);
+                    }
+                    let ids = batch.pushes.iter().map(|p| request_id(p, range)).collect();
                     (batch.state.0, batch.state.1, ids)
                 }
             };

@@ -132,22 +132,22 @@ impl<S: Clone, A> RangeMember<S, A> {
     }
 
     /// At the head: the handle applied `pushes`, leaving `state`. Returns
-    /// the batch to forward (with a successor), or `None` when this member
-    /// is also the tail and the batch is committed at once.
+    /// the batch, to forward with a successor; without one, this member is
+    /// also the tail and the batch is committed at once.
     pub(crate) fn applied(
         &mut self,
         pushes: SmallVec<[PushRef; 1]>,
         state: S,
         has_successor: bool,
         now: Instant,
-    ) -> (u64, Option<Numbered<Batch<S>>>) {
+    ) -> Numbered<Batch<S>> {
         let seq = self.log.applied() + 1;
         for push in &pushes {
             self.dedup.record(push.origin, push.ts, push.floor, seq, now);
         }
         let batch = self.log.sequence(Batch { pushes, state }, has_successor);
         debug_assert_eq!(batch.seq, seq);
-        (seq, has_successor.then_some(batch))
+        batch
     }
 
     /// An answer to send once batch `seq` is committed.
@@ -242,10 +242,10 @@ mod tests {
         let mut next = RangeMember::<u32, &str>::new(IDLE);
         let push = PushRef { origin: origin(0), ts: Timestamp(4), floor: Timestamp(4), tail_answers: false };
         assert_eq!(head.admit(push, now), Admit::Apply);
-        let (seq, batch) = head.applied(smallvec![push], 40, true, now);
-        head.owe(seq, "ack 4");
+        let batch = head.applied(smallvec![push], 40, true, now);
+        head.owe(batch.seq, "ack 4");
         assert_eq!((head.owed(), head.sent()), (1, 1));
-        let Arrival::Apply(ready) = next.receive(batch.unwrap()) else { panic!("in order") };
+        let Arrival::Apply(ready) = next.receive(batch) else { panic!("in order") };
         assert!(next.installed(&ready, false, now), "the tail commits");
         // The head dies before the commit report reaches it: the worker
         // sends the push to the new head, which has it.
@@ -255,7 +255,8 @@ mod tests {
         let mut lone = RangeMember::<u32, &str>::new(IDLE);
         let later = PushRef { ts: Timestamp(9), floor: Timestamp(9), ..push };
         assert_eq!(lone.admit(push, now), Admit::Apply);
-        assert_eq!(lone.applied(smallvec![push], 1, false, now), (1, None), "a chain of one commits at once");
+        let batch = lone.applied(smallvec![push], 1, false, now);
+        assert_eq!((batch.seq, lone.committed()), (1, 1), "a chain of one commits at once");
         assert_eq!(lone.admit(later, now), Admit::Apply);
         assert_eq!(lone.admit(push, now), Admit::Drop, "its worker moved its floor past it");
         // A worker process that died sends nothing again: its entries go.
@@ -265,8 +266,8 @@ mod tests {
         // the table it was sent.
         let mut learner = RangeMember::<u32, &str>::caught_up(1, next.dedup().clone());
         assert_eq!(learner.admit(push, now), Admit::Answer, "known through the transferred table");
-        let (seq, _) = learner.applied(smallvec![later], 9, false, now);
-        assert_eq!(seq, 2, "numbering goes on");
+        let batch = learner.applied(smallvec![later], 9, false, now);
+        assert_eq!(batch.seq, 2, "numbering goes on");
         // A member holds at most as many batches ahead as it is told.
         let mut short = RangeMember::<u32, &str>::new(IDLE).holding_at_most(2);
         let ahead = |seq| Numbered { seq, payload: Batch { pushes: smallvec![push], state: 0 } };
@@ -376,14 +377,12 @@ mod tests {
                     match self.chain[0].range.admit(push, Instant::ZERO) {
                         Admit::Apply => {
                             self.chain[0].state.push(id);
-                            let (seq, batch) =
-                                self.chain[0].range.applied(smallvec![push], id, has_successor, Instant::ZERO);
-                            match batch {
-                                Some(batch) => {
-                                    self.chain[0].range.owe(seq, id);
-                                    self.wire.push((to, self.chain[1].id, Msg::Batch(batch)));
-                                }
-                                None => self.answer(to, vec![id]),
+                            let batch = self.chain[0].range.applied(smallvec![push], id, has_successor, Instant::ZERO);
+                            if has_successor {
+                                self.chain[0].range.owe(batch.seq, id);
+                                self.wire.push((to, self.chain[1].id, Msg::Batch(batch)));
+                            } else {
+                                self.answer(to, vec![id]);
                             }
                         }
                         Admit::Answer => self.answer(to, vec![id]),

@@ -52,6 +52,17 @@ pub(crate) type Held = (NodeId, Incarnation, Message);
 /// What a batch carries: the app whose handle made it, and the state.
 pub(crate) type State = (u32, KvList);
 
+/// When a batch the head applied commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    /// At once: this member is the whole chain.
+    Now,
+    /// When the successor reports it.
+    AtSuccessor,
+    /// When the learner this tail waits for has it.
+    AtLearner,
+}
+
 /// An answer the head owes a worker until the push's batch commits.
 #[derive(Clone, Debug)]
 pub(crate) struct Owed {
@@ -140,6 +151,12 @@ pub(super) fn neighbours(chain: &RangeChain, me: Rank) -> (Option<Rank>, Option<
         Some(at) => (at.checked_sub(1).map(|p| members[p]), members.get(at + 1).copied()),
         None => (None, None),
     }
+}
+
+/// The worker's id for push `push`, part `part`.
+pub(super) fn request_id(push: &PushRef, part: u32) -> ServerRequestId {
+    let Origin { worker, incarnation, customer } = push.origin;
+    ServerRequestId { from: worker, incarnation, customer, ts: push.ts, part }
 }
 
 fn origin_of(id: ServerRequestId) -> Origin {
@@ -343,33 +360,13 @@ impl Serving {
                     responder::send_kv_response(id, Response::Refused(refusal), cx.limits, out);
                     return;
                 };
-                let successor = cx.chain(id.part).and_then(|chain| neighbours(chain, cx.me).1);
-                self.apps.entry(id.part).or_default().insert(id.customer.app);
-                let streamed = (successor.is_none() && self.sources.contains_key(&id.part)).then(|| state.clone());
-                // A learner the tail waits for counts as a successor.
-                let synced = successor.is_none() && self.synced(id.part);
-                let member = self.members.get_mut(&id.part).expect("looked up above");
-                let (seq, batch) =
-                    member.applied(smallvec![push], (id.customer.app, state), successor.is_some() || synced, cx.now);
-                match (batch, successor) {
-                    (Some(batch), Some(next)) => {
-                        out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
-                        member.owe(seq, Owed { id, response, tail_answers: push.tail_answers });
-                    }
-                    _ => {
-                        let answer = Owed::new(id, response);
-                        let answer = if synced {
-                            member.owe(seq, answer);
-                            None
-                        } else {
-                            Some(answer)
-                        };
-                        if let Some(state) = streamed {
-                            let batch = Batch { pushes: smallvec![push], state: (id.customer.app, state) };
-                            self.stream_batch(id.part, &Numbered { seq, payload: batch }, true, out);
-                        }
-                        self.commit_answers(answer.into_iter().collect(), cx, out);
-                    }
+                let (seq, commit) = self.apply_at_head(id.part, push, (id.customer.app, state), cx, out);
+                let member = self.members.get_mut(&id.part).expect("a member applied it");
+                match commit {
+                    Commit::Now => self.commit_answers(vec![Owed::new(id, response)], cx, out),
+                    Commit::AtSuccessor => member.owe(seq, Owed { id, response, tail_answers: push.tail_answers }),
+                    // This tail answers once the learner has the batch.
+                    Commit::AtLearner => member.owe(seq, Owed::new(id, response)),
                 }
             }
             (Then::AnswerAfter(seq), Some(member)) if seq > member.committed() => {
@@ -391,21 +388,39 @@ impl Serving {
         let (true, true) = (self.members.contains_key(&id.part), chain.head() == Some(cx.me)) else {
             return;
         };
-        let successor = neighbours(chain, cx.me).1;
         // The worker is gone: nothing older than this push will come again.
         let push = PushRef { origin: origin_of(id), ts: id.ts, floor: id.ts, tail_answers: false };
-        self.apps.entry(id.part).or_default().insert(id.customer.app);
-        let streamed = (successor.is_none() && self.sources.contains_key(&id.part)).then(|| state.clone());
-        let synced = successor.is_none() && self.synced(id.part);
-        let member = self.members.get_mut(&id.part).expect("looked up above");
-        let (seq, batch) =
-            member.applied(smallvec![push], (id.customer.app, state), successor.is_some() || synced, cx.now);
-        if let (Some(batch), Some(next)) = (batch, successor) {
-            out.send(NodeId::server(next), replicate(id.part, cx.epoch(), &batch));
-        }
-        if let Some(state) = streamed {
-            let batch = Batch { pushes: smallvec![push], state: (id.customer.app, state) };
-            self.stream_batch(id.part, &Numbered { seq, payload: batch }, true, out);
+        self.apply_at_head(id.part, push, (id.customer.app, state), cx, out);
+    }
+
+    /// At the head of range `part`: the handle applied `push`, leaving
+    /// `state`. The batch goes to the successor or, when this member is
+    /// also the tail, to its learner's stream if it has one. Returns the
+    /// batch's number and when it commits.
+    fn apply_at_head(
+        &mut self,
+        part: u32,
+        push: PushRef,
+        (app, state): State,
+        cx: Context<'_>,
+        out: &mut Outbox,
+    ) -> (u64, Commit) {
+        let successor = cx.chain(part).and_then(|chain| neighbours(chain, cx.me).1);
+        self.apps.entry(part).or_default().insert(app);
+        // A learner the tail waits for counts as a successor.
+        let synced = successor.is_none() && self.synced(part);
+        let member = self.members.get_mut(&part).expect("the caller found the member");
+        let batch = member.applied(smallvec![push], (app, state), successor.is_some() || synced, cx.now);
+        let seq = batch.seq;
+        match successor {
+            Some(next) => {
+                out.send(NodeId::server(next), replicate(part, cx.epoch(), &batch));
+                (seq, Commit::AtSuccessor)
+            }
+            None => {
+                self.stream_batch(part, &batch, true, out);
+                (seq, if synced { Commit::AtLearner } else { Commit::Now })
+            }
         }
     }
 
@@ -453,18 +468,7 @@ impl Serving {
             Arrival::Apply(batches) => {
                 for batch in &batches {
                     let (app, state) = &batch.payload.state;
-                    let pushes = batch
-                        .payload
-                        .pushes
-                        .iter()
-                        .map(|p| ServerRequestId {
-                            from: p.origin.worker,
-                            incarnation: p.origin.incarnation,
-                            customer: p.origin.customer,
-                            ts: p.ts,
-                            part: range,
-                        })
-                        .collect();
+                    let pushes = batch.payload.pushes.iter().map(|p| request_id(p, range)).collect();
                     out.event(Event::Install { app: *app, state: state.clone(), pushes });
                     self.apps.entry(range).or_default().insert(*app);
                 }
@@ -742,6 +746,7 @@ impl Serving {
         self.apps.clear();
         self.sources.clear();
         self.learning.clear();
+        self.partial.clear();
     }
 }
 
@@ -752,11 +757,7 @@ fn tail_answers(range: u32, batches: &[Numbered<Batch<State>>]) -> Vec<Owed> {
         .iter()
         .flat_map(|batch| &batch.payload.pushes)
         .filter(|push| push.tail_answers)
-        .map(|push| {
-            let Origin { worker, incarnation, customer } = push.origin;
-            let id = ServerRequestId { from: worker, incarnation, customer, ts: push.ts, part: range };
-            Owed::new(id, Response::ack())
-        })
+        .map(|push| Owed::new(request_id(push, range), Response::ack()))
         .collect()
 }
 
