@@ -142,6 +142,7 @@ mod membership;
 mod node;
 mod outbox;
 mod range;
+mod receipts;
 pub mod recycle;
 mod reliable;
 mod replica;

@@ -17,7 +17,7 @@
 //! * **fan-out**: a membership change (a death, a replacement) reaches
 //!   every component that keeps state about peers, from one place.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +33,7 @@ use crate::liveness::SchedulerWatch;
 use crate::membership::{Change, Membership};
 use crate::outbox::{Dest, Outbox};
 use crate::range::ServerRanges;
+use crate::receipts::{self, Receipts};
 use crate::reliable::{Admission, Owner, Reliable};
 use crate::replica::serve::{self, Serving, Then};
 use crate::requests::{Cluster, Requests};
@@ -111,8 +112,8 @@ pub struct Node {
     /// Where frame metadata is written and split off from: one allocation
     /// per many frames, not one per frame.
     scratch: BytesMut,
-    /// Receipts not sent yet, by peer.
-    acks_pending: BTreeMap<NodeId, Vec<u64>>,
+    /// Receipts not sent yet, waiting for company.
+    receipts: Receipts,
     stats: Stats,
 }
 
@@ -155,7 +156,7 @@ impl Node {
             transmits: VecDeque::new(),
             loopback: VecDeque::new(),
             scratch: BytesMut::with_capacity(SCRATCH_BYTES),
-            acks_pending: BTreeMap::new(),
+            receipts: Receipts::default(),
             stats: Stats::default(),
         };
         if role == Role::Scheduler {
@@ -214,10 +215,10 @@ impl Node {
         }
         if header.seq != 0 {
             match self.reliable.admit(header.sender, header.incarnation, header.seq) {
-                Admission::New => self.send_ack(header.sender, header.seq),
+                Admission::New => self.send_ack(header.sender, header.seq, false),
                 Admission::Duplicate => {
                     self.stats.duplicates_dropped += 1;
-                    self.send_ack(header.sender, header.seq);
+                    self.send_ack(header.sender, header.seq, true);
                     return Ok(());
                 }
                 Admission::TooFarAhead => {
@@ -274,14 +275,17 @@ impl Node {
         self.flush();
         self.expire_resends();
         self.drain_loopback();
+        for (to, seqs) in self.receipts.take_due(now) {
+            self.send_receipts(to, seqs);
+        }
     }
 
     // ----- outputs -----
 
     /// The next frame to send, if any. Drain after every input and command.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if !self.acks_pending.is_empty() {
-            self.flush_acks();
+        for (to, seqs) in self.receipts.take_due(self.now) {
+            self.send_receipts(to, seqs);
         }
         self.transmits.pop_front()
     }
@@ -298,7 +302,8 @@ impl Node {
             return None;
         }
         let barriers = self.scheduler.as_ref().and_then(|s| s.arrivals.next_deadline());
-        [self.timers.next(), self.requests.next_deadline(), self.reliable.next_deadline(), barriers]
+        let receipts = self.receipts.next_due();
+        [self.timers.next(), self.requests.next_deadline(), self.reliable.next_deadline(), barriers, receipts]
             .into_iter()
             .flatten()
             .min()
@@ -886,17 +891,11 @@ impl Node {
             match dest {
                 Dest::Node(to) if to == self.id => self.loopback.push_back(message),
                 Dest::Node(to) => {
-                    let addr = if to == NodeId::SCHEDULER {
-                        self.config.scheduler_addr
-                    } else {
-                        // Components send only to ids the table holds; a
-                        // forged table that left one out drops the message.
-                        match self.membership.get(to) {
-                            Some(entry) => entry.addr,
-                            None => continue,
-                        }
-                    };
-                    self.transmit(to, addr, message);
+                    // Components send only to ids the table holds; a
+                    // forged table that left one out drops the message.
+                    if let Some(addr) = self.addr_of(to) {
+                        self.transmit(to, addr, message);
+                    }
                 }
                 Dest::Addr(to, addr) => self.transmit(to, addr, message),
             }
@@ -909,8 +908,24 @@ impl Node {
         }
     }
 
-    /// Numbers, encodes and queues one frame.
+    /// Where `to` listens: the scheduler's configured address, or what the
+    /// table says.
+    fn addr_of(&self, to: NodeId) -> Option<SocketAddr> {
+        if to == NodeId::SCHEDULER {
+            Some(self.config.scheduler_addr)
+        } else {
+            self.membership.get(to).map(|entry| entry.addr)
+        }
+    }
+
+    /// Numbers, encodes and queues one frame, after the receipts waiting
+    /// for `to`, which go in the same write.
     fn transmit(&mut self, to: NodeId, addr: SocketAddr, message: Message) {
+        if !matches!(message, Message::Ack { .. }) {
+            if let Some(seqs) = self.receipts.take_for(to) {
+                self.send_receipts(to, seqs);
+            }
+        }
         // The scheduler is never replaced; other receivers are as the
         // table names them (unknown before they register).
         let peer =
@@ -966,19 +981,23 @@ impl Node {
         }
     }
 
-    /// Queues a receipt; receipts leave together, one frame per peer, when
-    /// the driver next polls for transmits.
-    fn send_ack(&mut self, to: NodeId, seq: u64) {
-        self.acks_pending.entry(to).or_default().push(seq);
+    /// Queues a receipt. It leaves with the next frame to `to`, or with
+    /// the others for `to` in one frame once the oldest has waited
+    /// [`receipts::delay`]; at once when `now` (a duplicate: its sender is
+    /// resending already).
+    fn send_ack(&mut self, to: NodeId, seq: u64, now: bool) {
+        let due = if now { self.now } else { self.now + receipts::delay(self.config.resend_timeout) };
+        self.receipts.add(to, seq, due);
     }
 
-    fn flush_acks(&mut self) {
-        for (to, seqs) in std::mem::take(&mut self.acks_pending) {
-            for chunk in seqs.chunks(crate::wire::message::ACKS_PER_FRAME_MAX) {
-                self.out.send(to, Message::Ack { seqs: chunk.to_vec() });
-            }
+    /// Queues receipts for `to` as ACK frames.
+    fn send_receipts(&mut self, to: NodeId, seqs: Vec<u64>) {
+        let Some(addr) = self.addr_of(to) else {
+            return;
+        };
+        for chunk in seqs.chunks(crate::wire::message::ACKS_PER_FRAME_MAX) {
+            self.transmit(to, addr, Message::Ack { seqs: chunk.to_vec() });
         }
-        self.flush();
     }
 
     /// Resends what is due; fails requests whose frames ran out of attempts.
@@ -1413,6 +1432,10 @@ impl Node {
         // The phase changes first, so failing a finalize barrier below
         // does not terminate a second time.
         self.phase = Phase::Terminated;
+        // No timer runs from now on: what was received is receipted now.
+        for (to, seqs) in self.receipts.take_all() {
+            self.send_receipts(to, seqs);
+        }
         self.responder.forget_all();
         self.serving.clear();
         self.fail_all_pending(RequestError::Terminated);

@@ -107,11 +107,43 @@ impl<T: Element> Arena<T> {
 
     /// [`slice`](Self::slice) to change, copying the segment first if an
     /// answer on the wire still holds it.
+    #[cfg(test)]
     pub(crate) fn slice_mut(&mut self, range: Range<usize>) -> &mut [T] {
         let at = self.find(range.start);
         let segment = &mut self.segments[at];
         let base = segment.base;
         &mut Arc::make_mut(&mut segment.data)[range.start - base..range.end - base]
+    }
+
+    /// Sets each element in `range` (within one segment) to `combine` of
+    /// itself and the next little-endian element of `bytes`.
+    ///
+    /// A segment an answer still holds is not changed under it. When
+    /// `range` is the whole segment (a large key alone in its own), the
+    /// new values are written into fresh memory in the same pass, rather
+    /// than copying the segment first and then changing the copy: a
+    /// replicated head shares each large key's segment with the batch it
+    /// sends down the chain, which its next push to that key finds still
+    /// held, so a copy-on-write here would cost what sharing saved.
+    pub(crate) fn rewrite(&mut self, range: Range<usize>, bytes: &[u8], combine: impl Fn(T, T) -> T) {
+        debug_assert_eq!(range.len() * size_of::<T>(), bytes.len());
+        let at = self.find(range.start);
+        let segment = &mut self.segments[at];
+        let inner = range.start - segment.base..range.end - segment.base;
+        let size = size_of::<T>();
+        if let Some(data) = Arc::get_mut(&mut segment.data) {
+            for (slot, raw) in data[inner].iter_mut().zip(bytes.chunks_exact(size)) {
+                *slot = combine(*slot, T::read(raw));
+            }
+        } else if inner.len() == segment.data.len() {
+            let fresh = segment.data.iter().zip(bytes.chunks_exact(size)).map(|(&old, raw)| combine(old, T::read(raw)));
+            segment.data = Arc::new(fresh.collect());
+        } else {
+            let data = Arc::make_mut(&mut segment.data);
+            for (slot, raw) in data[inner].iter_mut().zip(bytes.chunks_exact(size)) {
+                *slot = combine(*slot, T::read(raw));
+            }
+        }
     }
 
     /// Appends the elements in `range` (which may span segments) to `out`.
@@ -187,6 +219,30 @@ mod tests {
         // A small part of a big segment is copied rather than shared.
         assert!(arena.share(0..1).is_none());
         assert_eq!(arena.len(), 6);
+    }
+
+    #[test]
+    fn a_rewrite_leaves_held_memory_as_it_was() {
+        let sum = |old: f32, new: f32| old + new;
+        let raw = |values: &[f32]| bytemuck::cast_slice::<f32, u8>(values).to_vec();
+        let mut arena = Arena::<f32>::default();
+        arena.reserve(3);
+        arena.extend([1.0, 2.0, 3.0].into_iter());
+        // Nothing holds it: changed where it lies.
+        let home = arena.slice(0..3).as_ptr();
+        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), sum);
+        assert_eq!((arena.slice(0..3), arena.slice(0..3).as_ptr()), (&[2.0, 3.0, 4.0][..], home));
+        // Held whole: the new values go to fresh memory in one pass.
+        let held = arena.share(0..3).expect("the whole segment");
+        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), sum);
+        assert_eq!(arena.slice(0..3), [3.0, 4.0, 5.0]);
+        assert_eq!(&held[..], &raw(&[2.0, 3.0, 4.0])[..]);
+        assert_ne!(arena.slice(0..3).as_ptr().cast(), held.as_ptr());
+        // Held, and changed in part: copied first, the rest kept.
+        let held = arena.share(0..3).expect("the whole segment");
+        arena.rewrite(1..2, &raw(&[7.0]), |_, new| new);
+        assert_eq!(arena.slice(0..3), [3.0, 7.0, 5.0]);
+        assert_eq!(&held[..], &raw(&[3.0, 4.0, 5.0])[..]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::recycle::Recycler;
 use super::arena::Arena;
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
 use super::list::KvList;
-use super::values::{add_all, put_all, DType, Element, Keys, Lens, Values};
+use super::values::{put_all, DType, Element, Keys, Lens, Values};
 use super::{KvHandle, Refusal, Response, ServerRequest};
 
 /// A fast, fixed (hence deterministic) hasher for integer keys:
@@ -247,7 +247,7 @@ impl<T: Element> KvStore<T> {
                 let len = lens.get(i) as usize;
                 let chunk = &bytes[at * size..(at + len) * size];
                 match self.index.find(&mut cursor, key) {
-                    Some(run) => add_all(self.arena.slice_mut(run.start..run.start + len), chunk),
+                    Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, T::sum),
                     None => {
                         let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
                         batch.push(key, Run { start, len: len as u32 });
@@ -372,16 +372,43 @@ impl<T: Element> KvStore<T> {
     /// assert_eq!(copy.get(2).unwrap()[0].to_bits(), head.get(2).unwrap()[0].to_bits());
     /// ```
     pub fn export(&self, keys: &Keys) -> KvList {
-        let (mut held, mut lens, mut out) = (Vec::new(), Vec::new(), BytesMut::new());
+        let (mut held, mut runs) = (Vec::new(), Vec::new());
         for key in keys.iter() {
             if let Some(run) = self.index.get(key) {
                 held.push(key);
-                lens.push(run.len);
-                self.arena.copy_into(run.start..run.start + run.len as usize, &mut out);
+                runs.push(run);
             }
         }
-        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements copied");
-        KvList { keys: Keys::from_slice(&held), values, lens: Some(Lens::from_slice(&lens)) }
+        self.list_of(&held, &runs)
+    }
+
+    /// `keys` with the values of their `runs`, in the form of
+    /// [`export`](Self::export). Runs that make up one stretch of the
+    /// arena share its memory when [`Arena::share`] allows: a replicated
+    /// head exports every push's keys to send them down the chain, and
+    /// for a large key a copy of its values cost as much as the push's
+    /// own sum.
+    fn list_of(&self, keys: &[u64], runs: &[Run]) -> KvList {
+        let lens: Vec<u32> = runs.iter().map(|run| run.len).collect();
+        let stretch = runs.first().map_or(0..0, |first| {
+            let mut stretch = first.start..first.start;
+            for run in runs {
+                if run.start != stretch.end {
+                    return 0..0;
+                }
+                stretch.end += run.len as usize;
+            }
+            stretch
+        });
+        let bytes = self.arena.share(stretch).unwrap_or_else(|| {
+            let mut out = BytesMut::with_capacity(lens.iter().map(|&len| len as usize).sum::<usize>() * size_of::<T>());
+            for run in runs {
+                self.arena.copy_into(run.start..run.start + run.len as usize, &mut out);
+            }
+            out.freeze()
+        });
+        let values = Values::from_bytes(T::DTYPE, bytes).expect("whole elements");
+        KvList { keys: Keys::from_slice(keys), values, lens: Some(Lens::from_slice(&lens)) }
     }
 
     /// Replaces what the keys of `state` hold with it (see
@@ -415,12 +442,7 @@ impl<T: Element> KvStore<T> {
             let len = lens.get(i) as usize;
             let chunk = &bytes[at * size..(at + len) * size];
             match self.index.get(key) {
-                Some(run) => {
-                    let held = self.arena.slice_mut(run.start..run.start + len);
-                    for (value, raw) in held.iter_mut().zip(chunk.chunks_exact(size)) {
-                        *value = T::read(raw);
-                    }
-                }
+                Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, |_, new| new),
                 None => {
                     let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
                     batch.push(key, Run { start, len: len as u32 });
@@ -458,8 +480,7 @@ impl<T: Element> KvStore<T> {
     /// ```
     pub fn export_range(&self, range: KeyRange, keys_max: usize, bytes_max: usize) -> KvList {
         let keys = self.index.keys_in(range.start(), range.end_inclusive(), keys_max.max(1));
-        let (mut held, mut lens, mut out) =
-            (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), BytesMut::new());
+        let (mut held, mut runs) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
         let mut bytes = 0usize;
         let mut cursor = Cursor::default();
         for key in keys {
@@ -470,12 +491,9 @@ impl<T: Element> KvStore<T> {
             }
             bytes += run_bytes;
             held.push(key);
-            lens.push(run.len);
-            self.arena.copy_into(run.start..run.start + run.len as usize, &mut out);
+            runs.push(run);
         }
-        debug_assert_eq!(out.len(), bytes);
-        let values = Values::from_bytes(T::DTYPE, out.freeze()).expect("whole elements copied");
-        KvList { keys: Keys::from_slice(&held), values, lens: Some(Lens::from_slice(&lens)) }
+        self.list_of(&held, &runs)
     }
 
     /// Drops the keys of `range`: afterwards [`get`](Self::get) finds none
@@ -708,6 +726,28 @@ mod tests {
         store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; 1 << 18], None));
         assert_eq!(store.get(9).unwrap().as_ptr(), before);
         assert_eq!(store.get(9).unwrap()[0], 3.5);
+    }
+
+    #[test]
+    fn an_export_of_a_large_key_shares_the_store_memory_and_keeps_its_values() {
+        let mut store = KvStore::<f32>::new();
+        let both = [vec![0.5f32; 4], vec![1.5f32; 1 << 18]].concat();
+        store.handle(&request(KvOp::Push, &[3, 9], &both, Some(&[4, 1 << 18])));
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; 1 << 18], None));
+        // The large key alone: what a head sends down the chain is the
+        // store's memory, not a copy.
+        let sent = store.export(&Keys::from_slice(&[9]));
+        assert_eq!(sent.values.as_bytes().as_ptr(), store.get(9).unwrap().as_ptr().cast());
+        // The next push leaves what was sent as it was.
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; 1 << 18], None));
+        assert!(sent.values.to_vec::<f32>().unwrap() == vec![2.5f32; 1 << 18], "what was sent changed");
+        assert_eq!(store.get(9).unwrap()[0], 3.5);
+        let mut copy = KvStore::<f32>::new();
+        copy.install(&sent).unwrap();
+        assert_eq!(copy.get(9).unwrap()[0], 2.5);
+        // A small key beside it is copied, and keys not held are left out.
+        let small = store.export(&Keys::from_slice(&[3, 4]));
+        assert_eq!((small.keys.to_vec(), small.values.to_vec::<f32>().unwrap()), (vec![3], vec![0.5f32; 4]));
     }
 
     #[test]

@@ -193,3 +193,36 @@ fn a_node_keeps_one_duplicate_filter_and_stream_per_peer_and_drops_a_replaced_on
     assert_eq!(sim.node(w).unwrap().frames_unacked(), 0);
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
+
+#[test]
+fn a_receipt_rides_with_the_next_frame_to_its_peer_or_leaves_alone_soon_after() {
+    let mut setup = setup(0xacc, 1, 1);
+    setup.configure = Some(|mut b: ConfigBuilder| {
+        b.resend_timeout = Duration::from_secs(1);
+        b.heartbeats = false;
+        b
+    });
+    let mut sim = ready(setup);
+    drive(&mut sim);
+    let (w, s) = (sim.worker_slot(0), sim.server_slot(0));
+    let ack = wire::header::Kind::Ack as u8;
+    let receipts_from =
+        |sim: &Sim, slot: usize| sim.frames_in_flight().filter(|f| f.from == slot && f.bytes[6] == ack).count();
+    let push = Op::Push { app: 0, keys: vec![1], values: vec![1.0] };
+    let (customer, ts) = sim.issue(w, &push).expect("push accepted");
+    // The server's receipt for the push leaves with its answer.
+    assert!(sim.run_until(PATIENCE, |sim| sim.frames_in_flight().any(|f| f.from == s)));
+    assert_eq!(receipts_from(&sim, s), 1, "the receipt goes with the answer");
+    assert!(matches!(wait(&mut sim, w, customer, ts), Event::RequestDone { .. }));
+    // The worker's receipt for the answer waits for company...
+    assert_eq!(receipts_from(&sim, w), 0);
+    assert_eq!(sim.node(s).unwrap().frames_unacked(), 1, "the answer is not receipted yet");
+    // ...which the next push to the server is.
+    let (customer, ts) = sim.issue(w, &push).expect("push accepted");
+    assert_eq!(receipts_from(&sim, w), 1, "the receipt goes with the push");
+    assert!(matches!(wait(&mut sim, w, customer, ts), Event::RequestDone { .. }));
+    // With no company, it leaves alone, long before a resend.
+    assert!(sim.run_until(PATIENCE, |sim| sim.node(s).unwrap().frames_unacked() == 0));
+    assert_eq!(sim.node(s).unwrap().stats().resends, 0, "nothing waited long enough to be resent");
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
