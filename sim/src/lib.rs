@@ -18,7 +18,8 @@
 //! nodes' drain), [`queue`], [`network`], [`faults`] (the plan) and the
 //! injector that carries it out, the scripted faults and hand commands of
 //! scenario tests, [`cluster`] (slots, processes, clocks), the
-//! workers' [`workload`], the [`checker`], the [`trace`] and [`replay`].
+//! workers' [`workload`] and its [`values`], the [`checker`], the
+//! [`trace`] and [`replay`].
 //!
 //! ## Design notes
 //!
@@ -61,6 +62,7 @@ mod scripted;
 pub mod setup;
 pub mod sim;
 pub mod trace;
+pub mod values;
 mod worker;
 pub mod workload;
 
@@ -70,5 +72,6 @@ pub use faults::{FaultClass, FaultClasses, FaultPlan, PartitionMode};
 pub use replay::{reproduce_command, Failure, FailureKind, Outcome, RunStats, SwarmOptions};
 pub use setup::{Limits, Setup};
 pub use sim::Sim;
+pub use values::{Sum, ValueMode};
 pub use worker::SIMPLE_APP;
 pub use workload::{Op, Script, SimpleTarget, Workload};

@@ -291,15 +291,39 @@ impl Sim {
                 let first = held(slots[0]);
                 if let Some(&other) = slots[1..].iter().find(|&&slot| held(slot) != first) {
                     return Some(format!(
-                        "replication: the copies of range {index} differ once settled: app {app} in slot {} holds \
-                         {:?}, in slot {other} {:?}",
-                        slots[0],
-                        first.0,
-                        held(other).0
+                        "replication: the copies of range {index} differ once settled: app {app} {}",
+                        difference((slots[0], &first), (other, &held(other)))
                     ));
                 }
             }
         }
         None
+    }
+}
+
+/// Where two copies' `(keys, value bytes)` of one range part ways: the
+/// keys each holds if those differ, else the first key whose bytes differ.
+fn difference((slot, ours): (usize, &(Vec<u64>, Vec<u8>)), (other, theirs): (usize, &(Vec<u64>, Vec<u8>))) -> String {
+    if ours.0 != theirs.0 {
+        return format!("in slot {slot} holds keys {:?}, in slot {other} {:?}", ours.0, theirs.0);
+    }
+    // Equal keys and unequal bytes: name the key when each holds one f32.
+    let values = |bytes: &[u8]| -> Vec<f32> {
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("four bytes"))).collect()
+    };
+    let (a, b) = (values(&ours.1), values(&theirs.1));
+    let one_each = a.len() == ours.0.len() && b.len() == ours.0.len();
+    match (0..a.len()).find(|&i| one_each && a[i].to_bits() != b[i].to_bits()) {
+        Some(i) => format!(
+            "key {}: slot {slot} holds {} ({:#010x}), slot {other} {} ({:#010x})",
+            ours.0[i],
+            a[i],
+            a[i].to_bits(),
+            b[i],
+            b[i].to_bits()
+        ),
+        None => {
+            format!("in slot {slot} holds {} values for keys {:?}, in slot {other} {} values", a.len(), ours.0, b.len())
+        }
     }
 }

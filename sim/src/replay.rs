@@ -10,6 +10,7 @@ use std::fmt;
 use pslite_core::Instant;
 
 use crate::faults::FaultClasses;
+use crate::values::ValueMode;
 
 /// What kind of failure a run hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,11 +73,14 @@ pub struct SwarmOptions {
     /// Reliable delivery on or off in every run; `None` draws it per seed
     /// (off in about one seed in four).
     pub resend: Option<bool>,
+    /// The kind of pushed values in every run; `None` draws it per seed
+    /// (fractions in about one seed in four).
+    pub values: Option<ValueMode>,
 }
 
 impl Default for SwarmOptions {
     fn default() -> Self {
-        Self { lite: false, faults: FaultClasses::DEFAULT, strict: false, resend: None }
+        Self { lite: false, faults: FaultClasses::DEFAULT, strict: false, resend: None, values: None }
     }
 }
 
@@ -96,6 +100,10 @@ impl SwarmOptions {
         }
         if let Some(resend) = self.resend {
             args.push_str(if resend { " --resend on" } else { " --resend off" });
+        }
+        if let Some(values) = self.values {
+            args.push_str(" --values ");
+            args.push_str(values.name());
         }
         args
     }
@@ -250,10 +258,14 @@ mod tests {
             "cargo run -p pslite-sim --release -- --seed 0x0000000000005e3a"
         );
         let faults = FaultClasses::NONE.with(FaultClass::Loss);
-        let options = SwarmOptions { lite: true, faults, strict: false, resend: None };
+        let options = SwarmOptions { lite: true, faults, ..SwarmOptions::default() };
         assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --lite --faults loss"));
         let options = SwarmOptions { resend: Some(false), ..SwarmOptions::default() };
         assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --resend off"));
+        let options = SwarmOptions { values: Some(ValueMode::Fractions), ..SwarmOptions::default() };
+        assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --values fractions"));
+        let options = SwarmOptions { values: Some(ValueMode::Integers), ..SwarmOptions::default() };
+        assert!(reproduce_command(1, options).ends_with("--seed 0x0000000000000001 --values integers"));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! moment exactly: starting processes in an order of its choosing, cutting
 //! one node off, taking chosen frames off the wire, turning random loss and
 //! duplication on, putting frames of its own on the wire, running a command
-//! on a node by hand, and answering requests by hand.
+//! on a node by hand, answering requests by hand, and changing what a
+//! server's store holds behind its node's back.
 //!
 //! None of it draws randomness or schedules anything unless called, so a
 //! run that calls none of it is the run its seed always stood for.
@@ -24,6 +25,7 @@
 use bytes::Bytes;
 use pslite_core::{Config, Duration, Instant, KvStore, Node, Role};
 
+use crate::checker::StoreId;
 use crate::queue::{Delivery, SimEvent, Slot};
 use crate::sim::{deliver_what, header_of, Sim};
 use crate::trace::{Dropped, What};
@@ -149,5 +151,21 @@ impl Sim {
     /// `slot`, once it applied a push of that application.
     pub fn store(&self, slot: Slot, app: u32) -> Option<&KvStore<f32>> {
         self.nodes[slot].process.as_ref()?.stores.get(&app)
+    }
+
+    /// Runs `edit` on the store of application `app` in the server process
+    /// running in `slot` (once it has one), as a flipped bit in a server's
+    /// memory would change it: the node is not told. What the store holds
+    /// is then the test's, so the checker no longer compares its contents
+    /// with the pushes it applied (pulls it serves are still held to
+    /// them); the settled cluster's comparison of the copies' bytes still
+    /// covers it, which is what such an edit is for.
+    pub fn with_store<T>(&mut self, slot: Slot, app: u32, edit: impl FnOnce(&mut KvStore<f32>) -> T) -> Option<T> {
+        let process = self.nodes[slot].process.as_mut()?;
+        let store_id = StoreId { slot, life: process.life };
+        let out = edit(process.stores.get_mut(&app)?);
+        self.stores_unmodelled.insert(store_id);
+        self.record(Some(slot), What::ByHand, None);
+        Some(out)
     }
 }

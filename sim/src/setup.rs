@@ -8,6 +8,7 @@ use pslite_core::{BarrierPolicy, ConfigBuilder, Duration, Rng, ServerRanges, REP
 use crate::cluster::Timing;
 use crate::faults::{FaultClasses, FaultPlan};
 use crate::replay::SwarmOptions;
+use crate::values::ValueMode;
 use crate::workload::{Script, Workload};
 
 /// Sub-seed streams, fixed so that each subsystem's draws are its own.
@@ -29,6 +30,10 @@ pub(crate) mod stream {
     /// The replica count: its own stream, so adding it kept every other
     /// draw of a seed.
     pub(crate) const REPLICAS: u64 = 12;
+    /// The value mode, then the fractions of pushed values: their own
+    /// stream, so integer seeds kept every draw and fraction seeds kept
+    /// their scripts but for the values.
+    pub(crate) const VALUES: u64 = 13;
     /// Plus the worker's rank.
     pub(crate) const THINK: u64 = 1 << 16;
 }
@@ -120,6 +125,9 @@ pub struct Setup {
     pub resend: bool,
     /// Faults to inject.
     pub plan: FaultPlan,
+    /// What kind of values pushes carry, and so how exactly the checker
+    /// compares sums. The workload's values must be of this kind.
+    pub values: ValueMode,
     /// What the workers do.
     pub workload: Workload,
     /// Caps.
@@ -176,8 +184,11 @@ impl Setup {
         let replicas = 1 + copies.below(u64::from(replicas_max)) as u8;
         let transfer_chunk_keys = if copies.chance(0.25) { 1 << 16 } else { 1 + copies.below(4) as u32 };
         let ranges = ServerRanges::equal(servers);
-        let workload =
-            Workload::swarm(&mut Rng::new(Rng::derive_seed(seed, stream::WORKLOAD)), &ranges, workers, options.lite);
+        let mut fractions = Rng::new(Rng::derive_seed(seed, stream::VALUES));
+        let drawn_values = ValueMode::swarm(&mut fractions);
+        let values = options.values.unwrap_or(drawn_values);
+        let mut workload_rng = Rng::new(Rng::derive_seed(seed, stream::WORKLOAD));
+        let workload = Workload::swarm(&mut workload_rng, &ranges, workers, options.lite, values, &mut fractions);
         let strict = options.strict && plan.classes == FaultClasses::NONE;
         Self {
             seed,
@@ -190,6 +201,7 @@ impl Setup {
             request_limits,
             resend,
             plan,
+            values,
             workload,
             limits: Limits::default(),
             trace_all: false,
@@ -217,6 +229,7 @@ impl Setup {
             request_limits: RequestLimits::default(),
             resend: true,
             plan: FaultPlan::calm(),
+            values: ValueMode::Integers,
             workload: Workload { keys, apps: 1, scripts: vec![Script::idle(); workers as usize] },
             limits: Limits::default(),
             trace_all: false,
@@ -236,7 +249,7 @@ impl Setup {
              ({} keys per transfer chunk)\n  \
              timing              heartbeat {:?}/{:?}, request timeout {:?}, {:?}, recovery {:?}\n  \
              requests            at most {} keys, {} pending; resend {}\n  \
-             workload            {} keys, {} apps, ops per worker {ops:?}\n{}",
+             workload            {} keys, {} apps, pushing {}, ops per worker {ops:?}\n{}",
             self.seed,
             self.servers,
             self.workers,
@@ -252,6 +265,7 @@ impl Setup {
             if self.resend { "on" } else { "off" },
             self.workload.keys.len(),
             self.workload.apps,
+            self.values,
             self.plan
         )
     }

@@ -134,7 +134,8 @@ impl Sim {
             .collect();
         assert_eq!(workers.len(), setup.workers as usize, "one script per worker");
         let bounds = bounds_for(&setup, &config);
-        let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers, config.replicas);
+        let checker = Checker::new(bounds, ranges.clone(), setup.servers, setup.workers, config.replicas)
+            .with_values(setup.values);
         let prompt = setup.swarm.is_some() && setup.plan.delivers_promptly(config.resend_timeout);
         let mut sim = Self {
             now: Instant::ZERO,

@@ -3,13 +3,16 @@
 //!
 //! Keys sit on and next to every server boundary, with 0 and `u64::MAX`
 //! always among them, so slicing and merging are exercised where they
-//! break. Values are small positive integers held in `f32`, so sums are
-//! exact and independent of order, and a sum only grows — which is what
-//! lets the checker bound a pulled value from both sides. Barriers are
+//! break. Values are positive, so a sum only grows — which is what lets
+//! the checker bound a pulled value from both sides — and of the run's
+//! [`ValueMode`]: small integers, whose f32 sums are exact and independent
+//! of order, or fractions, whose sums round. Barriers are
 //! common to all workers (the same rounds end in a barrier everywhere), as
 //! in a training loop; the operations inside a round differ per worker.
 
 use pslite_core::{Duration, NodeId, Rank, Rng, ServerRanges};
+
+use crate::values::ValueMode;
 
 /// Most keys one operation touches.
 pub(crate) const KEYS_PER_OP_MAX: u64 = 8;
@@ -36,7 +39,7 @@ pub enum Op {
         app: u32,
         /// Keys, ascending.
         keys: Vec<u64>,
-        /// Values, positive integers.
+        /// Values, positive, of the run's [`ValueMode`].
         values: Vec<f32>,
     },
     /// Pull the keys.
@@ -52,7 +55,7 @@ pub enum Op {
         app: u32,
         /// Keys, ascending.
         keys: Vec<u64>,
-        /// Values, positive integers.
+        /// Values, positive, of the run's [`ValueMode`].
         values: Vec<f32>,
     },
     /// A SimpleApp request; every node echoes it.
@@ -101,8 +104,17 @@ pub struct Workload {
 
 impl Workload {
     /// Draws scripts for `workers` workers over keys around the boundaries
-    /// of `ranges`. `lite` keeps them short.
-    pub fn swarm(rng: &mut Rng, ranges: &ServerRanges, workers: u32, lite: bool) -> Self {
+    /// of `ranges`. `lite` keeps them short. Pushed values are of mode
+    /// `values`; the fractions, if any, come from `fractions`, so that
+    /// everything else a seed's scripts do is the same in both modes.
+    pub fn swarm(
+        rng: &mut Rng,
+        ranges: &ServerRanges,
+        workers: u32,
+        lite: bool,
+        values: ValueMode,
+        fractions: &mut Rng,
+    ) -> Self {
         let keys = boundary_keys(rng, ranges);
         let apps = 1 + rng.below(2) as u32;
         let rounds = if lite { 3 + rng.below(4) } else { 3 + rng.below(6) };
@@ -116,7 +128,7 @@ impl Workload {
                 let mut ops = Vec::new();
                 for &barrier in &barriers {
                     for _ in 0..1 + rng.below(ops_per_round_max) {
-                        ops.push(random_op(rng, &keys, apps, ranges.len() as u32));
+                        ops.push(random_op(rng, &keys, apps, ranges.len() as u32, values, fractions));
                     }
                     if barrier {
                         ops.push(Op::Barrier);
@@ -150,7 +162,7 @@ pub fn boundary_keys(rng: &mut Rng, ranges: &ServerRanges) -> Vec<u64> {
     keys
 }
 
-fn random_op(rng: &mut Rng, keys: &[u64], apps: u32, servers: u32) -> Op {
+fn random_op(rng: &mut Rng, keys: &[u64], apps: u32, servers: u32, mode: ValueMode, fractions: &mut Rng) -> Op {
     let app = rng.below(u64::from(apps)) as u32;
     let pick = rng.below(100);
     if pick < 12 {
@@ -164,7 +176,7 @@ fn random_op(rng: &mut Rng, keys: &[u64], apps: u32, servers: u32) -> Op {
         return Op::Simple { target, head: rng.below(1000) as i32 - 500, body };
     }
     let chosen = pick_keys(rng, keys);
-    let values: Vec<f32> = chosen.iter().map(|_| (1 + rng.below(4)) as f32).collect();
+    let values: Vec<f32> = chosen.iter().map(|_| mode.value(1 + rng.below(4), fractions)).collect();
     match pick {
         12..=51 => Op::Push { app, keys: chosen, values },
         52..=79 => Op::Pull { app, keys: chosen },
@@ -208,21 +220,50 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 
+    fn pushed(workload: &Workload) -> Vec<(Vec<u64>, Vec<f32>)> {
+        let ops = workload.scripts.iter().flat_map(|s| &s.ops);
+        ops.filter_map(|op| match op {
+            Op::Push { keys, values, .. } | Op::PushPull { keys, values, .. } => Some((keys.clone(), values.clone())),
+            _ => None,
+        })
+        .collect()
+    }
+
     #[test]
     fn every_worker_has_the_same_number_of_barriers() {
         for seed in 0..20 {
-            let workload = Workload::swarm(&mut Rng::new(seed), &ServerRanges::equal(2), 3, false);
-            let barriers: Vec<usize> =
-                workload.scripts.iter().map(|s| s.ops.iter().filter(|o| **o == Op::Barrier).count()).collect();
-            assert!(barriers.windows(2).all(|w| w[0] == w[1]), "seed {seed}: {barriers:?}");
-            for script in &workload.scripts {
-                for op in &script.ops {
-                    if let Op::Push { keys, values, .. } | Op::PushPull { keys, values, .. } = op {
-                        assert_eq!(keys.len(), values.len());
-                        assert!(values.iter().all(|v| *v >= 1.0 && v.fract() == 0.0));
-                    }
+            for mode in ValueMode::ALL {
+                let ranges = ServerRanges::equal(2);
+                let workload = Workload::swarm(&mut Rng::new(seed), &ranges, 3, false, mode, &mut Rng::new(!seed));
+                let barriers: Vec<usize> =
+                    workload.scripts.iter().map(|s| s.ops.iter().filter(|o| **o == Op::Barrier).count()).collect();
+                assert!(barriers.windows(2).all(|w| w[0] == w[1]), "seed {seed}: {barriers:?}");
+                for (keys, values) in pushed(&workload) {
+                    assert_eq!(keys.len(), values.len());
+                    assert!(values.iter().all(|v| mode.admits(*v)), "{mode}: {values:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_value_mode_changes_the_values_and_nothing_else() {
+        for seed in 0..20 {
+            let ranges = ServerRanges::equal(3);
+            let draw = |mode| Workload::swarm(&mut Rng::new(seed), &ranges, 2, false, mode, &mut Rng::new(!seed));
+            let (integers, fractions) = (draw(ValueMode::Integers), draw(ValueMode::Fractions));
+            let strip = |w: &Workload| {
+                let mut w = w.clone();
+                for op in w.scripts.iter_mut().flat_map(|s| &mut s.ops) {
+                    if let Op::Push { values, .. } | Op::PushPull { values, .. } = op {
+                        values.iter_mut().for_each(|v| *v = v.floor());
+                    }
+                }
+                w
+            };
+            assert_eq!(strip(&fractions), integers, "seed {seed}");
+            let pushes = pushed(&fractions);
+            assert!(pushes.iter().all(|(_, values)| values.iter().all(|v| v.fract() != 0.0)), "seed {seed}");
         }
     }
 }

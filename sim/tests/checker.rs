@@ -8,8 +8,8 @@ use pslite_core::{
     BarrierPolicy, BarrierTicket, Chains, CustomerId, Duration, Group, Incarnation, Instant, KeyRange, KvHandle,
     KvStore, Mismatch, NodeId, RangeChain, Rank, RequestError, ServerRanges, Timestamp,
 };
-use pslite_core::{Keys, KvOp, ServerRequest, ServerRequestId, Values};
-use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId};
+use pslite_core::{Keys, KvList, KvOp, ServerRequest, ServerRequestId, Values};
+use pslite_sim::{Bounds, Checker, Completion, Disturbance, Issued, RequestKey, StoreId, Sum, ValueMode};
 
 const W0: NodeId = NodeId::worker(Rank(0));
 const W1: NodeId = NodeId::worker(Rank(1));
@@ -430,4 +430,116 @@ fn a_learner_that_joins_ahead_of_the_tail_or_a_date_that_moves_alone_is_reported
     assert!(what.contains("changed_at moved, but the members did not change"), "{what}");
     let behind = chains([(&[0, 1], None, 3), (&[0], Some(1), 1)]);
     c.check_table(Instant::ZERO, W0, 3, alive(), &behind).expect("caught up, as the tail");
+}
+
+/// Fractions as the swarm pushes them: whole numbers plus sevenths, whose
+/// f32 sums round, differently in each direction. The smallest comes last.
+const FRACTIONS: [f32; 6] =
+    [4.0 + 5.0 / 7.0, 3.0 + 3.0 / 7.0, 2.0 + 3.0 / 7.0, 2.0 + 2.0 / 7.0, 4.0 + 1.0 / 7.0, 1.0 + 4.0 / 7.0];
+const SMALLEST: f32 = FRACTIONS[5];
+
+/// A fraction-mode checker in which the store applied each of
+/// [`FRACTIONS`] to key 1, as pushes 0 to 5, all acknowledged.
+fn fractions_applied() -> Checker {
+    let mut c = checker().with_values(ValueMode::Fractions);
+    for (ts, value) in (0..).zip(FRACTIONS) {
+        issue_push(&mut c, 0, ts, &[1], &[value]);
+        c.push_applied(STORE, S0, request(ts), r0(), &[1], &[value]).unwrap();
+        c.request_completed(at(1), request(ts), Completion::Done).unwrap();
+    }
+    c
+}
+
+/// A store whose key 1 holds `value`.
+fn holding(value: f32) -> KvStore<f32> {
+    let mut store = KvStore::<f32>::new();
+    let state = KvList { keys: Keys::from_slice(&[1]), values: Values::from_slice(&[value]), lens: None };
+    store.install(&state).expect("one f32 for one key");
+    store
+}
+
+/// The f32 sum of `values`, added from last to first: another order than
+/// the pushes came in, with other rounding.
+fn summed_backwards(values: &[f32]) -> f32 {
+    values.iter().rev().fold(0.0, |sum, v| sum + v)
+}
+
+#[test]
+fn with_fractions_a_store_whose_sum_rounded_in_another_order_is_not_reported() {
+    let c = fractions_applied();
+    let exact = Sum::of(FRACTIONS).total;
+    let forwards = FRACTIONS.iter().fold(0.0f32, |sum, v| sum + v);
+    let backwards = summed_backwards(&FRACTIONS);
+    // Both roundings are off the exact sum, and off each other: an exact
+    // comparison would report them, and bytes tell the orders apart.
+    assert!(f64::from(forwards) != exact && f64::from(backwards) != exact);
+    assert_ne!(forwards.to_bits(), backwards.to_bits());
+    for sum in [forwards, backwards] {
+        c.check_store(STORE, 0, &holding(sum), &[1]).unwrap_or_else(|v| panic!("{sum} is {exact} rounded: {v}"));
+    }
+}
+
+#[test]
+fn with_fractions_a_store_missing_one_push_is_reported() {
+    let c = fractions_applied();
+    // The smallest push is the hardest to tell from rounding.
+    let without_smallest = summed_backwards(&FRACTIONS[..5]);
+    let what = violation(c.check_store(STORE, 0, &holding(without_smallest), &[1]));
+    assert!(what.contains("key 1") && what.contains("sum to") && what.contains("(6 pushes)"), "{what}");
+}
+
+#[test]
+fn with_fractions_a_store_holding_one_push_twice_is_reported() {
+    let c = fractions_applied();
+    let twice = summed_backwards(&FRACTIONS) + SMALLEST;
+    let what = violation(c.check_store(STORE, 0, &holding(twice), &[1]));
+    assert!(what.contains("key 1") && what.contains("sum to"), "{what}");
+}
+
+#[test]
+fn with_fractions_a_pull_is_held_to_its_window_within_rounding() {
+    let mut c = fractions_applied();
+    for ts in 10..=12 {
+        c.request_issued(at(10), WORKER_SLOT, request(ts), Issued::Pull { keys: vec![1] }, vec![S0]).unwrap();
+        c.pull_served(STORE, S0, request(ts), r0()).unwrap();
+    }
+    let keys = [1u64];
+    let rounded = [summed_backwards(&FRACTIONS)];
+    c.request_completed(at(11), request(10), Completion::Pulled { keys: &keys, values: &rounded })
+        .expect("every push counted once, rounded");
+    let missing = [summed_backwards(&FRACTIONS[..5])];
+    let what =
+        violation(c.request_completed(at(11), request(11), Completion::Pulled { keys: &keys, values: &missing }));
+    assert!(what.contains("outside every window"), "{what}");
+    let doubled = [rounded[0] + SMALLEST];
+    let what =
+        violation(c.request_completed(at(11), request(12), Completion::Pulled { keys: &keys, values: &doubled }));
+    assert!(what.contains("outside every window"), "{what}");
+}
+
+#[test]
+fn with_integers_a_store_one_ulp_off_its_sum_is_reported() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    issue_push(&mut c, 0, 1, &[1], &[3.0]);
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(1), r0(), &[1], &[3.0]).unwrap();
+    c.check_store(STORE, 0, &holding(5.0), &[1]).expect("the exact sum");
+    let off = f32::from_bits(5.0f32.to_bits() + 1);
+    let what = violation(c.check_store(STORE, 0, &holding(off), &[1]));
+    assert!(what.contains("sum to 5"), "{what}");
+    // The same store is within rounding for a fraction-mode checker.
+    let mut c = checker().with_values(ValueMode::Fractions);
+    issue_push(&mut c, 0, 0, &[1], &[2.0]);
+    issue_push(&mut c, 0, 1, &[1], &[3.0]);
+    c.push_applied(STORE, S0, request(0), r0(), &[1], &[2.0]).unwrap();
+    c.push_applied(STORE, S0, request(1), r0(), &[1], &[3.0]).unwrap();
+    c.check_store(STORE, 0, &holding(off), &[1]).expect("one ulp is rounding");
+}
+
+#[test]
+#[should_panic(expected = "pushed values are integers")]
+fn with_integers_a_fraction_pushed_is_a_broken_workload() {
+    let mut c = checker();
+    issue_push(&mut c, 0, 0, &[1], &[FRACTIONS[0]]);
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant as WallInstant;
 
 use clap::Parser;
-use pslite_sim::{FailureKind, FaultClasses, FaultPlan, Outcome, RunStats, Setup, Sim, SwarmOptions};
+use pslite_sim::{FailureKind, FaultClasses, FaultPlan, Outcome, RunStats, Setup, Sim, SwarmOptions, ValueMode};
 
 /// Deterministic simulation of a pslite cluster under seeded faults.
 #[derive(Debug, Parser)]
@@ -50,6 +50,11 @@ struct Args {
     /// the faults only resends make up for).
     #[arg(long, value_parser = parse_on_off)]
     resend: Option<bool>,
+    /// Pushed values in every seed: integers (exact sums) or fractions
+    /// (sums that round, so copies of a range must hold the head's bytes).
+    /// By default each seed draws it (fractions in about one in four).
+    #[arg(long, value_parser = ValueMode::parse)]
+    values: Option<ValueMode>,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -75,7 +80,13 @@ fn random_seed() -> u64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let options = SwarmOptions { lite: args.lite, faults: args.faults, strict: args.strict, resend: args.resend };
+    let options = SwarmOptions {
+        lite: args.lite,
+        faults: args.faults,
+        strict: args.strict,
+        resend: args.resend,
+        values: args.values,
+    };
     match args.seeds {
         Some(count) => sweep(&args, options, count),
         None => single(args.seed.unwrap_or_else(random_seed), options, args.trace),

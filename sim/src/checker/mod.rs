@@ -21,9 +21,11 @@
 //!   each key lies between the sum of that store's pushes acknowledged
 //!   before the pull was issued and the sum of all pushes it applied by
 //!   completion. Failed or unanswered pushes may count or not. Values are
-//!   positive integers, so those sums bound every state the store went
-//!   through; a store that restarted empty is a different store, which is
-//!   what keeps the lower bound sound when a server loses its data.
+//!   positive, so those sums bound every state the store went through; a
+//!   store that restarted empty is a different store, which is what keeps
+//!   the lower bound sound when a server loses its data. The model keeps
+//!   exact sums; whether a value fits one is [`ValueMode::fits`]'s call:
+//!   exactly for integer values, within f32 rounding for fractions.
 //! * **Barriers**: a release means every member of the group entered the
 //!   barrier, or was declared dead by the scheduler while it waited.
 //! * **Bounded waiting**: every request ends within `request_timeout` (plus
@@ -52,6 +54,7 @@ use pslite_core::{
 };
 
 use crate::queue::Slot;
+use crate::values::{Sum, ValueMode};
 
 mod deadlines;
 mod placement;
@@ -131,7 +134,7 @@ pub enum Issued {
     Push {
         /// Keys, ascending.
         keys: Vec<u64>,
-        /// Values, positive integers.
+        /// Values, positive, of the checker's [`ValueMode`].
         values: Vec<f32>,
     },
     /// A pull.
@@ -143,7 +146,7 @@ pub enum Issued {
     PushPull {
         /// Keys, ascending.
         keys: Vec<u64>,
-        /// Values, positive integers.
+        /// Values, positive, of the checker's [`ValueMode`].
         values: Vec<f32>,
     },
     /// A SimpleApp request.
@@ -335,7 +338,8 @@ struct Down {
 #[derive(Clone, Copy, Debug)]
 struct Contribution {
     request: RequestKey,
-    value: i64,
+    /// Exactly what the worker pushed.
+    value: f32,
 }
 
 /// A chunk's app, keys and values' bits.
@@ -391,6 +395,8 @@ pub struct Checker {
     /// A test forged frames: members may have lied about batches and
     /// commits, so what copies hold is no longer held to the model.
     forged: bool,
+    /// What workers push, and so how a value is held to a sum.
+    values: ValueMode,
 }
 
 /// Most disturbances remembered; the oldest are forgotten beyond it (only
@@ -427,7 +433,14 @@ impl Checker {
             tables: BTreeMap::new(),
             live_stores: BTreeMap::new(),
             forged: false,
+            values: ValueMode::Integers,
         }
+    }
+
+    /// This checker for pushes of `values` (integers unless told).
+    pub fn with_values(mut self, values: ValueMode) -> Self {
+        self.values = values;
+        self
     }
 
     // ----- requests -----
@@ -453,7 +466,8 @@ impl Checker {
         self.last_ts.insert(stream, request.ts);
         if let Issued::Push { keys, values } | Issued::PushPull { keys, values } = &issued {
             assert_eq!(keys.len(), values.len(), "one value per key");
-            assert!(values.iter().all(|v| *v >= 1.0 && v.fract() == 0.0), "pushed values are positive integers");
+            let mode = self.values;
+            assert!(values.iter().all(|v| mode.admits(*v)), "pushed values are {mode}, at least 1: {values:?}");
         }
         assert!(issued.keys().windows(2).all(|w| w[0] < w[1]), "keys ascending");
         let crash = if self.replicas > 1 && !matches!(issued, Issued::Simple) {
@@ -667,7 +681,6 @@ impl Checker {
         record.answered.push(server);
         let app = request.customer.app;
         for (&key, &value) in keys.iter().zip(values) {
-            let value = value as i64;
             self.contributions.entry((store, app, key)).or_default().push(Contribution { request, value });
         }
         Ok(())
@@ -704,11 +717,11 @@ impl Checker {
             return violation(format!("replication: {store} installed {request}, which no worker issued"));
         };
 
-        let (keys, values): (Vec<u64>, Vec<i64>) = match &record.issued {
+        let (keys, values): (Vec<u64>, Vec<f32>) = match &record.issued {
             Issued::Push { keys, values } | Issued::PushPull { keys, values } => {
                 // A learner installs only the keys a chunk covered already.
                 let kept = |k: &u64| range.contains(*k) && installed.binary_search(k).is_ok();
-                keys.iter().zip(values).filter(|(k, _)| kept(k)).map(|(k, v)| (*k, *v as i64)).unzip()
+                keys.iter().zip(values).filter(|(k, _)| kept(k)).map(|(k, v)| (*k, *v)).unzip()
             }
             _ => return violation(format!("replication: {store} installed {request}, which pushes nothing")),
         };
@@ -840,18 +853,18 @@ impl Checker {
             KeyRange::FULL
         };
         for &key in keys.iter().filter(|k| range.contains(**k)) {
-            let expected: i64 =
-                self.contributions.get(&(store, app, key)).map_or(0, |c| c.iter().map(|c| c.value).sum());
+            let expected = self.applied_sum(store, app, key);
             let actual = kv.get(key);
             let fits = match actual {
-                None => expected == 0,
-                Some([value]) => *value as i64 == expected && value.fract() == 0.0,
+                None => expected.terms == 0,
+                Some([value]) => self.values.fits(*value, expected, expected),
                 Some(_) => false,
             };
             if !fits {
                 return violation(format!(
                     "aggregation: key {key} app {app} in {store} (server {owner}) holds {actual:?}, \
-                     the pushes it applied sum to {expected}"
+                     the pushes it applied sum to {}",
+                    self.show(expected)
                 ));
             }
         }
@@ -1254,7 +1267,7 @@ impl Checker {
                 if self.replicas > 1 && !self.forged {
                     low = low.max(self.acked_before(store, app, key, record.issued_at));
                 }
-                if value.fract() == 0.0 && (low..=high).contains(&(value as i64)) {
+                if self.values.fits(value, low, high) {
                     windows.clear();
                     break;
                 }
@@ -1262,7 +1275,7 @@ impl Checker {
                     if self.replicas > 1 { self.acked_not_held(store, app, key, record.issued_at) } else { Vec::new() };
                 let missing =
                     if missing.is_empty() { String::new() } else { format!(" (acknowledged, not held: {missing:?})") };
-                windows.push(format!("[{low}, {high}] at {store}{missing}"));
+                windows.push(format!("[{low}, {}] at {store}{missing}", self.show(high)));
             }
             if served().next().is_none() {
                 return violation(format!(
@@ -1284,18 +1297,14 @@ impl Checker {
     /// that were issued after `store`'s process started (those before may
     /// have been lost with every copy of their range, which a store that
     /// started later cannot hold).
-    fn acked_before(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> i64 {
+    fn acked_before(&self, store: StoreId, app: u32, key: u64, issued_at: Instant) -> Sum {
         let Some(started) = self.copy_started(store, key) else {
-            return 0;
+            return Sum::default();
         };
-        self.requests
-            .iter()
-            .filter(|(k, r)| {
-                k.customer.app == app && r.issued_at >= started && matches!(r.fate, Fate::Acked(at) if at < issued_at)
-            })
-            .filter_map(|(_, r)| r.issued.pushed(key))
-            .map(|v| v as i64)
-            .sum()
+        let acked = self.requests.iter().filter(|(k, r)| {
+            k.customer.app == app && r.issued_at >= started && matches!(r.fate, Fate::Acked(at) if at < issued_at)
+        });
+        Sum::of(acked.filter_map(|(_, r)| r.issued.pushed(key)))
     }
 
     /// Since when `store`'s copy of `key`'s range can hold every push: its
@@ -1326,21 +1335,35 @@ impl Checker {
 
     /// The sum of `store`'s pushes to `key` acknowledged before `issued_at`,
     /// and the sum of all it applied by `now`.
-    fn window(&self, store: StoreId, app: u32, key: u64, issued_at: Instant, now: Instant) -> (i64, i64) {
+    fn window(&self, store: StoreId, app: u32, key: u64, issued_at: Instant, now: Instant) -> (Sum, Sum) {
         let Some(contributions) = self.contributions.get(&(store, app, key)) else {
-            return (0, 0);
+            return (Sum::default(), Sum::default());
         };
-        let mut low = 0;
-        let mut high = 0;
+        let mut low = Sum::default();
+        let mut high = Sum::default();
         for c in contributions {
             let record = &self.requests[&c.request];
             if record.issued_at <= now {
-                high += c.value;
+                high = high.plus(c.value);
             }
             if matches!(record.fate, Fate::Acked(at) if at < issued_at) {
-                low += c.value;
+                low = low.plus(c.value);
             }
         }
         (low, high)
+    }
+
+    /// The exact sum of what `store` applied to `key` of app `app`.
+    fn applied_sum(&self, store: StoreId, app: u32, key: u64) -> Sum {
+        self.contributions.get(&(store, app, key)).map_or(Sum::default(), |c| Sum::of(c.iter().map(|c| c.value)))
+    }
+
+    /// `sum` in a report, with the rounding the value mode allows it.
+    fn show(&self, sum: Sum) -> String {
+        let slack = self.values.slack(sum);
+        if slack == 0.0 {
+            return sum.to_string();
+        }
+        format!("{sum} ± {slack:.1e} ({} pushes)", sum.terms)
     }
 }

@@ -33,7 +33,7 @@ fn loaded(seed: u64, servers: u32, replicas: u8) -> Sim {
 }
 
 /// Whether every live node's table has every range at `copies` members.
-fn every_range_has(sim: &Sim, copies: usize) -> bool {
+pub(super) fn every_range_has(sim: &Sim, copies: usize) -> bool {
     (0..sim.slots()).filter_map(|slot| sim.node(slot)).all(|node| {
         node.membership().chains().as_slice().iter().all(|c| c.members().len() == copies && c.learner().is_none())
     })

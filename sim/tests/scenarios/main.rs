@@ -7,7 +7,8 @@
 //!
 //! Modules: [`catch_up`] (a restarted server learning its ranges),
 //! [`control`] (registration, barriers, finalize), [`failure`]
-//! (crashes, cut-off nodes, restarts and their stale frames), [`kv`] (the
+//! (crashes, cut-off nodes, restarts and their stale frames),
+//! [`fractions`] (copies byte-equal with sums that round), [`kv`] (the
 //! data plane and misuse), [`liveness`] (a lost scheduler), [`reliability`]
 //! (exactly-once under loss and duplication), [`hostile`] (made-up frames
 //! from members).
@@ -15,6 +16,7 @@
 mod catch_up;
 mod control;
 mod failure;
+mod fractions;
 mod hostile;
 mod kv;
 mod liveness;
