@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::values::{put_all, Element};
+use super::values::{add_all, put_all, read_all, replace_all, Element};
 
 /// A segment takes appends while it holds at most this much with them; a
 /// larger push of new keys gets a segment of its own. Were they appended
@@ -27,6 +27,15 @@ use super::values::{put_all, Element};
 /// about 1x with a store holding that key alone. Small keys still share
 /// segments, so a store holds about one per MiB of small keys.
 pub(crate) const SEGMENT_APPEND_BYTES: usize = 1 << 20;
+
+/// What [`Arena::rewrite`] does to each element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Adds the new value (a push).
+    Add,
+    /// Takes the new value (an install of another copy's state).
+    Replace,
+}
 
 /// A run of elements starting at `base` in the arena's numbering.
 #[derive(Debug, Clone)]
@@ -115,34 +124,39 @@ impl<T: Element> Arena<T> {
         &mut Arc::make_mut(&mut segment.data)[range.start - base..range.end - base]
     }
 
-    /// Sets each element in `range` (within one segment) to `combine` of
-    /// itself and the next little-endian element of `bytes`.
+    /// Writes the little-endian elements of `bytes` onto the elements in
+    /// `range` (within one segment), as `write` says.
     ///
     /// A segment an answer still holds is not changed under it. When
     /// `range` is the whole segment (a large key alone in its own), the
-    /// new values are written into fresh memory in the same pass, rather
-    /// than copying the segment first and then changing the copy: a
-    /// replicated head shares each large key's segment with the batch it
-    /// sends down the chain, which its next push to that key finds still
-    /// held, so a copy-on-write here would cost what sharing saved.
-    pub(crate) fn rewrite(&mut self, range: Range<usize>, bytes: &[u8], combine: impl Fn(T, T) -> T) {
+    /// result goes to fresh memory without first copying what `write`
+    /// replaces: a replicated head shares each large key's segment with
+    /// the batch it sends down the chain, which its next push to that key
+    /// finds still held.
+    pub(crate) fn rewrite(&mut self, range: Range<usize>, bytes: &[u8], write: Write) {
         debug_assert_eq!(range.len() * size_of::<T>(), bytes.len());
         let at = self.find(range.start);
         let segment = &mut self.segments[at];
         let inner = range.start - segment.base..range.end - segment.base;
-        let size = size_of::<T>();
-        if let Some(data) = Arc::get_mut(&mut segment.data) {
-            for (slot, raw) in data[inner].iter_mut().zip(bytes.chunks_exact(size)) {
-                *slot = combine(*slot, T::read(raw));
-            }
-        } else if inner.len() == segment.data.len() {
-            let fresh = segment.data.iter().zip(bytes.chunks_exact(size)).map(|(&old, raw)| combine(old, T::read(raw)));
-            segment.data = Arc::new(fresh.collect());
-        } else {
-            let data = Arc::make_mut(&mut segment.data);
-            for (slot, raw) in data[inner].iter_mut().zip(bytes.chunks_exact(size)) {
-                *slot = combine(*slot, T::read(raw));
-            }
+        if inner.len() == segment.data.len() && Arc::get_mut(&mut segment.data).is_none() {
+            let fresh = match write {
+                Write::Replace => read_all(bytes),
+                Write::Add => {
+                    let mut fresh = vec![T::default(); inner.len()];
+                    let size = size_of::<T>();
+                    for ((slot, &old), raw) in fresh.iter_mut().zip(segment.data.iter()).zip(bytes.chunks_exact(size)) {
+                        *slot = old.sum(T::read(raw));
+                    }
+                    fresh
+                }
+            };
+            segment.data = Arc::new(fresh);
+            return;
+        }
+        let slots = &mut Arc::make_mut(&mut segment.data)[inner];
+        match write {
+            Write::Add => add_all(slots, bytes),
+            Write::Replace => replace_all(slots, bytes),
         }
     }
 
@@ -223,24 +237,23 @@ mod tests {
 
     #[test]
     fn a_rewrite_leaves_held_memory_as_it_was() {
-        let sum = |old: f32, new: f32| old + new;
         let raw = |values: &[f32]| bytemuck::cast_slice::<f32, u8>(values).to_vec();
         let mut arena = Arena::<f32>::default();
         arena.reserve(3);
         arena.extend([1.0, 2.0, 3.0].into_iter());
         // Nothing holds it: changed where it lies.
         let home = arena.slice(0..3).as_ptr();
-        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), sum);
+        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), Write::Add);
         assert_eq!((arena.slice(0..3), arena.slice(0..3).as_ptr()), (&[2.0, 3.0, 4.0][..], home));
         // Held whole: the new values go to fresh memory in one pass.
         let held = arena.share(0..3).expect("the whole segment");
-        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), sum);
+        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), Write::Add);
         assert_eq!(arena.slice(0..3), [3.0, 4.0, 5.0]);
         assert_eq!(&held[..], &raw(&[2.0, 3.0, 4.0])[..]);
         assert_ne!(arena.slice(0..3).as_ptr().cast(), held.as_ptr());
         // Held, and changed in part: copied first, the rest kept.
         let held = arena.share(0..3).expect("the whole segment");
-        arena.rewrite(1..2, &raw(&[7.0]), |_, new| new);
+        arena.rewrite(1..2, &raw(&[7.0]), Write::Replace);
         assert_eq!(arena.slice(0..3), [3.0, 7.0, 5.0]);
         assert_eq!(&held[..], &raw(&[3.0, 4.0, 5.0])[..]);
     }

@@ -16,7 +16,7 @@ use crate::error::ApiMisuse;
 use crate::range::KeyRange;
 use crate::recycle::Recycler;
 
-use super::arena::Arena;
+use super::arena::{Arena, Write};
 use super::index::{Batch, Cursor, KeyIndex, Run, ARENA_ELEMENTS_MAX};
 use super::list::KvList;
 use super::values::{put_all, DType, Element, Keys, Lens, Values};
@@ -247,7 +247,7 @@ impl<T: Element> KvStore<T> {
                 let len = lens.get(i) as usize;
                 let chunk = &bytes[at * size..(at + len) * size];
                 match self.index.find(&mut cursor, key) {
-                    Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, T::sum),
+                    Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, Write::Add),
                     None => {
                         let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
                         batch.push(key, Run { start, len: len as u32 });
@@ -442,7 +442,7 @@ impl<T: Element> KvStore<T> {
             let len = lens.get(i) as usize;
             let chunk = &bytes[at * size..(at + len) * size];
             match self.index.get(key) {
-                Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, |_, new| new),
+                Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, Write::Replace),
                 None => {
                     let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
                     batch.push(key, Run { start, len: len as u32 });

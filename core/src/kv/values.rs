@@ -164,6 +164,27 @@ pub fn add_all<T: Element>(into: &mut [T], bytes: &[u8]) {
     }
 }
 
+/// Copies little-endian elements in `bytes` onto `into`.
+#[inline]
+pub(crate) fn replace_all<T: Element>(into: &mut [T], bytes: &[u8]) {
+    debug_assert_eq!(size_of_val(into), bytes.len());
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice_mut::<T, u8>(into).copy_from_slice(bytes);
+    } else {
+        for (slot, chunk) in into.iter_mut().zip(bytes.chunks_exact(size_of::<T>())) {
+            *slot = T::read(chunk);
+        }
+    }
+}
+
+/// The little-endian elements in `bytes`, whatever their alignment.
+#[inline]
+pub(crate) fn read_all<T: Element>(bytes: &[u8]) -> Vec<T> {
+    let mut all = vec![T::default(); bytes.len() / size_of::<T>()];
+    replace_all(&mut all, bytes);
+    all
+}
+
 fn read_u64(bytes: &[u8]) -> u64 {
     let mut raw = [0u8; 8];
     raw.copy_from_slice(bytes);

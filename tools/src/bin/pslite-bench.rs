@@ -374,44 +374,24 @@ fn raw_buffer(batched: bool) -> usize {
 /// the window is full (or the server has no more complete input), replies
 /// parsed from a reused read buffer.
 async fn run_raw(load: Load, batched: bool) -> Measured {
+    run_raw_chain(load, batched, 1).await
+}
+
+/// [`run_raw`] through a chain of `hops` plain TCP servers: each but the
+/// last passes every request on to the next as it arrived, and every
+/// reply back. What moving the same bytes `hops` times costs on this
+/// machine, the bound for a replicated range whose copies share it.
+async fn run_raw_chain(load: Load, batched: bool, hops: usize) -> Measured {
     let Load { size, window, duration, .. } = load;
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (reader, writer) = stream.into_split();
-        let capacity = raw_buffer(batched);
-        let mut reader = BufReader::with_capacity(capacity, reader);
-        let mut writer = BufWriter::with_capacity(capacity, writer);
-        let mut body = vec![0u8; size + 8];
-        loop {
-            let mut head = [0u8; 16];
-            if reader.read_exact(&mut head).await.is_err() {
-                return;
-            }
-            let len = u64::from_le_bytes(head[0..8].try_into().unwrap()) as usize;
-            let reply_len = u64::from_le_bytes(head[8..16].try_into().unwrap()) as usize;
-            if body.len() < len.max(reply_len) {
-                body.resize(len.max(reply_len), 0);
-            }
-            reader.read_exact(&mut body[..len]).await.unwrap();
-            let written = if batched {
-                let head = (reply_len as u64).to_le_bytes();
-                writer.write_all(&head).await.and(writer.write_all(&body[..reply_len]).await)
-            } else {
-                let mut out = BytesMut::with_capacity(8 + reply_len);
-                out.put_u64_le(reply_len as u64);
-                out.put_slice(&body[..reply_len]);
-                writer.write_all(&out).await
-            };
-            // Answer what arrived together in one write.
-            let flushed = if reader.buffer().is_empty() { writer.flush().await } else { Ok(()) };
-            if written.and(flushed).is_err() {
-                return;
-            }
-        }
-    });
+    let mut next = None;
+    let mut servers = Vec::new();
+    for _ in 0..hops.max(1) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        servers.push(tokio::spawn(raw_serve(listener, size, batched, next)));
+        next = Some(addr);
+    }
+    let addr = next.expect("one server at least");
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (reader, writer) = stream.into_split();
@@ -491,8 +471,88 @@ async fn run_raw(load: Load, batched: bool) -> Measured {
     measured.elapsed = started.elapsed();
     sender.await.unwrap();
     drop(reader);
-    server.abort();
+    for server in servers {
+        server.abort();
+    }
     measured
+}
+
+/// One raw server: answers each request, or with `next`, passes it on
+/// and passes the reply back.
+async fn raw_serve(listener: TcpListener, size: usize, batched: bool, next: Option<std::net::SocketAddr>) {
+    let (stream, _) = listener.accept().await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (reader, writer) = stream.into_split();
+    let capacity = raw_buffer(batched);
+    let mut reader = BufReader::with_capacity(capacity, reader);
+    let mut upstream = Some(BufWriter::with_capacity(capacity, writer));
+    let mut body = vec![0u8; size + 8];
+    let mut onward = match next {
+        None => None,
+        Some(addr) => {
+            let mut writer = upstream.take().expect("not taken yet");
+            let stream = TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (replies, requests) = stream.into_split();
+            let mut replies = BufReader::with_capacity(capacity, replies);
+            // Replies come back in order: each goes upstream as it arrives.
+            tokio::spawn(async move {
+                let mut reply = vec![0u8; size + 8];
+                loop {
+                    let mut head = [0u8; 8];
+                    if replies.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u64::from_le_bytes(head) as usize;
+                    if reply.len() < len {
+                        reply.resize(len, 0);
+                    }
+                    let read = replies.read_exact(&mut reply[..len]).await;
+                    let written = writer.write_all(&head).await.and(writer.write_all(&reply[..len]).await);
+                    let flushed = if replies.buffer().is_empty() { writer.flush().await } else { Ok(()) };
+                    if read.and(written).and(flushed).is_err() {
+                        return;
+                    }
+                }
+            });
+            Some(BufWriter::with_capacity(capacity, requests))
+        }
+    };
+    loop {
+        let mut head = [0u8; 16];
+        if reader.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = u64::from_le_bytes(head[0..8].try_into().unwrap()) as usize;
+        let reply_len = u64::from_le_bytes(head[8..16].try_into().unwrap()) as usize;
+        if body.len() < len.max(reply_len) {
+            body.resize(len.max(reply_len), 0);
+        }
+        reader.read_exact(&mut body[..len]).await.unwrap();
+        if let Some(onward) = onward.as_mut() {
+            let written = onward.write_all(&head).await.and(onward.write_all(&body[..len]).await);
+            let flushed = if reader.buffer().is_empty() { onward.flush().await } else { Ok(()) };
+            if written.and(flushed).is_err() {
+                return;
+            }
+            continue;
+        }
+        let writer = upstream.as_mut().expect("the last server answers itself");
+        let written = if batched {
+            let head = (reply_len as u64).to_le_bytes();
+            writer.write_all(&head).await.and(writer.write_all(&body[..reply_len]).await)
+        } else {
+            let mut out = BytesMut::with_capacity(8 + reply_len);
+            out.put_u64_le(reply_len as u64);
+            out.put_slice(&body[..reply_len]);
+            writer.write_all(&out).await
+        };
+        // Answer what arrived together in one write.
+        let flushed = if reader.buffer().is_empty() { writer.flush().await } else { Ok(()) };
+        if written.and(flushed).is_err() {
+            return;
+        }
+    }
 }
 
 fn size_name(size: usize) -> String {
@@ -1037,7 +1097,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
     // Latency: a 1 KiB push with nothing else in flight.
     loads.push(Load { mode: Mode::Push, size: 1 << 10, window: 1, pattern: Window::Sliding, duration });
     println!(
-        "{:<12} {:>6} {:>6} {:>2} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} | {:>7} {:>7} {:>11}",
+        "{:<12} {:>6} {:>6} {:>2} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} | {:>7} {:>7} {:>11} | {:>7}",
         "mode",
         "size",
         "window",
@@ -1050,11 +1110,14 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
         "fwd/push",
         "req/R1",
         "p50/R1",
-        "rounds"
+        "rounds",
+        "raw/R1"
     );
     for (index, load) in loads.into_iter().enumerate() {
         // Row numbers start at 1, as in the main table: each row its keys.
-        let (rounds, mut forwarded) = replicas_rounds(&mut clusters, load, keys, index + 1, args.repeat.max(1)).await?;
+        let Rounds { pslite: rounds, mut forwarded, raw } =
+            replicas_rounds(&mut clusters, load, keys, index + 1, args.repeat.max(1)).await?;
+        let raw_rates: Vec<f64> = raw.into_iter().map(|r| Measured::median(r).rate()).collect();
         // Each R against R = 1 of the same round.
         let round_ratios: Vec<(f64, f64)> = rounds
             .iter()
@@ -1077,7 +1140,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
                 if at == 0 { "-".to_owned() } else { format!("{:.2}-{:.2}", round_ratios[at].0, round_ratios[at].1) };
             let p50 = ours.percentile(0.5);
             println!(
-                "{:<12} {:>6} {:>6} {:>2} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8} | {:>7.2} {:>7.2} {:>11}",
+                "{:<12} {:>6} {:>6} {:>2} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8} | {:>7.2} {:>7.2} {:>11} | {:>7.2}",
                 format!("{:?}", load.mode),
                 size_name(load.size),
                 load.window,
@@ -1091,6 +1154,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
                 ours.rate() / base_rate,
                 p50.as_secs_f64() / base_p50.as_secs_f64(),
                 spread,
+                raw_rates[at] / raw_rates[0],
             );
         }
     }
@@ -1101,7 +1165,10 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
         "each R: the median of {} round(s) of {:.1} s, the three clusters taking turns; req/R1, p50/R1 = requests/s \
          and median latency over R = 1's; rounds = lowest-highest req/R1 of a round against R = 1's turn in it; \
          fwd/push = bytes servers received from each other per pushed byte (R - 1 when every hop carries the pushed \
-         values; in one process only); the last row is the latency row (one request in flight)",
+         values; in one process only); raw/R1 = requests/s of the same load through a chain of R plain TCP \
+         servers (pushes; pulls: one) over one server's, run after each turn: what moving the bytes R times \
+         costs on this machine, whose cores every copy shares; the last row is the latency row (one request in \
+         flight)",
         args.repeat.max(1),
         args.seconds
     );
@@ -1117,9 +1184,10 @@ async fn replicas_rounds(
     keys: usize,
     row: usize,
     repeat: usize,
-) -> Result<(Vec<Vec<Measured>>, Vec<Vec<f64>>), BoxError> {
+) -> Result<Rounds, BoxError> {
     let mut rounds: Vec<Vec<Measured>> = clusters.iter().map(|_| Vec::new()).collect();
     let mut forwarded: Vec<Vec<f64>> = clusters.iter().map(|_| Vec::new()).collect();
+    let mut raw: Vec<Vec<Measured>> = clusters.iter().map(|_| Vec::new()).collect();
     for round in 0..repeat {
         // Each round starts with another R, so none is always the one that
         // runs first after a pause.
@@ -1135,9 +1203,25 @@ async fn replicas_rounds(
                 }
             }
             rounds[at].push(measured);
+            // Pushes travel the whole chain; pulls go to the tail alone.
+            let hops = if matches!(load.mode, Mode::Pull) { 1 } else { usize::from(REPLICA_COUNTS[at]) };
+            raw[at].push(run_raw_chain(load, true, hops).await);
         }
     }
-    Ok((rounds, forwarded))
+    Ok(Rounds { pslite: rounds, forwarded, raw })
+}
+
+/// What [`replicas_rounds`] measured, per cluster (index into
+/// [`REPLICA_COUNTS`]).
+struct Rounds {
+    /// The cluster's rounds.
+    pslite: Vec<Vec<Measured>>,
+    /// Bytes servers received from each other per pushed byte, per round
+    /// (in one process only).
+    forwarded: Vec<Vec<f64>>,
+    /// The same load over a chain of R raw TCP servers, per round: what
+    /// moving the bytes R times costs here.
+    raw: Vec<Vec<Measured>>,
 }
 
 /// How many of `servers` equal ranges the keys of a row reach.
