@@ -41,7 +41,50 @@ pub(crate) enum Write {
 #[derive(Debug, Clone)]
 struct Segment<T> {
     base: usize,
-    data: Arc<Vec<T>>,
+    data: Backing<T>,
+}
+
+/// Where a segment's elements lie.
+#[derive(Debug, Clone)]
+enum Backing<T> {
+    /// Memory of the store's own, shared with answers on the wire.
+    Owned(Arc<Vec<T>>),
+    /// A received frame's values, taken as they arrived by an install
+    /// ([`Arena::adopt`]): aligned, little-endian, never written to. A
+    /// write goes to memory of the store's own.
+    Received(Bytes),
+}
+
+impl<T: Element> Backing<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::Owned(data) => data,
+            Self::Received(bytes) => bytemuck::cast_slice(bytes),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The elements to change in place, when nothing else holds them.
+    fn unique(&mut self) -> Option<&mut Vec<T>> {
+        match self {
+            Self::Owned(data) => Arc::get_mut(data),
+            Self::Received(_) => None,
+        }
+    }
+
+    /// The elements to change, copied first if anything else holds them.
+    fn make_mut(&mut self) -> &mut Vec<T> {
+        if let Self::Received(bytes) = self {
+            *self = Self::Owned(Arc::new(bytemuck::cast_slice(bytes).to_vec()));
+        }
+        match self {
+            Self::Owned(data) => Arc::make_mut(data),
+            Self::Received(_) => unreachable!("made owned above"),
+        }
+    }
 }
 
 /// Elements numbered `0..len`, in segments.
@@ -85,10 +128,10 @@ impl<T: Element> Arena<T> {
         let size = size_of::<T>();
         let appendable = self.segments.last_mut().is_some_and(|last| {
             let held = last.data.len();
-            (held == 0 || (held + additional) * size <= SEGMENT_APPEND_BYTES) && Arc::get_mut(&mut last.data).is_some()
+            (held == 0 || (held + additional) * size <= SEGMENT_APPEND_BYTES) && last.data.unique().is_some()
         });
         if !appendable {
-            self.segments.push(Segment { base: self.len, data: Arc::new(Vec::new()) });
+            self.segments.push(Segment { base: self.len, data: Backing::Owned(Arc::new(Vec::new())) });
         }
         // Amortised growth: a segment filled by many small pushes is not
         // copied at each one. An empty segment gets exactly what it needs.
@@ -111,7 +154,7 @@ impl<T: Element> Arena<T> {
     /// always does: its values are appended in one go).
     pub(crate) fn slice(&self, range: Range<usize>) -> &[T] {
         let segment = &self.segments[self.find(range.start)];
-        &segment.data[range.start - segment.base..range.end - segment.base]
+        &segment.data.as_slice()[range.start - segment.base..range.end - segment.base]
     }
 
     /// [`slice`](Self::slice) to change, copying the segment first if an
@@ -121,7 +164,7 @@ impl<T: Element> Arena<T> {
         let at = self.find(range.start);
         let segment = &mut self.segments[at];
         let base = segment.base;
-        &mut Arc::make_mut(&mut segment.data)[range.start - base..range.end - base]
+        &mut segment.data.make_mut()[range.start - base..range.end - base]
     }
 
     /// Writes the little-endian elements of `bytes` onto the elements in
@@ -138,26 +181,45 @@ impl<T: Element> Arena<T> {
         let at = self.find(range.start);
         let segment = &mut self.segments[at];
         let inner = range.start - segment.base..range.end - segment.base;
-        if inner.len() == segment.data.len() && Arc::get_mut(&mut segment.data).is_none() {
+        if inner.len() == segment.data.len() && segment.data.unique().is_none() {
             let fresh = match write {
                 Write::Replace => read_all(bytes),
                 Write::Add => {
                     let mut fresh = vec![T::default(); inner.len()];
                     let size = size_of::<T>();
-                    for ((slot, &old), raw) in fresh.iter_mut().zip(segment.data.iter()).zip(bytes.chunks_exact(size)) {
+                    let held = segment.data.as_slice().iter();
+                    for ((slot, &old), raw) in fresh.iter_mut().zip(held).zip(bytes.chunks_exact(size)) {
                         *slot = old.sum(T::read(raw));
                     }
                     fresh
                 }
             };
-            segment.data = Arc::new(fresh);
+            segment.data = Backing::Owned(Arc::new(fresh));
             return;
         }
-        let slots = &mut Arc::make_mut(&mut segment.data)[inner];
+        let slots = &mut segment.data.make_mut()[inner];
         match write {
             Write::Add => add_all(slots, bytes),
             Write::Replace => replace_all(slots, bytes),
         }
+    }
+
+    /// Makes `values` (little-endian elements, as received) the elements
+    /// of `range` without copying them, when `range` is a whole segment
+    /// and `values` lies aligned for `T`; returns whether it did. The
+    /// segment's former memory is let go (or left to the answers holding
+    /// it). A large key installed down a chain this way costs its tail no
+    /// copy, the one a plain TCP relay does not make either.
+    pub(crate) fn adopt(&mut self, range: Range<usize>, values: &Bytes) -> bool {
+        let at = self.find(range.start);
+        let segment = &mut self.segments[at];
+        let whole = range.start == segment.base && range.len() == segment.data.len();
+        let fits = values.len() == range.len() * size_of::<T>() && bytemuck::try_cast_slice::<u8, T>(values).is_ok();
+        if !(whole && fits) || cfg!(target_endian = "big") {
+            return false;
+        }
+        segment.data = Backing::Received(values.clone());
+        true
     }
 
     /// Appends the elements in `range` (which may span segments) to `out`.
@@ -165,7 +227,7 @@ impl<T: Element> Arena<T> {
         while !range.is_empty() {
             let segment = &self.segments[self.find(range.start)];
             let end = range.end.min(segment.base + segment.data.len());
-            put_all(&segment.data[range.start - segment.base..end - segment.base], out);
+            put_all(&segment.data.as_slice()[range.start - segment.base..end - segment.base], out);
             range.start = end;
         }
     }
@@ -184,7 +246,10 @@ impl<T: Element> Arena<T> {
         if inner.end > held || inner.len() * 2 < held {
             return None;
         }
-        Some(Bytes::from_owner(Shared { data: Arc::clone(&segment.data), range: inner }))
+        Some(match &segment.data {
+            Backing::Owned(data) => Bytes::from_owner(Shared { data: Arc::clone(data), range: inner }),
+            Backing::Received(bytes) => bytes.slice(inner.start * size_of::<T>()..inner.end * size_of::<T>()),
+        })
     }
 
     /// The index of the segment holding element `at`.
@@ -196,12 +261,12 @@ impl<T: Element> Arena<T> {
     /// The last segment, to append to: a new one when an answer holds the
     /// last (appending could move its memory under the answer's feet).
     fn writable_tail(&mut self) -> &mut Vec<T> {
-        let appendable = self.segments.last_mut().is_some_and(|last| Arc::get_mut(&mut last.data).is_some());
+        let appendable = self.segments.last_mut().is_some_and(|last| last.data.unique().is_some());
         if !appendable {
-            self.segments.push(Segment { base: self.len, data: Arc::new(Vec::new()) });
+            self.segments.push(Segment { base: self.len, data: Backing::Owned(Arc::new(Vec::new())) });
         }
         let last = self.segments.last_mut().expect("one at least");
-        Arc::get_mut(&mut last.data).expect("nothing else holds it")
+        last.data.unique().expect("nothing else holds it")
     }
 }
 
@@ -256,6 +321,38 @@ mod tests {
         arena.rewrite(1..2, &raw(&[7.0]), Write::Replace);
         assert_eq!(arena.slice(0..3), [3.0, 7.0, 5.0]);
         assert_eq!(&held[..], &raw(&[3.0, 4.0, 5.0])[..]);
+    }
+
+    #[test]
+    fn an_adopted_segment_is_read_where_it_arrived_and_written_elsewhere() {
+        let raw = |values: &[f32]| Bytes::from(bytemuck::cast_slice::<f32, u8>(values).to_vec());
+        let mut arena = Arena::<f32>::default();
+        arena.reserve(3);
+        arena.extend([1.0, 2.0, 3.0].into_iter());
+        // Held, the segment takes no appends: the next elements start one.
+        let held = arena.share(0..3);
+        arena.reserve(2);
+        arena.extend([4.0, 5.0].into_iter());
+        drop(held);
+        // Only a whole segment, only aligned bytes of the right length.
+        let received = raw(&[7.0, 8.0, 9.0]);
+        assert!(!arena.adopt(0..2, &raw(&[7.0, 8.0])), "part of a segment");
+        assert!(!arena.adopt(0..3, &received.slice(1..9)), "a misaligned or short slice");
+        assert!(arena.adopt(0..3, &received));
+        assert_eq!(arena.slice(0..3), [7.0, 8.0, 9.0]);
+        assert_eq!(arena.slice(0..3).as_ptr().cast(), received.as_ptr(), "no copy");
+        // Shared as it is; written to memory of the store's own.
+        let answer = arena.share(0..3).expect("the whole segment");
+        assert_eq!(answer.as_ptr(), received.as_ptr());
+        arena.rewrite(0..3, &raw(&[1.0, 1.0, 1.0]), Write::Add);
+        assert_eq!(arena.slice(0..3), [8.0, 9.0, 10.0]);
+        arena.rewrite(1..2, &raw(&[0.5]), Write::Replace);
+        assert_eq!(arena.slice(0..3), [8.0, 0.5, 10.0]);
+        assert_eq!(&received[..], &raw(&[7.0, 8.0, 9.0])[..], "what arrived is never written");
+        assert!(arena.adopt(0..3, &received));
+        arena.rewrite(2..3, &raw(&[6.0]), Write::Replace);
+        assert_eq!((arena.slice(0..3), arena.slice(3..5)), (&[7.0, 8.0, 6.0][..], &[4.0, 5.0][..]));
+        assert_eq!(&received[..], &raw(&[7.0, 8.0, 9.0])[..]);
     }
 
     #[test]

@@ -436,12 +436,16 @@ impl<T: Element> KvStore<T> {
         self.arena.reserve(new_elements);
         let size = size_of::<T>();
         let bytes = state.values.as_bytes();
+        // One large key: its values are most of the frame they came in, so
+        // keeping them where they arrived costs no more memory than a copy.
+        let adoptable = state.keys.len() == 1 && bytes.len() >= ADOPT_BYTES_MIN;
         let mut batch = Batch::with_capacity(state.keys.len());
         let mut at = 0usize;
         for (i, key) in state.keys.iter().enumerate() {
             let len = lens.get(i) as usize;
             let chunk = &bytes[at * size..(at + len) * size];
             match self.index.get(key) {
+                Some(run) if adoptable && self.arena.adopt(run.start..run.start + len, bytes) => {}
                 Some(run) => self.arena.rewrite(run.start..run.start + len, chunk, Write::Replace),
                 None => {
                     let start = self.arena.extend(chunk.chunks_exact(size).map(T::read));
@@ -506,6 +510,12 @@ impl<T: Element> KvStore<T> {
         debug_assert!(self.index.keys_in(range.start(), range.end_inclusive(), 1).is_empty());
     }
 }
+
+/// The least an install of one key must carry for the store to keep the
+/// received values rather than copy them ([`KvStore::install`]): below it
+/// the copy costs little, and the frame kept alive would be mostly other
+/// bytes.
+const ADOPT_BYTES_MIN: usize = 64 << 10;
 
 /// Values per key of a list of `keys` and `values`: listed in `lens`, or
 /// an equal share.
@@ -748,6 +758,37 @@ mod tests {
         // A small key beside it is copied, and keys not held are left out.
         let small = store.export(&Keys::from_slice(&[3, 4]));
         assert_eq!((small.keys.to_vec(), small.values.to_vec::<f32>().unwrap()), (vec![3], vec![0.5f32; 4]));
+    }
+
+    #[test]
+    fn an_install_of_one_large_key_keeps_the_received_values_where_they_are() {
+        let mut store = KvStore::<f32>::new();
+        let big = 1 << 16;
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; big], None));
+        let state = |value: f32| KvList {
+            keys: Keys::from_slice(&[9]),
+            values: Values::from_slice(&vec![value; big]),
+            lens: Some(Lens::from_slice(&[big as u32])),
+        };
+        let received = state(2.5);
+        store.install(&received).unwrap();
+        assert_eq!(store.get(9).unwrap().as_ptr().cast(), received.values.as_bytes().as_ptr(), "not copied");
+        // A pull answers with it; a push writes elsewhere.
+        let pulled = store.pull(&request(KvOp::Pull, &[9], &[], None)).unwrap();
+        store.handle(&request(KvOp::Push, &[9], &vec![1.0f32; big], None));
+        assert_eq!(store.get(9).unwrap()[0], 3.5);
+        assert!(received.values.to_vec::<f32>().unwrap() == vec![2.5f32; big], "what arrived is unchanged");
+        assert!(matches!(pulled, Response::Ok { values, .. } if values.to_vec::<f32>().unwrap() == vec![2.5f32; big]));
+        // Several keys, or a small one, are copied.
+        store.handle(&request(KvOp::Push, &[1], &[1.0], None));
+        let both = KvList {
+            keys: Keys::from_slice(&[1, 9]),
+            values: Values::from_slice(&[vec![2.0f32], vec![4.0f32; big]].concat()),
+            lens: Some(Lens::from_slice(&[1, big as u32])),
+        };
+        store.install(&both).unwrap();
+        assert_ne!(store.get(9).unwrap().as_ptr().cast(), both.values.as_bytes()[4..].as_ptr());
+        assert_eq!((store.get(1), store.get(9).unwrap()[0]), (Some(&[2.0f32][..]), 4.0));
     }
 
     #[test]

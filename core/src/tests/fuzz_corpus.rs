@@ -126,6 +126,14 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         redirect: None,
     };
     let simple = SimpleMsg { app: 0, customer: 0, ts: 1, head: 42, body: Bytes::from_static(b"progress") };
+    let push = BatchPush {
+        worker: NodeId::worker(Rank(0)),
+        incarnation: Incarnation(1),
+        customer: (0, 0),
+        ts: 7,
+        floor: 6,
+        tail_answers: true,
+    };
     vec![
         ("register-v4", Message::Register(RegisterMsg { role: Role::Worker, listen_addr: v4, instance: 77 })),
         ("register-v6", Message::Register(RegisterMsg { role: Role::Server, listen_addr: v6, instance: 78 })),
@@ -176,6 +184,39 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         ("kv-response-refused", Message::KvResponse(response(Some("no such key"), Values::empty(DType::U8)))),
         ("simple-request", Message::SimpleRequest(simple.clone())),
         ("simple-response", Message::SimpleResponse(SimpleMsg { head: -1, body: Bytes::new(), ..simple })),
+        (
+            "replicate",
+            Message::Replicate(ReplicateMsg {
+                range: 1,
+                epoch: 4,
+                seq: 2,
+                app: 0,
+                pushes: vec![push],
+                keys: keys.clone(),
+                values: Values::from_slice(&[0.5f32, 1.5, 2.5]),
+                lens: None,
+            }),
+        ),
+        ("committed", Message::Committed { range: 1, seq: 2 }),
+        ("resend-from", Message::ResendFrom { range: 1, seq: 3 }),
+        (
+            "transfer-chunk",
+            Message::Transfer(TransferMsg {
+                range: 0,
+                source: 5,
+                stream: 1,
+                item: 1,
+                seq: 0,
+                chunk: Some(ChunkEnd { through: 17, last: true }),
+                app: 0,
+                pushes: vec![(push, 2)],
+                keys,
+                values: Values::from_slice(&[2.0f32, 3.0, 4.0]),
+                lens: None,
+            }),
+        ),
+        ("learned", Message::Learned { range: 0, start: 6, stream: 1, item: 1, resend: false }),
+        ("caught-up", Message::CaughtUp { range: 0, source: 5, learner: Incarnation(2) }),
     ]
 }
 

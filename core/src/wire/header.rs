@@ -30,7 +30,7 @@ pub const HEADER_LEN: usize = 40;
 /// `PSLT` in little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSLT");
 /// The one protocol version this build speaks.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 
 /// Message kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -536,6 +536,7 @@ impl Message {
                     put_batch_push(meta, push);
                 }
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
+                pad_to_sections(meta);
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
             Self::Transfer(m) => {
@@ -559,6 +560,7 @@ impl Message {
                     meta.put_u64_le(*seq);
                 }
                 put_kv_meta(meta, [0; 4], 0, &m.keys, &m.values, m.lens.as_ref());
+                pad_to_sections(meta);
                 push_sections(&mut parts, &m.keys, &m.values, m.lens.as_ref());
             }
             Self::Learned { range, start, stream, item, resend } => {
@@ -694,7 +696,7 @@ impl Message {
             Kind::KvRequest => {
                 r.need(KV_ROUTE_LEN)?;
                 let (part, floor, epoch) = (r.u32()?, r.u32()?, r.u64()?);
-                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Required, Layout::Packed)?;
                 let op = match kv.code {
                     0 => KvOp::Push,
                     1 => KvOp::Pull,
@@ -720,7 +722,7 @@ impl Message {
                     return Err(DecodeError::ReservedNotZero);
                 }
                 let epoch = r.u64()?;
-                let kv = read_kv(&mut r, &body, KeysEcho::Optional)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Optional, Layout::Packed)?;
                 // Responses have no command; its slot must stay zero.
                 if kv.ids[3] != 0 {
                     return Err(DecodeError::ReservedNotZero);
@@ -768,7 +770,7 @@ impl Message {
                 for _ in 0..count {
                     pushes.push(read_batch_push(&mut r)?);
                 }
-                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Required, Layout::Aligned)?;
                 if kv.ids != [0; 4] || kv.code != 0 {
                     return Err(DecodeError::ReservedNotZero);
                 }
@@ -822,7 +824,7 @@ impl Message {
                     let push = read_batch_push(&mut r)?;
                     pushes.push((push, r.u64()?));
                 }
-                let kv = read_kv(&mut r, &body, KeysEcho::Required)?;
+                let kv = read_kv(&mut r, &body, KeysEcho::Required, Layout::Aligned)?;
                 if kv.ids != [0; 4] || kv.code != 0 {
                     return Err(DecodeError::ReservedNotZero);
                 }
@@ -945,6 +947,29 @@ fn put_kv_meta(out: &mut BytesMut, ids: [u32; 4], code: u8, keys: &Keys, values:
     out.put_u32_le(lens.map_or(0, |l| l.as_bytes().len() as u32));
 }
 
+/// Where a message's key, value and length sections start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Right after the metadata.
+    Packed,
+    /// At the next multiple of [`SECTION_ALIGN`] bytes from the frame's
+    /// start, after zero padding: keys are 8 bytes each, so the values
+    /// start there too, and a receiver whose frame lies at an aligned
+    /// address can keep a chain's values as they arrived instead of
+    /// copying them (`KvStore::install`).
+    Aligned,
+}
+
+/// What [`Layout::Aligned`] aligns to: every element type's size divides it.
+const SECTION_ALIGN: usize = 8;
+
+/// Zeros after `meta` (a body's metadata, which follows the header) up to
+/// the next multiple of [`SECTION_ALIGN`] from the frame's start.
+fn pad_to_sections(meta: &mut BytesMut) {
+    const _: () = assert!(HEADER_LEN % SECTION_ALIGN == 0, "the body starts aligned");
+    meta.put_bytes(0, meta.len().next_multiple_of(SECTION_ALIGN) - meta.len());
+}
+
 fn push_sections(parts: &mut SmallVec<[Bytes; 4]>, keys: &Keys, values: &Values, lens: Option<&Lens>) {
     parts.push(keys.as_bytes().clone());
     parts.push(values.as_bytes().clone());
@@ -1060,7 +1085,7 @@ enum KeysEcho {
     Optional,
 }
 
-fn read_kv(r: &mut Reader<'_>, body: &Bytes, keys_echo: KeysEcho) -> Result<KvParts, DecodeError> {
+fn read_kv(r: &mut Reader<'_>, body: &Bytes, keys_echo: KeysEcho, layout: Layout) -> Result<KvParts, DecodeError> {
     r.need(KV_META_LEN)?;
     let ids = [r.u32()?, r.u32()?, r.u32()?, r.u32()?];
     let code = r.u8()?;
@@ -1076,6 +1101,15 @@ fn read_kv(r: &mut Reader<'_>, body: &Bytes, keys_echo: KeysEcho) -> Result<KvPa
     let lens_len = r.u32()? as usize;
     if !has_lens && lens_len != 0 {
         return Err(DecodeError::SectionMismatch("lens section without the lens flag"));
+    }
+    if layout == Layout::Aligned {
+        let pad = r.at.next_multiple_of(SECTION_ALIGN) - r.at;
+        r.need(pad)?;
+        for _ in 0..pad {
+            if r.u8()? != 0 {
+                return Err(DecodeError::ReservedNotZero);
+            }
+        }
     }
     let total = keys_len as u64 + values_len as u64 + lens_len as u64;
     if total != (body.len() - r.at) as u64 {

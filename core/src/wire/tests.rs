@@ -405,7 +405,8 @@ fn each_bad_header_field_has_its_own_error() {
         (bad(4, &2u16.to_le_bytes()), DecodeError::UnsupportedVersion(2)),
         (bad(4, &3u16.to_le_bytes()), DecodeError::UnsupportedVersion(3)),
         (bad(4, &4u16.to_le_bytes()), DecodeError::UnsupportedVersion(4)),
-        (bad(4, &6u16.to_le_bytes()), DecodeError::UnsupportedVersion(6)),
+        (bad(4, &5u16.to_le_bytes()), DecodeError::UnsupportedVersion(5)),
+        (bad(4, &7u16.to_le_bytes()), DecodeError::UnsupportedVersion(7)),
         (bad(4, &0u16.to_le_bytes()), DecodeError::UnsupportedVersion(0)),
         (bad(6, &[0]), DecodeError::UnknownKind(0)),
         (bad(6, &[19]), DecodeError::UnknownKind(19)),
@@ -568,4 +569,50 @@ fn bad_bodies_name_what_is_wrong() {
         kv(0, 0, 1, 0, [u32::MAX, u32::MAX, u32::MAX], &[]),
         Err(DecodeError::SectionMismatch("section lengths do not add up to the body"))
     );
+}
+
+#[test]
+fn a_chain_message_carries_its_values_at_an_aligned_offset() {
+    let envelope = Envelope {
+        sender: NodeId::server(Rank(0)),
+        incarnation: Incarnation(1),
+        receiver: NodeId::server(Rank(1)),
+        receiver_incarnation: Incarnation(2),
+        seq: 9,
+    };
+    let push = BatchPush {
+        worker: NodeId::worker(Rank(0)),
+        incarnation: Incarnation(0),
+        customer: (0, 0),
+        ts: 4,
+        floor: 4,
+        tail_answers: true,
+    };
+    for count in 0..6 {
+        let message = Message::Replicate(ReplicateMsg {
+            range: 1,
+            epoch: 2,
+            seq: 3,
+            app: 0,
+            pushes: vec![push; count],
+            keys: Keys::from_slice(&[1, 2, 3]),
+            values: Values::from_slice(&[0.5f32; 7]),
+            lens: Some(Lens::from_slice(&[1, 2, 4])),
+        });
+        let frame = message.encode(envelope).to_bytes();
+        let header = Header::decode(&frame, FRAME_LEN_MAX).expect("a good header");
+        let decoded = Message::decode(&header, &frame).expect("decodes");
+        assert_eq!(decoded, message);
+        let Message::Replicate(replicate) = &decoded else { unreachable!() };
+        let offset = replicate.values.as_bytes().as_ptr() as usize - frame.as_ptr() as usize;
+        assert_eq!(offset % 8, 0, "{count} pushes: values at {offset}");
+        // The padding is zeros, and anything else is refused.
+        let keys_at = offset - 3 * 8;
+        let meta_end = HEADER_LEN + 28 + count * 25 + 32;
+        if keys_at > meta_end {
+            let mut bad = frame.to_vec();
+            bad[meta_end] = 1;
+            assert_eq!(Message::decode(&header, &Bytes::from(bad)), Err(DecodeError::ReservedNotZero));
+        }
+    }
 }
