@@ -275,18 +275,14 @@ impl Node {
         self.flush();
         self.expire_resends();
         self.drain_loopback();
-        for (to, seqs) in self.receipts.take_due(now) {
-            self.send_receipts(to, seqs);
-        }
+        self.send_receipts_due(now);
     }
 
     // ----- outputs -----
 
     /// The next frame to send, if any. Drain after every input and command.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        for (to, seqs) in self.receipts.take_due(self.now) {
-            self.send_receipts(to, seqs);
-        }
+        self.send_receipts_due(self.now);
         self.transmits.pop_front()
     }
 
@@ -990,6 +986,13 @@ impl Node {
         self.receipts.add(to, seq, due);
     }
 
+    /// Queues as ACK frames the receipts due by `now`.
+    fn send_receipts_due(&mut self, now: Instant) {
+        for (to, seqs) in self.receipts.take_due(now) {
+            self.send_receipts(to, seqs);
+        }
+    }
+
     /// Queues receipts for `to` as ACK frames.
     fn send_receipts(&mut self, to: NodeId, seqs: Vec<u64>) {
         let Some(addr) = self.addr_of(to) else {
@@ -1433,9 +1436,7 @@ impl Node {
         // does not terminate a second time.
         self.phase = Phase::Terminated;
         // No timer runs from now on: what was received is receipted now.
-        for (to, seqs) in self.receipts.take_all() {
-            self.send_receipts(to, seqs);
-        }
+        self.send_receipts_due(Instant::FAR_FUTURE);
         self.responder.forget_all();
         self.serving.clear();
         self.fail_all_pending(RequestError::Terminated);

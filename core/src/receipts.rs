@@ -79,12 +79,6 @@ impl Receipts {
         Some(seqs)
     }
 
-    /// Takes everything: the node stops, and no timer will send them.
-    pub(crate) fn take_all(&mut self) -> Vec<(NodeId, Vec<u64>)> {
-        self.next_due = None;
-        std::mem::take(&mut self.waiting).into_iter().map(|(peer, w)| (peer, w.seqs)).collect()
-    }
-
     fn take(&mut self, peer: NodeId) -> Option<Vec<u64>> {
         self.waiting.remove(&peer).map(|waiting| waiting.seqs)
     }
@@ -130,7 +124,7 @@ mod tests {
         assert_eq!(receipts.take_for(b), Some(vec![2]));
         assert_eq!(receipts.take_for(b), None);
         assert_eq!(receipts.next_due(), Some(at(4)));
-        assert_eq!(receipts.take_all(), vec![(a, vec![1])]);
+        assert_eq!(receipts.take_due(Instant::FAR_FUTURE), vec![(a, vec![1])], "everything, when the node stops");
         assert_eq!(receipts.next_due(), None);
     }
 

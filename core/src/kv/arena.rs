@@ -337,7 +337,10 @@ mod tests {
         // Only a whole segment, only aligned bytes of the right length.
         let received = raw(&[7.0, 8.0, 9.0]);
         assert!(!arena.adopt(0..2, &raw(&[7.0, 8.0])), "part of a segment");
-        assert!(!arena.adopt(0..3, &received.slice(1..9)), "a misaligned or short slice");
+        assert!(!arena.adopt(0..3, &received.slice(4..)), "too short");
+        let unaligned = Bytes::from([&[0u8][..], &received[..]].concat()).slice(1..);
+        assert_eq!(unaligned.len(), received.len());
+        assert!(!arena.adopt(0..3, &unaligned), "misaligned");
         assert!(arena.adopt(0..3, &received));
         assert_eq!(arena.slice(0..3), [7.0, 8.0, 9.0]);
         assert_eq!(arena.slice(0..3).as_ptr().cast(), received.as_ptr(), "no copy");

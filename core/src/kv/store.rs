@@ -779,8 +779,12 @@ mod tests {
         assert_eq!(store.get(9).unwrap()[0], 3.5);
         assert!(received.values.to_vec::<f32>().unwrap() == vec![2.5f32; big], "what arrived is unchanged");
         assert!(matches!(pulled, Response::Ok { values, .. } if values.to_vec::<f32>().unwrap() == vec![2.5f32; big]));
-        // Several keys, or a small one, are copied.
+        // A small key, or several keys, are copied.
         store.handle(&request(KvOp::Push, &[1], &[1.0], None));
+        let small = KvList { keys: Keys::from_slice(&[1]), values: Values::from_slice(&[3.0f32]), lens: None };
+        store.install(&small).unwrap();
+        assert_ne!(store.get(1).unwrap().as_ptr().cast(), small.values.as_bytes().as_ptr());
+        assert_eq!(store.get(1), Some(&[3.0f32][..]));
         let both = KvList {
             keys: Keys::from_slice(&[1, 9]),
             values: Values::from_slice(&[vec![2.0f32], vec![4.0f32; big]].concat()),

@@ -599,13 +599,35 @@ fn a_chain_message_carries_its_values_at_an_aligned_offset() {
             values: Values::from_slice(&[0.5f32; 7]),
             lens: Some(Lens::from_slice(&[1, 2, 4])),
         });
-        let frame = message.encode(envelope).to_bytes();
-        let header = Header::decode(&frame, FRAME_LEN_MAX).expect("a good header");
-        let decoded = Message::decode(&header, &frame).expect("decodes");
-        assert_eq!(decoded, message);
-        let Message::Replicate(replicate) = &decoded else { unreachable!() };
-        let offset = replicate.values.as_bytes().as_ptr() as usize - frame.as_ptr() as usize;
-        assert_eq!(offset % 8, 0, "{count} pushes: values at {offset}");
+        let transfer = Message::Transfer(TransferMsg {
+            range: 1,
+            source: 2,
+            stream: 1,
+            item: 4,
+            seq: 3,
+            chunk: Some(ChunkEnd { through: 9, last: false }),
+            app: 0,
+            pushes: vec![(push, 2); count],
+            keys: Keys::from_slice(&[1]),
+            values: Values::from_slice(&[0.5f32; 3]),
+            lens: None,
+        });
+        let encoded = |message: &Message| {
+            let frame = message.encode(envelope).to_bytes();
+            let header = Header::decode(&frame, FRAME_LEN_MAX).expect("a good header");
+            let decoded = Message::decode(&header, &frame).expect("decodes");
+            assert_eq!(&decoded, message);
+            let values = match &decoded {
+                Message::Replicate(m) => m.values.as_bytes().as_ptr(),
+                Message::Transfer(m) => m.values.as_bytes().as_ptr(),
+                other => unreachable!("{other:?}"),
+            };
+            let offset = values as usize - frame.as_ptr() as usize;
+            assert_eq!(offset % 8, 0, "{count} pushes: values at {offset}");
+            (frame, header, offset)
+        };
+        encoded(&transfer);
+        let (frame, header, offset) = encoded(&message);
         // The padding is zeros, and anything else is refused.
         let keys_at = offset - 3 * 8;
         let meta_end = HEADER_LEN + 28 + count * 25 + 32;
