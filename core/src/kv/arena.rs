@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::values::{add_all, put_all, read_all, replace_all, Element};
+use super::values::{add_all, put_all, read_all, replace_all, sum_all, Element};
 
 /// A segment takes appends while it holds at most this much with them; a
 /// larger push of new keys gets a segment of its own. Were they appended
@@ -184,15 +184,9 @@ impl<T: Element> Arena<T> {
         if inner.len() == segment.data.len() && segment.data.unique().is_none() {
             let fresh = match write {
                 Write::Replace => read_all(bytes),
-                Write::Add => {
-                    let mut fresh = vec![T::default(); inner.len()];
-                    let size = size_of::<T>();
-                    let held = segment.data.as_slice().iter();
-                    for ((slot, &old), raw) in fresh.iter_mut().zip(held).zip(bytes.chunks_exact(size)) {
-                        *slot = old.sum(T::read(raw));
-                    }
-                    fresh
-                }
+                // Summed straight into spare capacity: zero-filling the
+                // fresh memory first would cost one more pass over it.
+                Write::Add => sum_all(segment.data.as_slice(), bytes),
             };
             segment.data = Backing::Owned(Arc::new(fresh));
             return;

@@ -180,9 +180,19 @@ pub(crate) fn replace_all<T: Element>(into: &mut [T], bytes: &[u8]) {
 /// The little-endian elements in `bytes`, whatever their alignment.
 #[inline]
 pub(crate) fn read_all<T: Element>(bytes: &[u8]) -> Vec<T> {
-    let mut all = vec![T::default(); bytes.len() / size_of::<T>()];
-    replace_all(&mut all, bytes);
+    let mut all = Vec::with_capacity(bytes.len() / size_of::<T>());
+    all.extend(bytes.chunks_exact(size_of::<T>()).map(T::read));
     all
+}
+
+/// `held` plus the little-endian elements in `bytes`, element-wise, in
+/// new memory written once (no zero-fill before the sums).
+#[inline]
+pub(crate) fn sum_all<T: Element>(held: &[T], bytes: &[u8]) -> Vec<T> {
+    debug_assert_eq!(size_of_val(held), bytes.len());
+    let mut sums = Vec::with_capacity(held.len());
+    sums.extend(held.iter().zip(bytes.chunks_exact(size_of::<T>())).map(|(&old, raw)| old.sum(T::read(raw))));
+    sums
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
