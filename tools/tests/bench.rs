@@ -119,3 +119,34 @@ fn kv_app_with_the_noop_handle_runs_beside_raw_tcp() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--kv-app"));
 }
+
+#[test]
+fn replicas_rows_show_each_copy_count_beside_a_raw_chain_and_forward_every_pushed_byte() {
+    let args = ["--replicas", "--mode", "push", "--sizes", "64KiB", "--seconds", "0.05", "--repeat", "1"];
+    let out = bench(&args, Duration::from_secs(180));
+    for replicas in 1..=3u32 {
+        let row = out
+            .lines()
+            .find(|line| {
+                let words: Vec<&str> = line.split_whitespace().take(4).collect();
+                words == ["Push", "64KiB", "64", replicas.to_string().as_str()]
+            })
+            .unwrap_or_else(|| panic!("no R = {replicas} row in:\n{out}"));
+        let columns: Vec<&str> = row.split('|').collect();
+        let number = |column: usize, index: usize| -> f64 {
+            let word = columns[column].split_whitespace().nth(index);
+            word.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad row {row:?}"))
+        };
+        let (rate, forwarded, raw_ratio, vs_raw) = (number(1, 2), number(2, 0), number(4, 0), number(4, 1));
+        assert!(rate > 0.0 && raw_ratio > 0.0 && vs_raw > 0.0, "R = {replicas}: nothing measured: {row}");
+        // Bytes, not time: every hop of the chain carries the pushed
+        // values once. The slack covers framing and the untimed first
+        // push of the round, whose bytes cross the chain but are not
+        // counted as pushed; a hop that sent the values twice exceeds it.
+        let hops = f64::from(replicas - 1);
+        assert!((hops..hops + 0.5).contains(&forwarded), "R = {replicas}: {forwarded} forwarded per pushed byte");
+        if replicas == 1 {
+            assert_eq!((number(3, 0), raw_ratio), (1.0, 1.0), "R = 1 is its own baseline: {row}");
+        }
+    }
+}

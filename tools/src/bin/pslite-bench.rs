@@ -1097,7 +1097,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
     // Latency: a 1 KiB push with nothing else in flight.
     loads.push(Load { mode: Mode::Push, size: 1 << 10, window: 1, pattern: Window::Sliding, duration });
     println!(
-        "{:<12} {:>6} {:>6} {:>2} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} | {:>7} {:>7} {:>11} | {:>7}",
+        "{:<12} {:>6} {:>6} {:>2} | {:>8} {:>8} {:>10} {:>9} {:>9} | {:>8} | {:>7} {:>7} {:>11} | {:>7} {:>7}",
         "mode",
         "size",
         "window",
@@ -1111,7 +1111,8 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
         "req/R1",
         "p50/R1",
         "rounds",
-        "raw/R1"
+        "raw/R1",
+        "vs raw"
     );
     for (index, load) in loads.into_iter().enumerate() {
         // Row numbers start at 1, as in the main table: each row its keys.
@@ -1140,7 +1141,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
                 if at == 0 { "-".to_owned() } else { format!("{:.2}-{:.2}", round_ratios[at].0, round_ratios[at].1) };
             let p50 = ours.percentile(0.5);
             println!(
-                "{:<12} {:>6} {:>6} {:>2} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8} | {:>7.2} {:>7.2} {:>11} | {:>7.2}",
+                "{:<12} {:>6} {:>6} {:>2} | {:>8.3} {:>8.3} {:>10.0} {:>9.1?} {:>9.1?} | {:>8} | {:>7.2} {:>7.2} {:>11} | {:>7.2} {:>7.2}",
                 format!("{:?}", load.mode),
                 size_name(load.size),
                 load.window,
@@ -1155,6 +1156,7 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
                 p50.as_secs_f64() / base_p50.as_secs_f64(),
                 spread,
                 raw_rates[at] / raw_rates[0],
+                ours.rate() / raw_rates[at],
             );
         }
     }
@@ -1167,7 +1169,8 @@ async fn replicas_table(args: &Args) -> Result<(), BoxError> {
          fwd/push = bytes servers received from each other per pushed byte (R - 1 when every hop carries the pushed \
          values; in one process only); raw/R1 = requests/s of the same load through a chain of R plain TCP \
          servers (pushes; pulls: one) over one server's, run after each turn: what moving the bytes R times \
-         costs on this machine, whose cores every copy shares; the last row is the latency row (one request in \
+         costs on this machine, whose cores every copy shares; vs raw = requests/s over that raw chain's: \
+         at or near 1, R copies cost what moving the bytes R times costs here; the last row is the latency row (one request in \
          flight)",
         args.repeat.max(1),
         args.seconds
