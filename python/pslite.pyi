@@ -88,6 +88,9 @@ class Node:
     @property
     def num_workers(self) -> int:
         """Workers in the cluster."""
+    @property
+    def replicas(self) -> int:
+        """Copies of each key range."""
     def barrier(self, group: str) -> list[int]:
         """Waits until every node of ``group`` arrives: ``"all"``,
         ``"workers"``, ``"servers"``, ``"scheduler"``, or several joined by
@@ -132,6 +135,13 @@ class LocalCluster:
     """A whole cluster in this process, on loopback: ``servers`` servers
     running ``handle`` and ``workers`` workers, ready when constructed.
 
+    ``replicas`` (1 to 3, at most ``servers``) keeps each key range on a
+    chain of that many servers, as ``PS_REPLICAS`` does for launched
+    processes: a push is acknowledged once every copy applied it, and
+    pulls read the chain's tail. Built-in handles replicate; a callable
+    cannot (it exports no state) and raises ``ValueError`` with
+    ``replicas`` > 1.
+
     As a context manager it finalizes on exit, or aborts every node when
     the block raised.
     """
@@ -143,6 +153,7 @@ class LocalCluster:
         handle: Handle = None,
         *,
         dtype: DTypeLike = None,
+        replicas: int = 1,
         **options: float,
     ) -> None: ...
     def worker(self, index: int) -> Worker:

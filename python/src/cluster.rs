@@ -14,7 +14,9 @@ use crate::worker::Worker;
 use crate::{block, block_once, py_error, PsliteError};
 
 /// A whole cluster in this process: `servers` servers running `handle`
-/// and `workers` workers, ready when the constructor returns.
+/// and `workers` workers, ready when the constructor returns. With
+/// `replicas` > 1 each key range is kept by a chain of that many servers
+/// (`PS_REPLICAS` for launched processes).
 #[pyclass(module = "pslite", frozen)]
 #[derive(Debug)]
 pub(crate) struct LocalCluster {
@@ -22,6 +24,7 @@ pub(crate) struct LocalCluster {
     cluster: Mutex<Option<pslite_io::LocalCluster>>,
     num_servers: u32,
     num_workers: u32,
+    replicas: u8,
 }
 
 impl LocalCluster {
@@ -33,27 +36,31 @@ impl LocalCluster {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (servers = 1, workers = 1, handle = None, *, dtype = None, **options))]
+    #[pyo3(signature = (servers = 1, workers = 1, handle = None, *, dtype = None, replicas = 1, **options))]
     fn new(
         py: Python<'_>,
         servers: u32,
         workers: u32,
         handle: Option<&Bound<'_, PyAny>>,
         dtype: Option<&Bound<'_, PyAny>>,
+        replicas: u8,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let spec = HandleSpec::parse(handle, dtype, options)?;
+        spec.check_replicas(replicas)?;
         // Built here, holding the GIL (a Python handle takes a reference).
         let mut handles: Vec<ServerHandle> = (0..servers).map(|_| spec.build(py)).collect();
         let cluster = block_once(py, move || async move {
-            let settings = pslite_io::LocalCluster::settings(servers, workers);
+            let mut settings = pslite_io::LocalCluster::settings(servers, workers);
+            // Checked with the rest of the settings when the nodes start.
+            settings.core.replicas = replicas;
             // One handle per server rank, in rank order.
             handles.reverse();
             let factory = Box::new(move |_| handles.pop().expect("a handle per server"));
             pslite_io::LocalCluster::start_with(settings, factory).await
         })?
         .map_err(py_error)?;
-        Ok(Self { cluster: Mutex::new(Some(cluster)), num_servers: servers, num_workers: workers })
+        Ok(Self { cluster: Mutex::new(Some(cluster)), num_servers: servers, num_workers: workers, replicas })
     }
 
     /// The worker at `index` (start order, 0 to num_workers - 1; its
@@ -84,6 +91,12 @@ impl LocalCluster {
     #[getter]
     fn num_workers(&self) -> u32 {
         self.num_workers
+    }
+
+    /// Copies of each key range.
+    #[getter]
+    fn replicas(&self) -> u8 {
+        self.replicas
     }
 
     /// Finalizes every node (a barrier over all, then shutdown); call it
@@ -129,6 +142,9 @@ impl LocalCluster {
     fn __repr__(&self) -> String {
         let state =
             if self.cluster.lock().unwrap_or_else(PoisonError::into_inner).is_some() { "running" } else { "shut down" };
-        format!("<pslite.LocalCluster servers={} workers={} {state}>", self.num_servers, self.num_workers)
+        format!(
+            "<pslite.LocalCluster servers={} workers={} replicas={} {state}>",
+            self.num_servers, self.num_workers, self.replicas
+        )
     }
 }

@@ -100,6 +100,19 @@ impl HandleSpec {
     }
 
     /// A new handle for one server.
+    /// Refuses a callable with `replicas` > 1 before any node starts: a
+    /// chain's members install the state its head's handle exports, and a
+    /// callable exports nothing, so its pushes would be refused one by one.
+    pub(crate) fn check_replicas(&self, replicas: u8) -> PyResult<()> {
+        match self {
+            Self::Python(_) if replicas > 1 => Err(PyValueError::new_err(format!(
+                "a callable handle cannot be replicated (replicas={replicas}): chain members install the state \
+                 the head's handle exports, and a callable exports none; use replicas=1 or a built-in handle"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn build(&self, py: Python<'_>) -> ServerHandle {
         match self {
             Self::Sum(DType::F32) => ServerHandle::inline(KvStore::<f32>::new()),
