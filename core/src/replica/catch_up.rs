@@ -311,6 +311,15 @@ impl Serving {
     /// once its predecessor said what it acknowledged.
     pub(super) fn promote(&mut self, range: u32) -> Option<RangeMember<State, super::serve::Owed>> {
         let learning = self.learning.remove(&range)?;
+        // Why a report can never promote a learner that has not caught
+        // up: the scheduler takes a `CaughtUp` only from the chain's
+        // current tail, for its current `changed_at` and the learner's
+        // current incarnation. For one such triple the learner keeps one
+        // `Learning` (it starts another only when the tail, `changed_at`
+        // or its own learning changes, and the last happens only through
+        // its death or promotion), so the tail never restarts that
+        // stream, and every report of it was made once this learner held
+        // the range.
         debug_assert!(learning.incoming.caught_up(), "promoted before it caught up");
         self.apps.entry(range).or_default().extend(learning.apps);
         Some(RangeMember::caught_up(learning.incoming.seq(), learning.dedup))
