@@ -322,6 +322,17 @@ mod tests {
                         let from = self.chain[at].log.applied() + 1;
                         self.wire.push((to, from_id(sender, &self.chain), Msg::ResendFrom(from)));
                     }
+                    // As `Serving::on_replicate` does: a predecessor that
+                    // sends again may have missed the report (the middle
+                    // that carried it died), so the tail, or a middle that
+                    // heard one, repeats it.
+                    if arrival == Arrival::Duplicate {
+                        let log = &self.chain[at].log;
+                        let seq = if has_successor { log.committed() } else { log.applied() };
+                        if seq > 0 {
+                            self.wire.push((to, from_id(sender, &self.chain), Msg::Committed(seq)));
+                        }
+                    }
                     if let Arrival::Apply(ready) = arrival {
                         self.chain[at].state.extend(ready.iter().map(|b| b.payload));
                         self.chain[at].log.applied_through(&ready, has_successor);
