@@ -502,12 +502,63 @@ impl<T: Element> KvStore<T> {
 
     /// Drops the keys of `range`: afterwards [`get`](Self::get) finds none
     /// of them, pulls answer zeros, and a later push or install creates
-    /// them anew, with any length. The arena space their values took is
-    /// not reclaimed: a server forgets a range only to learn it again
-    /// after a transfer was cut off, which is rare.
+    /// them anew, with any length.
+    ///
+    /// A server forgets a range to learn it again after a transfer was cut
+    /// off, and learns it into new arena space; each cut-off would leave
+    /// the range's old values behind for good. So once at most half of the
+    /// arena is still held, the store moves what it holds into a new one:
+    /// a copy of the held values, paid for by the forgotten ones since the
+    /// last move.
     pub fn forget_range(&mut self, range: KeyRange) {
         self.index.remove_span(range.start(), range.end_inclusive());
         debug_assert!(self.index.keys_in(range.start(), range.end_inclusive(), 1).is_empty());
+        if self.held_elements() * 2 <= self.arena.len() {
+            self.compact();
+        }
+    }
+
+    /// Elements the index still points to, counted a bounded number of
+    /// keys at a time (a store may hold tens of millions).
+    fn held_elements(&self) -> usize {
+        const KEYS_PER_STEP: usize = 1 << 16;
+        let (mut held, mut from) = (0usize, Some(0u64));
+        while let Some(start) = from {
+            let keys = self.index.keys_in(start, u64::MAX, KEYS_PER_STEP);
+            let mut cursor = Cursor::default();
+            held += keys
+                .iter()
+                .filter_map(|&key| self.index.find(&mut cursor, key))
+                .map(|run| run.len as usize)
+                .sum::<usize>();
+            from = match keys.last() {
+                Some(&last) if keys.len() == KEYS_PER_STEP => last.checked_add(1),
+                _ => None,
+            };
+        }
+        held
+    }
+
+    /// Rebuilds the store from what it holds, in key order and without the
+    /// space of forgotten keys. Answers on the wire keep the memory they
+    /// share.
+    fn compact(&mut self) {
+        let held = self.export_range(KeyRange::FULL, usize::MAX, usize::MAX);
+        let mut fresh = Self::with_value_len_default(self.value_len_default);
+        // Its own export, into an empty store of the same type: nothing to
+        // refuse. Were it refused, the store stays as it was.
+        if held.keys.is_empty() || fresh.install(&held).is_ok() {
+            fresh.recycler = std::mem::take(&mut self.recycler);
+            *self = fresh;
+        } else {
+            debug_assert!(false, "a store's export installs into an empty store");
+        }
+    }
+
+    /// Elements the arena holds, forgotten ones included.
+    #[cfg(test)]
+    fn arena_len(&self) -> usize {
+        self.arena.len()
     }
 }
 
@@ -887,6 +938,36 @@ mod tests {
         assert!(KvHandle::forget_range(&mut store, KeyRange::FULL).is_ok());
         assert!(store.is_empty());
         assert_eq!(store.export_range(KeyRange::FULL, 10, 100).keys, Keys::from_slice(&[]));
+    }
+
+    #[test]
+    fn forgetting_most_of_the_store_gives_its_space_back_and_keeps_the_rest() {
+        let mut store = KvStore::<f32>::new();
+        let keys: Vec<u64> = (0..100).map(|k| k * 10).collect();
+        let values: Vec<f32> = (0..200).map(|v| v as f32).collect();
+        assert_eq!(store.handle(&request(KvOp::Push, &keys, &values, Some(&[2; 100]))), Response::ack());
+        // A learner cut off three times: each time it forgets the range and
+        // installs it again in new space.
+        let range = KeyRange::new(0, 499).unwrap();
+        for round in 0..3 {
+            store.forget_range(range);
+            let state = KvList {
+                keys: Keys::from_slice(&keys[..50]),
+                values: Values::from_slice(&vec![round as f32; 150]),
+                lens: Some(Lens::from_slice(&[3; 50])),
+            };
+            assert_eq!(store.install(&state), Ok(()));
+            assert!(store.arena_len() <= 2 * (150 + 100), "round {round}: {} elements", store.arena_len());
+            assert_eq!(store.get(0), Some(&[round as f32; 3][..]));
+            assert_eq!(store.get(490), Some(&[round as f32; 3][..]));
+        }
+        // The keys outside the range kept their values through every move.
+        for (i, &key) in keys.iter().enumerate().skip(50) {
+            assert_eq!(store.get(key), Some(&values[2 * i..2 * i + 2]), "key {key}");
+        }
+        assert_eq!(store.len(), 100);
+        store.forget_range(KeyRange::FULL);
+        assert_eq!((store.len(), store.arena_len()), (0, 0));
     }
 
     proptest! {
