@@ -396,6 +396,14 @@ mod tests {
                         let again = self.chain[at].range.last_applied() + 1;
                         self.wire.push((to, from, Msg::ResendFrom(again)));
                     }
+                    // As `Serving::on_replicate` does: a predecessor that
+                    // sends again may have missed the report (the middle
+                    // that carried it died), so the tail, or a middle that
+                    // heard one, repeats it.
+                    if arrival == Arrival::Duplicate && self.chain[at].range.committed() > 0 {
+                        let seq = self.chain[at].range.committed();
+                        self.wire.push((to, from, Msg::Committed(seq)));
+                    }
                     if let Arrival::Apply(ready) = arrival {
                         self.chain[at].state.extend(ready.iter().map(|b| b.payload.state));
                         if self.chain[at].range.installed(&ready, has_successor, Instant::ZERO) {
