@@ -99,7 +99,6 @@ impl HandleSpec {
         Ok(Self::Optimizer(optimizer))
     }
 
-    /// A new handle for one server.
     /// Refuses a callable with `replicas` > 1 before any node starts: a
     /// chain's members install the state its head's handle exports, and a
     /// callable exports nothing, so its pushes would be refused one by one.
@@ -113,6 +112,7 @@ impl HandleSpec {
         }
     }
 
+    /// A new handle for one server.
     pub(crate) fn build(&self, py: Python<'_>) -> ServerHandle {
         match self {
             Self::Sum(DType::F32) => ServerHandle::inline(KvStore::<f32>::new()),

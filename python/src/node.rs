@@ -163,10 +163,13 @@ fn run_as(py: Python<'_>, role: Role, spec: &HandleSpec) -> PyResult<Vec<u32>> {
 /// Starts a node (a server runs a handle built from `spec`) and waits
 /// until the cluster is ready.
 fn start_node(py: Python<'_>, settings: Settings, spec: &HandleSpec) -> PyResult<NodeHandle> {
-    if settings.core.role == Role::Server {
-        spec.check_replicas(settings.core.replicas)?;
-    }
-    let handle = (settings.core.role == Role::Server).then(|| spec.build(py));
+    let handle = match settings.core.role {
+        Role::Server => {
+            spec.check_replicas(settings.core.replicas)?;
+            Some(spec.build(py))
+        }
+        _ => None,
+    };
     let started = block(py, async move {
         let node = match handle {
             // Installed before any request can arrive.
